@@ -1,0 +1,180 @@
+"""Layer-wise equivariance measurement of any model: a report, a table and a plot.
+
+    err_l = mean over k ≠ 0 of  ||T_k F_l(x) - F_l(R_k x)|| / ||F_l(R_k x)||
+
+0 for a strictly equivariant layer; about sqrt(2) for unrelated maps of equal norm.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import EqRegConfig
+from .groups import is_exact, rotate_image, rotation_mask
+from .regularizer import feature_pair_to_nchw, transform_feature
+from .taps import FeatureTaps, first_tensor, resolve_taps
+
+__all__ = ["equivariance_error", "EquivarianceReport"]
+
+
+class EquivarianceReport(dict):
+    """``{layer: relative equivariance error}`` with a text table, a plot and the run's settings."""
+
+    def __init__(self, errors: dict[str, float], group_order: int, input_hw: tuple[int, int], ks: list[int],
+                 per_k: dict[str, dict[int, float]] | None = None):
+        super().__init__(errors)
+        self.group_order = group_order
+        self.input_hw = tuple(input_hw)
+        self.ks = list(ks)
+        self.per_k = per_k or {}
+
+    @property
+    def mean(self) -> float:
+        """Mean error over the layers (NaN when empty)."""
+        return float(sum(self.values()) / len(self)) if len(self) else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"group_order": self.group_order, "input_hw": list(self.input_hw), "ks": self.ks,
+                "errors": dict(self), "mean": self.mean}
+
+    def table(self) -> str:
+        """A plain-text table, one row per layer, with a bar for the eye."""
+        width = max([len(n) for n in self] + [5])
+        lines = [f"Equivariance error (C{self.group_order}, input {self.input_hw[0]}x{self.input_hw[1]}, "
+                 f"k in {self.ks})", f"{'layer':<{width}}  rel. error", "-" * (width + 32)]
+        for name, err in self.items():
+            bar = "#" * min(20, int(round(err * 20 / 1.5)))
+            lines.append(f"{name:<{width}}  {err:10.4f}  {bar}")
+        lines.append(f"{'mean':<{width}}  {self.mean:10.4f}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def plot(self, path: str | os.PathLike, title: str | None = None, others: dict[str, "EquivarianceReport"] | None = None) -> str:
+        """Save a PNG of error per layer (``others`` adds one line per named report, same layers)."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        series = {"model": self} if not others else dict(others)
+        names = list(self.keys())
+        fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(names) + 2), 3.6))
+        for label, rep in series.items():
+            ax.plot(range(len(names)), [rep.get(n, float("nan")) for n in names], marker="o", label=label)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel("relative equivariance error")
+        ax.set_ylim(bottom=0)
+        ax.set_title(title or f"Layer-wise equivariance error (C{self.group_order})")
+        ax.grid(alpha=0.3)
+        if len(series) > 1:
+            ax.legend()
+        fig.tight_layout()
+        path = os.fspath(path)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = path + ".tmp.png"
+        fig.savefig(tmp, dpi=120)
+        plt.close(fig)
+        os.replace(tmp, path)
+        return path
+
+
+@torch.no_grad()
+def equivariance_error(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: Any = "auto",
+    group_order: int = 4,
+    fields: Any = "regular",
+    layouts: Any = "auto",
+    prefix_tokens: Any = None,
+    ks: list[int] | None = None,
+    include_output: bool = False,
+    input_key: str | None = None,
+    eval_mode: bool = True,
+) -> EquivarianceReport:
+    """Per-layer relative equivariance error of ``model`` on the batch ``x``.
+
+    Runs ``model(x)`` and ``model(R_k x)`` for each ``k`` in ``ks`` (default all k ≠ 0), separately,
+    so non-square inputs and every rotation work. Interpolated angles compare only the inscribed disk.
+
+    Args:
+        model: any network; put in eval mode for the measurement (restored afterwards) unless
+            ``eval_mode=False``.
+        x: ``[B, C, H, W]`` images.
+        layers, group_order, fields, layouts, prefix_tokens: as in :class:`EqRegConfig`.
+        ks: group elements to average over.
+        include_output: add an ``"output"`` row (the model's output, treated as a trivial field:
+            images rotated, vectors left alone — i.e. invariance of logits).
+        input_key: call ``model(**{input_key: x})`` (e.g. ``"pixel_values"``) instead of ``model(x)``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+        >>> rep = equivariance_error(net, torch.randn(2, 3, 9, 9), layers=["0", "2"])
+        >>> sorted(rep), rep.mean > 0.1
+        (['0', '2'], True)
+    """
+    cfg = EqRegConfig(layers=layers, group_order=group_order, fields=fields, layouts=layouts,
+                      prefix_tokens=prefix_tokens, weight=1.0)
+    specs = resolve_taps(model, cfg) if group_order > 1 else []
+    ks = [k for k in (ks if ks is not None else range(1, group_order)) if k % group_order]
+    names = [s.name for s in specs]
+    was_training = model.training
+    if eval_mode:
+        model.eval()
+
+    def run(inp):
+        return model(**{input_key: inp}) if input_key else model(inp)
+
+    per_k: dict[str, dict[int, float]] = {n: {} for n in names}
+    if include_output:
+        per_k["output"] = {}
+    try:
+        with FeatureTaps(model, names, clone=True) as taps:
+            taps.arm()
+            out0 = first_tensor(run(x))
+            base = taps.take()
+            hw = tuple(x.shape[-2:])
+            for k in ks:
+                xr = rotate_image(x, k, group_order)
+                rhw = tuple(xr.shape[-2:])
+                taps.arm()
+                out_r = first_tensor(run(xr))
+                rot = taps.take()
+                interp = not is_exact(k, group_order)
+                for spec in specs:
+                    a, layout = feature_pair_to_nchw(base[spec.name][0][1], spec, hw)
+                    b, _ = feature_pair_to_nchw(rot[spec.name][0][1], spec, rhw)
+                    if spec.field == "regular" and a.shape[1] % group_order:
+                        if spec.explicit:
+                            raise ValueError(
+                                f"Tap {spec.name!r} has {a.shape[1]} channels, not divisible by group_order="
+                                f"{group_order}; mark it trivial (fields={{'{spec.name}': 'trivial'}}) or tap other layers.")
+                        per_k.pop(spec.name, None)
+                        continue
+                    ta = transform_feature(a.float(), k, group_order, spec.field, layout, "bilinear")
+                    per_k[spec.name][k] = _rel(ta, b.float(), interp and layout != "vector")
+                if include_output and out0 is not None:
+                    o = out0.float()
+                    ta = rotate_image(o, k, group_order) if o.dim() >= 3 else o
+                    per_k["output"][k] = _rel(ta, out_r.float(), interp and o.dim() >= 3)
+    finally:
+        model.train(was_training)
+    errors = {n: sum(v.values()) / len(v) for n, v in per_k.items() if v}
+    return EquivarianceReport(errors, group_order, tuple(x.shape[-2:]), ks, per_k)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor, masked: bool) -> float:
+    if a.shape != b.shape:
+        raise RuntimeError(f"Rotated map has shape {tuple(b.shape)}, expected {tuple(a.shape)}: the layer does not "
+                           "rotate with the input (misaligned strides, or a wrong layout).")
+    if masked:
+        mask = rotation_mask(a.shape[-2], a.shape[-1], device=a.device)
+        a, b = a * mask, b * mask
+    return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b).clamp_min(1e-12))
