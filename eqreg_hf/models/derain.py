@@ -287,6 +287,10 @@ class StrictC4Derainer(nn.Module, PyTorchModelHubMixin, tags=["deraining", "equi
                         "conv1": enn.R2Conv(hidden, hidden, 3, padding=1),
                         "act": enn.ReLU(hidden),
                         "conv2": enn.R2Conv(hidden, hidden, 3, padding=1),
+                        # Plain-tensor views of the conv outputs: forward hooks (EQ-Reg taps,
+                        # equivariance_error) see torch tensors here, not e2cnn GeometricTensors.
+                        "feat1": nn.Identity(),
+                        "feat2": nn.Identity(),
                     }
                 )
             )
@@ -302,12 +306,23 @@ class StrictC4Derainer(nn.Module, PyTorchModelHubMixin, tags=["deraining", "equi
         gt = self._enn.GeometricTensor
         f = self.head_act(self.head(gt(x, self.in_type)))
         for block in self.body:
-            f = f + block["conv2"](block["act"](block["conv1"](f)))
+            g = block["conv1"](f)
+            g = gt(block["feat1"](g.tensor), g.type)
+            g = block["conv2"](block["act"](g))
+            f = f + gt(block["feat2"](g.tensor), g.type)
         return x - self.tail(f).tensor
 
     def eqreg_layers(self, group_order: int = 4) -> list[str]:
-        """Body convolutions (the same taps as FastDerainer; their error is 0 by construction)."""
-        return [f"body.{i}.conv{j}" for i in range(len(self.body)) for j in (1, 2)]
+        """Plain-tensor views of the body convolutions' outputs (``body.i.feat1/2``; error 0 by construction).
+
+        The e2cnn convs themselves return ``GeometricTensor``s, which hooks cannot compare; the
+        ``feat`` identities carry the same values as torch tensors, channels field-major (C4
+        regular fields, 4 channels each), the layout the EQ-Reg convention uses.
+        """
+        if group_order not in (2, 4):
+            raise ValueError(f"StrictC4Derainer is equivariant to C4 and its subgroup C2; group_order={group_order} "
+                             "is neither. Use 4 or 2.")
+        return [f"body.{i}.feat{j}" for i in range(len(self.body)) for j in (1, 2)]
 
 
 MODELS = {"fast": FastDerainer, "rcdnet": RCDNet, "strict-c4": StrictC4Derainer}
