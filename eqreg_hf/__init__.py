@@ -25,8 +25,6 @@ __all__ = [
     "FeatureTaps",
     "TapSpec",
     "EqRegAlignmentWarning",
-    "EqRegTrainer",
-    "EqRegTrainerMixin",
 ]
 
 

@@ -359,20 +359,22 @@ class EqReg:
         self._checked_sizes.add(tracer.input_hw)
         if not captured:
             return
+        misaligned = []
         for spec in self.taps:
             items = captured.get(spec.name)
             if not items:
                 continue
-            f = items[0][1]
             try:
-                g, layout = feature_pair_to_nchw(f[:1], spec, tracer.input_hw)
+                g, layout = feature_pair_to_nchw(items[0][1][:1], spec, tracer.input_hw)
             except ValueError:
                 continue
             if layout == "vector":
                 continue
             res = tracer.check(tuple(g.shape[-2:]))
             if res is not None and not res[0]:
-                warn_misaligned(spec.name, tracer.input_hw, tuple(g.shape[-2:]), res[1])
+                misaligned.append((spec.name, tuple(g.shape[-2:]), res[1]))
+        if misaligned:
+            warn_misaligned(misaligned, tracer.input_hw)
 
     # ------------------------------------------------------------------ lifetime
     def remove(self) -> None:

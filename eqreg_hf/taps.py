@@ -310,6 +310,12 @@ def _axis_step(m: _AxisMap, module: nn.Module, axis: int) -> _AxisMap | None:
         d = _pair(getattr(module, "dilation", 1))[axis]
         ceil = bool(getattr(module, "ceil_mode", False))
         return _AxisMap(m.a + m.b * (d * (k - 1) / 2 - p), m.b * s, m.ops + (("conv", k, s, p, d, ceil),))
+    if _conv_like(module):  # duck-typed convolutions: e2cnn R2Conv, hand-written group convs, ...
+        k = _pair(getattr(module, "kernel_size", None) or tuple(module.weight.shape[-2:]))[axis]
+        s = _pair(module.stride)[axis]
+        p = _pair(module.padding if not isinstance(module.padding, str) else 0)[axis]
+        d = _pair(getattr(module, "dilation", 1))[axis]
+        return _AxisMap(m.a + m.b * (d * (k - 1) / 2 - p), m.b * s, m.ops + (("conv", k, s, p, d, False),))
     if isinstance(module, nn.ConvTranspose2d):
         k, s, p, d = (_pair(v)[axis] for v in (module.kernel_size, module.stride, module.padding, module.dilation))
         op_pad = _pair(module.output_padding)[axis]
@@ -324,6 +330,14 @@ def _axis_step(m: _AxisMap, module: nn.Module, axis: int) -> _AxisMap | None:
         r = module.downscale_factor
         return _AxisMap(m.a + m.b * (r - 1) / 2, m.b * r, m.ops + (("unscale", r),))
     return None
+
+
+def _conv_like(module: nn.Module) -> bool:
+    if isinstance(module, (nn.ConvTranspose2d, nn.Conv1d, nn.Conv3d)):
+        return False
+    has_kernel = hasattr(module, "kernel_size") or (
+        isinstance(getattr(module, "weight", None), torch.Tensor) and module.weight.dim() == 4)
+    return has_kernel and hasattr(module, "stride") and hasattr(module, "padding")
 
 
 _SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.ConvTranspose2d, nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle)
@@ -342,10 +356,13 @@ class AlignmentTracer:
     def __init__(self, model: nn.Module, input_hw: tuple[int, int]):
         self.input_hw = tuple(input_hw)
         self.maps: dict[tuple[int, int], tuple[_AxisMap, _AxisMap]] = {self.input_hw: (_AxisMap(0.0, 1.0), _AxisMap(0.0, 1.0))}
-        self._handles = [m.register_forward_hook(self._hook) for m in model.modules() if isinstance(m, _SPATIAL)]
+        self._handles = [m.register_forward_hook(self._hook) for m in model.modules()
+                         if isinstance(m, _SPATIAL) or _conv_like(m)]
 
     def _hook(self, module, args, output):
         x = args[0] if args else None
+        x = getattr(x, "tensor", x)  # e2cnn / escnn GeometricTensor
+        output = getattr(output, "tensor", output)
         if not isinstance(x, torch.Tensor) or x.dim() < 3 or not isinstance(output, torch.Tensor):
             return
         src = self.maps.get(tuple(x.shape[-2:]))
@@ -389,13 +406,18 @@ def _nearest_aligned(m: _AxisMap, size: int, radius: int = 64) -> int | None:
     return None
 
 
-def warn_misaligned(name: str, input_hw, hw, nearest) -> None:
-    sizes = "x".join(str(n) for n in nearest) if nearest and None not in nearest else "none within ±64 pixels"
+def warn_misaligned(misaligned: list[tuple[str, tuple, tuple]], input_hw) -> None:
+    """One warning for an input size: every misaligned tap (name, map size, nearest aligned input size)."""
+    parts = []
+    for name, hw, nearest in misaligned:
+        sizes = "x".join(str(n) for n in nearest) if nearest and None not in nearest else "none within ±64 px"
+        parts.append(f"{name!r} (map {hw[0]}x{hw[1]}; nearest aligned input size {sizes})")
+    best = misaligned[0][2]
+    best = "x".join(str(n) for n in best) if best and None not in best else "another size"
     warnings.warn(
-        f"EQ-Reg: tap {name!r} (map {hw[0]}x{hw[1]}) is misaligned for input size {input_hw[0]}x{input_hw[1]}: "
-        "strides/padding make its sampling grid asymmetric, so a 90° rotation of the map does not line up with "
-        f"the map of the rotated input. Nearest aligned input size: {sizes}. Crop/pad inputs to it, or tap other "
-        "layers (the loss stays usable but cannot reach 0).",
+        f"EQ-Reg: for input size {input_hw[0]}x{input_hw[1]}, tap(s) {', '.join(parts)} are misaligned: strides/"
+        "padding make the sampling grid asymmetric, so a 90° rotation of the map does not line up with the map of "
+        f"the rotated input and the loss cannot reach 0. Crop/pad inputs to {best}, or tap other layers.",
         EqRegAlignmentWarning,
         stacklevel=3,
     )
