@@ -640,8 +640,10 @@ def write_hub_folder(
     if "architecture" not in card_kwargs:
         if kind == "timm":
             card_kwargs["architecture"] = f"timm `{model.pretrained_cfg.get('architecture', type(model).__name__)}`"
+        elif kind == "transformers":
+            card_kwargs["architecture"] = f"transformers `{type(model).__name__}`"
         else:
-            card_kwargs["architecture"] = f"{kind} `{type(model).__name__}`"
+            card_kwargs["architecture"] = f"`{type(model).__name__}` from `{type(model).__module__}`"
     card = make_model_card(task, model_name=name, metrics=metrics, dataset=dataset, eqreg_config=eqreg_config,
                            training=training, kind=kind, **card_kwargs)
     return save_folder(model, directory, eqreg_config=eqreg_config, card=card, kind=kind)
