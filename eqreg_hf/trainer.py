@@ -1,0 +1,360 @@
+"""EQ-Reg for ``transformers.Trainer``: a mixin that adds the equivariance term to ``compute_loss``.
+
+    total = task_loss(model([x; R_k x]), [y; y or R_k y]) + λ Σ_l w_l d(T_k F_l(x), F_l(R_k x))
+
+(Bai, Fu, Xie, Meng, CVPR 2025.) One forward of the stacked batch per micro-batch, the hooks on the
+inner modules of the (possibly DDP-wrapped or compiled) model, one k per optimizer step.
+
+    from eqreg_hf import EqRegConfig, EqRegTrainer
+    trainer = EqRegTrainer(model=model, args=args, train_dataset=ds,
+                           eqreg=EqRegConfig(layers="auto", group_order=4, weight=0.1))
+    trainer.train()
+
+Gradient accumulation: the Trainer divides a loss by the accumulation steps unless it believes the
+loss was already normalised by ``num_items_in_batch`` (which depends on the model: ViT normalises,
+ConvNeXt does not accept the kwarg, ResNet accepts it and ignores it). The mixin therefore always
+computes per-micro-batch means (``num_items_in_batch=None``) and declares
+``loss_is_scaled_for_ga = False``, so the task term and the EQ-Reg term are both divided exactly once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import EqRegConfig
+from .regularizer import EqReg
+
+try:
+    from transformers import Trainer
+except ImportError as err:  # pragma: no cover - transformers is a hard dependency of the package
+    raise ImportError("eqreg_hf.trainer needs transformers: pip install transformers") from err
+
+__all__ = ["EqRegTrainerMixin", "EqRegTrainer", "EQREG_STATE_NAME", "core_module"]
+
+EQREG_STATE_NAME = "eqreg_state.pt"
+
+
+def core_module(model: nn.Module) -> nn.Module:
+    """The user's module inside DDP / FSDP1 / DataParallel / ``torch.compile`` wrappers (where the hooks go)."""
+    seen = 0
+    while seen < 8:
+        seen += 1
+        if hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):  # torch.compile
+            model = model._orig_mod
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) or (
+            type(model).__name__ in ("FullyShardedDataParallel", "DeepSpeedEngine") and hasattr(model, "module")
+        ):
+            model = model.module
+        else:
+            break
+    return model
+
+
+def _accepts_keyword(module: nn.Module, key: str) -> bool:
+    try:
+        params = inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return True
+    return key in params or any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+class EqRegTrainerMixin:
+    """Adds EQ-Reg to any ``transformers.Trainer`` subclass: ``class T(EqRegTrainerMixin, Seq2SeqTrainer)``.
+
+    ``compute_loss`` runs one forward of ``[x; R_k x]`` (``x = inputs[eqreg.image_key]``) and returns
+    ``task + λ·L_eq``. Targets for the rotated half: labels (``dim <= 2``) are copied, image targets
+    rotated with the same k (``eqreg.rotate_targets=True``, the paper's choice: rotation augmentation
+    for free); with ``rotate_targets=False`` the task loss sees the original half only.
+
+    The task loss is, in order: ``task_loss(outputs, targets)`` if given; the Trainer's
+    ``compute_loss_func`` if given; otherwise the loss the model returns (transformers models given
+    ``labels``). Plain ``nn.Module`` models whose ``forward`` has no ``pixel_values`` argument are
+    called positionally, ``model(inputs[image_key])``.
+
+    Args (keyword, on top of the Trainer's):
+        eqreg: an :class:`EqRegConfig` (or its dict). None or inactive (weight 0, group_order 1):
+            plain training, no hooks.
+        task_loss: ``(outputs, targets) -> scalar`` mean loss, e.g. ``torch.nn.functional.l1_loss``
+            for a derainer fed ``{"pixel_values": rainy, "labels": clean}``. ``targets`` is the
+            tensor under the label key (or a dict when ``args.label_names`` names several).
+        eqreg_log_taps: also log the unweighted distance of each tap as ``eqreg/<tap>`` (default False).
+
+    Logs (window means, averaged across processes, in ``trainer.state.log_history``): ``loss`` (the
+    Trainer's, = task + EQ-Reg), ``task_loss``, ``eqreg_loss`` (λ-weighted), ``eqreg_weight``
+    (the live λ) and, opt-in, ``eqreg/<tap>``.
+
+    Example:
+        >>> from transformers import TrainingArguments
+        >>> trainer = EqRegTrainer(model=net, args=TrainingArguments("out", max_steps=10),
+        ...                        train_dataset=ds, task_loss=torch.nn.functional.l1_loss,
+        ...                        eqreg=EqRegConfig(layers="body.*.conv", weight=1e-2))  # doctest: +SKIP
+        >>> trainer.train()  # doctest: +SKIP
+    """
+
+    # compute_loss returns per-micro-batch means, never num_items_in_batch-normalised sums.
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        *args: Any,
+        eqreg: EqRegConfig | Mapping[str, Any] | None = None,
+        task_loss: Callable[[Any, Any], torch.Tensor] | None = None,
+        eqreg_log_taps: bool = False,
+        **kwargs: Any,
+    ):
+        if isinstance(eqreg, Mapping):
+            eqreg = EqRegConfig.from_dict(dict(eqreg))
+        if eqreg is not None and not isinstance(eqreg, EqRegConfig):
+            raise TypeError(f"eqreg={eqreg!r} must be an EqRegConfig, a dict of its fields, or None.")
+        if task_loss is not None and kwargs.get("compute_loss_func") is not None:
+            raise ValueError(
+                "Pass either task_loss= or compute_loss_func=, not both: they are the same thing (the "
+                "task loss of the stacked outputs); task_loss also works for models that return no loss."
+            )
+        if task_loss is not None and not callable(task_loss):
+            raise TypeError(f"task_loss={task_loss!r} must be a callable (outputs, targets) -> loss.")
+        super().__init__(*args, **kwargs)
+        self.eqreg_config = eqreg
+        self.task_loss = task_loss
+        self.eqreg_log_taps = bool(eqreg_log_taps)
+        self.eqreg: EqReg | None = None
+        if task_loss is not None and not self.label_names:
+            # A plain nn.Module has no `labels` argument, so the Trainer finds no label names and would
+            # skip compute_loss during evaluation; the targets live under "labels" by convention.
+            self.label_names = ["labels"]
+        self._eqreg_window: dict[str, torch.Tensor] = {}
+        self._eqreg_window_steps: set[int] = set()
+        self._eqreg_k_cache: tuple[int, tuple[int, int], int] | None = None
+        self._eqreg_positional: bool | None = None
+
+    # ------------------------------------------------------------------ attaching
+    def _eqreg_ensure(self, model: nn.Module | None = None) -> EqReg | None:
+        """The live :class:`EqReg`, attached to the core module of ``model`` (re-attached if it changed)."""
+        cfg = self.eqreg_config
+        if cfg is None or not cfg.active:
+            return None
+        target = core_module(model if model is not None else self.model)
+        if self.eqreg is not None and self.eqreg.model is target:
+            return self.eqreg
+        if self.eqreg is not None:
+            self.eqreg.remove()
+        # A private copy: the weight schedule changes reg.config.weight and must not touch the user's config.
+        self.eqreg = EqReg(target, dataclasses.replace(cfg))
+        self._eqreg_k_cache = None
+        self._eqreg_positional = None
+        for cb in self.callback_handler.callbacks:
+            if hasattr(cb, "bind_eqreg"):
+                cb.bind_eqreg(self.eqreg)
+        return self.eqreg
+
+    def _eqreg_detach(self) -> None:
+        if self.eqreg is not None:
+            self.eqreg.remove()
+        for cb in self.callback_handler.callbacks:
+            if hasattr(cb, "bind_eqreg"):
+                cb.bind_eqreg(None)
+        self.eqreg = None
+        self._eqreg_k_cache = None
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
+        """``Trainer.train`` with the hooks attached before the first (possibly compiled) call and
+        removed afterwards, also when training fails; restores the k sampler on resume."""
+        self._eqreg_window = {}
+        self._eqreg_window_steps = set()
+        try:
+            reg = self._eqreg_ensure(self.model)
+            if reg is not None and resume_from_checkpoint:
+                ckpt = resume_from_checkpoint
+                if isinstance(ckpt, bool):
+                    from transformers.trainer_utils import get_last_checkpoint
+
+                    ckpt = get_last_checkpoint(self.args.output_dir)
+                if ckpt is not None:  # None: the Trainer raises its own error
+                    self._eqreg_load_state(ckpt)
+            return super().train(resume_from_checkpoint, *args, **kwargs)
+        finally:
+            self._eqreg_detach()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _eqreg_load_state(self, checkpoint: str) -> None:
+        path = os.path.join(checkpoint, EQREG_STATE_NAME)
+        if not os.path.isfile(path):
+            import warnings
+
+            warnings.warn(
+                f"Resuming from {checkpoint!r} without {EQREG_STATE_NAME}: the EQ-Reg k sampler restarts from "
+                "its seed, so the resumed run will not repeat the uninterrupted one exactly.", stacklevel=3)
+            return
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.eqreg.load_state_dict(state)
+        self._eqreg_k_cache = None
+
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.eqreg is None or not self.args.should_save:
+            return
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        state = self.eqreg.state_dict()
+        state["weight"] = float(self.eqreg.config.weight)
+        state["global_step"] = int(self.state.global_step)
+        tmp = os.path.join(folder, EQREG_STATE_NAME + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, os.path.join(folder, EQREG_STATE_NAME))  # never a half-written state file
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """``Trainer.save_model`` plus ``eqreg_config.json`` (the base config, as given) beside the weights."""
+        super().save_model(output_dir, _internal_call)
+        if self.eqreg_config is not None and self.args.should_save:
+            self.eqreg_config.save_pretrained(output_dir if output_dir is not None else self.args.output_dir)
+
+    # ------------------------------------------------------------------ the loss
+    def _eqreg_target_keys(self, inputs: Mapping[str, Any]) -> list[str]:
+        names = list(self.label_names or []) or ["labels"]
+        return [k for k in names if k in inputs and inputs[k] is not None]
+
+    def _eqreg_draw_k(self, reg: EqReg, x: torch.Tensor) -> int:
+        # One k per optimizer step (not per micro-batch), so that gradient accumulation and
+        # data parallelism see the same rotation as one big batch would.
+        hw = tuple(x.shape[-2:])
+        if not getattr(self, "is_in_train", False):
+            return reg.sample_k(hw)
+        step = int(self.state.global_step)
+        cache = self._eqreg_k_cache
+        if cache is None or cache[0] != step or cache[1] != hw:
+            self._eqreg_k_cache = cache = (step, hw, reg.sample_k(hw))
+        return cache[2]
+
+    def _eqreg_forward(self, model: nn.Module, inputs: dict[str, Any]) -> Any:
+        key = self.eqreg_config.image_key if self.eqreg_config is not None else "pixel_values"
+        if self._eqreg_positional is None:
+            self._eqreg_positional = not _accepts_keyword(core_module(model), key)
+        if self._eqreg_positional:
+            x = inputs.pop(key)
+            return model(x, **inputs)
+        return model(**inputs)
+
+    def _eqreg_task_loss(self, model: nn.Module, outputs: Any, targets: dict[str, Any]) -> torch.Tensor:
+        target = next(iter(targets.values())) if len(targets) == 1 else (targets or None)
+        if self.task_loss is not None:
+            return self.task_loss(outputs, target)
+        if self.compute_loss_func is not None:
+            return self.compute_loss_func(outputs, target, num_items_in_batch=None)
+        core = core_module(model)
+        logits = outputs.get("logits") if isinstance(outputs, Mapping) else None
+        if hasattr(core, "loss_function") and logits is not None and len(targets) == 1:
+            # transformers heads compute loss_function(labels, logits, config); reuse it on the original half.
+            return core.loss_function(target, logits, core.config)
+        raise ValueError(
+            "EqRegConfig(rotate_targets=False) computes the task loss on the original half only, so it cannot "
+            f"use the loss that {type(core).__name__} computes on the whole stacked batch. Pass "
+            "task_loss=(outputs, targets) -> loss to the trainer, or use rotate_targets=True."
+        )
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ):
+        """``task + λ·L_eq`` from one forward of the stacked batch (plain task loss in eval mode)."""
+        cfg = self.eqreg_config
+        reg = self._eqreg_ensure(model) if cfg is not None else None
+        key = cfg.image_key if cfg is not None else "pixel_values"
+        training = model.training
+        inputs = dict(inputs)
+        stacked = False
+        if reg is not None and training:
+            if key not in inputs:
+                raise KeyError(
+                    f"EQ-Reg looks for the image under {key!r}, but the batch has keys {sorted(inputs)}. Set "
+                    "EqRegConfig(image_key=...) to the right key (and TrainingArguments(remove_unused_columns="
+                    "False) if the Trainer dropped the column)."
+                )
+            x = inputs[key]
+            xs = reg.stack(x, k=self._eqreg_draw_k(reg, x))
+            stacked = xs.shape[0] != x.shape[0]
+            inputs[key] = xs
+        target_keys = self._eqreg_target_keys(inputs)
+        only_first = stacked and not cfg.rotate_targets
+        if stacked and cfg.rotate_targets:
+            for t in target_keys:
+                inputs[t] = reg.stack_targets(inputs[t])
+
+        if self.task_loss is None and not only_first:
+            # The model (or compute_loss_func) computes the task loss: per-batch mean, see loss_is_scaled_for_ga.
+            try:
+                task, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=None)
+            except BaseException:
+                if reg is not None:
+                    reg.loss()  # disarm and free the captures
+                raise
+        else:
+            targets = {t: inputs.pop(t) for t in target_keys}
+            try:
+                outputs = self._eqreg_forward(model, inputs)
+                task = self._eqreg_task_loss(model, reg.split(outputs)[0] if only_first else outputs, targets)
+            except BaseException:
+                if reg is not None:
+                    reg.loss()
+                raise
+            if not isinstance(outputs, Mapping):
+                # prediction_step reads outputs[1:] from non-dict outputs (it assumes a leading loss).
+                outputs = {"logits": outputs}
+
+        if reg is not None and training:
+            eq = reg.loss()
+            loss = task + eq.to(task.dtype)
+            self._eqreg_record(task, eq, reg)
+        else:
+            loss = task
+        return (loss, outputs) if return_outputs else loss
+
+    # ------------------------------------------------------------------ logging
+    def _eqreg_record(self, task: torch.Tensor, eq: torch.Tensor, reg: EqReg) -> None:
+        # Same bookkeeping as the Trainer's own loss: each micro-batch counts 1/GA of its step.
+        ga = float(getattr(self, "current_gradient_accumulation_steps", None) or self.args.gradient_accumulation_steps)
+        vals = {"task_loss": task.detach().float(), "eqreg_loss": eq.detach().float()}
+        if self.eqreg_log_taps:
+            for name, v in reg.last_terms_tensors.items():
+                vals[f"eqreg/{name}"] = v.detach().float()
+        for name, v in vals.items():
+            v = v.to(torch.float64) / ga
+            self._eqreg_window[name] = self._eqreg_window[name] + v if name in self._eqreg_window else v
+        self._eqreg_window_steps.add(int(self.state.global_step))
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """``Trainer.log`` plus the EQ-Reg window means whenever the Trainer logs its training ``loss``."""
+        if "loss" in logs and self._eqreg_window_steps:
+            names = ["task_loss", "eqreg_loss"]
+            if self.eqreg_log_taps and self.eqreg is not None:
+                names += [f"eqreg/{n}" for n in self.eqreg.tap_names]
+            device = self.args.device
+            zero = torch.zeros((), dtype=torch.float64, device=device)
+            vec = torch.stack([self._eqreg_window.get(n, zero).to(device) for n in names])
+            vec = vec / len(self._eqreg_window_steps)
+            if self.accelerator.num_processes > 1:
+                vec = self.accelerator.reduce(vec, reduction="mean")
+            for n, v in zip(names, vec.tolist()):
+                logs[n] = v
+            if self.eqreg is not None:
+                logs["eqreg_weight"] = float(self.eqreg.config.weight)
+            self._eqreg_window = {}
+            self._eqreg_window_steps = set()
+        super().log(logs, *args, **kwargs)
+
+
+class EqRegTrainer(EqRegTrainerMixin, Trainer):
+    """``transformers.Trainer`` with EQ-Reg: ``EqRegTrainer(model=..., args=..., train_dataset=..., eqreg=cfg)``.
+
+    See :class:`EqRegTrainerMixin` for the extra arguments (``eqreg``, ``task_loss``, ``eqreg_log_taps``).
+    """
