@@ -1,0 +1,57 @@
+"""Data for eqreg-hf: paired rain datasets, the built-in synthetic benchmark, CIFAR-100, shapes, transforms.
+
+Names are resolved lazily (PEP 562), so ``import eqreg_hf.data`` does not import torch, datasets or timm.
+
+    from eqreg_hf.data import load_rain, PairedTransform, paired_collate
+    ds = load_rain("synthetic", split="train").with_transform(PairedTransform(crop_size=64, seed=0))
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+_EXPORTS = {
+    # rain.py
+    "load_rain": "rain", "find_pairs": "rain", "detect_layout": "rain", "LAYOUTS": "rain",
+    "BENCHMARKS": "rain", "DATA_DIR_ENV": "rain",
+    # synthetic.py
+    "make_synthetic_rain": "synthetic", "add_rain": "synthetic", "rain_streaks": "synthetic",
+    "load_photo": "synthetic", "TRAIN_PHOTOS": "synthetic", "TEST_PHOTOS": "synthetic", "DEFAULT_RAIN": "synthetic",
+    # transforms.py
+    "to_tensor": "transforms", "paired_random_crop": "transforms", "paired_random_rot_flip": "transforms",
+    "PairedTransform": "transforms", "paired_collate": "transforms",
+    # cifar.py
+    "load_cifar100": "cifar", "classification_transform": "cifar", "cifar_transform": "cifar",
+    "ClassificationTransform": "cifar", "num_classes": "cifar", "CIFAR100_HUB_ID": "cifar",
+    "CIFAR100_FINE_NAMES": "cifar", "CIFAR100_COARSE_NAMES": "cifar", "CIFAR100_FINE_TO_COARSE": "cifar",
+    # shapes.py
+    "load_shapes": "shapes", "render_shape": "shapes", "SHAPE_NAMES": "shapes", "SHAPE_COARSE_NAMES": "shapes",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'eqreg_hf.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # for IDEs and type checkers
+    from .cifar import (CIFAR100_COARSE_NAMES, CIFAR100_FINE_NAMES, CIFAR100_FINE_TO_COARSE, CIFAR100_HUB_ID,
+                        ClassificationTransform, cifar_transform, classification_transform, load_cifar100,
+                        num_classes)
+    from .rain import BENCHMARKS, DATA_DIR_ENV, LAYOUTS, detect_layout, find_pairs, load_rain
+    from .shapes import SHAPE_COARSE_NAMES, SHAPE_NAMES, load_shapes, render_shape
+    from .synthetic import (DEFAULT_RAIN, TEST_PHOTOS, TRAIN_PHOTOS, add_rain, load_photo, make_synthetic_rain,
+                            rain_streaks)
+    from .transforms import (PairedTransform, paired_collate, paired_random_crop, paired_random_rot_flip,
+                             to_tensor)
