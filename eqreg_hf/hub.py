@@ -37,6 +37,7 @@ import importlib
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -83,6 +84,10 @@ METRIC_NAMES = {
     "top5_accuracy": "Top-5 accuracy",
     "equivariance_error": "Equivariance error",
     "loss": "Loss",
+    "psnr_y": "PSNR Y (dB)",
+    "ssim_y": "SSIM Y",
+    "psnr_rgb": "PSNR RGB (dB)",
+    "ssim_rgb": "SSIM RGB",
 }
 # Bookkeeping numbers the Trainer puts in its metric dicts; they are not results.
 _NOT_METRICS = {"runtime", "samples_per_second", "steps_per_second", "epoch"}
@@ -461,6 +466,7 @@ def _eqreg_rows(cfg: EqRegConfig) -> list[tuple[str, str]]:
         "prefix_tokens": "Prefix tokens",
         "interpolation": "Interpolation",
         "eps": "eps",
+        "capture": "Feature capture",
     }
     rows = [("Group", group_name(cfg.group_order))]
     for key, value in cfg.to_dict().items():
@@ -508,7 +514,8 @@ def make_model_card(
         repo_id: the repository the card will live in (for the snippets).
         equivariance_report: per-layer equivariance errors ``{layer: error}`` (an
             ``EquivarianceReport``) for a table on the card.
-        license, tags, description: card metadata / summary paragraph.
+        license, tags: card metadata.
+        description: an extra paragraph under the summary (e.g. how the metrics were computed).
 
     Returns:
         ``huggingface_hub.ModelCard``; ``card.save(path)`` or pass it to :func:`save_folder`.
@@ -530,7 +537,8 @@ def make_model_card(
         raise ValueError(f"Unknown kind {kind!r}. Choose between {list(KINDS)} (or None).")
     training = dict(training or {})
 
-    dataset_type = data["id"] or data["name"]
+    # model-index wants an id-like dataset type: the Hub id, else a slug of the name.
+    dataset_type = data["id"] or re.sub(r"[^a-z0-9._-]+", "-", str(data["name"]).lower()).strip("-")
     t = cfg.group_order if cfg is not None else None
     eval_results = []
     for key, value in values.items():

@@ -88,7 +88,11 @@ def test_dataset_id_goes_to_metadata():
     assert card.data.eval_results[0].dataset_type == "uoft-cs/cifar100"
     assert card.data.eval_results[0].dataset_config == "cifar100"
     card = _card("derain", {"psnr": 30.0}, CONFIGS[0])
-    assert card.data.datasets is None and card.data.eval_results[0].dataset_type == "Rain100L"
+    assert card.data.datasets is None and card.data.eval_results[0].dataset_type == "rain100l"
+    card = make_model_card("derain", model_name="m", metrics={"psnr": 30.0}, eqreg_config=None,
+                           dataset={"name": "synthetic rain (built-in)"})
+    assert card.data.eval_results[0].dataset_type == "synthetic-rain-built-in"
+    assert card.data.eval_results[0].dataset_name == "synthetic rain (built-in)"
 
 
 @pytest.mark.parametrize("cfg", [None, EqRegConfig(weight=0.0), EqRegConfig(group_order=1)],
@@ -99,6 +103,12 @@ def test_baseline_card_says_eqreg_was_off(cfg):
     assert "During training, every batch" not in text
     if cfg is None:
         assert "No EQ-Reg configuration was used" in text
+
+
+def test_description_is_added_below_the_summary():
+    text = _card("derain", {"psnr": 30.0}, CONFIGS[0], description="PSNR on the Y channel.").text
+    assert "trained with **EQ-Reg**" in text
+    assert text.index("trained with **EQ-Reg**") < text.index("PSNR on the Y channel.") < text.index("## Results")
 
 
 def test_per_layer_table_and_snippets():
