@@ -154,7 +154,7 @@ class RestorationMetrics:
         >>> acc = RestorationMetrics(on="y")
         >>> for _ in range(2):
         ...     x = torch.rand(2, 3, 16, 16)
-        ...     acc.update((x + 0.05).clamp(0, 1), x)
+        ...     _ = acc.update((x + 0.05).clamp(0, 1), x)
         >>> acc.count
         4
         >>> sorted(acc.compute())

@@ -164,20 +164,19 @@ def _dir_key(stem: str) -> str:
     return _norm_key(stem)
 
 
+def _keyed(folder: Path, role: str) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for p in _images(folder):
+        key = _dir_key(p.stem)
+        if key in out:
+            raise ValueError(f"Two {role} files map to the same pair key {key!r}: {out[key]} and {p}; rename one.")
+        out[key] = p
+    return out
+
+
 def _pair_dirs(rainy_dir: Path, clean_dir: Path, strict: bool) -> list[tuple[Path, Path]]:
-    rainy: dict[str, Path] = {}
-    for p in _images(rainy_dir):
-        key = _dir_key(p.stem)
-        if key in rainy:
-            raise ValueError(f"Two rainy files map to the same pair key {key!r}: {rainy[key]} and {p}; rename one.")
-        rainy[key] = p
-    clean: dict[str, Path] = {}
-    for p in _images(clean_dir):
-        key = _dir_key(p.stem)
-        if key in clean:
-            raise ValueError(f"Two clean files map to the same pair key {key!r}: {clean[key]} and {p}; rename one.")
-        clean[key] = p
-    return _join(rainy, clean, rainy_dir, clean_dir, strict, many_to_one=True)
+    return _join(_keyed(rainy_dir, "rainy"), _keyed(clean_dir, "clean"), rainy_dir, clean_dir, strict,
+                 many_to_one=True)
 
 
 def _join(rainy: dict[str, Path], clean: dict[str, Path], rainy_dir: Path, clean_dir: Path,
