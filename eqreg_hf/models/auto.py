@@ -1,0 +1,220 @@
+"""``layers="auto"`` for timm and transformers vision models: which stages to tap and how to read them.
+
+:func:`auto_taps` is what :func:`eqreg_hf.taps.resolve_taps` asks when ``EqRegConfig(layers="auto")``.
+It knows the families below and returns ``None`` for anything else, so the core falls back to every
+``nn.Conv2d`` whose output channels divide by t.
+
+=================================  ================================  =======  ==============
+family                             taps                              layout   prefix tokens
+=================================  ================================  =======  ==============
+timm CNNs (ResNet, ConvNeXt, ...)  ``model.feature_info`` modules    NCHW     -
+timm Swin / SwinV2 / MambaOut      ``feature_info`` (``output_fmt``) NHWC     -
+timm ViT / DeiT / EVA / BEiT ...   up to 4 evenly spaced ``blocks``  tokens   ``num_prefix_tokens``
+transformers ViT / DeiT / DINOv2   ``<base>.layers.N`` (or           tokens   1 (DeiT 2, +registers)
+                                   ``encoder.layer.N``), up to 4
+transformers ConvNeXt / ResNet /   ``<base>.encoder.stages.N``       NCHW     -
+RegNet / BiT / ConvNeXtV2
+transformers Swin / SwinV2         ``<base>.encoder.layers.N``       tokens   0
+=================================  ================================  =======  ==============
+
+Stages are the natural place for EQ-Reg in a classifier: they are the features a downstream head
+sees, there are few of them (cheap), and each has a channel count that is usually divisible by 2 and 4.
+Taps whose channel count does not divide by ``group_order`` are skipped with a warning (the core
+refuses them only when they are named explicitly).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+
+from torch import nn
+
+from ..taps import TapSpec
+
+__all__ = ["auto_taps", "find_backbone", "MAX_TOKEN_TAPS"]
+
+logger = logging.getLogger(__name__)
+
+# Token models have one feature_info entry per block (12-40): tapping every block costs memory and
+# over-weights the deep end; 4 evenly spaced blocks (as forward_intermediates(indices=4)) suffice.
+MAX_TOKEN_TAPS = 4
+
+# timm classes whose block outputs are not spatially ordered (Hiera keeps tokens in "mask unit"
+# order and only re-rolls them in forward_intermediates), so rotating them would compare nonsense.
+_TIMM_UNORDERED = {"Hiera"}
+
+# transformers model_type -> (layout, prefix tokens or None = read from the config)
+_HF_FAMILIES: dict[str, tuple[str, int | None]] = {
+    "vit": ("tokens", 1),
+    "vit_msn": ("tokens", 1),
+    "deit": ("tokens", 2),  # class + distillation token
+    "beit": ("tokens", 1),
+    "data2vec-vision": ("tokens", 1),
+    "dinov2": ("tokens", 1),
+    "dinov2_with_registers": ("tokens", None),
+    "convnext": ("nchw", 0),
+    "convnextv2": ("nchw", 0),
+    "resnet": ("nchw", 0),
+    "regnet": ("nchw", 0),
+    "bit": ("nchw", 0),
+    "swin": ("tokens", 0),
+    "swinv2": ("tokens", 0),
+    "donut-swin": ("tokens", 0),
+}
+# Where the blocks live under the base model, most specific first (ConvNeXtV2 has stages.N.layers).
+_HF_CONTAINERS = ("encoder.stages", "stages", "encoder.layers", "layers", "encoder.layer", "layer")
+
+
+def _is_timm(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("timm.") and isinstance(getattr(module, "feature_info", None), list)
+
+
+def _is_transformers(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("transformers.") and hasattr(module, "config") \
+        and hasattr(module, "base_model_prefix")
+
+
+def find_backbone(model: nn.Module) -> tuple[str, nn.Module, str] | None:
+    """The first timm or transformers model inside ``model`` (itself included).
+
+    Returns ``(name prefix, module, "timm" | "transformers")`` or None, so a user's wrapper such as
+    ``nn.Sequential(timm_model, head)`` or ``self.backbone = timm.create_model(...)`` still gets its taps.
+    """
+    for name, module in model.named_modules():
+        if _is_timm(module):
+            return name, module, "timm"
+        if _is_transformers(module):
+            return name, module, "transformers"
+    return None
+
+
+def _evenly_spaced(n: int, k: int) -> list[int]:
+    """Indices of the last block of each of ``k`` equal chunks of ``range(n)`` (all when n <= k)."""
+    if n <= k:
+        return list(range(n))
+    return sorted({math.ceil((i + 1) * n / k) - 1 for i in range(k)})
+
+
+def _keep_divisible(specs: list[tuple[TapSpec, int | None]], group_order: int, family: str) -> list[TapSpec]:
+    kept, skipped = [], []
+    for spec, channels in specs:
+        if channels is not None and spec.field == "regular" and channels % group_order:
+            skipped.append(f"{spec.name} ({channels} channels)")
+        else:
+            kept.append(spec)
+    if skipped:
+        warnings.warn(
+            f"EQ-Reg auto taps for {family}: skipped {', '.join(skipped)}: channels not divisible by "
+            f"group_order={group_order}. Name layers explicitly or mark them trivial to use them.",
+            UserWarning, stacklevel=4,
+        )
+    return kept
+
+
+def _timm_taps(prefix: str, model: nn.Module, group_order: int) -> list[TapSpec] | None:
+    cls = type(model).__name__
+    if cls in _TIMM_UNORDERED:
+        warnings.warn(
+            f"EQ-Reg: timm {cls} keeps its block outputs in a non-spatial token order, so no stage can be tapped "
+            "automatically; falling back to Conv2d layers. Name layers explicitly to choose others.",
+            UserWarning, stacklevel=3,
+        )
+        return None
+    info = [d for d in model.feature_info if d.get("module")]
+    if not info:
+        return None
+    npt = getattr(model, "num_prefix_tokens", None)
+    if getattr(model, "output_fmt", None) == "NHWC":
+        layout, prefix_tokens = "nhwc", None
+    elif npt is not None:
+        # ViT-style: feature_info lists every block (same stride); keep a few evenly spaced ones.
+        layout, prefix_tokens = "tokens", int(npt)
+        info = [info[i] for i in _evenly_spaced(len(info), MAX_TOKEN_TAPS)]
+    else:
+        layout, prefix_tokens = "auto", None  # 4-D -> NCHW; 3-D (LeViT-like tokens) -> prefix inferred
+    specs = [(TapSpec(_join(prefix, d["module"]), field="regular", layout=layout, prefix_tokens=prefix_tokens),
+              d.get("num_chs")) for d in info]
+    return _keep_divisible(specs, group_order, f"timm {cls}")
+
+
+def _hf_channels(config, model_type: str, i: int, n: int) -> int | None:
+    if model_type in ("convnext", "convnextv2", "resnet", "regnet", "bit"):
+        sizes = getattr(config, "hidden_sizes", None)
+        return int(sizes[i]) if sizes and i < len(sizes) else None
+    if model_type in ("swin", "swinv2", "donut-swin"):
+        # A stage ends with patch merging (channels x2) except the last one.
+        return int(config.embed_dim) * 2 ** min(i + 1, n - 1)
+    size = getattr(config, "hidden_size", None)
+    return int(size) if size is not None else None
+
+
+def _transformers_taps(prefix: str, model: nn.Module, group_order: int) -> list[TapSpec] | None:
+    config = model.config
+    model_type = getattr(config, "model_type", "")
+    family = _HF_FAMILIES.get(model_type)
+    if family is None:
+        return None
+    layout, prefix_tokens = family
+    if prefix_tokens is None:  # registers: class token + config.num_register_tokens
+        prefix_tokens = 1 + int(getattr(config, "num_register_tokens", 0))
+    base_prefix = getattr(model, "base_model_prefix", "")
+    base = getattr(model, base_prefix, None) if base_prefix else None
+    base_name = _join(prefix, base_prefix) if isinstance(base, nn.Module) else prefix
+    base = base if isinstance(base, nn.Module) else model
+    container_name = None
+    for path in _HF_CONTAINERS:
+        container = base.get_submodule(path) if _has_submodule(base, path) else None
+        if isinstance(container, (nn.ModuleList, nn.Sequential)) and len(container) > 0:
+            container_name = path
+            break
+    if container_name is None:
+        return None
+    n = len(base.get_submodule(container_name))
+    indices = _evenly_spaced(n, MAX_TOKEN_TAPS) if layout == "tokens" and prefix_tokens else list(range(n))
+    specs = [(TapSpec(_join(base_name, f"{container_name}.{i}"), field="regular", layout=layout,
+                      prefix_tokens=prefix_tokens if layout == "tokens" else None),
+              _hf_channels(config, model_type, i, n)) for i in indices]
+    return _keep_divisible(specs, group_order, f"transformers {type(model).__name__}")
+
+
+def _has_submodule(module: nn.Module, path: str) -> bool:
+    try:
+        module.get_submodule(path)
+        return True
+    except AttributeError:
+        return False
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def auto_taps(model: nn.Module, group_order: int) -> list[TapSpec] | None:
+    """Taps for ``layers="auto"``: the stages of a timm or transformers vision model, or None.
+
+    Args:
+        model: a timm model, a transformers vision model, or a module that contains one (its names
+            are then prefixed, e.g. ``backbone.layer1``).
+        group_order: t of C_t; stages whose channels do not divide by t are skipped with a warning.
+
+    Returns:
+        A list of :class:`~eqreg_hf.taps.TapSpec` (``field="regular"``, the layout and prefix
+        tokens of each family), or None for other models (the core then taps every ``nn.Conv2d``
+        whose output channels divide by t).
+
+    Example:
+        >>> import timm
+        >>> [t.name for t in auto_taps(timm.create_model("resnet18"), 4)]
+        ['act1', 'layer1', 'layer2', 'layer3', 'layer4']
+    """
+    found = find_backbone(model)
+    if found is None:
+        return None
+    prefix, backbone, kind = found
+    taps = _timm_taps(prefix, backbone, group_order) if kind == "timm" else \
+        _transformers_taps(prefix, backbone, group_order)
+    if taps:
+        logger.info("EQ-Reg auto taps for %s: %s", type(backbone).__name__, [t.name for t in taps])
+    return taps or None
