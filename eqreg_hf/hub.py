@@ -490,6 +490,7 @@ def make_model_card(
     license: str = "apache-2.0",
     tags: list[str] | None = None,
     description: str | None = None,
+    library_name: str | None = None,
 ) -> Any:
     """Build the model card (README.md) of an EQ-Reg model from the task's template.
 
@@ -515,6 +516,7 @@ def make_model_card(
         equivariance_report: per-layer equivariance errors ``{layer: error}`` (an
             ``EquivarianceReport``) for a table on the card.
         license, tags: card metadata.
+        library_name: Hub ``library_name`` (default: "timm" / "transformers" from ``kind``).
         description: an extra paragraph under the summary (e.g. how the metrics were computed).
 
     Returns:
@@ -560,7 +562,7 @@ def make_model_card(
     card_data = ModelCardData(
         model_name=model_name,
         license=license,
-        library_name={"timm": "timm", "transformers": "transformers"}.get(kind or ""),
+        library_name=library_name or {"timm": "timm", "transformers": "transformers"}.get(kind or ""),
         pipeline_tag=pipeline_tag,
         tags=sorted(set(card_tags)),
         datasets=[data["id"]] if data["id"] else None,
@@ -652,6 +654,12 @@ def write_hub_folder(
             card_kwargs["architecture"] = f"transformers `{type(model).__name__}`"
         else:
             card_kwargs["architecture"] = f"`{type(model).__name__}` from `{type(model).__module__}`"
+    if kind == "mixin":
+        # Keep what the network's class declares for the Hub (library_name=..., tags=[...]).
+        declared = getattr(getattr(model, "_hub_mixin_info", None), "model_card_data", None)
+        if declared is not None:
+            card_kwargs.setdefault("library_name", declared.library_name)
+            card_kwargs["tags"] = list(card_kwargs.get("tags") or []) + list(declared.tags or [])
     card = make_model_card(task, model_name=name, metrics=metrics, dataset=dataset, eqreg_config=eqreg_config,
                            training=training, kind=kind, **card_kwargs)
     return save_folder(model, directory, eqreg_config=eqreg_config, card=card, kind=kind)

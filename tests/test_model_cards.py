@@ -160,6 +160,8 @@ def test_write_hub_folder_end_to_end(tmp_path):
     assert {r.metric_type: r.metric_value for r in card.data.eval_results} == {
         "psnr": 29.25, "ssim": 0.875, "equivariance_error": 0.125}
     assert "FastDerainer" in card.text and "body.0.conv1" in card.text
+    assert card.data.library_name == "eqreg-hf"  # declared by FastDerainer's PyTorchModelHubMixin
+    assert {"deraining", "eqreg", "model_hub_mixin"} <= set(card.data.tags)
     loaded, cfg2 = load_folder(folder)
     assert cfg2 == cfg
     x = torch.rand(1, 3, 11, 15)
