@@ -57,6 +57,18 @@ def core_module(model: nn.Module) -> nn.Module:
     return model
 
 
+def _discard(reg: EqReg) -> None:
+    # TODO(core): a public EqReg.discard(); reg.loss() would raise on a forward that never reached the taps.
+    hooks = getattr(reg, "_hooks", None)
+    if hooks is not None:
+        hooks.disarm()
+        hooks.clear()
+    tracer = getattr(reg, "_tracer", None)
+    if tracer is not None:
+        tracer.remove()
+        reg._tracer = None
+
+
 def _accepts_keyword(module: nn.Module, key: str) -> bool:
     try:
         params = inspect.signature(module.forward).parameters
@@ -290,23 +302,20 @@ class EqRegTrainerMixin:
             for t in target_keys:
                 inputs[t] = reg.stack_targets(inputs[t])
 
-        if self.task_loss is None and not only_first:
-            # The model (or compute_loss_func) computes the task loss: per-batch mean, see loss_is_scaled_for_ga.
-            try:
+        try:
+            if self.task_loss is None and self.compute_loss_func is None and not only_first:
+                # The model computes the task loss: a per-batch mean (num_items_in_batch=None), see
+                # loss_is_scaled_for_ga.
                 task, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=None)
-            except BaseException:
-                if reg is not None:
-                    reg.loss()  # disarm and free the captures
-                raise
-        else:
-            targets = {t: inputs.pop(t) for t in target_keys}
-            try:
+            else:
+                targets = {t: inputs.pop(t) for t in target_keys}
                 outputs = self._eqreg_forward(model, inputs)
                 task = self._eqreg_task_loss(model, reg.split(outputs)[0] if only_first else outputs, targets)
-            except BaseException:
-                if reg is not None:
-                    reg.loss()
-                raise
+        except BaseException:
+            if reg is not None:
+                _discard(reg)  # disarm and free the captures; the original error is the one to see
+            raise
+        if self.task_loss is not None or self.compute_loss_func is not None or only_first:
             if not isinstance(outputs, Mapping):
                 # prediction_step reads outputs[1:] from non-dict outputs (it assumes a leading loss).
                 outputs = {"logits": outputs}

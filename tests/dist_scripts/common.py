@@ -86,12 +86,13 @@ def flat_params(model: nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1).float() for p in model.parameters()])
 
 
-def tiny_args(output_dir: str, **overrides):
+def tiny_args(output_dir: str, args_cls=None, **overrides):
     from transformers import TrainingArguments
 
+    args_cls = args_cls or TrainingArguments
     kw = dict(output_dir=output_dir, per_device_train_batch_size=4, max_steps=2, learning_rate=0.05,
               optim="sgd", lr_scheduler_type="constant", max_grad_norm=0.0, logging_steps=1, save_strategy="no",
               report_to="none", use_cpu=True, dataloader_num_workers=0, train_sampling_strategy="sequential",
               disable_tqdm=True, seed=0, remove_unused_columns=False)
     kw.update(overrides)
-    return TrainingArguments(**kw)
+    return args_cls(**kw)
