@@ -167,11 +167,18 @@ def _atomic_folder(directory: str | os.PathLike, overwrite: bool) -> Iterator[st
         _check_replaceable(target, overwrite)
     # Same parent folder -> same file system, so the final rename is atomic.
     tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the final folder should look like any other
     try:
         yield tmp
         if os.path.exists(target):
             old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
-            os.replace(target, os.path.join(old, name))
+            try:
+                os.replace(target, os.path.join(old, name))
+            except BaseException:
+                os.rmdir(old)
+                raise
             try:
                 os.replace(tmp, target)
             except BaseException:
@@ -786,7 +793,11 @@ def push_folder(
     """
     import huggingface_hub
     from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import errors as hub_errors
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    # Transport failures (DNS, refused connection, timeout) of the HTTP client the Hub library uses.
+    network_errors = (OSError, getattr(hub_errors, "HTTPError", OSError))
 
     if not isinstance(repo_id, str) or repo_id.count("/") > 1 or not repo_id.strip("/"):
         raise ValueError(f"repo_id={repo_id!r} is not valid: use 'user/name' or 'org/name'.")
@@ -821,4 +832,9 @@ def push_folder(
                 f"{repo_id.split('/')[0]!r} (hf auth login)") if status in (401, 403) else "retry later"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise HubPushError(f"The Hub refused the push of {repo_id!r} (HTTP {status}: {first}): {hint}.") from err
+    except network_errors as err:
+        raise HubPushError(
+            f"Could not reach the Hub ({type(err).__name__}: {err}); nothing was committed: check the network "
+            "(or HF_ENDPOINT) and run the push again."
+        ) from err
     return getattr(info, "commit_url", None) or str(info)

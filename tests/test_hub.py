@@ -127,6 +127,15 @@ def test_timm_folder_loads_with_timm_itself(tmp_path):
         assert torch.equal(model(x), again(x))
 
 
+def test_folder_permissions_follow_umask(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        folder = save_folder(TinyHubNet(), tmp_path / "hub")
+    finally:
+        os.umask(umask)
+    assert os.stat(folder).st_mode & 0o777 == 0o755
+
+
 def test_folder_without_eqreg_config_loads_none(tmp_path):
     model = TinyHubNet()
     folder = save_folder(model, tmp_path / "hub")
@@ -201,3 +210,12 @@ def test_foreign_folder_is_never_replaced(tmp_path, overwrite):
         save_folder(TinyHubNet(), target, overwrite=overwrite)
     assert _listing(target) == ["checkpoint-10", "config.json"]
     assert _listing(tmp_path) == ["run"]
+
+
+def test_docstring_examples():
+    import doctest
+
+    import eqreg_hf.hub
+
+    result = doctest.testmod(eqreg_hf.hub)
+    assert result.failed == 0 and result.attempted > 0

@@ -169,6 +169,16 @@ def test_hub_refuses(folder, hub, capsys, monkeypatch):
     assert "create_commit" not in hub.names()
 
 
+def test_network_failure_commits_nothing(folder, hub, capsys, monkeypatch):
+    def unreachable(self, *a, **k):
+        raise ConnectionError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr(HfApi, "create_commit", unreachable)
+    assert main(["push", folder, "me/m"]) == 1
+    err = _one_line_error(capsys)
+    assert "Could not reach the Hub" in err and "nothing was committed" in err
+
+
 def _remove(name):
     def fn(path):
         os.remove(os.path.join(path, name))
