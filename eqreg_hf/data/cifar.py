@@ -97,7 +97,9 @@ def _split_files(files: list[Path], root: Path, split: str) -> list[Path]:
 def _from_imagefolder(folder: Path, cache_dir: str | None):
     import datasets
 
-    ds = datasets.load_dataset("imagefolder", data_dir=str(folder), split="train", cache_dir=cache_dir)
+    from .rain import load_imagefolder
+
+    ds = load_imagefolder(folder, cache_dir)
     if "image" in ds.column_names and "img" not in ds.column_names:
         ds = ds.rename_column("image", "img")
     if "label" in ds.column_names and "fine_label" not in ds.column_names:

@@ -282,6 +282,22 @@ def _resolve_split(root: Path, split: str) -> Path:
     raise _unknown_layout_error(root)
 
 
+def load_imagefolder(folder: str | os.PathLike, cache_dir: str | None = None):
+    """``datasets.load_dataset("imagefolder")`` over every image and metadata file under ``folder``, as one split.
+
+    Files are passed explicitly (``data_files``) because imagefolder otherwise reads folder names such as
+    ``train``/``test`` as splits -- wrong when they are class names (CIFAR-100 has a class "train").
+    """
+    import datasets
+
+    folder = Path(folder)
+    files = sorted(str(p) for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
+                   and (p.suffix.lower() in _IMAGE_EXTS or p.name in ("metadata.csv", "metadata.jsonl")))
+    if not files:
+        raise ValueError(f"Image folder {str(folder)!r} has no images.")
+    return datasets.load_dataset("imagefolder", data_files={"train": files}, split="train", cache_dir=cache_dir)
+
+
 def _load_local(root: Path, split: str, strict: bool, check_sizes: bool, cache_dir: str | None):
     import datasets
 
@@ -290,7 +306,7 @@ def _load_local(root: Path, split: str, strict: bool, check_sizes: bool, cache_d
     if layout is None:
         raise _unknown_layout_error(folder)
     if layout == "imagefolder":
-        ds = datasets.load_dataset("imagefolder", data_dir=str(folder), split="train", cache_dir=cache_dir)
+        ds = load_imagefolder(folder, cache_dir)
         missing = [c for c in ("rainy", "clean") if c not in ds.column_names]
         if missing:
             raise ValueError(f"{folder}/metadata.csv must have columns rainy_file_name and clean_file_name "
