@@ -216,5 +216,5 @@ def auto_taps(model: nn.Module, group_order: int) -> list[TapSpec] | None:
     taps = _timm_taps(prefix, backbone, group_order) if kind == "timm" else \
         _transformers_taps(prefix, backbone, group_order)
     if taps:
-        logger.info("EQ-Reg auto taps for %s: %s", type(backbone).__name__, [t.name for t in taps])
+        logger.debug("EQ-Reg auto taps for %s: %s", type(backbone).__name__, [t.name for t in taps])
     return taps or None

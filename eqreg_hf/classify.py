@@ -1,0 +1,349 @@
+"""Fine-tune an image classifier (timm or transformers) with EQ-Reg and report accuracy + equivariance.
+
+The library side of ``eqreg-hf train-classifier`` and ``scripts/bench_classifier.py``::
+
+    from eqreg_hf import EqRegConfig
+    from eqreg_hf.classify import ClassifierArgs, train_classifier
+    result = train_classifier(ClassifierArgs(model="resnet18", dataset="shapes", max_steps=200),
+                              EqRegConfig(layers="auto", group_order=4, weight=0.1))
+    result["metrics"]["eval_accuracy"], result["metrics"]["eval_equiv_error"]
+
+Data: ``"shapes"`` (generated offline, rotation-sensitive, :func:`eqreg_hf.data.load_shapes`) or
+``"cifar100"`` (the Hub's ``uoft-cs/cifar100`` or a local copy, :func:`eqreg_hf.data.load_cifar100`).
+Training: :class:`eqreg_hf.EqRegTrainer` (one stacked forward of ``[x; R_k x]``, labels copied for the
+rotated half); evaluation: top-1 accuracy (torchmetrics) and the layer-wise equivariance error
+(:class:`eqreg_hf.callbacks.EquivarianceEvalCallback`, plus the invariance of the logits as ``output``).
+The trained model is written as a Hub folder (weights, config, ``eqreg_config.json``, model card).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import EqRegConfig
+
+__all__ = ["ClassifierArgs", "train_classifier", "load_classification_data", "aligned_input_size",
+           "RandomRot90", "DATASETS"]
+
+logger = logging.getLogger(__name__)
+
+DATASETS = ("shapes", "cifar100")
+
+
+@dataclass
+class ClassifierArgs:
+    """Settings of one classification fine-tuning run (the EQ-Reg settings live in :class:`EqRegConfig`)."""
+
+    model: str = field(default="resnet18", metadata={"help": "timm model name, or 'hf:<config.json, folder or id>' "
+                                                             "for a transformers model."})
+    dataset: str = field(default="shapes", metadata={"help": f"One of {list(DATASETS)} ('shapes' is generated "
+                                                             "offline; 'cifar100' from the Hub or --data-path)."})
+    data_path: str | None = field(default=None, metadata={"help": "Local CIFAR-100 copy (parquet, save_to_disk "
+                                                                  "folder or imagefolder)."})
+    label: str = field(default="fine", metadata={"help": "'fine' or 'coarse' labels."})
+    image_size: int | None = field(default=None, metadata={
+        "help": "Input size. Default: the size nearest to 32 at which every tap is aligned (exact rot90)."})
+    train_samples: int | None = field(default=None, metadata={"help": "Training images (shapes: generated; "
+                                                                      "cifar: first N). Default: 2000 / all."})
+    eval_samples: int | None = field(default=None, metadata={"help": "Test images. Default: 500 / all."})
+    shapes_train_angle: float = field(default=180.0, metadata={
+        "help": "Shapes only: training orientations in [-a, a] degrees (0 = upright only; the test set always "
+                "uses all orientations)."})
+    rotation_augment: bool = field(default=False, metadata={"help": "Rotate each training image by a random "
+                                                                    "multiple of 90 degrees."})
+    pretrained: bool = field(default=True, metadata={"help": "Start from pretrained weights when available."})
+    max_steps: int = field(default=-1, metadata={"help": "Training steps (overrides epochs when > 0)."})
+    epochs: float = field(default=3.0, metadata={"help": "Training epochs."})
+    batch_size: int = field(default=64, metadata={"help": "Images per step (before EQ-Reg's rotated copies)."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay."})
+    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
+    seed: int = field(default=0, metadata={"help": "Seed of the model init, data order and shapes data."})
+    output_dir: str = field(default="runs/classifier", metadata={"help": "Where logs, results.json and the "
+                                                                         "model folder (<output_dir>/model) go."})
+    save_model: bool = field(default=True, metadata={"help": "Write the Hub folder <output_dir>/model."})
+    equiv_eval_batches: int = field(default=4, metadata={"help": "Eval batches for the equivariance error."})
+    logging_steps: int = field(default=20, metadata={"help": "Log every N steps."})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader workers."})
+    model_kwargs: dict = field(default_factory=dict, metadata={"help": "More model constructor arguments (JSON), "
+                                                                       "e.g. '{\"drop_path_rate\": 0.1}'."})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+    def validate(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"Unknown dataset {self.dataset!r}. Choose between {list(DATASETS)}; for your own data "
+                             "use EqRegTrainer directly (see docs/classification.md).")
+        if self.label not in ("fine", "coarse"):
+            raise ValueError(f"Unknown label {self.label!r}. Choose between ['fine', 'coarse'].")
+        if self.max_steps <= 0 and self.epochs <= 0:
+            raise ValueError(f"Nothing to train: max_steps={self.max_steps} and epochs={self.epochs}; set one > 0.")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size} must be >= 1.")
+        if self.image_size is not None and self.image_size < 8:
+            raise ValueError(f"image_size={self.image_size} is too small; use at least 8 (e.g. 32 or 33).")
+
+
+class RandomRot90:
+    """Batch transform wrapper: rotate each ``pixel_values`` image by a random multiple of 90°.
+
+    The rotation-augmentation baseline of the comparison (the group C4 seen through the data only).
+
+    Args:
+        transform: the ``with_transform`` callable producing ``{"pixel_values": [...], "labels": [...]}``.
+        seed: seed of its own ``torch.Generator`` (replayable runs).
+    """
+
+    def __init__(self, transform: Any, seed: int = 0):
+        self.transform = transform
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def __call__(self, batch: dict) -> dict:
+        out = self.transform(batch)
+        ks = torch.randint(4, (len(out["pixel_values"]),), generator=self.generator).tolist()
+        out["pixel_values"] = [torch.rot90(x, k, dims=(-2, -1)) for x, k in zip(out["pixel_values"], ks)]
+        return out
+
+
+def load_classification_data(args: ClassifierArgs, image_size: int | None) -> tuple[Any, Any, int, dict]:
+    """(train dataset, test dataset, number of classes, dataset card info) in CIFAR's schema."""
+    from .data import load_cifar100, load_shapes, num_classes
+
+    if args.dataset == "shapes":
+        size = image_size or 32
+        n_train = args.train_samples or 2000
+        n_test = args.eval_samples or 500
+        train = load_shapes("train", num_samples=n_train, size=size, seed=args.seed,
+                            max_angle=args.shapes_train_angle, progress=args.progress)
+        test = load_shapes("test", num_samples=n_test, size=size, seed=args.seed, max_angle=180.0,
+                           progress=args.progress)
+        info = {"name": "eqreg-hf shapes (generated)", "id": None, "split": "test",
+                "config": f"{size}px, train angles +-{args.shapes_train_angle:g}, test angles +-180"}
+    else:
+        train = load_cifar100("train", path=args.data_path, label=args.label)
+        test = load_cifar100("test", path=args.data_path, label=args.label)
+        if args.train_samples:
+            train = train.select(range(min(args.train_samples, len(train))))
+        if args.eval_samples:
+            test = test.select(range(min(args.eval_samples, len(test))))
+        info = {"name": "CIFAR-100", "id": "uoft-cs/cifar100" if args.data_path is None else None,
+                "split": "test", "config": args.label}
+    return train, test, num_classes(train, args.label), info
+
+
+@torch.no_grad()
+def aligned_input_size(model: nn.Module, size: int, config: EqRegConfig, radius: int = 8) -> int | None:
+    """The input size nearest to ``size`` at which every tap of ``config`` has a symmetric sampling grid.
+
+    At such a size a 90° rotation of each tapped map lines up exactly with the map of the rotated input
+    (see the alignment notes in DESIGN.md), so EQ-Reg can reach 0. Ties go to the larger size. Returns
+    None when no size within ``radius`` is aligned or the model only accepts its own size (ViT).
+
+    Example:
+        >>> import timm
+        >>> aligned_input_size(timm.create_model("resnet18"), 32, EqRegConfig())
+        33
+    """
+    from .regularizer import feature_pair_to_nchw
+    from .taps import AlignmentTracer, FeatureTaps, resolve_taps
+
+    cfg = dataclasses.replace(config, weight=1.0, group_order=max(2, config.group_order))
+    specs = resolve_taps(model, cfg)
+    was_training = model.training
+    model.eval()
+    try:
+        with FeatureTaps(model, [s.name for s in specs], clone=False) as taps:
+            for cand in sorted(range(max(8, size - radius), size + radius + 1), key=lambda c: (abs(c - size), -c)):
+                tracer = AlignmentTracer(model, (cand, cand))
+                taps.arm()
+                try:
+                    model(torch.zeros(1, 3, cand, cand, device=_device(model)))
+                except Exception:  # e.g. a ViT built for one size: keep the size asked for
+                    tracer.remove()
+                    taps.disarm()
+                    return None
+                feats = taps.take()
+                tracer.remove()
+                ok = True
+                for spec in specs:
+                    if not feats.get(spec.name):
+                        continue
+                    f, layout = feature_pair_to_nchw(feats[spec.name][0][1][:1], spec, (cand, cand))
+                    if layout == "vector":
+                        continue
+                    res = tracer.check(tuple(f.shape[-2:]))
+                    if res is not None and not res[0]:
+                        ok = False
+                        break
+                if ok:
+                    return cand
+    finally:
+        model.train(was_training)
+    return None
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def _is_transformers(model: nn.Module) -> bool:
+    return type(model).__module__.startswith("transformers.")
+
+
+def _compute_metrics(eval_pred) -> dict[str, float]:
+    from .metrics import top1_accuracy
+
+    logits = eval_pred.predictions
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    return {"accuracy": top1_accuracy(torch.as_tensor(logits), torch.as_tensor(eval_pred.label_ids))}
+
+
+def _cross_entropy(outputs: Any, labels: torch.Tensor) -> torch.Tensor:
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs
+    return F.cross_entropy(logits, labels)
+
+
+def _atomic_json(path: str, data: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True, default=str)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def train_classifier(args: ClassifierArgs, eqreg: EqRegConfig | None = None) -> dict[str, Any]:
+    """Fine-tune ``args.model`` on ``args.dataset`` with EQ-Reg ``eqreg``; evaluate; save.
+
+    ``total = CE(f([x; R_k x]), [y; y]) + λ Σ_l d(T_k F_l(x), F_l(R_k x))`` (Bai et al., CVPR 2025) with
+    ``eqreg.weight = λ``; ``weight=0`` is the plain baseline (add ``rotation_augment=True`` for the
+    augmentation baseline).
+
+    Args:
+        args: :class:`ClassifierArgs`.
+        eqreg: EQ-Reg settings (None = ``EqRegConfig(weight=0)``, a plain run that still measures the
+            equivariance of the auto taps).
+
+    Returns:
+        ``{"metrics": {eval_accuracy, eval_equiv_error, eval_equiv_error/<tap>, ...}, "image_size",
+        "taps", "model_dir" (or None), "log_history", "args", "eqreg"}``; also written to
+        ``<output_dir>/results.json``.
+    """
+    from transformers import TrainingArguments, set_seed
+
+    from .callbacks import EquivarianceEvalCallback
+    from .data import classification_transform
+    from .models.classification import create_classifier
+    from .trainer import EqRegTrainer
+
+    args.validate()
+    eqreg = eqreg if eqreg is not None else EqRegConfig(weight=0.0)
+    set_seed(args.seed)
+    os.makedirs(args.output_dir, exist_ok=True)
+
+    # The number of classes is known before the data is generated for the two built-in datasets.
+    from .data import SHAPE_NAMES
+
+    n_classes_hint = len(SHAPE_NAMES) if args.dataset == "shapes" else (100 if args.label == "fine" else 20)
+    size_hint = args.image_size or 32
+    model = create_classifier(args.model, n_classes_hint, pretrained=args.pretrained, image_size=size_hint,
+                              **args.model_kwargs)
+    image_size = args.image_size
+    if image_size is None:
+        image_size = aligned_input_size(model, 32, eqreg) or 32
+        logger.info("Input size %d: nearest to 32 where every tap is aligned.", image_size)
+    train_ds, test_ds, n_classes, data_info = load_classification_data(args, image_size)
+    if n_classes != n_classes_hint:
+        model = create_classifier(args.model, n_classes, pretrained=args.pretrained, image_size=size_hint,
+                                  **args.model_kwargs)
+
+    # Shapes are generated at the right size and orientation: no crop / flip. CIFAR gets timm's training
+    # augmentation with a milder crop (32-pixel images).
+    common = dict(label=args.label, input_size=image_size, data_config={"crop_pct": 1.0})
+    test_tf = classification_transform(model, train=False, **common)
+    if args.dataset == "shapes":
+        train_tf = classification_transform(model, train=False, **common)
+    else:
+        train_tf = classification_transform(model, train=True, scale=(0.35, 1.0), **common)
+    if args.rotation_augment:
+        train_tf = RandomRot90(train_tf, seed=args.seed)
+    train_ds = train_ds.with_transform(train_tf)
+    test_ds = test_ds.with_transform(test_tf)
+
+    targs = TrainingArguments(
+        output_dir=args.output_dir,
+        max_steps=args.max_steps,
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=max(args.batch_size, 64),
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps,
+        lr_scheduler_type="cosine",
+        logging_steps=args.logging_steps,
+        eval_strategy="no",
+        save_strategy="no",
+        report_to=[],
+        remove_unused_columns=False,
+        seed=args.seed,
+        data_seed=args.seed,
+        dataloader_num_workers=args.num_workers,
+        disable_tqdm=not args.progress,
+    )
+    measure_order = eqreg.group_order if eqreg.group_order > 1 else 4
+    callback = EquivarianceEvalCallback(
+        num_batches=args.equiv_eval_batches, max_images=16, layers=eqreg.layers, group_order=measure_order,
+        fields=eqreg.fields, layouts=eqreg.layouts, prefix_tokens=eqreg.prefix_tokens, include_output=True,
+    )
+    trainer = EqRegTrainer(
+        model=model, args=targs, train_dataset=train_ds, eval_dataset=test_ds, eqreg=eqreg,
+        task_loss=None if _is_transformers(model) else _cross_entropy,
+        compute_metrics=_compute_metrics, callbacks=[callback],
+    )
+    taps: list[str] = []
+    if eqreg.active:
+        from .regularizer import EqReg
+
+        with EqReg(model, eqreg) as probe:
+            taps = probe.tap_names
+            logger.info("%s", probe.describe())
+    trainer.train()
+    metrics = trainer.evaluate()
+    report = callback.last_report
+
+    model_dir = None
+    if args.save_model:
+        from .hub import write_hub_folder
+
+        training = {"dataset": args.dataset, "image_size": image_size, "max_steps": args.max_steps,
+                    "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+                    "weight_decay": args.weight_decay, "rotation_augment": args.rotation_augment,
+                    "seed": args.seed, "pretrained": args.pretrained}
+        card_metrics = {"accuracy": metrics.get("eval_accuracy")}
+        if not math.isnan(metrics.get("eval_equiv_error", math.nan)):
+            card_metrics["equivariance_error"] = metrics["eval_equiv_error"]
+        model_dir = write_hub_folder(
+            trainer.model, os.path.join(args.output_dir, "model"), task="classification", eqreg_config=eqreg,
+            metrics=card_metrics, dataset=data_info, training=training,
+            equivariance_report={k: v for k, v in (report or {}).items() if k != "output"},
+        )
+    result = {
+        "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
+        "image_size": image_size,
+        "taps": taps,
+        "model_dir": model_dir,
+        "log_history": trainer.state.log_history,
+        "args": dataclasses.asdict(args),
+        "eqreg": eqreg.to_dict(),
+    }
+    _atomic_json(os.path.join(args.output_dir, "results.json"), result)
+    return result
