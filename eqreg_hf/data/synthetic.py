@@ -26,6 +26,7 @@ so test PSNR/SSIM measure generalisation to unseen photos as well as unseen rain
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -88,7 +89,6 @@ def _line_kernel(length: float, angle_deg: float, width: float) -> np.ndarray:
     sigma = max(width, 0.3) / 2.355  # FWHM -> sigma
     half = int(math.ceil(length / 2 + 3 * sigma)) + 1
     size = 2 * half + 1
-    kernel = np.zeros((size, size), dtype=np.float64)
     theta = math.radians(angle_deg)
     # direction of the streak in (row, col): vertical is (1, 0); positive angles lean the top to the right
     dr, dc = math.cos(theta), -math.sin(theta)
@@ -96,9 +96,11 @@ def _line_kernel(length: float, angle_deg: float, width: float) -> np.ndarray:
     t = np.linspace(-length / 2, length / 2, n)
     rows, cols = half + t * dr, half + t * dc
     # Gaussian splat of each sample point gives both anti-aliasing and thickness in one step
-    yy, xx = np.mgrid[0:size, 0:size]
-    for r, c in zip(rows, cols):
-        kernel += np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / (2 * sigma ** 2))
+    # exp(-(dy^2 + dx^2)) = exp(-dy^2) exp(-dx^2): one small outer product per sample point
+    grid = np.arange(size, dtype=np.float64)
+    gy = np.exp(-((grid[None, :] - rows[:, None]) ** 2) / (2 * sigma ** 2))  # [n, size]
+    gx = np.exp(-((grid[None, :] - cols[:, None]) ** 2) / (2 * sigma ** 2))
+    kernel = gy.T @ gx
     return kernel / kernel.max()
 
 
@@ -328,17 +330,26 @@ def make_synthetic_rain(
     from PIL import Image
     from tqdm.auto import tqdm
 
+    def png(arr: np.ndarray) -> dict:
+        # fast lossless encoding: PNG at zlib level 1 is ~5x quicker than datasets' default and exact
+        buf = io.BytesIO()
+        Image.fromarray((arr * 255.0).round().astype(np.uint8)).save(buf, format="PNG", compress_level=1)
+        return {"bytes": buf.getvalue(), "path": None}
+
     rainy, clean = [], []
+    clean_png: dict[int, dict] = {}
     jobs = [(p, v) for p in range(len(photo_list)) for v in range(n_var)]
     for p, v in tqdm(jobs, desc=f"synthetic rain ({split})", disable=not progress):
         photo = load_photo(photo_list[p], size_t)
+        if p not in clean_png:
+            clean_png[p] = png(photo)
         # one independent stream per (seed, split, photo, variant): adding photos or variants never
         # changes the rain of existing ones
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), _SPLIT_IDS[split], p, v]))
         o = add_rain(photo, intensity=intensity, blend=blend, seed=rng, density=density, length=length,
                      angle_range=angle_range, angle_jitter=angle_jitter, width=width, num_layers=num_layers)
-        rainy.append(Image.fromarray((o * 255.0).round().astype(np.uint8)))
-        clean.append(Image.fromarray((photo * 255.0).round().astype(np.uint8)))
+        rainy.append(png(o))
+        clean.append(clean_png[p])
 
     features = datasets.Features({"rainy": datasets.Image(), "clean": datasets.Image()})
     ds = datasets.Dataset.from_dict({"rainy": rainy, "clean": clean}, features=features)
