@@ -214,3 +214,17 @@ def test_to_tensor_shapes_and_range(image, shape):
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), extraglobs={"torch": torch, "np": np})
     assert result.failed == 0 and result.attempted > 0
+
+
+def _doc_blocks():
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text(encoding="utf-8")
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+@pytest.mark.parametrize("index", range(len(_doc_blocks())))
+def test_docs_data_python_blocks_run(index, capsys):
+    """docs/data.md: blocks marked `python` run offline as written (`py` blocks need downloaded data)."""
+    exec(compile(_doc_blocks()[index], f"docs/data.md block {index}", "exec"), {"__name__": "__docs__"})
