@@ -54,6 +54,12 @@ def _plain_subfolders(d: Path) -> int:
     return 2
 
 
+def _edsr_style(d: Path) -> int:
+    for i in (1, 2, 11):
+        _pair(d / "rain" / f"norain-{i}x2.png", d / "norain" / f"norain-{i}.png", i)
+    return 3
+
+
 def _rain1400(d: Path) -> int:
     for n in (1, 2):
         _save(d / "ground_truth" / f"{n}.jpg", _clean_value(n))
@@ -81,11 +87,12 @@ LAYOUT_CASES = [
     ("rain100", _rain100),
     ("subfolders", _rain100_subfolders),
     ("subfolders", _plain_subfolders),
+    ("subfolders", _edsr_style),
     ("rain1400", _rain1400),
     ("rain12", _rain12),
     ("imagefolder", _imagefolder),
 ]
-LAYOUT_IDS = ["rain100", "rain100-subfolders", "plain-subfolders", "rain1400", "rain12", "imagefolder"]
+LAYOUT_IDS = ["rain100", "rain100-subfolders", "plain-subfolders", "edsr-style-subfolders", "rain1400", "rain12", "imagefolder"]
 
 
 def _assert_paired(ds, n: int) -> None:

@@ -51,7 +51,7 @@ BENCHMARKS: dict[str, tuple[str, ...]] = {
 }
 
 _IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-_RAINY_DIRS = ("rainy", "rain", "rainy_image", "rainy_images", "input", "inputs", "lq", "degraded", "data")
+_RAINY_DIRS = ("rainy", "rain", "rainy_image", "rainy_images", "input", "inputs", "lq", "degraded")
 _CLEAN_DIRS = ("norain", "no_rain", "clean", "gt", "ground_truth", "groundtruth", "target", "targets", "hq", "label")
 _SPLIT_ALIASES = {
     "train": ("train", "training", "trainset", "train_set"),
@@ -65,6 +65,7 @@ _RAIN12_CLEAN = re.compile(r"^(?P<key>.+?)[-_](?:gt|clean|norain|target|groundtr
 _PREFIXES = re.compile(r"^(?:norain|no_rain|no-rain|rainy|rain|clean|gt|input|target)[-_]", re.IGNORECASE)
 _SUFFIXES = re.compile(r"[-_](?:in|input|rain|rainy|gt|clean|norain|target)$", re.IGNORECASE)
 _VERSION = re.compile(r"^(?P<base>.+)[-_](?P<version>\d+)$")
+_SCALE = re.compile(r"^(?P<base>.+?)x\d$")  # EDSR-style names (RCDNet's data): rain/norain-1x2.png
 
 # Hub column names tried, in order, when a Hub dataset does not call its columns "rainy"/"clean"
 _HUB_RAINY = ("rainy", "rain", "input", "inputs", "rainy_image", "image_rainy", "lq", "degraded", "image", "source")
@@ -188,9 +189,11 @@ def _join(rainy: dict[str, Path], clean: dict[str, Path], rainy_dir: Path, clean
         c_key = key if key in clean else None
         if c_key is None and many_to_one:
             # Rain1400: rainy N_M.jpg (version M) belongs to clean N.jpg
-            m = _VERSION.match(key)
-            if m and _norm_key(m.group("base")) in clean:
-                c_key = _norm_key(m.group("base"))
+            for pattern in (_VERSION, _SCALE):
+                m = pattern.match(key)
+                if m and _norm_key(m.group("base")) in clean:
+                    c_key = _norm_key(m.group("base"))
+                    break
         if c_key is None:
             unpaired.append(r)
             continue
