@@ -1,0 +1,153 @@
+"""`eqreg-hf train-derain` and eqreg_hf.derain: flags generated from the dataclasses, a tiny run, saving."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from eqreg_hf import EqRegConfig
+from eqreg_hf.cli import build_parser, main
+from eqreg_hf.commands.train_derain import EQREG_PREFIX, _parse_any, add_dataclass_arguments, dataclass_from_args
+from eqreg_hf.derain import (
+    DEFAULT_DISTANCE,
+    DEFAULT_WEIGHT,
+    DerainTrainingArguments,
+    build_derainer,
+    evaluate_derainer,
+    resolve_layers,
+    train_derainer,
+)
+
+TINY_FLAGS = ["--channels", "8", "--num-blocks", "1", "--synthetic-size", "24", "--crop-size", "12",
+              "--batch-size", "2", "--steps", "2", "--log-every", "1", "--equiv-images", "1", "--progress", "false"]
+
+
+def _parse(argv):
+    return build_parser().parse_args(["train-derain", *argv])
+
+
+def test_every_eqreg_field_is_a_flag():
+    """The --eqreg.* flags are generated from EqRegConfig, so a new field shows up by itself."""
+    args = _parse([])
+    for f in dataclasses.fields(EqRegConfig):
+        assert hasattr(args, EQREG_PREFIX + f.name), f.name
+    for f in dataclasses.fields(DerainTrainingArguments):
+        assert hasattr(args, f.name), f.name
+    cfg = dataclass_from_args(EqRegConfig, args, EQREG_PREFIX)
+    assert (cfg.weight, cfg.distance, cfg.layers) == (DEFAULT_WEIGHT, DEFAULT_DISTANCE, "model")
+
+
+@pytest.mark.parametrize(
+    "argv,field,expected",
+    [
+        (["--eqreg.group-order", "2"], "group_order", 2),
+        (["--eqreg.weight", "1e-3"], "weight", 1e-3),
+        (["--eqreg.layers", "body.0.conv1,body.*.conv2"], "layers", ["body.0.conv1", "body.*.conv2"]),
+        (["--eqreg.layers", '["a"]'], "layers", ["a"]),
+        (["--eqreg.fields", '{"body.0.*": "trivial"}'], "fields", {"body.0.*": "trivial"}),
+        (["--eqreg.include-identity"], "include_identity", True),
+        (["--eqreg.rotate-targets", "false"], "rotate_targets", False),
+        (["--eqreg.prefix-tokens", "none"], "prefix_tokens", None),
+    ],
+)
+def test_eqreg_flags_parse(argv, field, expected):
+    cfg = dataclass_from_args(EqRegConfig, _parse(argv), EQREG_PREFIX)
+    assert getattr(cfg, field) == expected
+
+
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["--eqreg.distance", "l3"], "l3"),
+        (["--model", "unet"], "unet"),
+    ],
+)
+def test_bad_values_name_the_choices(argv, match):
+    args = _parse(argv)
+    with pytest.raises(ValueError, match=match):
+        dataclass_from_args(EqRegConfig, args, EQREG_PREFIX)
+        dataclass_from_args(DerainTrainingArguments, args)
+
+
+def test_bad_boolean_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        _parse(["--rot-aug", "maybe"])
+    assert "maybe" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,value", [("3", 3), ("0.5", 0.5), ("null", None), ("a,b", ["a", "b"]), ("auto", "auto")])
+def test_parse_any(text, value):
+    assert _parse_any(text) == value
+
+
+def test_add_dataclass_arguments_with_prefix_and_defaults():
+    p = argparse.ArgumentParser()
+    add_dataclass_arguments(p, EqRegConfig, "x.", defaults={"weight": 0.5})
+    ns = p.parse_args(["--x.distance", "fro"])
+    assert getattr(ns, "x.weight") == 0.5 and getattr(ns, "x.distance") == "fro"
+
+
+@pytest.mark.parametrize(
+    "model,kwargs,t,n_taps",
+    [
+        ("fast", dict(channels=8, num_blocks=2), 4, 4),
+        ("rcdnet", dict(num_stages=2, num_maps=4, kernel_size=3, num_features=1, num_resblocks=1), 2, 4),
+    ],
+)
+def test_layers_model_resolves_to_default_taps(model, kwargs, t, n_taps):
+    net = build_derainer(model, **kwargs)
+    cfg = resolve_layers(net, EqRegConfig(layers="model", group_order=t))
+    assert cfg.layers == net.eqreg_layers(t) and len(cfg.layers) == n_taps
+
+
+def test_unknown_model_is_refused():
+    with pytest.raises(ValueError, match="Choose between"):
+        build_derainer("unet")
+
+
+def test_evaluate_reports_y_and_rgb_metrics():
+    torch.manual_seed(0)
+    net = build_derainer("fast", channels=8, num_blocks=1)
+    clean = torch.rand(3, 15, 18)
+    pairs = [((clean + 0.1).clamp(0, 1), clean), (clean.flip(-1), clean.flip(-1))]
+    metrics, report = evaluate_derainer(net, pairs, equiv_images=1)
+    assert set(metrics) >= {"psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "equivariance_error",
+                            "output_equivariance_error", "rainy_psnr_y"}
+    assert metrics["rainy_psnr_y"] == float("inf")  # the second "rainy" image is its clean target
+    assert sorted(report) == sorted(net.eqreg_layers(4)) and metrics["equivariance_error"] == pytest.approx(report.mean)
+    assert net.training  # restored
+
+
+@pytest.mark.slow
+def test_train_derain_command_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train-derain", *TINY_FLAGS, "--output-dir", str(out), "--eqreg.weight", "0.1",
+               "--eqreg.group-order", "2"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "PSNR-Y" in printed and "equivariance error" in printed
+    for name in ("config.json", "model.safetensors", "eqreg_config.json", "README.md", "training_log.json"):
+        assert (out / name).is_file(), name
+    cfg = EqRegConfig.from_pretrained(out)
+    assert cfg.group_order == 2 and cfg.weight == 0.1 and cfg.layers == ["body.0.conv1", "body.0.conv2"]
+    log = json.loads((out / "training_log.json").read_text())
+    assert len(log["logs"]) == 2 and log["logs"][-1]["eqreg_loss"] > 0
+    from eqreg_hf.models.derain import FastDerainer
+
+    net = FastDerainer.from_pretrained(out)
+    assert net.channels == 8
+    assert "PSNR" in (out / "README.md").read_text()
+
+
+def test_train_derainer_plain_and_eqreg_share_the_evaluation_taps():
+    args = DerainTrainingArguments(channels=8, num_blocks=1, synthetic_size=24, crop_size=12, batch_size=2, steps=1,
+                                   equiv_images=1, progress=False)
+    plain = train_derainer(args, None)
+    eq = train_derainer(args, EqRegConfig(layers="model", weight=0.1, distance="mse"))
+    assert sorted(plain.report) == sorted(eq.report) == ["body.0.conv1", "body.0.conv2"]
+    assert plain.history.logs[-1]["eqreg_loss"] == 0 and eq.history.logs[-1]["eqreg_loss"] > 0
+    assert plain.output_dir is None
