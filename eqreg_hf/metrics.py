@@ -81,8 +81,9 @@ def _prepare(pred: torch.Tensor, target: torch.Tensor, on: str, quantize: bool) 
         pred, target = pred.unsqueeze(0), target.unsqueeze(0)
     if pred.dim() != 4:
         raise ValueError(f"Expected images shaped [B, C, H, W] or [C, H, W], got {tuple(pred.shape)}.")
-    pred = pred.detach().float().clamp(0.0, 1.0)
-    target = target.detach().float().clamp(0.0, 1.0)
+    # 8-bit images (e.g. read from PNG) are scaled to [0, 1] rather than clamped to {0, 1}
+    pred = (pred.detach().float() / 255.0 if pred.dtype == torch.uint8 else pred.detach().float()).clamp(0.0, 1.0)
+    target = (target.detach().float() / 255.0 if target.dtype == torch.uint8 else target.detach().float()).clamp(0.0, 1.0)
     if quantize:
         # Papers save the output as 8-bit PNG before scoring it; this mimics that.
         pred = torch.round(pred * 255.0) / 255.0
@@ -117,7 +118,7 @@ def restoration_metrics(
     torchmetrics, on the Y channel of YCbCr (BT.601) or on RGB.
 
     Args:
-        pred: restored images ``[B, C, H, W]`` or ``[C, H, W]``, values in [0, 1] (clamped).
+        pred: restored images ``[B, C, H, W]`` or ``[C, H, W]``, float in [0, 1] (clamped) or uint8.
         target: clean images, same shape.
         on: ``"y"`` (default; how Rain100L/H etc. are reported) or ``"rgb"``.
         quantize: round both to 8 bits first, as when scoring saved PNGs (default False).

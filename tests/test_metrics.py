@@ -103,6 +103,14 @@ def test_accumulator_equals_one_shot(on):
     assert acc.count == 0
 
 
+def test_uint8_images_are_scaled_not_clamped():
+    target = (_images(b=1) * 255).round()
+    pred = target + 10
+    expected = restoration_metrics(pred / 255, target / 255, on="rgb")["psnr"]
+    got = restoration_metrics(pred.to(torch.uint8), target.to(torch.uint8), on="rgb")["psnr"]
+    assert got == pytest.approx(expected, abs=1e-3) and got == pytest.approx(20 * math.log10(255 / 10), abs=1e-3)
+
+
 def test_single_image_chw_is_accepted():
     t = _images(b=1)[0]
     assert restoration_metrics(t + 0.1, t, on="rgb")["psnr"] == pytest.approx(20.0, abs=1e-3)
