@@ -95,6 +95,15 @@ def test_token_models_tap_few_evenly_spaced_blocks():
     assert [t.name for t in auto_taps(model, 4)] == ["blocks.1", "blocks.2", "blocks.4", "blocks.5"]
 
 
+def test_model_with_eqreg_layers_names_its_own_taps():
+    from eqreg_hf.models.derain import FastDerainer
+
+    net = FastDerainer(channels=8, num_blocks=2)
+    taps = auto_taps(net, 4)
+    assert [t.name for t in taps] == net.eqreg_layers(4)
+    _check_regularizer(net, _input((17, 17), batch=1))
+
+
 @pytest.mark.parametrize("group_order, skipped", [(2, set()), (16, {"stages.0"}), (32, {"stages.0", "stages.1"})])
 def test_channels_not_divisible_are_skipped_with_a_note(group_order, skipped):
     model = timm.create_model("convnext_atto", pretrained=False)  # stages: 40, 80, 160, 320 channels

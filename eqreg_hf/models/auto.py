@@ -194,9 +194,12 @@ def _join(prefix: str, name: str) -> str:
 def auto_taps(model: nn.Module, group_order: int) -> list[TapSpec] | None:
     """Taps for ``layers="auto"``: the stages of a timm or transformers vision model, or None.
 
+    A model with an ``eqreg_layers(group_order) -> list[str]`` method chooses its own taps (the
+    library's derainers do); otherwise the first timm / transformers model inside ``model`` is used.
+
     Args:
-        model: a timm model, a transformers vision model, or a module that contains one (its names
-            are then prefixed, e.g. ``backbone.layer1``).
+        model: a timm model, a transformers vision model, a module that contains one (its names
+            are then prefixed, e.g. ``backbone.layer1``), or a model with ``eqreg_layers``.
         group_order: t of C_t; stages whose channels do not divide by t are skipped with a warning.
 
     Returns:
@@ -209,6 +212,10 @@ def auto_taps(model: nn.Module, group_order: int) -> list[TapSpec] | None:
         >>> [t.name for t in auto_taps(timm.create_model("resnet18"), 4)]
         ['act1', 'layer1', 'layer2', 'layer3', 'layer4']
     """
+    own = getattr(model, "eqreg_layers", None)
+    if callable(own):
+        # A model that names its own taps (the library's derainers, or any user model with this method).
+        return [TapSpec(name, field="regular") for name in own(group_order)] or None
     found = find_backbone(model)
     if found is None:
         return None
