@@ -80,7 +80,9 @@ class EqRegConfig:
     capture: str = field(
         default="auto",
         metadata={"help": "'clone' copies tapped outputs (safe against in-place ops after a tap), 'reference' "
-                  "keeps them as returned, 'auto' clones when the model holds an in-place module."},
+                  "keeps them as returned, 'auto' clones when the model holds an in-place module and otherwise "
+                  "keeps only the input of tapped Conv2d/Linear layers, recomputing their output in backward "
+                  "(saves one map per tap)."},
     )
 
     def __post_init__(self) -> None:

@@ -105,6 +105,80 @@ def transform_feature(f: torch.Tensor, k: int, group_order: int, field: str, lay
     return rotate_features(f, k, group_order, field=field, mode=mode)
 
 
+class _ExactDistance(torch.autograd.Function):
+    """d(T_k a, b) for an exact (permutation) T_k, with a hand-written backward.
+
+    Autograd through ``rot90``/``roll``/``pow`` would save three or four copies of every tapped map
+    (the rotated copy, the difference, the squares); this keeps only references to the two halves of
+    the captured map (views of memory the network holds anyway) and recomputes the rest in backward.
+    T_k is a permutation, so its transpose is T_{-k}.
+    """
+
+    @staticmethod
+    def forward(ctx, fa, fb, k, t, field, layout, distance, eps, remake=None, source=None):
+        with torch.no_grad():
+            a = transform_feature(fa.float(), k, t, field, layout, "nearest")
+            b = fb.float()
+            value = _distance_value(a, b, distance, eps)
+        if remake is not None:
+            # Keep only the tapped layer's input (which that layer saves for its own backward anyway)
+            # and recompute its output in backward: the tapped map itself is not held.
+            ctx.save_for_backward(source, value)
+            ctx.remake = remake
+        else:
+            ctx.save_for_backward(fa, fb, value)
+            ctx.remake = None
+        ctx.dtypes = (fa.dtype, fb.dtype)
+        ctx.cfg = (k, t, field, layout, distance, eps)
+        return value
+
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.remake is not None:
+            source, value = ctx.saved_tensors
+            with torch.no_grad():
+                fa, fb = ctx.remake(source)
+        else:
+            fa, fb, value = ctx.saved_tensors
+        k, t, field, layout, distance, eps = ctx.cfg
+        a = transform_feature(fa.float(), k, t, field, layout, "nearest")
+        b = fb.float()
+        diff = a - b
+        if distance == "fro":
+            ga = diff / value if value > 0 else torch.zeros_like(diff)
+        elif distance == "mse":
+            ga = diff * (2.0 / diff.numel())
+        else:
+            denom = a.pow(2).sum() + b.pow(2).sum() + eps
+            ga = diff * (2.0 / denom)
+            gb = -ga - b * (2.0 * value / denom)
+            ga = ga - a * (2.0 * value / denom)
+        if distance != "relative":
+            gb = -ga
+        ga = transform_feature(ga * grad, -k, t, field, layout, "nearest").to(ctx.dtypes[0])
+        return ga, (gb * grad).to(ctx.dtypes[1]), None, None, None, None, None, None, None, None
+
+
+_RECOMPUTABLE = (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)
+
+
+def _fsdp_managed(model: nn.Module) -> bool:
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # older torch
+        return False
+    return any(isinstance(m, FSDPModule) for m in model.modules())
+
+
+def _distance_value(a: torch.Tensor, b: torch.Tensor, distance: str, eps: float) -> torch.Tensor:
+    diff = a - b
+    if distance == "fro":
+        return torch.linalg.vector_norm(diff)
+    if distance == "mse":
+        return diff.pow(2).mean()
+    return diff.pow(2).sum() / (a.pow(2).sum() + b.pow(2).sum() + eps)
+
+
 class EqReg:
     """EQ-Reg attached to ``model`` through forward hooks on the tapped layers.
 
@@ -143,6 +217,9 @@ class EqReg:
         self._warned_nonsquare = False
         self._input_hw: tuple[int, int] | None = None
         self._two_pass = False
+        self._fsdp: bool | None = None
+        modules = dict(model.named_modules())
+        self._recomputable = {t.name for t in self.taps if type(modules[t.name]) in _RECOMPUTABLE}
         self._terms: dict[str, torch.Tensor] = {}
         self.last_k = 0
         self.last_batch = 0
@@ -293,7 +370,9 @@ class EqReg:
             self._finish_tracer()
             return torch.zeros((), device=device)
         captured = self._hooks.take()
+        inputs = self._hooks.take_inputs()
         self._finish_tracer(captured)
+        recompute_ok = self._recompute_allowed()
         c = self.config
         t, k, m, b = c.group_order, self.last_k, self.last_rotated, self.last_batch
         interp = not is_exact(k, t)
@@ -309,8 +388,9 @@ class EqReg:
                     "Tap layers that every forward uses (check reg.describe())."
                 )
             pairs = self._pairs(items, m, b)
+            sources = inputs.get(spec.name, [])
             d_sum = None
-            for f_orig, f_rot in pairs:
+            for call, (f_orig, f_rot) in enumerate(pairs):
                 a, layout = feature_pair_to_nchw(f_orig, spec, self._input_hw)
                 rot_hw = self._input_hw if (not is_exact(k, t) or ((k * 4) // t) % 2 == 0) else self._input_hw[::-1]
                 bb, _ = feature_pair_to_nchw(f_rot, spec, rot_hw)
@@ -326,6 +406,22 @@ class EqReg:
                         "hold regular fields. Choose other layers, mark it trivial "
                         f"(fields={{'{spec.name}': 'trivial'}}), or change group_order."
                     )
+                if not interp:
+                    expected = a.shape if (layout == "vector" or ((k * 4) // t) % 2 == 0) else (
+                        *a.shape[:-2], a.shape[-1], a.shape[-2])
+                    if tuple(expected) != tuple(bb.shape):
+                        raise RuntimeError(
+                            f"Tap {spec.name!r}: T_k F(x) has shape {tuple(expected)} but F(R_k x) has "
+                            f"{tuple(bb.shape)}; the layer's output does not rotate with the input (check "
+                            "layouts/prefix_tokens).")
+                    remake, source = None, None
+                    if recompute_ok and spec.name in self._recomputable and call < len(sources) \
+                            and sources[call] is not None and sources[call].requires_grad:
+                        source = sources[call]
+                        remake = self._remake_fn(spec, source, m, b, rot_hw)
+                    d = _ExactDistance.apply(a, bb, k, t, spec.field, layout, c.distance, c.eps, remake, source)
+                    d_sum = d if d_sum is None else d_sum + d
+                    continue
                 ta = transform_feature(a, k, t, spec.field, layout, c.interpolation)
                 if ta.shape != bb.shape:
                     raise RuntimeError(
@@ -343,6 +439,37 @@ class EqReg:
             total = total + spec.weight * d_sum
         self._terms = terms
         return float(c.weight) * total
+
+    def _recompute_allowed(self) -> bool:
+        if self._two_pass or self._hooks.clone or self.config.capture in ("clone", "reference"):
+            return False
+        if self._fsdp is None:
+            self._fsdp = _fsdp_managed(self.model)
+        return not self._fsdp and torch.is_grad_enabled()
+
+    def _remake_fn(self, spec: TapSpec, source: torch.Tensor, m: int, b: int, rot_hw):
+        module, input_hw = self._hooks.modules[spec.name], self._input_hw
+        dev = source.device.type
+        autocast = (torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
+
+        def remake(x: torch.Tensor):
+            with torch.autocast(dev, dtype=autocast[1], enabled=autocast[0]):
+                f = module.forward(x)  # bypasses hooks; conv/linear are stateless and deterministic
+            fa, _ = feature_pair_to_nchw(f[:m], spec, input_hw)
+            fb, _ = feature_pair_to_nchw(f[b:b + m], spec, rot_hw)
+            return fa, fb
+
+        return remake
+
+    def discard(self) -> None:
+        """Drop what the taps captured and disarm them without computing a loss (e.g. on an error path)."""
+        if self._hooks is not None:
+            self._hooks.clear()
+            self._hooks.disarm()
+        if self._tracer is not None:
+            self._tracer.remove()
+            self._tracer = None
+        self.last_rotated = 0
 
     def _pairs(self, items: list[tuple[int, torch.Tensor]], m: int, b: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         if self._two_pass:

@@ -172,9 +172,11 @@ class FeatureTaps:
     def __init__(self, model: nn.Module, names: Iterable[str], clone: bool | None = None):
         modules = dict(model.named_modules())
         self.names = list(names)
+        self.modules = {n: modules[n] for n in self.names if n in modules}
         self.clone = model_has_inplace(model) if clone is None else clone
         self._handles: list = []
         self._captured: dict[str, list[tuple[int, torch.Tensor, int]]] = {n: [] for n in self.names}
+        self.inputs: dict[str, list[torch.Tensor | None]] = {n: [] for n in self.names}
         self._armed = False
         self.pass_index = 0
         try:
@@ -197,6 +199,8 @@ class FeatureTaps:
             if self.clone:
                 t = t.clone()
             self._captured[name].append((self.pass_index, t, t._version))
+            x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            self.inputs[name].append(x)
             return None
 
         return hook
@@ -225,12 +229,22 @@ class FeatureTaps:
                         "wrong values. Tap a later layer, or copy captures with EqRegConfig(capture='clone')."
                     )
             out[name] = [(p, t) for p, t, _ in items]
-        self.clear()
+        for items in self._captured.values():
+            items.clear()
         self._armed = False
+        return out
+
+    def take_inputs(self) -> dict[str, list[torch.Tensor | None]]:
+        """The inputs of the tapped layers in the last armed pass (for recomputing outputs), then forget them."""
+        out = {n: list(v) for n, v in self.inputs.items()}
+        for v in self.inputs.values():
+            v.clear()
         return out
 
     def clear(self) -> None:
         for items in self._captured.values():
+            items.clear()
+        for items in self.inputs.values():
             items.clear()
 
     def remove(self) -> None:

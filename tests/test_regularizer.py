@@ -265,3 +265,51 @@ def test_distance_function_values():
     mask[1, 1] = 1
     assert equivariance_distance(a, b, "mse", mask).item() == pytest.approx(1.0)
     assert equivariance_distance(a, b, "fro", mask).item() == pytest.approx(8 ** 0.5)
+
+
+@pytest.mark.parametrize("distance", ["fro", "mse", "relative"])
+@pytest.mark.parametrize("field", ["regular", "trivial"])
+@pytest.mark.parametrize("layout", ["nchw", "vector"])
+def test_hand_written_backward_matches_autograd(distance, field, layout):
+    from eqreg_hf.regularizer import _ExactDistance, transform_feature
+    torch.manual_seed(0)
+    shape = (3, 8, 5, 5) if layout == "nchw" else (3, 8)
+    fa = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    fb = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    for k in (1, 2, 3):
+        ours = _ExactDistance.apply(fa, fb, k, 4, field, layout, distance, 1e-8)
+        ref = equivariance_distance(transform_feature(fa, k, 4, field, layout, "nearest"), fb, distance)
+        assert torch.allclose(ours.double(), ref.double(), rtol=1e-5)
+        g1 = torch.autograd.grad(ours * 1.7, (fa, fb))
+        g2 = torch.autograd.grad(ref * 1.7, (fa, fb))
+        for x, y in zip(g1, g2):
+            assert torch.allclose(x.double(), y.double(), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("distance", ["fro", "relative"])
+@pytest.mark.parametrize("autocast", [False, True])
+def test_recompute_capture_gives_the_same_gradients(distance, autocast):
+    grads = {}
+    for capture in ("auto", "reference", "clone"):
+        torch.manual_seed(0)
+        net = PlainCNN().train()
+        reg = EqReg(net, EqRegConfig(layers=["body.0", "body.3"], capture=capture, distance=distance, weight=1.0))
+        x = torch.randn(2, 3, 9, 9)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = net(reg.stack(x, k=1))
+            loss = out.float().pow(2).mean() + reg.loss()
+        if capture == "auto":
+            assert reg._recomputable == {"body.0", "body.3"}
+        loss.backward()
+        grads[capture] = [p.grad.clone() for p in net.parameters()]
+    for other in ("reference", "clone"):
+        for g1, g2 in zip(grads["auto"], grads[other]):
+            assert torch.allclose(g1, g2, rtol=1e-4, atol=1e-6)
+
+
+def test_discard_drops_captures_without_a_loss():
+    net = PlainCNN().train()
+    reg = EqReg(net, EqRegConfig(layers="auto", weight=1.0))
+    net(reg.stack(torch.randn(2, 3, 9, 9), k=1))
+    reg.discard()
+    assert reg.loss().item() == 0.0 and reg.stack_targets(torch.arange(2)).tolist() == [0, 1]
