@@ -34,4 +34,8 @@ def __getattr__(name: str):
         from . import trainer
 
         return getattr(trainer, name)
+    if name in ("write_hub_folder", "save_folder", "load_folder", "push_folder"):
+        from . import hub
+
+        return getattr(hub, name)
     raise AttributeError(f"module 'eqreg_hf' has no attribute {name!r}")

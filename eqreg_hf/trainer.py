@@ -58,15 +58,8 @@ def core_module(model: nn.Module) -> nn.Module:
 
 
 def _discard(reg: EqReg) -> None:
-    # TODO(core): a public EqReg.discard(); reg.loss() would raise on a forward that never reached the taps.
-    hooks = getattr(reg, "_hooks", None)
-    if hooks is not None:
-        hooks.disarm()
-        hooks.clear()
-    tracer = getattr(reg, "_tracer", None)
-    if tracer is not None:
-        tracer.remove()
-        reg._tracer = None
+    # On an error path reg.loss() would raise about taps that never ran and hide the real error.
+    reg.discard()
 
 
 def _accepts_keyword(module: nn.Module, key: str) -> bool:
