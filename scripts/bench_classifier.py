@@ -1,6 +1,6 @@
 """Plain vs rotation augmentation vs EQ-Reg on the offline shapes dataset (the table in docs/classification.md).
 
-    python scripts/bench_classifier.py --model regnetx_002 --max-steps 300 --seeds 0 1 2 --eqreg.weight 0.1
+    python scripts/bench_classifier.py --seeds 0 1 2 --eqreg.weight 0.1       # regnetx_002, 300 steps, 33 px
 
 Trains each variant once per seed with eqreg_hf.classify.train_classifier, then prints a markdown table
 (mean ± std over seeds) of top-1 accuracy, the stage-wise equivariance error and the logit invariance error,
@@ -18,7 +18,7 @@ import sys
 
 import torch
 
-from eqreg_hf.classify import ClassifierArgs, compare_classifiers, comparison_table
+from eqreg_hf.classify import COMPARISON, ClassifierArgs, compare_classifiers, comparison_table
 from eqreg_hf.commands._eqreg_args import add_eqreg_arguments, eqreg_config_from_args
 from eqreg_hf.commands.train_classifier import add_dataclass_arguments
 
@@ -28,17 +28,37 @@ def main(argv: list[str] | None = None) -> int:
     add_dataclass_arguments(parser, ClassifierArgs)
     add_eqreg_arguments(parser, defaults={"weight": 0.1})
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=[v[0] for v in COMPARISON],
+                        help=f"Subset of {[v[0] for v in COMPARISON]} (to run them as parallel processes).")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="BENCH_JSON",
+                        help="Only merge the bench.json files of earlier (parallel) runs into one table.")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a "
                                                                  "shared small CPU)")
-    parser.set_defaults(model="regnetx_002", max_steps=300, batch_size=32, shapes_train_angle=45.0,
+    parser.set_defaults(model="regnetx_002", max_steps=300, batch_size=32, learning_rate=3e-3, shapes_train_angle=45.0,
                         pretrained=False, save_model=False, progress=False, output_dir="runs/bench_classifier")
     args = parser.parse_args(argv)
+    if args.merge:
+        rows, commands = {}, []
+        for path in args.merge:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+            commands.append(data["command"])
+            for name, runs in data["runs"].items():
+                rows.setdefault(name, []).extend(runs)
+        order = [v[0] for v in COMPARISON]
+        rows = dict(sorted(rows.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+        print("\n".join(f"`{c}`" for c in commands) + "\n\n" + comparison_table(rows))
+        return 0
+    unknown = sorted(set(args.variants) - {v[0] for v in COMPARISON})
+    if unknown:
+        parser.error(f"unknown variants {unknown}; choose from {[v[0] for v in COMPARISON]}")
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     names = {f.name for f in dataclasses.fields(ClassifierArgs)}
     run = ClassifierArgs(**{k: v for k, v in vars(args).items() if k in names})
     eqreg = eqreg_config_from_args(args)
-    rows = compare_classifiers(run, eqreg, seeds=args.seeds)
+    variants = tuple(v for v in COMPARISON if v[0] in args.variants)
+    rows = compare_classifiers(run, eqreg, seeds=args.seeds, variants=variants)
     table = comparison_table(rows)
     command = "python scripts/bench_classifier.py " + " ".join(sys.argv[1:] if argv is None else argv)
     os.makedirs(run.output_dir, exist_ok=True)

@@ -1,0 +1,97 @@
+"""eqreg-hf measure: timm names, saved folders and derainers; table, PNG plot and JSON report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from eqreg_hf.cli import main
+
+timm = pytest.importorskip("timm", reason="the measure command builds timm models by name")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny models on a shared 2-core machine: intra-op threads only add contention.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _rows(printed: str) -> dict[str, float]:
+    rows = {}
+    for line in printed.splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            try:
+                rows[parts[0]] = float(parts[1])
+            except ValueError:
+                pass
+    return rows
+
+
+CASES = [
+    # (argv after "measure", expected rows besides "mean")
+    (["test_resnet", "--no-pretrained", "--size", "33"], ["act1", "layer1", "layer2", "layer3", "layer4", "output"]),
+    (["test_convnext", "--no-pretrained", "--size", "32", "--layers", "stages.1,stages.3", "--group-order", "2"],
+     ["stages.1", "stages.3", "output"]),
+    (["test_vit", "--no-pretrained", "--layers", "blocks.?", "--no-output"],
+     [f"blocks.{i}" for i in range(6)]),
+    (["fast", "--size", "21", "--group-order", "4"], [f"body.{i}.conv{j}" for i in range(6) for j in (1, 2)]
+     + ["output"]),
+]
+
+
+@pytest.mark.parametrize("argv, rows", CASES, ids=["resnet", "convnext-C2-list", "vit-glob", "derainer"])
+def test_measure_prints_table_and_writes_plot(tmp_path, capsys, argv, rows):
+    png, js = tmp_path / "plot" / "eq.png", tmp_path / "eq.json"
+    assert main(["measure", *argv, "--output", str(png), "--json", str(js)]) == 0
+    printed = capsys.readouterr().out
+    table = _rows(printed)
+    assert sorted(k for k in table if k != "mean") == sorted(rows)
+    assert all(0.0 <= v < 3.0 for v in table.values())
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    report = json.loads(js.read_text())
+    assert sorted(report["errors"]) == sorted(rows)
+    assert report["group_order"] == int(argv[argv.index("--group-order") + 1]) if "--group-order" in argv else 4
+    assert not list(tmp_path.rglob("*.tmp*"))  # nothing half-written left behind
+
+
+def test_measure_default_size_is_aligned(capsys):
+    assert main(["measure", "resnet18", "--no-pretrained", "--no-output", "--group-order", "2"]) == 0
+    assert "input 225x225" in capsys.readouterr().out  # timm's 224, moved to the aligned 32 m + 1
+
+
+def test_measure_saved_folder_and_image_path(tmp_path, capsys):
+    from PIL import Image
+
+    from eqreg_hf import EqRegConfig
+    from eqreg_hf.hub import save_folder
+
+    model = timm.create_model("test_efficientnet", pretrained=False, num_classes=3)
+    folder = save_folder(model, tmp_path / "model", eqreg_config=EqRegConfig(weight=0.0))
+    img = tmp_path / "img.png"
+    Image.new("RGB", (40, 24), (200, 30, 60)).save(img)
+    assert main(["measure", str(folder), "--image", str(img), "--size", "33"]) == 0
+    table = _rows(capsys.readouterr().out)
+    assert {"blocks.0", "blocks.4", "output"} <= set(table)
+
+
+@pytest.mark.slow
+def test_strictly_equivariant_derainer_measures_zero(capsys):
+    pytest.importorskip("e2cnn", reason="the strict C4 derainer is built with e2cnn")
+    assert main(["measure", "strict-c4", "--size", "17"]) == 0
+    table = _rows(capsys.readouterr().out)
+    assert table and max(table.values()) < 1e-4
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["resnet_18", "--no-pretrained"], "Did you mean"),
+    (["test_resnet", "--no-pretrained", "--image", "/nonexistent/x.png"], "No image at"),
+])
+def test_bad_input_is_named(capsys, argv, message):
+    assert main(["measure", *argv]) == 2
+    assert message in capsys.readouterr().out
