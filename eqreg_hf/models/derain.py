@@ -44,6 +44,10 @@ class ResBlock(nn.Module):
         self.conv2 = nn.Conv2d(channels, channels, kernel_size, padding=pad, bias=not batch_norm)
         self.bn1 = nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
         self.bn2 = nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
+        if batch_norm:
+            # Residual branch starts at zero ("zero-init the last BN"): every proximal net starts
+            # as the identity, so RCDNet's first background estimate is the input, not noise.
+            nn.init.zeros_(self.bn2.weight)
         self.final_relu = final_relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
