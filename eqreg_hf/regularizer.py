@@ -416,9 +416,9 @@ class EqReg:
                             "layouts/prefix_tokens).")
                     remake, source = None, None
                     if recompute_ok and spec.name in self._recomputable and call < len(sources) \
-                            and sources[call] is not None and sources[call].requires_grad:
-                        source = sources[call]
-                        remake = self._remake_fn(spec, source, m, b, rot_hw)
+                            and sources[call] is not None and sources[call][0].requires_grad:
+                        source, amp = sources[call]
+                        remake = self._remake_fn(spec, source, amp, m, b, rot_hw)
                     d = _ExactDistance.apply(a, bb, k, t, spec.field, layout, c.distance, c.eps, remake, source)
                     d_sum = d if d_sum is None else d_sum + d
                     continue
@@ -447,10 +447,9 @@ class EqReg:
             self._fsdp = _fsdp_managed(self.model)
         return not self._fsdp and torch.is_grad_enabled()
 
-    def _remake_fn(self, spec: TapSpec, source: torch.Tensor, m: int, b: int, rot_hw):
+    def _remake_fn(self, spec: TapSpec, source: torch.Tensor, autocast: tuple, m: int, b: int, rot_hw):
         module, input_hw = self._hooks.modules[spec.name], self._input_hw
         dev = source.device.type
-        autocast = (torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
 
         def remake(x: torch.Tensor):
             with torch.autocast(dev, dtype=autocast[1], enabled=autocast[0]):

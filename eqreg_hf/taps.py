@@ -176,7 +176,7 @@ class FeatureTaps:
         self.clone = model_has_inplace(model) if clone is None else clone
         self._handles: list = []
         self._captured: dict[str, list[tuple[int, torch.Tensor, int]]] = {n: [] for n in self.names}
-        self.inputs: dict[str, list[torch.Tensor | None]] = {n: [] for n in self.names}
+        self.inputs: dict[str, list[tuple | None]] = {n: [] for n in self.names}  # (input, autocast state)
         self._armed = False
         self.pass_index = 0
         try:
@@ -200,6 +200,10 @@ class FeatureTaps:
                 t = t.clone()
             self._captured[name].append((self.pass_index, t, t._version))
             x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            if x is not None:
+                dev = x.device.type
+                # the autocast state of this forward, so a recompute in backward matches it exactly
+                x = (x, (torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev)))
             self.inputs[name].append(x)
             return None
 

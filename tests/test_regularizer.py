@@ -313,3 +313,15 @@ def test_discard_drops_captures_without_a_loss():
     net(reg.stack(torch.randn(2, 3, 9, 9), k=1))
     reg.discard()
     assert reg.loss().item() == 0.0 and reg.stack_targets(torch.arange(2)).tolist() == [0, 1]
+
+
+def test_recompute_matches_forward_autocast_when_loss_is_outside_autocast():
+    # Accelerate wraps only the forward in autocast; the loss and backward run outside it.
+    torch.manual_seed(0)
+    net = PlainCNN().train()
+    reg = EqReg(net, EqRegConfig(layers=["body.0", "body.3"], weight=1.0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(reg.stack(torch.randn(2, 3, 9, 9), k=1))
+    loss = out.float().pow(2).mean() + reg.loss()
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
