@@ -164,11 +164,13 @@ E2E_CASES = [
     (["--model", "test_resnet", "--dataset", "shapes", "--eqreg.weight", "0", "--rotation-augment"], False),
     (["--model", "test_convnext", "--dataset", "cifar100", "--label", "coarse", "--image-size", "32",
       "--eqreg.group-order", "2", "--eqreg.layers", "stages.1,stages.3"], True),
+    (["--model", "hf:{convnext_config}", "--dataset", "shapes", "--image-size", "32"], True),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flags, active", E2E_CASES, ids=["shapes-eqreg", "shapes-rotaug", "cifar-local"])
+@pytest.mark.parametrize("flags, active", E2E_CASES, ids=["shapes-eqreg", "shapes-rotaug", "cifar-local",
+                                                                   "transformers-convnext"])
 def test_train_classifier_end_to_end(tmp_path, capsys, flags, active):
     from eqreg_hf.cli import main
     from eqreg_hf.hub import load_folder
@@ -176,6 +178,11 @@ def test_train_classifier_end_to_end(tmp_path, capsys, flags, active):
     out = tmp_path / "run"
     if "cifar100" in flags:
         flags = flags + ["--data-path", _tiny_cifar(tmp_path / "cifar")]
+    if "hf:{convnext_config}" in flags:
+        from transformers import ConvNextConfig
+
+        ConvNextConfig(hidden_sizes=[8, 16, 16, 24], depths=[1, 1, 1, 1]).save_pretrained(tmp_path / "cfg")
+        flags = [f.format(convnext_config=tmp_path / "cfg") for f in flags]
     argv = ["train-classifier", *flags, "--no-pretrained", "--train-samples", "16", "--eval-samples", "8",
             "--max-steps", "2", "--batch-size", "8", "--equiv-eval-batches", "1", "--no-progress",
             "--output-dir", str(out)]
@@ -206,7 +213,8 @@ def test_train_classifier_end_to_end(tmp_path, capsys, flags, active):
     n_classes = 20 if "coarse" in flags else 10
     size = result["image_size"]
     with torch.no_grad():
-        assert model(torch.randn(2, 3, size, size)).shape == (2, n_classes)
+        out = model(torch.randn(2, 3, size, size))
+    assert getattr(out, "logits", out).shape == (2, n_classes)
     assert os.path.isfile(os.path.join(result["model_dir"], "README.md"))
 
 
