@@ -23,6 +23,7 @@ def test_readme_starts_with_the_two_commands():
 
 
 @pytest.mark.parametrize("index", range(len(_python_blocks())))
-def test_readme_python_block_runs(index, capsys):
+def test_readme_python_block_runs(index, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the Trainer example writes runs/ into the working directory
     code = _python_blocks()[index]
     exec(compile(code, f"README.md block {index}", "exec"), {"__name__": "__readme__"})
