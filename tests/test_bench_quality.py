@@ -1,0 +1,80 @@
+"""scripts/bench_quality.py / eqreg_hf.bench_quality: the --quick path end to end, resume, settings guard."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+
+import pytest
+
+from eqreg_hf import bench_quality
+from eqreg_hf.bench_quality import RESULT_KEYS, QualitySettings, plan_runs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("bench_quality_script", os.path.join(ROOT, "scripts", "bench_quality.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+PLAN_CASES = [
+    # (settings kwargs, expected config ids for one seed)
+    ({"lambdas": {"fro": [1e-6]}, "groups": [4]}, ["plain", "rot-aug", "strict-c4", "eqreg-c4-fro-1e-06"]),
+    ({"lambdas": {"relative": [1e-4, 1e-3]}, "groups": [4, 2], "strict": False},
+     ["plain", "rot-aug", "eqreg-c4-relative-0.0001", "eqreg-c4-relative-0.001",
+      "eqreg-c2-relative-0.0001", "eqreg-c2-relative-0.001"]),
+]
+
+
+@pytest.mark.parametrize("kwargs,expected", PLAN_CASES)
+def test_plan_is_seed_major(kwargs, expected):
+    runs = plan_runs(QualitySettings(seeds=[3, 1], **kwargs))
+    assert [r.run_id for r in runs] == [f"{c}/seed3" for c in expected] + [f"{c}/seed1" for c in expected]
+
+
+@pytest.mark.parametrize("kwargs,match", [({"lambdas": {"l1": [1.0]}}, "l1"), ({"lambdas": {"fro": [0.0]}}, "> 0"),
+                                          ({"groups": [3]}, "groups")])
+def test_bad_settings_name_the_value(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        QualitySettings(**kwargs)
+
+
+def test_quick_end_to_end_then_resume_skips(tmp_path, monkeypatch):
+    script = _script()
+    argv = ["--quick", "--steps", "1", "--seeds", "0", "--lambdas", "fro=1e-3", "--groups", "4", "--no-strict",
+            "--equiv-images", "1", "--out-dir", str(tmp_path), "--no-progress"]
+    payload = script.main(argv)
+
+    path = tmp_path / "quality.json"
+    data = json.loads(path.read_text())
+    assert set(data) == {"meta", "runs", "summary"}
+    assert sorted(data["runs"]) == ["eqreg-c4-fro-0.001/seed0", "plain/seed0", "rot-aug/seed0"]
+    for rec in data["runs"].values():
+        assert set(RESULT_KEYS) <= set(rec)
+        assert math.isfinite(rec["psnr_y"]) and 0 <= rec["ssim_y"] <= 1
+        assert sorted(rec["layer_errors_c4"]) == ["body.0.conv1", "body.0.conv2"]
+    eq = data["runs"]["eqreg-c4-fro-0.001/seed0"]
+    assert eq["final_eqreg_loss"] > 0 and data["runs"]["plain/seed0"]["final_eqreg_loss"] == 0
+    assert data["summary"]["plain"]["n_seeds"] == 1
+    assert data["meta"]["command"].startswith("python scripts/bench_quality.py --quick")
+    for name in ("quality_table.md", "quality_psnr_vs_lambda.png", "quality_layers_c4.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert "| plain |" in (tmp_path / "quality_table.md").read_text()
+    assert not list(tmp_path.glob("*.tmp*"))  # atomic writes leave nothing behind
+
+    # Resume: the same command trains nothing and keeps the records.
+    def no_training(*args, **kwargs):
+        raise AssertionError("resume retrained a finished run")
+
+    monkeypatch.setattr(bench_quality, "_train_one", no_training)
+    again = script.main(argv)
+    assert again["runs"] == payload["runs"] == data["runs"]
+
+    # Other settings must not be mixed into the same file.
+    with pytest.raises(ValueError, match="steps"):
+        script.main([a if a != "1" else "2" for a in argv])
