@@ -11,7 +11,7 @@ commands never drift from the config::
 Values of the free-form fields (``layers``, ``fields``, ``layer_weights``, ``layouts``,
 ``prefix_tokens``) are read as JSON when they look like JSON (``'{"layer1": 2.0}'``, ``'["a", "b"]'``,
 ``3``, ``null``), as a comma-separated list for ``layers``, and as a plain string otherwise.
-Both ``--eqreg.group-order`` and ``--eqreg.group_order`` spell the same flag.
+Both ``--eqreg.group-order`` and ``--eqreg.group_order`` spell the same flag (switches: kebab-case only).
 """
 
 from __future__ import annotations
@@ -82,9 +82,11 @@ def add_eqreg_arguments(
     group = parser.add_argument_group(title)
     for name, f in fields.items():
         default = defaults.get(name, getattr(base, name))
-        flags = [f"--{prefix}.{name.replace('_', '-')}"] + ([f"--{prefix}.{name}"] if "_" in name else [])
-        help_text = f.metadata.get("help", "") + f" (default: {json.dumps(default)})"
         kind = hints.get(name)
+        # The snake_case spelling is accepted too (not for switches: it would double their --no- forms).
+        flags = [f"--{prefix}.{name.replace('_', '-')}"] + \
+            ([f"--{prefix}.{name}"] if "_" in name and kind is not bool else [])
+        help_text = f.metadata.get("help", "") + f" (default: {json.dumps(default)})"
         kw: dict[str, Any] = {"dest": _dest(name, prefix), "default": default, "help": help_text}
         if kind is bool:
             kw["action"] = argparse.BooleanOptionalAction

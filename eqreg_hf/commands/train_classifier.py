@@ -51,7 +51,6 @@ def register(subparsers) -> argparse.ArgumentParser:
         description="Fine-tune an image classifier with EQ-Reg through the transformers Trainer; report top-1 "
                     "accuracy and the layer-wise equivariance error; save a Hub folder. Plain baseline: "
                     "--eqreg.weight 0; rotation-augmentation baseline: add --rotation-augment.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_dataclass_arguments(parser, ClassifierArgs)
     add_eqreg_arguments(parser, defaults={"weight": 0.1})
