@@ -86,7 +86,7 @@ class QualitySettings:
     crop_size: int | None = None
     batch_size: int | None = None
     lr: float | None = None
-    equiv_images: int = 2
+    equiv_images: int = 1
 
     def __post_init__(self) -> None:
         for dist in self.lambdas:
@@ -186,8 +186,13 @@ def _train_one(run: QualityRun, settings: QualitySettings, train_ds: Any, eval_p
                             desc=run.run_id)
     model = result.model
     m = result.metrics
-    c4 = _layer_errors(model, eval_pairs, 4, settings.equiv_images)
-    c2 = _layer_errors(model, eval_pairs, 2, settings.equiv_images)
+    # train_derainer already measured the run's own group (C4 for plain / rot-aug / strict, C_t for
+    # EQ-Reg) on the same images and taps: reuse it, measure only the other group.
+    own = {int(result.report.group_order): {n: float(v) for n, v in result.report.items()}}
+    if run.method == "strict-c4":
+        own.pop(2, None)  # its C2 error needs the C4-field action (see _layer_errors)
+    c4 = own.get(4) or _layer_errors(model, eval_pairs, 4, settings.equiv_images)
+    c2 = own.get(2) or _layer_errors(model, eval_pairs, 2, settings.equiv_images)
     # The last logging windows: how large the EQ-Reg term was next to the task loss.
     tail = result.history.logs[-3:] or [{}]
     record = {
@@ -265,8 +270,11 @@ def run_quality_benchmark(
     else:
         payload = {"meta": {}, "runs": {}}
     payload["meta"].update({
-        "settings": comparable, "seeds": settings.seeds, "lambdas": settings.lambdas, "groups": settings.groups,
-        "machine": machine_description(), "command": command,
+        "settings": comparable, "machine": machine_description(),
+        # Several invocations may fill one file (e.g. a C2 sweep added to a C4 one): keep them all.
+        "invocations": payload["meta"].get("invocations", []) + [
+            {"command": command, "seeds": settings.seeds, "lambdas": settings.lambdas, "groups": settings.groups,
+             "strict": settings.strict}],
         "benchmark": "synthetic rain (eqreg-hf built-in), PSNR/SSIM on Y of full held-out images",
     })
     runs = plan_runs(settings)

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--no-strict", action="store_true", help="Leave out the strictly C4-equivariant network.")
     ap.add_argument("--crop-size", type=int, default=None, help="Training crop size (default: the demo's, 48).")
     ap.add_argument("--batch-size", type=int, default=None, help="Crops per batch (default: the demo's, 8).")
-    ap.add_argument("--equiv-images", type=int, default=2, help="Held-out images for the equivariance error.")
+    ap.add_argument("--equiv-images", type=int, default=1, help="Held-out images for the equivariance error.")
     ap.add_argument("--quick", action="store_true", help="Tiny network and 32x32 images (seconds; for tests).")
     ap.add_argument("--out-dir", default="docs/results", help="Folder of the table and plots (default docs/results).")
     ap.add_argument("--output", default=None, help="The JSON file (default OUT_DIR/quality.json).")

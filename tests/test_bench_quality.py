@@ -61,7 +61,7 @@ def test_quick_end_to_end_then_resume_skips(tmp_path, monkeypatch):
     eq = data["runs"]["eqreg-c4-fro-0.001/seed0"]
     assert eq["final_eqreg_loss"] > 0 and data["runs"]["plain/seed0"]["final_eqreg_loss"] == 0
     assert data["summary"]["plain"]["n_seeds"] == 1
-    assert data["meta"]["command"].startswith("python scripts/bench_quality.py --quick")
+    assert data["meta"]["invocations"][0]["command"].startswith("python scripts/bench_quality.py --quick")
     for name in ("quality_table.md", "quality_psnr_vs_lambda.png", "quality_layers_c4.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert "| plain |" in (tmp_path / "quality_table.md").read_text()
