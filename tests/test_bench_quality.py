@@ -44,6 +44,7 @@ def test_bad_settings_name_the_value(kwargs, match):
         QualitySettings(**kwargs)
 
 
+@pytest.mark.slow  # ~10 s CPU (3 tiny training runs + plots); longer on a loaded machine
 def test_quick_end_to_end_then_resume_skips(tmp_path, monkeypatch):
     script = _script()
     argv = ["--quick", "--steps", "1", "--seeds", "0", "--lambdas", "fro=1e-3", "--groups", "4", "--no-strict",
