@@ -485,7 +485,7 @@ class EqReg:
         self._checked_sizes.add(tracer.input_hw)
         if not captured:
             return
-        misaligned = []
+        misaligned, sizes = [], []
         for spec in self.taps:
             items = captured.get(spec.name)
             if not items:
@@ -497,10 +497,12 @@ class EqReg:
             if layout == "vector":
                 continue
             res = tracer.check(tuple(g.shape[-2:]))
+            if res is not None:
+                sizes.append(tuple(g.shape[-2:]))
             if res is not None and not res[0]:
                 misaligned.append((spec.name, tuple(g.shape[-2:]), res[1]))
         if misaligned:
-            warn_misaligned(misaligned, tracer.input_hw)
+            warn_misaligned(misaligned, tracer.input_hw, tracer.common_aligned(sizes))
 
     # ------------------------------------------------------------------ lifetime
     def remove(self) -> None:

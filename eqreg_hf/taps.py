@@ -406,6 +406,28 @@ class AlignmentTracer:
             return True, None
         return False, tuple(_nearest_aligned(m, n) for m, n in zip(maps, self.input_hw))
 
+    def common_aligned(self, hws: list[tuple[int, int]], radius: int = 64) -> tuple[int, int] | None:
+        """Nearest input size at which the maps of every given spatial size are aligned at once."""
+        maps = [self.maps[tuple(hw)] for hw in hws if tuple(hw) in self.maps]
+        if not maps:
+            return None
+        best = []
+        for axis, size in enumerate(self.input_hw):
+            found = None
+            for delta in range(radius + 1):
+                for cand in (size - delta, size + delta):
+                    if cand < 1 or found is not None:
+                        continue
+                    outs = [m[axis].size_for(cand) for m in maps]
+                    if all(o is not None and m[axis].aligned(cand, o) for m, o in zip(maps, outs)):
+                        found = cand
+                if found is not None:
+                    break
+            if found is None:
+                return None
+            best.append(found)
+        return tuple(best)
+
     def __enter__(self):
         return self
 
@@ -424,18 +446,20 @@ def _nearest_aligned(m: _AxisMap, size: int, radius: int = 64) -> int | None:
     return None
 
 
-def warn_misaligned(misaligned: list[tuple[str, tuple, tuple]], input_hw) -> None:
-    """One warning for an input size: every misaligned tap (name, map size, nearest aligned input size)."""
+def warn_misaligned(misaligned: list[tuple[str, tuple, tuple]], input_hw, common: tuple | None = None) -> None:
+    """One warning for an input size: every misaligned tap (name, map size, nearest aligned input size),
+    and the nearest size that suits all taps at once (``common``)."""
     parts = []
     for name, hw, nearest in misaligned:
         sizes = "x".join(str(n) for n in nearest) if nearest and None not in nearest else "none within ±64 px"
         parts.append(f"{name!r} (map {hw[0]}x{hw[1]}; nearest aligned input size {sizes})")
-    best = misaligned[0][2]
+    best = common if common else misaligned[0][2]
     best = "x".join(str(n) for n in best) if best and None not in best else "another size"
     warnings.warn(
         f"EQ-Reg: for input size {input_hw[0]}x{input_hw[1]}, tap(s) {', '.join(parts)} are misaligned: strides/"
         "padding make the sampling grid asymmetric, so a 90° rotation of the map does not line up with the map of "
-        f"the rotated input and the loss cannot reach 0. Crop/pad inputs to {best}, or tap other layers.",
+        f"the rotated input and the loss cannot reach 0. Crop/pad inputs to {best}"
+        + (" (aligned for every tap)" if common else "") + ", or tap other layers.",
         EqRegAlignmentWarning,
         stacklevel=3,
     )

@@ -325,3 +325,16 @@ def test_recompute_matches_forward_autocast_when_loss_is_outside_autocast():
     loss = out.float().pow(2).mean() + reg.loss()
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def test_alignment_warning_names_a_size_that_suits_every_tap():
+    # taps at strides 2 and 4 need different sizes on their own; 33 suits both (and is a real fix).
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1)).train()
+    reg = EqReg(net, EqRegConfig(layers=["0", "2"], weight=1.0))
+    with pytest.warns(EqRegAlignmentWarning, match=r"Crop/pad inputs to (\d+)x\1 \(aligned for every tap\)") as rec:
+        reg(torch.randn(1, 3, 30, 30), k=1)
+    size = int(str(rec[0].message).split("Crop/pad inputs to ")[1].split("x")[0])
+    reg2 = EqReg(net, EqRegConfig(layers=["0", "2"], weight=1.0, distance="relative"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EqRegAlignmentWarning)
+        reg2(torch.randn(1, 3, size, size), k=1)
