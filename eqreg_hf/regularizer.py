@@ -228,7 +228,9 @@ class EqReg:
     # ------------------------------------------------------------------ state
     @property
     def enabled(self) -> bool:
-        return self._hooks is not None and self._hooks.active and self.model.training
+        # weight is re-read each step: a schedule at 0 (e.g. warm-up start) skips the extra pass too
+        return (self._hooks is not None and self._hooks.active and self.model.training
+                and float(self.config.weight) > 0)
 
     @property
     def tap_names(self) -> list[str]:

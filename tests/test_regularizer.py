@@ -338,3 +338,13 @@ def test_alignment_warning_names_a_size_that_suits_every_tap():
     with warnings.catch_warnings():
         warnings.simplefilter("error", EqRegAlignmentWarning)
         reg2(torch.randn(1, 3, size, size), k=1)
+
+
+def test_live_weight_zero_skips_the_rotated_pass():
+    net = PlainCNN().train()
+    reg = EqReg(net, EqRegConfig(layers="auto", weight=0.5))
+    x = torch.randn(2, 3, 9, 9)
+    reg.config.weight = 0.0  # what a schedule does at its start
+    assert reg.stack(x) is x
+    reg.config.weight = 0.5
+    assert reg.stack(x, k=1).shape[0] == 4
