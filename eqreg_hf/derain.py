@@ -406,7 +406,7 @@ def _json_default(value: Any) -> Any:
 # The demo: plain vs rotation augmentation vs EQ-Reg on the built-in benchmark
 # --------------------------------------------------------------------------------------------
 
-DEMO_STEPS = 150
+DEMO_STEPS = 100
 DEMO_METHODS = ("plain", "rotation augmentation", "EQ-Reg")
 
 
