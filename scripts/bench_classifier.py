@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import sys
 
 import torch
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = tuple(v for v in COMPARISON if v[0] in args.variants)
     rows = compare_classifiers(run, eqreg, seeds=args.seeds, variants=variants)
     table = comparison_table(rows)
-    command = "python scripts/bench_classifier.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python scripts/bench_classifier.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     os.makedirs(run.output_dir, exist_ok=True)
     with open(os.path.join(run.output_dir, "bench.json"), "w", encoding="utf-8") as fh:
         json.dump({"command": command, "runs": rows, "args": dataclasses.asdict(run), "eqreg": eqreg.to_dict()},
