@@ -352,7 +352,12 @@ def _is_main_process(accelerator: Any) -> bool:
     return PartialState().is_main_process
 
 
-def save_derainer(result: DerainResult, directory: str | os.PathLike, args: DerainTrainingArguments | None = None) -> str:
+def save_derainer(
+    result: DerainResult,
+    directory: str | os.PathLike,
+    args: DerainTrainingArguments | None = None,
+    model_name: str | None = None,
+) -> str:
     """Write the trained model as a Hub folder: weights, config.json, eqreg_config.json, model card.
 
     Uses :func:`eqreg_hf.hub.write_hub_folder` (model card with PSNR/SSIM/equivariance error in
@@ -380,8 +385,13 @@ def save_derainer(result: DerainResult, directory: str | os.PathLike, args: Dera
         "ssim_rgb": result.metrics["ssim_rgb"],
         "equivariance_error": result.metrics["equivariance_error"],
     }
+    if model_name is None:
+        data_name = "synthetic-rain" if args.dataset == "synthetic" else os.path.basename(args.dataset.rstrip("/"))
+        active = result.eqreg_config is not None and result.eqreg_config.active
+        model_name = f"{args.model}-derainer-{data_name}-{'eqreg' if active else 'baseline'}"
     path = write_hub_folder(
         result.model, directory, task="derain", eqreg_config=result.eqreg_config, metrics=metrics,
+        model_name=model_name,
         dataset=dataset, training=training, equivariance_report=dict(result.report),
         description="PSNR / SSIM on the Y channel of YCbCr (BT.601) of full held-out images; "
                     "`psnr_rgb` / `ssim_rgb` on RGB.",
