@@ -5,7 +5,7 @@
         --lambdas fro=1e-6,1e-5 relative=1e-4,1e-3          # a smaller one
     python scripts/bench_quality.py --quick                  # tiny network, seconds (what the test runs)
 
-Writes (default --out-dir docs/results): quality.json (every run; rewritten after each run, so a
+Writes (default --out-dir docs/results, --name quality): quality.json (every run; rewritten after each run, so a
 killed sweep leaves a usable file; rerunning the same command skips finished runs),
 quality_table.md, quality_psnr_vs_lambda.png, quality_layers_c4.png. The logic lives in
 eqreg_hf.bench_quality.
@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--equiv-images", type=int, default=1, help="Held-out images for the equivariance error.")
     ap.add_argument("--quick", action="store_true", help="Tiny network and 32x32 images (seconds; for tests).")
     ap.add_argument("--out-dir", default="docs/results", help="Folder of the table and plots (default docs/results).")
-    ap.add_argument("--output", default=None, help="The JSON file (default OUT_DIR/quality.json).")
+    ap.add_argument("--name", default="quality", help="File name prefix of the JSON, table and plots (default quality).")
+    ap.add_argument("--output", default=None, help="The JSON file (default OUT_DIR/NAME.json).")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
@@ -59,10 +60,10 @@ def main(argv: list[str] | None = None) -> dict:
     settings = QualitySettings(seeds=args.seeds, steps=steps, lambdas=lambdas, groups=args.groups,
                                strict=not args.no_strict, quick=args.quick, crop_size=args.crop_size,
                                batch_size=args.batch_size, equiv_images=args.equiv_images)
-    output = args.output or os.path.join(args.out_dir, "quality.json")
+    output = args.output or os.path.join(args.out_dir, f"{args.name}.json")
     command = "python scripts/bench_quality.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     payload = run_quality_benchmark(settings, output, command=command.strip(), progress=not args.no_progress)
-    files = write_report_files(payload, args.out_dir)
+    files = write_report_files(payload, args.out_dir, prefix=args.name)
     print(format_quality_tables(payload))
     print("Wrote " + ", ".join([output] + files))
     return payload
