@@ -34,8 +34,9 @@ class EquivarianceReport(dict):
 
     @property
     def mean(self) -> float:
-        """Mean error over the layers (NaN when empty)."""
-        return float(sum(self.values()) / len(self)) if len(self) else float("nan")
+        """Mean error over the tapped layers (the ``"output"`` row is not a layer and is left out; NaN if none)."""
+        vals = [v for k, v in self.items() if k != "output"]
+        return float(sum(vals) / len(vals)) if vals else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return {"group_order": self.group_order, "input_hw": list(self.input_hw), "ks": self.ks,
@@ -43,13 +44,13 @@ class EquivarianceReport(dict):
 
     def table(self) -> str:
         """A plain-text table, one row per layer, with a bar for the eye."""
-        width = max([len(n) for n in self] + [5])
+        width = max([len(n) for n in self] + [11])
         lines = [f"Equivariance error (C{self.group_order}, input {self.input_hw[0]}x{self.input_hw[1]}, "
                  f"k in {self.ks})", f"{'layer':<{width}}  rel. error", "-" * (width + 32)]
         for name, err in self.items():
             bar = "#" * min(20, int(round(err * 20 / 1.5)))
             lines.append(f"{name:<{width}}  {err:10.4f}  {bar}")
-        lines.append(f"{'mean':<{width}}  {self.mean:10.4f}")
+        lines.append(f"{'mean (taps)':<{width}}  {self.mean:10.4f}")
         return "\n".join(lines)
 
     def __str__(self) -> str:

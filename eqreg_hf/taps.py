@@ -313,6 +313,13 @@ def _op_size(op: tuple, n: int) -> int | None:
     return None
 
 
+def _append(ops: tuple, op: tuple) -> tuple:
+    _, k, s, p, d, _ = op
+    if s == 1 and 2 * p == d * (k - 1):  # keeps every size: no need to replay it
+        return ops
+    return ops + (op,)
+
+
 def _axis_step(m: _AxisMap, module: nn.Module, axis: int) -> _AxisMap | None:
     if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
         k = _pair(module.kernel_size)[axis]
@@ -327,13 +334,13 @@ def _axis_step(m: _AxisMap, module: nn.Module, axis: int) -> _AxisMap | None:
         p = _pair(pad)[axis]
         d = _pair(getattr(module, "dilation", 1))[axis]
         ceil = bool(getattr(module, "ceil_mode", False))
-        return _AxisMap(m.a + m.b * (d * (k - 1) / 2 - p), m.b * s, m.ops + (("conv", k, s, p, d, ceil),))
+        return _AxisMap(m.a + m.b * (d * (k - 1) / 2 - p), m.b * s, _append(m.ops, ("conv", k, s, p, d, ceil)))
     if _conv_like(module):  # duck-typed convolutions: e2cnn R2Conv, hand-written group convs, ...
         k = _pair(getattr(module, "kernel_size", None) or tuple(module.weight.shape[-2:]))[axis]
         s = _pair(module.stride)[axis]
         p = _pair(module.padding if not isinstance(module.padding, str) else 0)[axis]
         d = _pair(getattr(module, "dilation", 1))[axis]
-        return _AxisMap(m.a + m.b * (d * (k - 1) / 2 - p), m.b * s, m.ops + (("conv", k, s, p, d, False),))
+        return _AxisMap(m.a + m.b * (d * (k - 1) / 2 - p), m.b * s, _append(m.ops, ("conv", k, s, p, d, False)))
     if isinstance(module, nn.ConvTranspose2d):
         k, s, p, d = (_pair(v)[axis] for v in (module.kernel_size, module.stride, module.padding, module.dilation))
         op_pad = _pair(module.output_padding)[axis]
@@ -364,16 +371,19 @@ _SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.ConvTranspose2d, nn.Upsamp
 class AlignmentTracer:
     """Follows the sampling grid through the spatial layers of one forward pass.
 
-    Each spatial layer (conv, pooling, transposed conv, nearest upsampling, pixel (un)shuffle) composes
-    the map "feature index -> input coordinate". A map of size h from an input of size H is symmetric
-    (and a 90° rotation of it exact) iff ``2a + b (h - 1) = H - 1`` on both axes. Maps are looked up by
-    spatial size (the latest layer that produced that size), which follows plain, residual and U-Net
-    style networks; functional resampling (``F.interpolate`` in ``forward``) is invisible to it.
+    Each spatial layer (conv, pooling, transposed conv, nearest upsampling, pixel (un)shuffle, duck-typed
+    convs) composes the map "feature index -> input coordinate". A map of size h from an input of size H
+    is symmetric (and a 90° rotation of it exact) iff ``2a + b (h - 1) = H - 1`` on both axes. Every map
+    that reaches a spatial size is kept (main path and shortcut of a residual block, encoder and decoder
+    of a U-Net), and a map of that size counts as aligned only if all of them are: a sum of a shifted and
+    an unshifted path is not rotation-exact. Functional resampling (``F.interpolate`` in ``forward``) is
+    invisible to it.
     """
 
     def __init__(self, model: nn.Module, input_hw: tuple[int, int]):
         self.input_hw = tuple(input_hw)
-        self.maps: dict[tuple[int, int], tuple[_AxisMap, _AxisMap]] = {self.input_hw: (_AxisMap(0.0, 1.0), _AxisMap(0.0, 1.0))}
+        start = (_AxisMap(0.0, 1.0), _AxisMap(0.0, 1.0))
+        self.maps: dict[tuple[int, int], dict[tuple, tuple[_AxisMap, _AxisMap]]] = {self.input_hw: {_key(start): start}}
         self._handles = [m.register_forward_hook(self._hook) for m in model.modules()
                          if isinstance(m, _SPATIAL) or _conv_like(m)]
 
@@ -383,13 +393,16 @@ class AlignmentTracer:
         output = getattr(output, "tensor", output)
         if not isinstance(x, torch.Tensor) or x.dim() < 3 or not isinstance(output, torch.Tensor):
             return
-        src = self.maps.get(tuple(x.shape[-2:]))
-        if src is None:
+        sources = self.maps.get(tuple(x.shape[-2:]))
+        if not sources:
             return
-        new = (_axis_step(src[0], module, 0), _axis_step(src[1], module, 1))
-        if new[0] is None or new[1] is None:
-            return
-        self.maps[tuple(output.shape[-2:])] = new
+        out = self.maps.setdefault(tuple(output.shape[-2:]), {})
+        for src in list(sources.values()):
+            new = (_axis_step(src[0], module, 0), _axis_step(src[1], module, 1))
+            if new[0] is None or new[1] is None:
+                continue
+            if len(out) < 32:  # bounded: a pathological net cannot blow this up
+                out.setdefault(_key(new), new)
 
     def remove(self) -> None:
         for h in self._handles:
@@ -399,16 +412,17 @@ class AlignmentTracer:
     def check(self, hw: tuple[int, int]) -> tuple[bool, tuple[int, int] | None] | None:
         """For a map of spatial size ``hw``: (aligned?, nearest aligned input size) or None if unknown."""
         maps = self.maps.get(tuple(hw))
-        if maps is None:
+        if not maps:
             return None
-        ok = all(m.aligned(n_in, n_out) for m, n_in, n_out in zip(maps, self.input_hw, hw))
-        if ok:
+        bad = [m for m in maps.values()
+               if not all(a.aligned(n_in, n_out) for a, n_in, n_out in zip(m, self.input_hw, hw))]
+        if not bad:
             return True, None
-        return False, tuple(_nearest_aligned(m, n) for m, n in zip(maps, self.input_hw))
+        return False, self.common_aligned([hw])
 
     def common_aligned(self, hws: list[tuple[int, int]], radius: int = 64) -> tuple[int, int] | None:
-        """Nearest input size at which the maps of every given spatial size are aligned at once."""
-        maps = [self.maps[tuple(hw)] for hw in hws if tuple(hw) in self.maps]
+        """Nearest input size at which every map of every given spatial size is aligned at once."""
+        maps = [m for hw in hws for m in self.maps.get(tuple(hw), {}).values()]
         if not maps:
             return None
         best = []
@@ -433,6 +447,10 @@ class AlignmentTracer:
 
     def __exit__(self, *exc):
         self.remove()
+
+
+def _key(maps: tuple[_AxisMap, _AxisMap]) -> tuple:
+    return tuple((round(m.a, 6), round(m.b, 6)) for m in maps)
 
 
 def _nearest_aligned(m: _AxisMap, size: int, radius: int = 64) -> int | None:

@@ -15,13 +15,7 @@ from eqreg_hf.taps import EqRegAlignmentWarning
 timm = pytest.importorskip("timm", reason="timm is needed for the timm adapter tests")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models on a shared 2-core machine: intra-op threads only add contention (10x slower here).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # (timm name, constructor overrides that shrink it, input size, expected layout, expected prefix tokens)
 TIMM_CASES = [

@@ -12,13 +12,7 @@ from eqreg_hf.cli import main
 timm = pytest.importorskip("timm", reason="the measure command builds timm models by name")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models on a shared 2-core machine: intra-op threads only add contention.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rows(printed: str) -> dict[str, float]:

@@ -348,3 +348,24 @@ def test_live_weight_zero_skips_the_rotated_pass():
     assert reg.stack(x) is x
     reg.config.weight = 0.5
     assert reg.stack(x, k=1).shape[0] == 4
+
+
+def test_alignment_sees_both_paths_of_a_residual_block():
+    # main path: 3x3 stride-2 conv (aligned at odd sizes); shortcut: 2x2 avg-pool (aligned at even sizes).
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+            self.pool = nn.AvgPool2d(2, ceil_mode=True)
+            self.proj = nn.Conv2d(3, 8, 1)
+            self.out = nn.Identity()
+
+        def forward(self, x):
+            return self.out(self.conv(x) + self.proj(self.pool(x)))
+
+    net = Block().train()
+    for size in (32, 33):  # neither size aligns both paths
+        reg = EqReg(net, EqRegConfig(layers=["out"], weight=1.0))
+        with pytest.warns(EqRegAlignmentWarning, match="'out'"):
+            reg(torch.randn(1, 3, size, size), k=1)
+        reg.remove()

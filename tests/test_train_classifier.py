@@ -16,13 +16,7 @@ pytest.importorskip("timm", reason="the classification command builds timm model
 pytest.importorskip("transformers", reason="the classification command trains with transformers.Trainer")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models on a shared 2-core machine: intra-op threads only add contention.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------- --eqreg.* flags

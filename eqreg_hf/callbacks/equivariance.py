@@ -75,8 +75,13 @@ class EquivarianceEvalCallback(TrainerCallback):
         if reg is None:
             return
         c = reg.config
-        self._from_reg = {"layers": list(reg.tap_names), "group_order": c.group_order, "fields": c.fields,
-                          "layouts": c.layouts, "prefix_tokens": c.prefix_tokens, "image_key": c.image_key}
+        # The resolved per-tap settings (an auto-chosen NHWC or token tap must be read the same way here).
+        taps = [t for t in reg.taps if t.name in set(reg.tap_names)]
+        self._from_reg = {"layers": [t.name for t in taps], "group_order": c.group_order,
+                          "fields": {t.name: t.field for t in taps},
+                          "layouts": {t.name: t.layout for t in taps},
+                          "prefix_tokens": {t.name: t.prefix_tokens for t in taps if t.prefix_tokens is not None} or None,
+                          "image_key": c.image_key}
 
     def _setting(self, name: str, default: Any) -> Any:
         v = self.settings.get(name) if name != "image_key" else self.image_key
