@@ -15,6 +15,7 @@ from typing import Any
 DISTANCES = ("fro", "mse", "relative")
 FIELD_TYPES = ("regular", "trivial")
 LAYOUTS = ("auto", "nchw", "nhwc", "tokens")
+CAPTURES = ("auto", "clone", "reference", "recompute")
 CONFIG_NAME = "eqreg_config.json"
 
 
@@ -79,10 +80,11 @@ class EqRegConfig:
     eps: float = field(default=1e-8, metadata={"help": "Stabiliser of the 'relative' distance."})
     capture: str = field(
         default="auto",
-        metadata={"help": "'clone' copies tapped outputs (safe against in-place ops after a tap), 'reference' "
-                  "keeps them as returned, 'auto' clones when the model holds an in-place module and otherwise "
-                  "keeps only the input of tapped Conv2d/Linear layers, recomputing their output in backward "
-                  "(saves one map per tap)."},
+        metadata={"help": "How tapped outputs are kept for backward: 'reference' as returned (fastest), 'clone' "
+                  "copied (safe against in-place ops after a tap), 'recompute' keeps only the input of tapped "
+                  "Conv2d/Linear layers and recomputes their output in backward (one map less per tap: "
+                  "least memory, one extra conv per tap), 'auto' = 'clone' if the model holds an in-place "
+                  "module, else 'reference'."},
     )
 
     def __post_init__(self) -> None:
@@ -111,8 +113,8 @@ class EqRegConfig:
             raise ValueError(
                 f"Unknown interpolation {self.interpolation!r}. Choose between ['bilinear', 'nearest']."
             )
-        if self.capture not in ("auto", "clone", "reference"):
-            raise ValueError(f"Unknown capture {self.capture!r}. Choose between ['auto', 'clone', 'reference'].")
+        if self.capture not in CAPTURES:
+            raise ValueError(f"Unknown capture {self.capture!r}. Choose between {list(CAPTURES)}.")
         if not (isinstance(self.layers, (str, list)) and self.layers):
             raise ValueError(
                 f"layers={self.layers!r} is not valid: give 'auto', a module name, a glob pattern "

@@ -119,7 +119,14 @@ class _ExactDistance(torch.autograd.Function):
         with torch.no_grad():
             a = transform_feature(fa.float(), k, t, field, layout, "nearest")
             b = fb.float()
-            value = _distance_value(a, b, distance, eps)
+            dist = torch.dist(a, b)  # fused: no difference tensor is materialised
+            if distance == "fro":
+                value = dist
+            elif distance == "mse":
+                value = dist.square() / a.numel()
+            else:  # T_k is a permutation, so ||T_k fa|| = ||fa||
+                value = dist.square() / (fa.float().square().sum() + b.square().sum() + eps)
+            del a
         if remake is not None:
             # Keep only the tapped layer's input (which that layer saves for its own backward anyway)
             # and recompute its output in backward: the tapped map itself is not held.
@@ -141,22 +148,26 @@ class _ExactDistance(torch.autograd.Function):
         else:
             fa, fb, value = ctx.saved_tensors
         k, t, field, layout, distance, eps = ctx.cfg
-        a = transform_feature(fa.float(), k, t, field, layout, "nearest")
-        b = fb.float()
-        diff = a - b
+        fa32, b = fa.float(), fb.float()
+        a = transform_feature(fa32, k, t, field, layout, "nearest")
+        if a.data_ptr() == fa32.data_ptr() or a.data_ptr() == fa.data_ptr():  # T_k was the identity view (trivial vector): keep fa intact
+            a = a.clone()
+        diff = a.sub_(b)  # in place on our private rotated copy
         if distance == "fro":
-            ga = diff / value if value > 0 else torch.zeros_like(diff)
+            scale = grad / value if value > 0 else torch.zeros_like(grad)
         elif distance == "mse":
-            ga = diff * (2.0 / diff.numel())
+            scale = grad * (2.0 / diff.numel())
         else:
-            denom = a.pow(2).sum() + b.pow(2).sum() + eps
-            ga = diff * (2.0 / denom)
-            gb = -ga - b * (2.0 * value / denom)
-            ga = ga - a * (2.0 * value / denom)
-        if distance != "relative":
-            gb = -ga
-        ga = transform_feature(ga * grad, -k, t, field, layout, "nearest").to(ctx.dtypes[0])
-        return ga, (gb * grad).to(ctx.dtypes[1]), None, None, None, None, None, None, None, None
+            denom = fa32.square().sum() + b.square().sum() + eps
+            scale = grad * 2.0 / denom
+        g = diff.mul_(scale)
+        ga = transform_feature(g, -k, t, field, layout, "nearest")
+        gb = g.neg() if ga.data_ptr() == g.data_ptr() else g.neg_()
+        if distance == "relative":
+            c = scale * value
+            ga = ga - fa32 * c
+            gb = gb.sub_(b * c)
+        return ga.to(ctx.dtypes[0]), gb.to(ctx.dtypes[1]), None, None, None, None, None, None, None, None
 
 
 _RECOMPUTABLE = (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)
@@ -209,7 +220,7 @@ class EqReg:
         self.config = config
         self.generator = torch.Generator().manual_seed(int(config.seed))
         self.taps: list[TapSpec] = resolve_taps(model, config) if config.active else []
-        clone = {"auto": None, "clone": True, "reference": False}[config.capture]
+        clone = {"auto": None, "clone": True, "reference": False, "recompute": False}[config.capture]
         self._hooks = FeatureTaps(model, [t.name for t in self.taps], clone=clone) if self.taps else None
         self._checked_sizes: set[tuple[int, int]] = set()
         self._tracer: AlignmentTracer | None = None
@@ -443,7 +454,7 @@ class EqReg:
         return float(c.weight) * total
 
     def _recompute_allowed(self) -> bool:
-        if self._two_pass or self._hooks.clone or self.config.capture in ("clone", "reference"):
+        if self._two_pass or self._hooks.clone or self.config.capture != "recompute":
             return False
         if self._fsdp is None:
             self._fsdp = _fsdp_managed(self.model)

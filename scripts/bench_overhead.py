@@ -46,6 +46,7 @@ def main() -> None:
     for name, model, layers, make_batch, loss in setups:
         for label, cfg in [
             ("full (fraction 1.0)", EqRegConfig(layers=layers, weight=0.1, rotated_fraction=1.0)),
+            ("full, capture=recompute", EqRegConfig(layers=layers, weight=0.1, capture="recompute")),
             ("fraction 0.5", EqRegConfig(layers=layers, weight=0.1, rotated_fraction=0.5)),
             ("fraction 0.25", EqRegConfig(layers=layers, weight=0.1, rotated_fraction=0.25)),
             ("weight 0", EqRegConfig(layers=layers, weight=0.0)),
