@@ -537,9 +537,14 @@ def run_demo(
         "EQ-Reg": (dataclasses.replace(base), demo_eqreg_config(quick)),
     }
     results: dict[str, DerainResult] = {}
-    for name, (args, cfg) in runs.items():
+    for i, (name, (args, cfg)) in enumerate(runs.items(), 1):
+        print_fn(f"[{i}/{len(runs)}] {name}: {args.steps} steps on {len(train)} synthetic rainy photos ...")
+        t0 = time.perf_counter()
         results[name] = train_derainer(args, cfg, train_dataset=train, eval_dataset=eval_pairs,
                                        save=False, desc=name)
+        m = results[name].metrics
+        print_fn(f"[{i}/{len(runs)}] {name}: done in {time.perf_counter() - t0:.0f} s, held-out PSNR-Y "
+                 f"{m.get('psnr_y', float('nan')):.2f} dB")
     metrics = {name: r.metrics for name, r in results.items()}
     table = format_results_table(metrics, rainy_psnr=metrics["plain"]["rainy_psnr_y"])
 
