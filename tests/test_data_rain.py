@@ -293,3 +293,24 @@ def test_local_folder_through_transform_and_collate(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert float(rainy.min()) >= 0.0 and float(rainy.max()) <= 1.0
+
+
+def test_rotation_order_two_draws_only_half_turns():
+    import torch
+    from eqreg_hf.data import load_rain
+    from eqreg_hf.data.transforms import PairedTransform
+    ds = load_rain("synthetic", split="test", size=40)
+    plain = ds.with_transform(PairedTransform())[0]["rainy"]
+    aug = ds.with_transform(PairedTransform(rot90=True, rotation_order=2, seed=0))
+    seen = set()
+    for _ in range(12):
+        x = aug[0]["rainy"]
+        if torch.equal(x, plain):
+            seen.add(0)
+        elif torch.equal(x, torch.rot90(plain, 2, (-2, -1))):
+            seen.add(2)
+        else:
+            raise AssertionError("a rotation other than 0° / 180° was drawn")
+    assert seen == {0, 2}
+    with pytest.raises(ValueError, match="rotation_order"):
+        PairedTransform(rotation_order=3)

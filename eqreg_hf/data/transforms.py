@@ -160,6 +160,8 @@ class PairedTransform:
     Args:
         crop_size: int or ``(h, w)`` random crop; None keeps the full image (default None).
         rot90: random k * 90-degree rotations (the rotation-augmentation baseline; default False).
+        rotation_order: the group the random rotations come from: 4 (multiples of 90°, default) or 2
+            (0° / 180° only, e.g. for rain streaks that are near vertical).
         hflip: random left-right flips (default False).
         vflip: random top-bottom flips (default False).
         seed: seed of the transform's own generator (default None: global RNG).
@@ -181,8 +183,13 @@ class PairedTransform:
         seed: int | None = None,
         rainy_key: str = "rainy",
         clean_key: str = "clean",
+        rotation_order: int = 4,
     ):
+        if rotation_order not in (1, 2, 4):
+            raise ValueError(f"rotation_order={rotation_order!r}: choose 1, 2 or 4 (rotations by multiples of "
+                             "360°/order that are exact on the pixel grid).")
         self.crop_size = crop_size
+        self.rotation_order = rotation_order
         self.rot90 = rot90
         self.hflip = hflip
         self.vflip = vflip
@@ -210,7 +217,7 @@ class PairedTransform:
         _check_pair(r, c)
         g = self._rng()
         k, do_h, do_v = _draw_rot_flip(g) if (self.rot90 or self.hflip or self.vflip) else (0, False, False)
-        k = k if self.rot90 else 0
+        k = (k % self.rotation_order) * (4 // self.rotation_order) if self.rot90 else 0
         if self.crop_size is not None:
             size = (self.crop_size, self.crop_size) if isinstance(self.crop_size, int) else tuple(self.crop_size)
             # a non-square crop that will be turned by 90 degrees is cut transposed, so every output
