@@ -236,6 +236,23 @@ def machine_description() -> str:
             f"torch {torch.__version__} ({torch.get_num_threads()} threads), {dev}")
 
 
+def _settings_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Names of the settings that differ. A training field only one side has (a field added to
+    DerainTrainingArguments since the file was written, at its default) is not a difference."""
+    diff = [k for k in sorted(set(old) | set(new)) if k != "training" and old.get(k) != new.get(k)]
+    old_t, new_t = old.get("training", {}), new.get("training", {})
+    diff += [f"training.{k}" for k in sorted(set(old_t) & set(new_t)) if old_t[k] != new_t[k]]
+    return diff
+
+
+def _show(settings: dict[str, Any], keys: list[str]) -> str:
+    out = []
+    for key in keys:
+        head, _, sub = key.partition(".")
+        out.append(repr(settings.get(head, {}).get(sub) if sub else settings.get(head)))
+    return ", ".join(out)
+
+
 def run_quality_benchmark(
     settings: QualitySettings,
     output: str | os.PathLike,
@@ -266,10 +283,11 @@ def run_quality_benchmark(
     payload = load_results(output)
     if payload is not None:
         old = payload.get("meta", {}).get("settings", {})
-        diff = sorted(k for k in set(old) | set(comparable) if old.get(k) != comparable.get(k))
+        diff = _settings_diff(old, comparable)
         if diff:
             raise ValueError(
-                f"{output} holds runs made with other settings ({', '.join(f'{k}: {old.get(k)!r} -> {comparable.get(k)!r}' for k in diff)}). "
+                f"{output} holds runs made with other settings ({', '.join(diff)}: {_show(old, diff)} -> "
+                f"{_show(comparable, diff)}). "
                 "Resume with the same settings, or write to another file (--output).")
     else:
         payload = {"meta": {}, "runs": {}}
