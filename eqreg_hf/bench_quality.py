@@ -13,6 +13,7 @@ Methods (one "config" each; every config is run for every seed):
 
     plain                       FastDerainer, MSE loss
     rot-aug                     the same + random 90° rotations of the crops
+    rot-aug-c2                  the same + random 180° rotations (with C2 runs: C2 EQ-Reg's fair baseline)
     eqreg-c{t}-{distance}-{λ}   the same + EQ-Reg (C_t, the network's body convs, task loss on the
                                 rotated half too, as in the paper)
     strict-c4                   StrictC4Derainer: exactly C4-equivariant (e2cnn), ~same parameters
@@ -150,6 +151,8 @@ def plan_runs(settings: QualitySettings) -> list[QualityRun]:
     for seed in settings.seeds:
         runs.append(QualityRun("plain", seed))
         runs.append(QualityRun("rot-aug", seed))
+        if 2 in settings.groups:  # the fair baseline of C2 EQ-Reg: 180° turns only
+            runs.append(QualityRun("rot-aug-c2", seed))
         if settings.strict:
             runs.append(QualityRun("strict-c4", seed))
         for t in settings.groups:
@@ -175,13 +178,15 @@ def _layer_errors(model: torch.nn.Module, pairs: list, group_order: int, n: int)
 
 def _train_one(run: QualityRun, settings: QualitySettings, train_ds: Any, eval_pairs: list) -> dict[str, Any]:
     base = settings.training_arguments()
-    args = dataclasses.replace(base, seed=run.seed, rot_aug=run.method == "rot-aug",
+    args = dataclasses.replace(base, seed=run.seed, rot_aug=run.method.startswith("rot-aug"),
                                model="strict-c4" if run.method == "strict-c4" else "fast")
     if run.method == "strict-c4":
         # num_blocks is shared with FastDerainer (6 blocks); StrictC4Derainer's own default (24 fields,
         # 4 blocks: 111,675 parameters) is what matches FastDerainer's budget (112,739).
         args = dataclasses.replace(args, num_fields=4, num_blocks=1) if settings.quick else \
             dataclasses.replace(args, num_fields=24, num_blocks=4)
+    if run.method == "rot-aug-c2":
+        args = dataclasses.replace(args, rot_aug_order=2)
     cfg = None
     if run.method == "eqreg":
         cfg = EqRegConfig(layers=MODEL_TAPS, group_order=run.group_order, distance=run.distance,
@@ -350,7 +355,7 @@ def summarize(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _order(summary: dict[str, dict[str, Any]]) -> list[str]:
-    head = [c for c in ("plain", "rot-aug", "strict-c4") if c in summary]
+    head = [c for c in ("plain", "rot-aug", "rot-aug-c2", "strict-c4") if c in summary]
     rest = sorted((c for c in summary if c not in head),
                   key=lambda c: (-summary[c]["group_order"], summary[c]["distance"] or "", summary[c]["weight"]))
     return head + rest
@@ -406,7 +411,8 @@ def plot_psnr_vs_lambda(payload: dict[str, Any], path: str | os.PathLike) -> str
     summary = payload.get("summary") or summarize(payload["runs"])
     dists = sorted({s["distance"] for s in summary.values() if s["method"] == "eqreg"}) or ["(none)"]
     fig, axes = plt.subplots(1, len(dists), figsize=(5.2 * len(dists), 3.8), squeeze=False)
-    refs = [("plain", "black", "-"), ("rot-aug", "tab:green", "--"), ("strict-c4", "tab:purple", ":")]
+    refs = [("plain", "black", "-"), ("rot-aug", "tab:green", "--"), ("rot-aug-c2", "tab:olive", "-."),
+            ("strict-c4", "tab:purple", ":")]
     for ax, dist in zip(axes[0], dists):
         rows = [s for s in summary.values() if s["method"] == "eqreg" and s["distance"] == dist]
         for t, color in ((4, "tab:blue"), (2, "tab:orange")):

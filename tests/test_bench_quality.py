@@ -26,7 +26,7 @@ PLAN_CASES = [
     # (settings kwargs, expected config ids for one seed)
     ({"lambdas": {"fro": [1e-6]}, "groups": [4]}, ["plain", "rot-aug", "strict-c4", "eqreg-c4-fro-1e-06"]),
     ({"lambdas": {"relative": [1e-4, 1e-3]}, "groups": [4, 2], "strict": False},
-     ["plain", "rot-aug", "eqreg-c4-relative-0.0001", "eqreg-c4-relative-0.001",
+     ["plain", "rot-aug", "rot-aug-c2", "eqreg-c4-relative-0.0001", "eqreg-c4-relative-0.001",
       "eqreg-c2-relative-0.0001", "eqreg-c2-relative-0.001"]),
 ]
 
