@@ -8,7 +8,7 @@ import pytest
 
 from eqreg_hf.cli import main
 from eqreg_hf.config import EqRegConfig
-from eqreg_hf.derain import DEFAULT_DISTANCE, DEMO_GROUP_ORDER, DEFAULT_WEIGHT, DEMO_METHODS, format_results_table
+from eqreg_hf.derain import DEMO_DISTANCE, DEMO_GROUP_ORDER, DEMO_METHODS, DEMO_WEIGHT, format_results_table
 
 
 @pytest.mark.slow
@@ -26,7 +26,7 @@ def test_demo_quick_writes_table_checkpoint_and_plots(tmp_path, capsys):
     for name in ("config.json", "model.safetensors", "eqreg_config.json", "README.md"):
         assert (model / name).is_file(), name
     cfg = EqRegConfig.from_pretrained(model)
-    assert (cfg.weight, cfg.distance, cfg.group_order) == (DEFAULT_WEIGHT, DEFAULT_DISTANCE, DEMO_GROUP_ORDER)
+    assert (cfg.weight, cfg.distance, cfg.group_order) == (DEMO_WEIGHT, DEMO_DISTANCE, DEMO_GROUP_ORDER)
     results = json.loads((out / "results.json").read_text())["results"]
     assert sorted(results) == sorted(DEMO_METHODS)
     for metrics in results.values():
