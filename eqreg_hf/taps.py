@@ -471,13 +471,16 @@ def warn_misaligned(misaligned: list[tuple[str, tuple, tuple]], input_hw, common
     for name, hw, nearest in misaligned:
         sizes = "x".join(str(n) for n in nearest) if nearest and None not in nearest else "none within ±64 px"
         parts.append(f"{name!r} (map {hw[0]}x{hw[1]}; nearest aligned input size {sizes})")
-    best = common if common else misaligned[0][2]
-    best = "x".join(str(n) for n in best) if best and None not in best else "another size"
+    if common:
+        fix = "Crop/pad inputs to " + "x".join(str(n) for n in common) + " (aligned for every tap)"
+    else:
+        fix = ("No input size within ±64 px aligns every tap at once (e.g. paths with different grid offsets "
+               "meet, such as an average-pooled shortcut beside a strided conv); tap only the layers that can be "
+               "aligned")
     warnings.warn(
         f"EQ-Reg: for input size {input_hw[0]}x{input_hw[1]}, tap(s) {', '.join(parts)} are misaligned: strides/"
         "padding make the sampling grid asymmetric, so a 90° rotation of the map does not line up with the map of "
-        f"the rotated input and the loss cannot reach 0. Crop/pad inputs to {best}"
-        + (" (aligned for every tap)" if common else "") + ", or tap other layers.",
+        f"the rotated input and the loss cannot reach 0. {fix}, or tap other layers.",
         EqRegAlignmentWarning,
         stacklevel=3,
     )

@@ -114,7 +114,7 @@ def create_timm_classifier(
     if name.startswith("local-dir:"):
         return _timm_create(name, True, num_classes, image_size, kwargs)
     if not name.startswith(("hf-hub:", "hf_hub:")) and not timm.models.get_pretrained_cfg(name):
-        _say(f"timm has no pretrained weights for {name!r}; training {name} from random initialisation.")
+        _say(f"timm has no pretrained weights for {name!r}; using {name} with random initialisation.")
         return _timm_create(name, False, num_classes, image_size, kwargs)
     cached = None if name.startswith(("hf-hub:", "hf_hub:")) else _cached_timm_weights(name)
     if cached is not None:
@@ -122,7 +122,7 @@ def create_timm_classifier(
         return _timm_create(name, True, num_classes, image_size, kw)
     if not hub_reachable():
         _say(f"Pretrained weights for {name!r} are not cached and the Hugging Face Hub is unreachable (offline); "
-             f"training {name} from random initialisation.")
+             f"using {name} with random initialisation.")
         return _timm_create(name, False, num_classes, image_size, kwargs)
     try:
         return _timm_create(name, True, num_classes, image_size, kwargs)
