@@ -135,9 +135,12 @@ def _some_names(modules: dict, n: int = 12) -> list[str]:
 
 
 def first_tensor(output: Any) -> torch.Tensor | None:
-    """The tensor a layer returned: itself, the first tensor of a tuple/list, or of a ``ModelOutput``/dict."""
+    """The tensor a layer returned: itself, the first tensor of a tuple/list, of a ``ModelOutput``/dict, or
+    the ``.tensor`` of an e2cnn/escnn ``GeometricTensor``."""
     if isinstance(output, torch.Tensor):
         return output
+    if isinstance(getattr(output, "tensor", None), torch.Tensor):  # e2cnn / escnn GeometricTensor
+        return output.tensor
     if isinstance(output, dict):  # transformers ModelOutput is an OrderedDict
         output = list(output.values())
     if isinstance(output, (tuple, list)):

@@ -156,3 +156,29 @@ def test_model_saves_pickles_and_copies_as_before():
     copied = copy.deepcopy(net)
     reg.remove()
     assert torch.equal(copied(x), net(x))
+
+
+def test_e2cnn_layers_can_be_tapped_directly():
+    e2cnn = pytest.importorskip("e2cnn", reason="e2cnn is a dev dependency")
+    from e2cnn import gspaces
+    from e2cnn import nn as enn
+
+    from eqreg_hf import equivariance_error
+
+    gs = gspaces.Rot2dOnR2(4)
+    f_in = enn.FieldType(gs, 3 * [gs.trivial_repr])
+    f_mid = enn.FieldType(gs, 4 * [gs.regular_repr])
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = enn.R2Conv(f_in, f_mid, 3, padding=1)
+            self.relu = enn.ReLU(f_mid)
+            self.conv2 = enn.R2Conv(f_mid, f_mid, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv2(self.relu(self.conv1(enn.GeometricTensor(x, f_in)))).tensor
+
+    torch.manual_seed(0)
+    rep = equivariance_error(Net(), torch.randn(2, 3, 9, 9), layers=["conv1", "relu", "conv2"])
+    assert set(rep) == {"conv1", "relu", "conv2"} and max(rep.values()) < 1e-4
