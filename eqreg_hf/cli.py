@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # (module under eqreg_hf.commands); a module that is missing is simply not offered.
@@ -37,7 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
+        # Bad input: the messages already name the value, the choices and the fix; a traceback adds
+        # nothing for a command-line user. EQREG_DEBUG=1 shows it.
+        if os.environ.get("EQREG_DEBUG"):
+            raise
+        print(f"eqreg-hf {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
