@@ -124,8 +124,8 @@ class _ExactDistance(torch.autograd.Function):
                 value = dist
             elif distance == "mse":
                 value = dist.square() / a.numel()
-            else:  # T_k is a permutation, so ||T_k fa|| = ||fa||
-                value = dist.square() / (fa.float().square().sum() + b.square().sum() + eps)
+            else:  # T_k is a permutation, so ||T_k fa|| = ||fa||; vector_norm allocates no temporaries
+                value = dist.square() / (_sq_norm(fa) + _sq_norm(b) + eps)
             del a
         if remake is not None:
             # Keep only the tapped layer's input (which that layer saves for its own backward anyway)
@@ -158,15 +158,17 @@ class _ExactDistance(torch.autograd.Function):
         elif distance == "mse":
             scale = grad * (2.0 / diff.numel())
         else:
-            denom = fa32.square().sum() + b.square().sum() + eps
+            denom = _sq_norm(fa32) + _sq_norm(b) + eps
             scale = grad * 2.0 / denom
         g = diff.mul_(scale)
         ga = transform_feature(g, -k, t, field, layout, "nearest")
         gb = g.neg() if ga.data_ptr() == g.data_ptr() else g.neg_()
         if distance == "relative":
             c = scale * value
-            ga = ga - fa32 * c
-            gb = gb.sub_(b * c)
+            if ga.data_ptr() in (fa32.data_ptr(), g.data_ptr()):
+                ga = ga.clone()
+            ga = ga.addcmul_(fa32, c, value=-1.0)  # in place: each temporary of a large map costs page faults
+            gb = gb.addcmul_(b, c, value=-1.0)
         return ga.to(ctx.dtypes[0]), gb.to(ctx.dtypes[1]), None, None, None, None, None, None, None, None
 
 
@@ -179,6 +181,12 @@ def _fsdp_managed(model: nn.Module) -> bool:
     except ImportError:  # older torch
         return False
     return any(isinstance(m, FSDPModule) for m in model.modules())
+
+
+def _sq_norm(x: torch.Tensor) -> torch.Tensor:
+    # accumulate at least in float32 (bf16/fp16 maps), without materialising x.float()
+    dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else None
+    return torch.linalg.vector_norm(x, dtype=dtype).square()
 
 
 def _distance_value(a: torch.Tensor, b: torch.Tensor, distance: str, eps: float) -> torch.Tensor:
