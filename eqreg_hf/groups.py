@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "is_exact",
+    "swaps_hw",
     "rotate_image",
     "rotate_features",
     "shift_channels",
@@ -37,6 +38,11 @@ def _check(k: int, group_order: int) -> int:
 def is_exact(k: int, group_order: int) -> bool:
     """True when ``R_k`` of C_t is a multiple of 90° and so an exact ``rot90`` (no interpolation)."""
     return (_check(k, group_order) * 4) % group_order == 0
+
+
+def swaps_hw(k: int, group_order: int) -> bool:
+    """True when ``R_k`` is an odd number of exact quarter turns, which swaps H and W."""
+    return is_exact(k, group_order) and ((int(k) % group_order) * 4 // group_order) % 2 == 1
 
 
 def _rotate_spatial(x: torch.Tensor, k: int, group_order: int, mode: str = "bilinear") -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .config import EqRegConfig
-from .groups import is_exact, rotate_features, rotate_image, rotation_mask, sample_k, shift_channels, to_nchw
+from .groups import is_exact, rotate_features, rotate_image, rotation_mask, sample_k, shift_channels, swaps_hw, to_nchw
 from .taps import AlignmentTracer, FeatureTaps, TapSpec, resolve_taps, warn_misaligned
 
 __all__ = ["EqReg", "equivariance_distance", "feature_pair_to_nchw", "transform_feature"]
@@ -287,8 +287,7 @@ class EqReg:
         allowed = None
         if hw is not None and hw[0] != hw[1]:
             # 90° turns change the shape of a non-square batch, which cannot be stacked with it.
-            allowed = [k for k in range(0 if self.config.include_identity else 1, t)
-                       if not is_exact(k, t) or ((k * 4) // t) % 2 == 0]
+            allowed = [k for k in range(0 if self.config.include_identity else 1, t) if not swaps_hw(k, t)]
             if not self._warned_nonsquare:
                 self._warned_nonsquare = True
                 warnings.warn(
@@ -365,10 +364,8 @@ class EqReg:
         For a non-square batch and a 90° k the shapes differ, so two passes run and ``outputs`` is the
         tuple ``(model(x), model(R_k x[:m]))``.
         """
-        if self.enabled and k is not None and x.shape[-2] != x.shape[-1]:
-            kk = int(k) % self.config.group_order
-            if is_exact(kk, self.config.group_order) and ((kk * 4) // self.config.group_order) % 2 == 1:
-                return self._two_pass_call(x, kk, **model_kwargs)
+        if self.enabled and k is not None and x.shape[-2] != x.shape[-1] and swaps_hw(k, self.config.group_order):
+            return self._two_pass_call(x, int(k) % self.config.group_order, **model_kwargs)
         xs = self.stack(x, k)
         outputs = self.model(xs, **model_kwargs)
         return outputs, self.loss()
@@ -397,6 +394,7 @@ class EqReg:
         c = self.config
         t, k, m, b = c.group_order, self.last_k, self.last_rotated, self.last_batch
         interp = not is_exact(k, t)
+        rot_hw = self._input_hw[::-1] if swaps_hw(k, t) else self._input_hw
         total = torch.zeros((), device=device)
         terms: dict[str, torch.Tensor] = {}
         for spec in self.taps:
@@ -413,7 +411,6 @@ class EqReg:
             d_sum = None
             for call, (f_orig, f_rot) in enumerate(pairs):
                 a, layout = feature_pair_to_nchw(f_orig, spec, self._input_hw)
-                rot_hw = self._input_hw if (not is_exact(k, t) or ((k * 4) // t) % 2 == 0) else self._input_hw[::-1]
                 bb, _ = feature_pair_to_nchw(f_rot, spec, rot_hw)
                 if spec.field == "regular" and a.shape[1] % t:
                     if not spec.explicit:
@@ -427,32 +424,27 @@ class EqReg:
                         "hold regular fields. Choose other layers, mark it trivial "
                         f"(fields={{'{spec.name}': 'trivial'}}), or change group_order."
                     )
-                if not interp:
-                    expected = a.shape if (layout == "vector" or ((k * 4) // t) % 2 == 0) else (
-                        *a.shape[:-2], a.shape[-1], a.shape[-2])
-                    if tuple(expected) != tuple(bb.shape):
-                        raise RuntimeError(
-                            f"Tap {spec.name!r}: T_k F(x) has shape {tuple(expected)} but F(R_k x) has "
-                            f"{tuple(bb.shape)}; the layer's output does not rotate with the input (check "
-                            "layouts/prefix_tokens).")
+                if interp:
+                    ta = transform_feature(a, k, t, spec.field, layout, c.interpolation)
+                    expected = ta.shape
+                else:  # the rotated map is never materialised here: only its shape is checked
+                    swap = layout != "vector" and swaps_hw(k, t)
+                    expected = (*a.shape[:-2], a.shape[-1], a.shape[-2]) if swap else a.shape
+                if tuple(expected) != tuple(bb.shape):
+                    raise RuntimeError(
+                        f"Tap {spec.name!r}: T_k F(x) has shape {tuple(expected)} but F(R_k x) has "
+                        f"{tuple(bb.shape)}; the layer's output does not rotate with the input (check "
+                        "layouts/prefix_tokens).")
+                if interp:
+                    mask = rotation_mask(ta.shape[-2], ta.shape[-1], device=ta.device) if layout != "vector" else None
+                    d = equivariance_distance(ta, bb, c.distance, mask, c.eps)
+                else:
                     remake, source = None, None
                     if recompute_ok and spec.name in self._recomputable and call < len(sources) \
                             and sources[call] is not None and sources[call][0].requires_grad:
                         source, amp = sources[call]
                         remake = self._remake_fn(spec, source, amp, m, b, rot_hw)
                     d = _ExactDistance.apply(a, bb, k, t, spec.field, layout, c.distance, c.eps, remake, source)
-                    d_sum = d if d_sum is None else d_sum + d
-                    continue
-                ta = transform_feature(a, k, t, spec.field, layout, c.interpolation)
-                if ta.shape != bb.shape:
-                    raise RuntimeError(
-                        f"Tap {spec.name!r}: T_k F(x) has shape {tuple(ta.shape)} but F(R_k x) has {tuple(bb.shape)}; "
-                        "the layer's output does not rotate with the input (check layouts/prefix_tokens)."
-                    )
-                mask = None
-                if interp and layout != "vector":
-                    mask = rotation_mask(ta.shape[-2], ta.shape[-1], device=ta.device)
-                d = equivariance_distance(ta, bb, c.distance, mask, c.eps)
                 d_sum = d if d_sum is None else d_sum + d
             if d_sum is None:
                 continue

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from eqreg_hf.groups import (from_nchw, is_exact, rotate_features, rotate_image, rotation_mask, sample_k,
+from eqreg_hf.groups import (from_nchw, is_exact, rotate_features, rotate_image, rotation_mask, sample_k, swaps_hw,
                              shift_channels, to_nchw, _rotate_interp)
 
 SIZES = [(7, 7), (8, 8), (5, 9), (6, 4)]
@@ -122,3 +122,12 @@ def test_interpolated_rotation_is_differentiable():
     x = torch.randn(1, 2, 9, 9, requires_grad=True)
     rotate_image(x, 1, 8).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("t, k, swaps", [(4, 1, True), (4, 2, False), (4, 3, True), (4, -1, True), (2, 1, False),
+                                         (8, 2, True), (8, 1, False), (8, 4, False), (1, 0, False)])
+def test_swaps_hw_matches_what_rotation_does(t, k, swaps):
+    x = torch.randn(1, 1, 3, 5)
+    assert swaps_hw(k, t) is swaps
+    if is_exact(k, t):
+        assert (rotate_image(x, k, t).shape[-2:] == (5, 3)) is swaps
