@@ -42,6 +42,7 @@ from typing import Any, Callable
 
 import torch
 
+from ._io import atomic_write_text, save_figure
 from .config import EqRegConfig
 from .derain import MODEL_TAPS, DerainTrainingArguments, _eval_images, _load_rain, demo_arguments, train_derainer
 
@@ -220,10 +221,9 @@ def _train_one(run: QualityRun, settings: QualitySettings, train_ds: Any, eval_p
 
 
 def _write_json(path: str, payload: dict[str, Any]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=1, default=lambda v: None if isinstance(v, float) and not math.isfinite(v) else str(v))
-    os.replace(tmp, path)  # never a half-written file, even when the sweep is killed
+    # atomic: never a half-written file, even when the sweep is killed
+    atomic_write_text(path, json.dumps(
+        payload, indent=1, default=lambda v: None if isinstance(v, float) and not math.isfinite(v) else str(v)))
 
 
 def load_results(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -387,14 +387,7 @@ def format_quality_tables(payload: dict[str, Any]) -> str:
 
 
 def _save_fig(fig: Any, path: str) -> str:
-    import matplotlib.pyplot as plt
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def plot_psnr_vs_lambda(payload: dict[str, Any], path: str | os.PathLike) -> str:

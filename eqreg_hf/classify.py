@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._io import atomic_write_text
 from .config import EqRegConfig
 
 __all__ = ["ClassifierArgs", "train_classifier", "load_classification_data", "aligned_input_size",
@@ -215,11 +216,7 @@ def _cross_entropy(outputs: Any, labels: torch.Tensor) -> torch.Tensor:
 
 
 def _atomic_json(path: str, data: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True, default=str)
-        fh.write("\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def train_classifier(args: ClassifierArgs, eqreg: EqRegConfig | None = None) -> dict[str, Any]:

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._io import atomic_write_text
+
 DISTANCES = ("fro", "mse", "relative")
 FIELD_TYPES = ("regular", "trivial")
 LAYOUTS = ("auto", "nchw", "nhwc", "tokens")
@@ -142,13 +144,7 @@ class EqRegConfig:
 
     def save_pretrained(self, directory: str | os.PathLike) -> str:
         """Write ``eqreg_config.json`` into ``directory`` (created if needed); returns the path."""
-        os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, CONFIG_NAME)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(self.to_json_string())
-        os.replace(tmp, path)  # never leave a half-written config behind
-        return path
+        return atomic_write_text(os.path.join(os.fspath(directory), CONFIG_NAME), self.to_json_string())
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "EqRegConfig":

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._io import atomic_write_text, save_figure
 from .config import EqRegConfig
 from .loop import TrainHistory, train_loop
 
@@ -406,10 +407,7 @@ def save_derainer(
                     "`psnr_rgb` / `ssim_rgb` on RGB.",
     )
     log = {"logs": result.history.logs, "evals": result.history.evals, "metrics": result.metrics}
-    tmp = os.path.join(path, "training_log.json.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(log, fh, indent=1, default=_json_default)
-    os.replace(tmp, os.path.join(path, "training_log.json"))
+    atomic_write_text(os.path.join(path, "training_log.json"), json.dumps(log, indent=1, default=_json_default))
     return path
 
 
@@ -504,13 +502,7 @@ def plot_examples(
             if r == 0:
                 ax.set_title(name, fontsize=9)
     fig.tight_layout()
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)  # never a half-written image
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def run_demo(
@@ -584,11 +576,7 @@ def run_demo(
     text = f"{table}\n\n{settings}. Total time {total:.0f} s.\n"
     for name, payload in (("results.md", text), ("results.json", json.dumps(
             {"results": metrics, "settings": settings, "total_time_s": total}, indent=1, default=_json_default))):
-        path = os.path.join(out, name)
-        with open(path + ".tmp", "w", encoding="utf-8") as fh:
-            fh.write(payload)
-        os.replace(path + ".tmp", path)
-        files.append(path)
+        files.append(atomic_write_text(os.path.join(out, name), payload))
     print_fn(text)
     print_fn(f"Wrote {out}: " + ", ".join(os.path.relpath(f, out) for f in files))
     return {"results": metrics, "table": table, "files": files, "total_time_s": total, "runs": results}

@@ -59,7 +59,7 @@ def _rotate_interp(x: torch.Tensor, angle: float, mode: str) -> torch.Tensor:
     shape = x.shape
     h, w = shape[-2], shape[-1]
     flat = x.reshape(-1, 1, h, w) if x.dim() != 4 else x
-    n, c = flat.shape[0], flat.shape[1]
+    n = flat.shape[0]
     # Pixel coordinates relative to the centre, so non-square maps rotate rigidly (no stretching).
     ys = torch.arange(h, device=x.device, dtype=torch.float32) - (h - 1) / 2
     xs = torch.arange(w, device=x.device, dtype=torch.float32) - (w - 1) / 2

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._io import save_figure
 from .config import EqRegConfig
 from .groups import is_exact, rotate_image, rotation_mask
 from .regularizer import feature_pair_to_nchw, transform_feature
@@ -77,13 +78,7 @@ class EquivarianceReport(dict):
         if len(series) > 1:
             ax.legend()
         fig.tight_layout()
-        path = os.fspath(path)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = path + ".tmp.png"
-        fig.savefig(tmp, dpi=120)
-        plt.close(fig)
-        os.replace(tmp, path)
-        return path
+        return save_figure(fig, path, dpi=120)
 
 
 @torch.no_grad()

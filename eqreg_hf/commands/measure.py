@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._io import atomic_write_text
+
 __all__ = ["register", "run", "load_any_model", "load_image", "measure_model", "DEFAULT_SIZE"]
 
 DEFAULT_SIZE = {"classifier": 224, "derain": 128}
@@ -156,10 +158,6 @@ def run(args: argparse.Namespace) -> int:
                                                f"{size}x{size})")
         print(f"plot: {path}")
     if args.json:
-        tmp = args.json + ".tmp"
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump({"model": args.model, **report.to_dict()}, fh, indent=2)
-        os.replace(tmp, args.json)
+        atomic_write_text(args.json, json.dumps({"model": args.model, **report.to_dict()}, indent=2))
         print(f"json: {args.json}")
     return 0
