@@ -456,17 +456,6 @@ def _key(maps: tuple[_AxisMap, _AxisMap]) -> tuple:
     return tuple((round(m.a, 6), round(m.b, 6)) for m in maps)
 
 
-def _nearest_aligned(m: _AxisMap, size: int, radius: int = 64) -> int | None:
-    for delta in range(0, radius + 1):
-        for cand in (size - delta, size + delta):
-            if cand < 1:
-                continue
-            out = m.size_for(cand)
-            if out is not None and m.aligned(cand, out):
-                return cand
-    return None
-
-
 def warn_misaligned(misaligned: list[tuple[str, tuple, tuple]], input_hw, common: tuple | None = None) -> None:
     """One warning for an input size: every misaligned tap (name, map size, nearest aligned input size),
     and the nearest size that suits all taps at once (``common``)."""
