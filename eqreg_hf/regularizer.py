@@ -105,71 +105,121 @@ def transform_feature(f: torch.Tensor, k: int, group_order: int, field: str, lay
     return rotate_features(f, k, group_order, field=field, mode=mode)
 
 
+def _roll_pairs(t: int, shift: int, field: str) -> list[tuple[slice, slice]]:
+    """(destination, source) slices of the group axis for ``roll(x, shift)`` of a field-major map.
+
+    ``roll(x, s)[j] = x[j - s]``; the shift is done by comparing/writing matching slices, so the rolled
+    map is never materialised. A trivial field (or no shift) is one pair covering everything.
+    """
+    s = shift % t
+    if field != "regular" or s == 0:
+        return [(slice(None), slice(None))]
+    return [(slice(s, t), slice(0, t - s)), (slice(0, s), slice(t - s, t))]
+
+
+def _groups(x: torch.Tensor, t: int, field: str) -> torch.Tensor:
+    """View the channel axis (dim 1) of an NCHW map / ``[B, D]`` vector as ``[C/t, t]`` (no copy)."""
+    return x.unflatten(1, (x.shape[1] // t, t)) if field == "regular" else x.unsqueeze(1)
+
+
+def _spatial(x: torch.Tensor, k: int, t: int, layout: str) -> torch.Tensor:
+    """The spatial part of T_k (exact quarter turns) as a float32 tensor; vectors are returned as they are."""
+    x = x.float()
+    if layout == "vector" or k % t == 0:
+        return x
+    return torch.rot90(x, (k * 4) // t, dims=(-2, -1))
+
+
 class _ExactDistance(torch.autograd.Function):
     """d(T_k a, b) for an exact (permutation) T_k, with a hand-written backward.
 
-    Autograd through ``rot90``/``roll``/``pow`` would save three or four copies of every tapped map
-    (the rotated copy, the difference, the squares); this keeps only references to the two halves of
-    the captured map (views of memory the network holds anyway) and recomputes the rest in backward.
-    T_k is a permutation, so its transpose is T_{-k}.
+    ``a = pick(src_a, 0)`` and ``b = pick(src_b, 1)`` are views (e.g. the two halves of one stacked
+    map, in NCHW). Autograd through ``rot90``/``roll``/``pow`` and the slicing would save three or four
+    copies of every tapped map and, in backward, build a zero-filled full-size gradient for each
+    slice and add them up. Here only references to the captured maps are kept (memory the network
+    holds anyway), and backward writes both halves of the gradient straight into one buffer:
+
+        T_k = rot_k ∘ roll_k is a permutation, so with D = ||a||² + ||b||² + eps and v the value,
+        ∂/∂a = α a − β T_{−k} b,   ∂/∂b = α b − β T_k a,
+        fro: α = β = 1/v;  mse: α = β = 2/n;  relative: α = 2(1 − v)/D, β = 2/D.
+
+    The channel roll is done by pairing slices of the group axis, so each direction costs one
+    spatial ``rot90`` copy and nothing else is allocated.
     """
 
     @staticmethod
-    def forward(ctx, fa, fb, k, t, field, layout, distance, eps, remake=None, source=None):
+    def forward(ctx, src_a, src_b, pick, k, t, field, layout, distance, eps, remake=None, source=None):
+        shared = src_b is None
         with torch.no_grad():
-            a = transform_feature(fa.float(), k, t, field, layout, "nearest")
-            b = fb.float()
-            dist = torch.dist(a, b)  # fused: no difference tensor is materialised
+            a = pick(src_a, 0)
+            b = pick(src_a if shared else src_b, 1)
+            a32 = a.float()
+            rb = _groups(_spatial(b, -k, t, layout), t, field)  # T_{-k} b without its channel roll
+            ag = _groups(a32, t, field)
+            sq = sum(torch.dist(ag[:, :, dst], rb[:, :, src]).square() for dst, src in _roll_pairs(t, -k, field))
+            del rb
+            n = a.numel()
+            denom = None
             if distance == "fro":
-                value = dist
+                value = sq.sqrt()
             elif distance == "mse":
-                value = dist.square() / a.numel()
-            else:  # T_k is a permutation, so ||T_k fa|| = ||fa||; vector_norm allocates no temporaries
-                value = dist.square() / (_sq_norm(fa) + _sq_norm(b) + eps)
-            del a
+                value = sq / n
+            else:  # T_k is a permutation, so ||T_k a|| = ||a||; vector_norm allocates no temporaries
+                denom = _sq_norm(a) + _sq_norm(b) + eps
+                value = sq / denom
         if remake is not None:
             # Keep only the tapped layer's input (which that layer saves for its own backward anyway)
             # and recompute its output in backward: the tapped map itself is not held.
-            ctx.save_for_backward(source, value)
-            ctx.remake = remake
+            ctx.save_for_backward(source)
         else:
-            ctx.save_for_backward(fa, fb, value)
-            ctx.remake = None
-        ctx.dtypes = (fa.dtype, fb.dtype)
-        ctx.cfg = (k, t, field, layout, distance, eps)
+            ctx.save_for_backward(src_a) if shared else ctx.save_for_backward(src_a, src_b)
+        ctx.remake, ctx.pick, ctx.shared = remake, pick, shared
+        ctx.cfg = (k, t, field, layout, distance, n)
+        ctx.scalars = (value.detach(), denom)  # 0-dim tensors: no device sync here or in backward
         return value
 
     @staticmethod
     def backward(ctx, grad):
+        k, t, field, layout, distance, n = ctx.cfg
+        value, denom = ctx.scalars
         if ctx.remake is not None:
-            source, value = ctx.saved_tensors
             with torch.no_grad():
-                fa, fb = ctx.remake(source)
+                src_a = ctx.remake(*ctx.saved_tensors)
+            src_b = None
         else:
-            fa, fb, value = ctx.saved_tensors
-        k, t, field, layout, distance, eps = ctx.cfg
-        fa32, b = fa.float(), fb.float()
-        a = transform_feature(fa32, k, t, field, layout, "nearest")
-        if a.data_ptr() == fa32.data_ptr() or a.data_ptr() == fa.data_ptr():  # T_k was the identity view (trivial vector): keep fa intact
-            a = a.clone()
-        diff = a.sub_(b)  # in place on our private rotated copy
+            src_a, src_b = (ctx.saved_tensors[0], None) if ctx.shared else ctx.saved_tensors
+        pick = ctx.pick
+        g = grad.float()
         if distance == "fro":
-            scale = grad / value if value > 0 else torch.zeros_like(grad)
+            alpha = beta = torch.where(value > 0, g / value.clamp_min(torch.finfo(value.dtype).tiny), 0.0)
         elif distance == "mse":
-            scale = grad * (2.0 / diff.numel())
+            alpha = beta = g * (2.0 / n)
         else:
-            denom = _sq_norm(fa32) + _sq_norm(b) + eps
-            scale = grad * 2.0 / denom
-        g = diff.mul_(scale)
-        ga = transform_feature(g, -k, t, field, layout, "nearest")
-        gb = g.neg() if ga.data_ptr() == g.data_ptr() else g.neg_()
-        if distance == "relative":
-            c = scale * value
-            if ga.data_ptr() in (fa32.data_ptr(), g.data_ptr()):
-                ga = ga.clone()
-            ga = ga.addcmul_(fa32, c, value=-1.0)  # in place: each temporary of a large map costs page faults
-            gb = gb.addcmul_(b, c, value=-1.0)
-        return ga.to(ctx.dtypes[0]), gb.to(ctx.dtypes[1]), None, None, None, None, None, None, None, None
+            beta = g * 2.0 / denom
+            alpha = beta * (1.0 - value)
+        a = pick(src_a, 0)
+        b = pick(src_a if src_b is None else src_b, 1)
+        # one gradient buffer per source; positions no view covers (rows that were not rotated,
+        # prefix tokens) are zero
+        covered = a.numel() + b.numel() if src_b is None else a.numel()
+        grad_a = torch.empty_like(src_a) if covered == src_a.numel() else torch.zeros_like(src_a)
+        grad_b = grad_a if src_b is None else (torch.empty_like(src_b) if b.numel() == src_b.numel()
+                                               else torch.zeros_like(src_b))
+        _write_grad(pick(grad_a, 0), a, b, -k, alpha, beta, t, field, layout)
+        _write_grad(pick(grad_b, 1), b, a, k, alpha, beta, t, field, layout)
+        return grad_a, (None if src_b is None else grad_b), None, None, None, None, None, None, None, None, None
+
+
+def _write_grad(out, x, other, k, alpha, beta, t, field, layout) -> None:
+    """``out = alpha * x - beta * T_k other`` for the permutation T_k, written into the view ``out``."""
+    target = out if out.dtype == torch.float32 else torch.empty(out.shape, dtype=torch.float32, device=out.device)
+    r = _groups(_spatial(other, k, t, layout), t, field)
+    xg, og = _groups(x.float(), t, field), _groups(target, t, field)
+    for dst, src in _roll_pairs(t, k, field):
+        torch.mul(xg[:, :, dst], alpha, out=og[:, :, dst])
+        og[:, :, dst].addcmul_(r[:, :, src], beta, value=-1.0)  # 0-dim tensor coefficients: no device sync
+    if target is not out:
+        out.copy_(target)
 
 
 _RECOMPUTABLE = (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)
@@ -187,15 +237,6 @@ def _sq_norm(x: torch.Tensor) -> torch.Tensor:
     # accumulate at least in float32 (bf16/fp16 maps), without materialising x.float()
     dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else None
     return torch.linalg.vector_norm(x, dtype=dtype).square()
-
-
-def _distance_value(a: torch.Tensor, b: torch.Tensor, distance: str, eps: float) -> torch.Tensor:
-    diff = a - b
-    if distance == "fro":
-        return torch.linalg.vector_norm(diff)
-    if distance == "mse":
-        return diff.pow(2).mean()
-    return diff.pow(2).sum() / (a.pow(2).sum() + b.pow(2).sum() + eps)
 
 
 class EqReg:
@@ -409,7 +450,7 @@ class EqReg:
             pairs = self._pairs(items, m, b)
             sources = inputs.get(spec.name, [])
             d_sum = None
-            for call, (f_orig, f_rot) in enumerate(pairs):
+            for call, (full_a, full_b, f_orig, f_rot) in enumerate(pairs):
                 a, layout = feature_pair_to_nchw(f_orig, spec, self._input_hw)
                 bb, _ = feature_pair_to_nchw(f_rot, spec, rot_hw)
                 if spec.field == "regular" and a.shape[1] % t:
@@ -443,8 +484,10 @@ class EqReg:
                     if recompute_ok and spec.name in self._recomputable and call < len(sources) \
                             and sources[call] is not None and sources[call][0].requires_grad:
                         source, amp = sources[call]
-                        remake = self._remake_fn(spec, source, amp, m, b, rot_hw)
-                    d = _ExactDistance.apply(a, bb, k, t, spec.field, layout, c.distance, c.eps, remake, source)
+                        remake = self._remake_fn(spec, source, amp)
+                    src_a, src_b, pick = self._sources(spec, full_a, full_b, a, bb, rot_hw)
+                    d = _ExactDistance.apply(src_a, src_b, pick, k, t, spec.field, layout, c.distance, c.eps,
+                                             remake if src_b is None else None, source)
                 d_sum = d if d_sum is None else d_sum + d
             if d_sum is None:
                 continue
@@ -460,18 +503,31 @@ class EqReg:
             self._fsdp = _fsdp_managed(self.model)
         return not self._fsdp and torch.is_grad_enabled()
 
-    def _remake_fn(self, spec: TapSpec, source: torch.Tensor, autocast: tuple, m: int, b: int, rot_hw):
-        module, input_hw = self._hooks.modules[spec.name], self._input_hw
+    def _remake_fn(self, spec: TapSpec, source: torch.Tensor, autocast: tuple):
+        module = self._hooks.modules[spec.name]
         dev = source.device.type
 
-        def remake(x: torch.Tensor):
+        def remake(x: torch.Tensor) -> torch.Tensor:
             with torch.autocast(dev, dtype=autocast[1], enabled=autocast[0]):
-                f = module.forward(x)  # bypasses hooks; conv/linear are stateless and deterministic
-            fa, _ = feature_pair_to_nchw(f[:m], spec, input_hw)
-            fb, _ = feature_pair_to_nchw(f[b:b + m], spec, rot_hw)
-            return fa, fb
+                return module.forward(x)  # bypasses hooks; conv/linear are stateless and deterministic
 
         return remake
+
+    def _sources(self, spec: TapSpec, full_a, full_b, a, b, rot_hw):
+        """What the exact distance differentiates: the captured map(s) and how to view the pair in them.
+
+        In a stacked pass both halves are views of one captured tensor, so the gradient is written
+        into one buffer of its shape. If a layout change copied (not viewed) the data, or the capture
+        is not dense (so a gradient buffer would not have its strides), the pair itself is used.
+        """
+        m, n = self.last_rotated, self.last_batch
+        hw = (self._input_hw, rot_hw)
+        if full_b is None and _dense(full_a) and _views_of(full_a, a, b):
+            rows = (slice(0, m), slice(n, n + m))
+            return full_a, None, lambda f, i: feature_pair_to_nchw(f[rows[i]], spec, hw[i])[0]
+        if full_b is not None and _dense(full_a) and _dense(full_b) and _views_of(full_a, a) and _views_of(full_b, b):
+            return full_a, full_b, lambda f, i: feature_pair_to_nchw(f[:m] if i == 0 else f, spec, hw[i])[0]
+        return a, b, lambda f, i: f
 
     def discard(self) -> None:
         """Drop what the taps captured and disarm them without computing a loss (e.g. on an error path)."""
@@ -483,12 +539,13 @@ class EqReg:
             self._tracer = None
         self.last_rotated = 0
 
-    def _pairs(self, items: list[tuple[int, torch.Tensor]], m: int, b: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _pairs(self, items: list[tuple[int, torch.Tensor]], m: int, b: int) -> list[tuple]:
+        """(captured map, second-pass map or None, original part, rotated part) for each call of a tap."""
         if self._two_pass:
             first = [t for p, t in items if p == 0]
             second = [t for p, t in items if p == 1]
-            return [(f[:m], g) for f, g in zip(first, second)]
-        return [(f[:m], f[b:b + m]) for _, f in items]
+            return [(f, g, f[:m], g) for f, g in zip(first, second)]
+        return [(f, None, f[:m], f[b:b + m]) for _, f in items]
 
     def _finish_tracer(self, captured: dict | None = None) -> None:
         tracer, self._tracer = self._tracer, None
@@ -534,6 +591,16 @@ class EqReg:
 
     def __repr__(self) -> str:
         return self.describe()
+
+
+def _dense(x: torch.Tensor) -> bool:
+    """True when ``empty_like(x)`` has x's strides (so the same slicing/reshaping views it alike)."""
+    return torch.empty_like(x, device="meta").stride() == x.stride()
+
+
+def _views_of(base: torch.Tensor, *views: torch.Tensor) -> bool:
+    ptr = base.untyped_storage().data_ptr()
+    return all(v.untyped_storage().data_ptr() == ptr for v in views)
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -277,13 +277,36 @@ def test_hand_written_backward_matches_autograd(distance, field, layout):
     fa = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     fb = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     for k in (1, 2, 3):
-        ours = _ExactDistance.apply(fa, fb, k, 4, field, layout, distance, 1e-8)
+        ours = _ExactDistance.apply(fa, fb, lambda f, i: f, k, 4, field, layout, distance, 1e-8)
         ref = equivariance_distance(transform_feature(fa, k, 4, field, layout, "nearest"), fb, distance)
         assert torch.allclose(ours.double(), ref.double(), rtol=1e-5)
         g1 = torch.autograd.grad(ours * 1.7, (fa, fb))
         g2 = torch.autograd.grad(ref * 1.7, (fa, fb))
         for x, y in zip(g1, g2):
             assert torch.allclose(x.double(), y.double(), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("distance", ["fro", "mse", "relative"])
+@pytest.mark.parametrize("layout", ["nchw", "tokens"])
+def test_one_gradient_buffer_for_both_halves_of_a_stacked_map(distance, layout):
+    # b = 3 originals, m = 2 rotated copies stacked behind them: rows 2 (not rotated) and, for
+    # tokens, the class token get no gradient; the rest matches autograd through slicing.
+    from eqreg_hf.regularizer import _ExactDistance, transform_feature
+    from eqreg_hf.groups import to_nchw
+    torch.manual_seed(0)
+    shape = (5, 8, 4, 4) if layout == "nchw" else (5, 17, 8)
+    f = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    view = (lambda x: x) if layout == "nchw" else (lambda x: to_nchw(x, "tokens", 1, (4, 4)))
+    pick = lambda x, i: view(x[:2] if i == 0 else x[3:5])
+    for k in (1, 2, 3):
+        ours = _ExactDistance.apply(f, None, pick, k, 4, "regular", "nchw", distance, 1e-8)
+        ref = equivariance_distance(transform_feature(pick(f, 0), k, 4, "regular", "nchw", "nearest"), pick(f, 1),
+                                    distance)
+        assert torch.allclose(ours.double(), ref.double(), rtol=1e-5)
+        (g1,) = torch.autograd.grad(ours * 0.3, f)
+        (g2,) = torch.autograd.grad(ref * 0.3, f)
+        assert torch.allclose(g1, g2, rtol=1e-4, atol=1e-7)
+        assert g1[2].abs().sum() == 0 and g1[0].abs().sum() > 0
 
 
 @pytest.mark.parametrize("distance", ["fro", "relative"])
