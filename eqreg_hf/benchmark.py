@@ -8,6 +8,7 @@ its peak, measured with ``torch.autograd.graph.saved_tensors_hooks``) plus EQ-Re
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -24,6 +25,10 @@ __all__ = ["StepCost", "measure_step_cost"]
 
 @dataclass
 class StepCost:
+    """Medians of one interleaved run. ``floor_*``: a plain step on the stacked batch ``[x; x[:m]]``
+    (the b + m images an EQ-Reg step pushes through the network), so ``eqreg / floor`` is what EQ-Reg
+    itself adds (rotating, the hooks, the distances) beyond the bigger batch it asks for."""
+
     label: str
     time_ratio: float
     memory_ratio: float
@@ -31,9 +36,16 @@ class StepCost:
     eqreg_ms: float
     plain_mem_mb: float
     eqreg_mem_mb: float
+    floor_ms: float = float("nan")
+    floor_time_ratio: float = float("nan")
+    floor_mem_mb: float = float("nan")
+
+    HEADER = ("| model / setting | plain ms | stacked-batch floor | EQ-Reg ms | time ratio | EQ-Reg / floor | "
+              "plain MB | EQ-Reg MB | memory ratio |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 
     def row(self) -> str:
-        return (f"| {self.label} | {self.plain_ms:.1f} | {self.eqreg_ms:.1f} | {self.time_ratio:.2f}x | "
+        return (f"| {self.label} | {self.plain_ms:.1f} | {self.floor_time_ratio:.2f}x | {self.eqreg_ms:.1f} | "
+                f"{self.time_ratio:.2f}x | {self.eqreg_ms / self.floor_ms:.2f}x | "
                 f"{self.plain_mem_mb:.1f} | {self.eqreg_mem_mb:.1f} | {self.memory_ratio:.2f}x |")
 
 
@@ -89,22 +101,26 @@ def measure_step_cost(
     x, y = x.to(device), y.to(device)
     cuda = device.type == "cuda"
 
-    def step(use_reg: bool) -> tuple[float, int]:
+    m = max(1, math.ceil(config.rotated_fraction * x.shape[0])) if reg.enabled else 0
+    x_floor, y_floor = torch.cat([x, x[:m]]), torch.cat([y, y[:m]])
+
+    def step(kind: str) -> tuple[float, int]:
         counter = _SavedBytes()
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         with torch.autograd.graph.saved_tensors_hooks(counter.pack, counter.unpack):
-            if use_reg:
+            extra = 0
+            if kind == "eqreg":
                 out = model(reg.stack(x))
                 loss = task_loss(out, reg.stack_targets(y))
                 extra = _captured_bytes(reg)
                 loss = loss + reg.loss()
+            elif kind == "floor":
+                loss = task_loss(model(x_floor), y_floor)
             else:
-                out = model(x)
-                loss = task_loss(out, y)
-                extra = 0
+                loss = task_loss(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -114,26 +130,31 @@ def measure_step_cost(
         mem = torch.cuda.max_memory_allocated() if cuda else counter.bytes + extra
         return elapsed, mem
 
+    kinds = ("plain", "floor", "eqreg")
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    mems: dict[str, list[int]] = {k: [] for k in kinds}
     try:
         for _ in range(warmup):
-            step(False)
-            step(True)
-        plain_t, eq_t, plain_m, eq_m = [], [], [], []
+            for kind in kinds:
+                step(kind)
         for i in range(repeats):
-            order = (False, True) if i % 2 == 0 else (True, False)
-            for use in order:
-                t, m = step(use)
-                (eq_t if use else plain_t).append(t)
-                (eq_m if use else plain_m).append(m)
+            order = kinds[i % 3:] + kinds[:i % 3]  # rotate the order so no kind always runs first
+            for kind in order:
+                t, mem = step(kind)
+                times[kind].append(t)
+                mems[kind].append(mem)
     finally:
         reg.remove()
-    ratios = [e / p for e, p in zip(eq_t, plain_t)]
+    med = {k: statistics.median(v) for k, v in times.items()}
     return StepCost(
         label=label,
-        time_ratio=statistics.median(ratios),
-        memory_ratio=max(eq_m) / max(plain_m),
-        plain_ms=1e3 * statistics.median(plain_t),
-        eqreg_ms=1e3 * statistics.median(eq_t),
-        plain_mem_mb=max(plain_m) / 2**20,
-        eqreg_mem_mb=max(eq_m) / 2**20,
+        time_ratio=statistics.median([e / p for e, p in zip(times["eqreg"], times["plain"])]),
+        memory_ratio=max(mems["eqreg"]) / max(mems["plain"]),
+        plain_ms=1e3 * med["plain"],
+        eqreg_ms=1e3 * med["eqreg"],
+        plain_mem_mb=max(mems["plain"]) / 2**20,
+        eqreg_mem_mb=max(mems["eqreg"]) / 2**20,
+        floor_ms=1e3 * med["floor"],
+        floor_time_ratio=statistics.median([f / p for f, p in zip(times["floor"], times["plain"])]),
+        floor_mem_mb=max(mems["floor"]) / 2**20,
     )
