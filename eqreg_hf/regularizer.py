@@ -10,6 +10,7 @@ layers capture ``F_l`` of both halves, and the distance is computed in float32.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import warnings
 from typing import Any
@@ -60,6 +61,7 @@ def equivariance_distance(
     raise ValueError(f"Unknown distance {distance!r}. Choose between ['fro', 'mse', 'relative'].")
 
 
+@functools.lru_cache(maxsize=256)
 def _infer_prefix_and_grid(n: int, input_hw: tuple[int, int], prefix: int | None) -> tuple[int, tuple[int, int]]:
     """Split N tokens into prefix tokens and an h×w patch grid with the input's aspect ratio."""
     H, W = input_hw
@@ -148,11 +150,11 @@ class _ExactDistance(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, src_a, src_b, pick, k, t, field, layout, distance, eps, remake=None, source=None):
+    def forward(ctx, src_a, src_b, pick, k, t, field, layout, distance, eps, remake=None, source=None, pair=None):
         shared = src_b is None
         with torch.no_grad():
-            a = pick(src_a, 0)
-            b = pick(src_a if shared else src_b, 1)
+            # ``pair``: the views, already made by the caller (a list, so autograd does not see them)
+            a, b = pair if pair is not None else (pick(src_a, 0), pick(src_a if shared else src_b, 1))
             a32 = a.float()
             rb = _groups(_spatial(b, -k, t, layout), t, field)  # T_{-k} b without its channel roll
             ag = _groups(a32, t, field)
@@ -171,9 +173,11 @@ class _ExactDistance(torch.autograd.Function):
             # Keep only the tapped layer's input (which that layer saves for its own backward anyway)
             # and recompute its output in backward: the tapped map itself is not held.
             ctx.save_for_backward(source)
-        else:
-            ctx.save_for_backward(src_a) if shared else ctx.save_for_backward(src_a, src_b)
+        else:  # the views of the captured map(s): no copy, and backward need not make them again
+            ctx.save_for_backward(a, b)
         ctx.remake, ctx.pick, ctx.shared = remake, pick, shared
+        ctx.src_meta = (src_a.shape, src_a.dtype, src_a.stride(), None if shared else
+                        (src_b.shape, src_b.dtype, src_b.stride()))
         ctx.cfg = (k, t, field, layout, distance, n)
         ctx.scalars = (value.detach(), denom)  # 0-dim tensors: no device sync here or in backward
         return value
@@ -182,13 +186,13 @@ class _ExactDistance(torch.autograd.Function):
     def backward(ctx, grad):
         k, t, field, layout, distance, n = ctx.cfg
         value, denom = ctx.scalars
+        pick = ctx.pick
         if ctx.remake is not None:
             with torch.no_grad():
-                src_a = ctx.remake(*ctx.saved_tensors)
-            src_b = None
+                full = ctx.remake(*ctx.saved_tensors)
+            a, b = pick(full, 0), pick(full, 1)
         else:
-            src_a, src_b = (ctx.saved_tensors[0], None) if ctx.shared else ctx.saved_tensors
-        pick = ctx.pick
+            a, b = ctx.saved_tensors
         g = grad.float()
         if distance == "fro":
             alpha = beta = torch.where(value > 0, g / value.clamp_min(torch.finfo(value.dtype).tiny), 0.0)
@@ -197,17 +201,21 @@ class _ExactDistance(torch.autograd.Function):
         else:
             beta = g * 2.0 / denom
             alpha = beta * (1.0 - value)
-        a = pick(src_a, 0)
-        b = pick(src_a if src_b is None else src_b, 1)
-        # one gradient buffer per source; positions no view covers (rows that were not rotated,
-        # prefix tokens) are zero
-        covered = a.numel() + b.numel() if src_b is None else a.numel()
-        grad_a = torch.empty_like(src_a) if covered == src_a.numel() else torch.zeros_like(src_a)
-        grad_b = grad_a if src_b is None else (torch.empty_like(src_b) if b.numel() == src_b.numel()
-                                               else torch.zeros_like(src_b))
+        # one gradient buffer per source, with the source's strides so that ``pick`` views it alike;
+        # positions no view covers (rows that were not rotated, prefix tokens) are zero
+        meta_a, meta_b = ctx.src_meta[:3], ctx.src_meta[3]
+        covered = a.numel() + b.numel() if meta_b is None else a.numel()
+        grad_a = _grad_buffer(meta_a, covered, a.device)
+        grad_b = grad_a if meta_b is None else _grad_buffer(meta_b, b.numel(), b.device)
         _write_grad(pick(grad_a, 0), a, b, -k, alpha, beta, t, field, layout)
         _write_grad(pick(grad_b, 1), b, a, k, alpha, beta, t, field, layout)
-        return grad_a, (None if src_b is None else grad_b), None, None, None, None, None, None, None, None, None
+        return (grad_a, None if meta_b is None else grad_b) + (None,) * 10
+
+
+def _grad_buffer(meta, covered: int, device) -> torch.Tensor:
+    shape, dtype, stride = meta
+    g = torch.empty_strided(shape, stride, dtype=dtype, device=device)
+    return g if covered == g.numel() else g.zero_()
 
 
 def _write_grad(out, x, other, k, alpha, beta, t, field, layout) -> None:
@@ -220,6 +228,27 @@ def _write_grad(out, x, other, k, alpha, beta, t, field, layout) -> None:
         og[:, :, dst].addcmul_(r[:, :, src], beta, value=-1.0)  # 0-dim tensor coefficients: no device sync
     if target is not out:
         out.copy_(target)
+
+
+# Maps up to this many elements (per half) are compared together, one stacked computation for all taps of
+# a shape: for small maps the cost is the per-operation overhead (a ViT's 12 block outputs of a 64×64
+# image: ~25 small ops per tap), not memory traffic. Stacking copies them, which is cheap at this size.
+_SMALL_MAP = 1 << 16
+
+
+def _batched_exact_distance(pairs, k, t, field, layout, distance, eps) -> torch.Tensor:
+    """``[d(T_k a_l, b_l) for l]`` for same-shape pairs in one go (autograd; small maps only)."""
+    a = torch.stack([p[0] for p in pairs]).float()
+    b = torch.stack([p[1] for p in pairs]).float()
+    n = len(pairs)
+    ta = transform_feature(a.flatten(0, 1), k, t, field, layout, "nearest").unflatten(0, (n, -1))
+    diff = (ta - b).flatten(1)
+    if distance == "fro":
+        return torch.linalg.vector_norm(diff, dim=1)
+    sq = diff.square().sum(1)
+    if distance == "mse":
+        return sq / diff.shape[1]
+    return sq / (a.flatten(1).square().sum(1) + b.flatten(1).square().sum(1) + eps)
 
 
 _RECOMPUTABLE = (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)
@@ -438,6 +467,8 @@ class EqReg:
         rot_hw = self._input_hw[::-1] if swaps_hw(k, t) else self._input_hw
         total = torch.zeros((), device=device)
         terms: dict[str, torch.Tensor] = {}
+        dists: dict[str, list[torch.Tensor]] = {}
+        small: dict[tuple, list] = {}
         for spec in self.taps:
             if spec.name in self._dropped:
                 continue
@@ -449,7 +480,7 @@ class EqReg:
                 )
             pairs = self._pairs(items, m, b)
             sources = inputs.get(spec.name, [])
-            d_sum = None
+            dists[spec.name] = []
             for call, (full_a, full_b, f_orig, f_rot) in enumerate(pairs):
                 a, layout = feature_pair_to_nchw(f_orig, spec, self._input_hw)
                 bb, _ = feature_pair_to_nchw(f_rot, spec, rot_hw)
@@ -458,7 +489,7 @@ class EqReg:
                         self._dropped.add(spec.name)
                         warnings.warn(f"EQ-Reg: skipping auto-chosen tap {spec.name!r}: {a.shape[1]} channels are not "
                                       f"divisible by group_order={t}.", UserWarning, stacklevel=2)
-                        d_sum = None
+                        del dists[spec.name]
                         break
                     raise ValueError(
                         f"Tap {spec.name!r} has {a.shape[1]} channels, not divisible by group_order={t}, so it cannot "
@@ -479,6 +510,9 @@ class EqReg:
                 if interp:
                     mask = rotation_mask(ta.shape[-2], ta.shape[-1], device=ta.device) if layout != "vector" else None
                     d = equivariance_distance(ta, bb, c.distance, mask, c.eps)
+                elif a.numel() <= _SMALL_MAP:  # batched with the other small maps below
+                    small.setdefault((tuple(a.shape), a.dtype, layout, spec.field), []).append((spec.name, a, bb))
+                    continue
                 else:
                     remake, source = None, None
                     if recompute_ok and spec.name in self._recomputable and call < len(sources) \
@@ -487,10 +521,17 @@ class EqReg:
                         remake = self._remake_fn(spec, source, amp)
                     src_a, src_b, pick = self._sources(spec, full_a, full_b, a, bb, rot_hw)
                     d = _ExactDistance.apply(src_a, src_b, pick, k, t, spec.field, layout, c.distance, c.eps,
-                                             remake if src_b is None else None, source)
-                d_sum = d if d_sum is None else d_sum + d
-            if d_sum is None:
+                                             remake if src_b is None else None, source, [a, bb])
+                dists[spec.name].append(d)
+        for (_, _, layout, field), group in small.items():
+            values = _batched_exact_distance([(a, bb) for _, a, bb in group], k, t, field, layout, c.distance, c.eps)
+            for (name, _, _), d in zip(group, values.unbind(0)):
+                if name in dists:
+                    dists[name].append(d)
+        for spec in self.taps:
+            if not dists.get(spec.name):
                 continue
+            d_sum = sum(dists[spec.name][1:], dists[spec.name][0])
             terms[spec.name] = d_sum.detach()
             total = total + spec.weight * d_sum
         self._terms = terms

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from eqreg_hf import regularizer
 from eqreg_hf import EqReg, EqRegAlignmentWarning, EqRegConfig, equivariance_distance, rotate_features, rotate_image
 
 from nets import REGULAR_TAPS, TRIVIAL_TAPS, ExactC4Net, PlainCNN
@@ -311,7 +312,8 @@ def test_one_gradient_buffer_for_both_halves_of_a_stacked_map(distance, layout):
 
 @pytest.mark.parametrize("distance", ["fro", "relative"])
 @pytest.mark.parametrize("autocast", [False, True])
-def test_recompute_capture_gives_the_same_gradients(distance, autocast):
+def test_recompute_capture_gives_the_same_gradients(distance, autocast, monkeypatch):
+    monkeypatch.setattr(regularizer, "_SMALL_MAP", 0)  # these maps are small: force the per-map path
     grads = {}
     for capture in ("recompute", "reference", "clone"):
         torch.manual_seed(0)
@@ -338,7 +340,8 @@ def test_discard_drops_captures_without_a_loss():
     assert reg.loss().item() == 0.0 and reg.stack_targets(torch.arange(2)).tolist() == [0, 1]
 
 
-def test_recompute_matches_forward_autocast_when_loss_is_outside_autocast():
+def test_recompute_matches_forward_autocast_when_loss_is_outside_autocast(monkeypatch):
+    monkeypatch.setattr(regularizer, "_SMALL_MAP", 0)
     # Accelerate wraps only the forward in autocast; the loss and backward run outside it.
     torch.manual_seed(0)
     net = PlainCNN().train()
@@ -392,3 +395,30 @@ def test_alignment_sees_both_paths_of_a_residual_block():
         with pytest.warns(EqRegAlignmentWarning, match="'out'"):
             reg(torch.randn(1, 3, size, size), k=1)
         reg.remove()
+
+
+@pytest.mark.parametrize("distance", ["fro", "mse", "relative"])
+@pytest.mark.parametrize("case", ["stacked", "fraction", "two-pass", "bf16"])
+def test_batched_small_maps_and_per_map_path_agree(distance, case, monkeypatch):
+    # Small maps are compared all at once (autograd), large ones one by one (hand-written backward):
+    # the same loss, per-tap terms and parameter gradients either way.
+    results = {}
+    for small in (1 << 16, 0):
+        monkeypatch.setattr(regularizer, "_SMALL_MAP", small)
+        torch.manual_seed(0)
+        net = PlainCNN().train()
+        reg = EqReg(net, EqRegConfig(layers=["body.0", "body.2", "body.3"], distance=distance, weight=1.0,
+                                     rotated_fraction=0.5 if case == "fraction" else 1.0))
+        x = torch.randn(4, 3, 9, 11 if case == "two-pass" else 9)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case == "bf16"):
+            out, eq = reg(x, k=1 if case == "two-pass" else 3)
+        task = sum(o.float().pow(2).mean() for o in out) if case == "two-pass" else out.float().pow(2).mean()
+        (task + eq).backward()
+        results[small] = (eq.detach(), reg.last_terms, [p.grad.clone() for p in net.parameters()])
+    (e1, t1, g1), (e2, t2, g2) = results[1 << 16], results[0]
+    tol = dict(rtol=2e-3, atol=1e-5) if case == "bf16" else dict(rtol=1e-4, atol=1e-6)
+    assert torch.allclose(e1, e2, **tol) and e1 > 0
+    assert t1.keys() == t2.keys() == {"body.0", "body.2", "body.3"}
+    assert all(abs(t1[n] - t2[n]) <= tol["rtol"] * abs(t2[n]) + tol["atol"] for n in t1)
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, **tol)
