@@ -158,3 +158,43 @@ def measure_step_cost(
         floor_time_ratio=statistics.median([f / p for f, p in zip(times["floor"], times["plain"])]),
         floor_mem_mb=max(mems["floor"]) / 2**20,
     )
+
+
+def memory_bandwidth_gbs(mb: int = 64, repeats: int = 7, device: str | torch.device = "cpu") -> float:
+    """Effective bandwidth of an elementwise op here (``z = x + y`` on ``mb``-MB float32 tensors), in GB/s."""
+    n = mb * 2**20 // 4
+    x, y, z = (torch.rand(n, device=device) for _ in range(3))
+    times = []
+    for _ in range(repeats):
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        torch.add(x, y, out=z)
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return 3 * n * 4 / statistics.median(times) / 1e9
+
+
+def tap_bytes(model: nn.Module, config: EqRegConfig, x: torch.Tensor) -> int:
+    """Bytes of the two halves (original and rotated rows) of every tapped map in one EQ-Reg step, as float32."""
+    reg = EqReg(model, config)
+    sizes: list[int] = []
+    try:
+        model.train()
+        out = model(reg.stack(x))
+        rows = 2 * reg.last_rotated
+        for items in reg._hooks.take().values():
+            for _, t in items:
+                sizes.append(t[:1].numel() * rows * 4)
+        del out
+    finally:
+        reg.discard()
+        reg.remove()
+    return sum(sizes)
+
+
+# Passes over the two halves of a tapped map that any exact implementation of the distance makes,
+# however fused: forward reads them (1); backward reads them (1) and writes their gradient (1), which
+# autograd adds to the gradient arriving from the rest of the network (reads 2, writes 1).
+MIN_PASSES = 6

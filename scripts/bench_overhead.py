@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from eqreg_hf import EqRegConfig
-from eqreg_hf.benchmark import StepCost, measure_step_cost
+from eqreg_hf.benchmark import MIN_PASSES, StepCost, measure_step_cost, memory_bandwidth_gbs, tap_bytes
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,10 +34,14 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, device {args.device}, "
           f"threads {torch.get_num_threads()}, batch {args.batch}, {args.size}x{args.size}, repeats {args.repeats}\n")
+    bandwidth = memory_bandwidth_gbs(device=args.device)
+    print(f"elementwise bandwidth (z = x + y, 64 MB): {bandwidth:.1f} GB/s\n")
     print(StepCost.HEADER)
+    floors = []
     for key in args.models:
         name, model, layers, make_batch, loss = MODELS[key](args)
         model = model.to(args.device)
+        plain_ms = None
         for label, cfg in [
             ("full (fraction 1.0)", EqRegConfig(layers=layers, weight=0.1, rotated_fraction=1.0)),
             ("full, capture=recompute", EqRegConfig(layers=layers, weight=0.1, capture="recompute")),
@@ -47,6 +51,15 @@ def main(argv: list[str] | None = None) -> None:
         ]:
             cost = measure_step_cost(model, make_batch, loss, cfg, repeats=args.repeats, label=f"{name}, {label}")
             print(cost.row(), flush=True)
+            if plain_ms is None:
+                plain_ms = cost.plain_ms
+                full_cfg = cfg
+        nbytes = tap_bytes(model, full_cfg, make_batch()[0].to(args.device))
+        floor_ms = MIN_PASSES * nbytes / (bandwidth * 1e9) * 1e3
+        floors.append(f"{name}: taps hold {nbytes / 2**20:.0f} MB per step; {MIN_PASSES} passes over them at "
+                      f"{bandwidth:.1f} GB/s take >= {floor_ms:.1f} ms = {floor_ms / plain_ms:.2f}x of a plain step")
+    print("\nMemory-traffic floor of the distance at full fraction (any exact implementation, however fused):")
+    print("\n".join("  " + f for f in floors))
 
 
 def _fast_derainer(args):

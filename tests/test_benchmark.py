@@ -54,6 +54,20 @@ def test_bench_overhead_script_prints_one_row_per_setting(one_thread, capsys):
         runpy.run_path(str(script), run_name="__main__")
     finally:
         sys.argv = argv
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| FastDerainer 16x16")]
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| FastDerainer 16x16")]
     assert [r.split(",")[1].split("|")[0].strip() for r in rows] == [
         "full (fraction 1.0)", "full", "fraction 0.5", "fraction 0.25", "weight 0"]
+    # FastDerainer's 12 taps of 32 channels, 16x16, 2 + 2 rows, float32
+    assert f"FastDerainer 16x16: taps hold {12 * 4 * 32 * 16 * 16 * 4 / 2**20:.0f} MB" in out
+
+
+def test_tap_bytes_counts_both_halves_of_each_tapped_map():
+    from eqreg_hf.benchmark import memory_bandwidth_gbs, tap_bytes
+
+    net = _net()
+    x = torch.rand(4, 3, 12, 12)
+    assert tap_bytes(net, EqRegConfig(layers=["0", "2"], weight=0.1), x) == 8 * (8 + 3) * 12 * 12 * 4  # 8 rows (4 + 4 rotated), 8 + 3 channels
+    assert tap_bytes(net, EqRegConfig(layers=["0"], weight=0.1, rotated_fraction=0.5), x) == 4 * 8 * 12 * 12 * 4
+    assert not any(m._forward_hooks for m in net.modules())  # hooks are gone afterwards
+    assert memory_bandwidth_gbs(mb=4, repeats=2) > 0

@@ -151,3 +151,16 @@ def test_train_derainer_plain_and_eqreg_share_the_evaluation_taps():
     assert sorted(plain.report) == sorted(eq.report) == ["body.0.conv1", "body.0.conv2"]
     assert plain.history.logs[-1]["eqreg_loss"] == 0 and eq.history.logs[-1]["eqreg_loss"] > 0
     assert plain.output_dir is None
+
+
+def test_default_blocks_give_the_strict_and_plain_networks_the_same_budget():
+    from eqreg_hf.derain import DerainTrainingArguments, build_derainer
+
+    sizes = {}
+    for model in ("fast", "strict-c4"):
+        args = DerainTrainingArguments(model=model)
+        net = build_derainer(model, **args.model_kwargs())
+        sizes[model] = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    assert sizes["fast"] == 112_739
+    assert abs(sizes["strict-c4"] - sizes["fast"]) / sizes["fast"] < 0.02
+    assert build_derainer("fast", **DerainTrainingArguments(num_blocks=2).model_kwargs()).body.__len__() == 2
