@@ -758,6 +758,20 @@ def _offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or env in {"1", "ON", "YES", "TRUE"}
 
 
+_PLACEHOLDER_REPO = re.compile(r"YOUR_USER/[A-Za-z0-9_.\-]+")
+
+
+def _card_bytes(root: str, name: str, repo_id: str) -> bytes | None:
+    """The model card with its ``YOUR_USER/<name>`` placeholder (written when the repo id was not yet
+    known) replaced by the repo it is pushed to; None for other files or a card without one."""
+    if name != "README.md":
+        return None
+    with open(os.path.join(root, name), encoding="utf-8") as fh:
+        text = fh.read()
+    new = _PLACEHOLDER_REPO.sub(repo_id, text)
+    return new.encode("utf-8") if new != text else None
+
+
 def push_folder(
     path: str | os.PathLike,
     repo_id: str,
@@ -819,7 +833,8 @@ def push_folder(
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if revision:
             api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
-        operations = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=os.path.join(root, f)) for f in files]
+        operations = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=_card_bytes(root, f, repo_id)
+                                         or os.path.join(root, f)) for f in files]
         info = api.create_commit(repo_id=repo_id, operations=operations, commit_message=message,
                                  revision=revision, repo_type="model")
     except OfflineModeIsEnabled as err:

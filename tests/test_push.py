@@ -94,7 +94,14 @@ def _check_commit(rec, folder, repo_id, private, revision, message):
     assert len(ops) == len(EXPECTED)
     for op in ops:
         with open(os.path.join(folder, op.path_in_repo), "rb") as fh:
-            assert fh.read() == open(op.path_or_fileobj, "rb").read()
+            saved = fh.read()
+        if op.path_in_repo == "README.md":  # the card's usage snippet names the repo it was pushed to
+            assert b"YOUR_USER/" in saved and isinstance(op.path_or_fileobj, bytes)
+            assert op.path_or_fileobj == saved.replace(b"YOUR_USER/" + saved.split(b"YOUR_USER/")[1].split(b'"')[0],
+                                                       repo_id.encode())
+            assert f'snapshot_download("{repo_id}")'.encode() in op.path_or_fileobj
+        else:
+            assert saved == open(op.path_or_fileobj, "rb").read()
 
 
 PUSHES = [
