@@ -138,6 +138,19 @@ class EqRegTrainerMixin:
         self._eqreg_window_steps: set[int] = set()
         self._eqreg_k_cache: tuple[int, tuple[int, int], int] | None = None
         self._eqreg_positional: bool | None = None
+        self._eqreg_measuring_callbacks_first()
+
+    def add_callback(self, callback: Any) -> None:
+        super().add_callback(callback)
+        self._eqreg_measuring_callbacks_first()
+
+    def _eqreg_measuring_callbacks_first(self) -> None:
+        """Callbacks that add metrics to an evaluation's log entry (``adds_eval_metrics``) go first, so that
+        reporting integrations (TensorBoard, W&B, ...) called after them receive those metrics."""
+        cbs = self.callback_handler.callbacks
+        first = [cb for cb in cbs if getattr(cb, "adds_eval_metrics", False)]
+        if first:
+            cbs[:] = first + [cb for cb in cbs if cb not in first]
 
     # ------------------------------------------------------------------ attaching
     def _eqreg_ensure(self, model: nn.Module | None = None) -> EqReg | None:

@@ -17,6 +17,7 @@ from common import TINY_DERAIN_LAYERS, PairDataset, TinyDerainer, tiny_args  # n
 
 from eqreg_hf import EqRegConfig, EqRegTrainer, equivariance_error  # noqa: E402
 from eqreg_hf.callbacks import EqRegWeightSchedule, EquivarianceEvalCallback, eqreg_weight_at  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
 
 # (kwargs, step, expected)
 SCHEDULE_CASES = [
@@ -109,3 +110,36 @@ def test_equivariance_eval_callback_without_layers_warns(tmp_path):
     with pytest.warns(UserWarning, match="no layers to measure"):
         metrics = trainer.evaluate()
     assert "eval_equiv_error" not in metrics and "eval_loss" in metrics
+
+
+class _Integration(TrainerCallback):
+    """Stands in for TensorBoard / W&B: records what each on_log hands it."""
+
+    def __init__(self):
+        self.logged: list[dict] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.logged.append(dict(logs or {}))
+
+
+@pytest.mark.parametrize("order", ["callback-first", "integration-first", "added-later"])
+def test_reporting_integrations_receive_the_equivariance_error(tmp_path, order):
+    integration, cb = _Integration(), EquivarianceEvalCallback(num_batches=1, max_images=2)
+    callbacks = {"callback-first": [cb, integration], "integration-first": [integration, cb],
+                 "added-later": [integration]}[order]
+    trainer, _, _ = _trainer(tmp_path, callbacks, max_steps=2, eval_dataset=PairDataset(3, seed=3),
+                             eval_strategy="steps", eval_steps=1)
+    if order == "added-later":
+        trainer.add_callback(cb)
+    trainer.train()
+    evals = [e for e in integration.logged if "eval_loss" in e]
+    assert len(evals) == 2 and all("eval_equiv_error" in e for e in evals)
+    # training log entries and the end-of-training summary are not measured
+    assert not any("eval_equiv_error" in e or "train_equiv_error" in e for e in integration.logged
+                   if "eval_loss" not in e)
+    history = [h for h in trainer.state.log_history if "eval_loss" in h]
+    assert [h["eval_equiv_error"] for h in history] == [e["eval_equiv_error"] for e in evals]
+    # evaluate() returns them too, and measures once per evaluation (same numbers as the logged entry)
+    metrics = trainer.evaluate(metric_key_prefix="test")
+    assert integration.logged[-1]["test_equiv_error"] == metrics["test_equiv_error"] > 0
+    assert "eval_equiv_error" not in metrics

@@ -20,8 +20,11 @@ class EquivarianceEvalCallback(TrainerCallback):
     Logs ``eval_equiv_error`` (the mean over taps of ``mean_k ||T_k F(x) - F(R_k x)|| / ||F(R_k x)||``)
     and, with ``per_tap=True``, ``eval_equiv_error/<tap>``; values are averaged across processes.
     They are added to the metrics that ``trainer.evaluate()`` returns and to the evaluation entry of
-    ``trainer.state.log_history`` (reporting integrations such as TensorBoard received the entry
-    before this callback ran, so they do not see these keys).
+    ``trainer.state.log_history``, and — measured when the evaluation is *logged* — passed on to the
+    callbacks after this one, so reporting integrations (TensorBoard, W&B, ...) record them.
+    :class:`~eqreg_hf.EqRegTrainer` puts this callback first; with a plain ``Trainer``, add it with
+    ``trainer.callback_handler.callbacks.insert(0, cb)`` for the integrations to see its values
+    (otherwise they still reach ``evaluate()``'s metrics and the log history).
 
     The layers, group order, fields and layouts default to those of the trainer's EQ-Reg
     (:class:`~eqreg_hf.EqRegTrainer` binds it); pass ``layers=`` to use the callback with a plain
@@ -68,6 +71,7 @@ class EquivarianceEvalCallback(TrainerCallback):
         self.include_output = include_output
         self._from_reg: dict[str, Any] = {}
         self._warned = False
+        self._measured: Any = None
         self.last_report = None
 
     def bind_eqreg(self, reg: Any) -> None:
@@ -136,7 +140,35 @@ class EquivarianceEvalCallback(TrainerCallback):
             out.update({f"equiv_error/{k}": v for k, v in per_tap.items()})
         return out
 
+    adds_eval_metrics = True  # EqRegTrainer puts such callbacks before the reporting integrations
+
+    @staticmethod
+    def _eval_prefix(logs: Mapping) -> str | None:
+        """``"eval"`` (or the metric_key_prefix) for an evaluation's log entry, None for training logs."""
+        for k in logs:
+            if k.endswith("_runtime") and f"{k[:-len('_runtime')]}_samples_per_second" in logs:
+                prefix = k[: -len("_runtime")]
+                if prefix != "train":  # the summary logged at the end of train()
+                    return prefix
+        return None
+
+    def on_log(self, args, state, control, logs=None, model=None, eval_dataloader=None, **kwargs):
+        # Trainer.evaluate() logs its metrics (on_log, which reporting integrations listen to) before
+        # on_evaluate: measuring here puts the values into the same dict, so integrations after this
+        # callback, evaluate()'s return value and the log history all get them.
+        if logs is None or self._eval_prefix(logs) is None:
+            return
+        self._measured = None
+        self._add_values(logs, state, model, eval_dataloader)
+        self._measured = logs
+
     def on_evaluate(self, args, state, control, model=None, eval_dataloader=None, metrics=None, **kwargs):
+        if metrics is not None and metrics is self._measured:  # done when it was logged
+            self._measured = None
+            return
+        self._add_values(metrics if metrics is not None else {}, state, model, eval_dataloader)
+
+    def _add_values(self, metrics, state, model, eval_dataloader) -> None:
         if model is None or eval_dataloader is None:
             return
         if self._setting("layers", None) is None:
@@ -145,8 +177,7 @@ class EquivarianceEvalCallback(TrainerCallback):
                 warnings.warn("EquivarianceEvalCallback: no layers to measure (pass layers=... or train with an "
                               "active EQ-Reg first); skipping.", stacklevel=2)
             return
-        metrics = metrics if metrics is not None else {}
-        prefix = next((k[: -len("_runtime")] for k in metrics if k.endswith("_runtime")), "eval")
+        prefix = self._eval_prefix(metrics) or "eval"
         values = {f"{prefix}_{k}": v for k, v in self.measure(model, eval_dataloader).items()}
         # Find the entry Trainer.log just appended for this evaluation, then extend both.
         for entry in reversed(state.log_history):
