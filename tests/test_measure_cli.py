@@ -88,4 +88,5 @@ def test_strictly_equivariant_derainer_measures_zero(capsys):
 ])
 def test_bad_input_is_named(capsys, argv, message):
     assert main(["measure", *argv]) == 2
-    assert message in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert message in err and err.startswith("eqreg-hf measure: error:") and not out

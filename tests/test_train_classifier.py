@@ -216,6 +216,7 @@ def test_bad_dataset_is_refused_with_choices(tmp_path, capsys):
     from eqreg_hf.cli import main
 
     assert main(["train-classifier", "--dataset", "imagenet", "--output-dir", str(tmp_path / "x")]) == 2
-    err = capsys.readouterr().out
+    err = capsys.readouterr().err
+    assert err.startswith("eqreg-hf train-classifier: error:")
     assert "Unknown dataset 'imagenet'" in err and "shapes" in err and "cifar100" in err
     assert not (tmp_path / "x").exists()  # nothing written for a refused run

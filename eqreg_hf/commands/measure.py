@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from typing import Any
 
 import torch
@@ -150,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
                                         group_order=args.group_order, pretrained=args.pretrained,
                                         include_output=args.include_output)
     except (ValueError, FileNotFoundError) as err:
-        print(f"eqreg-hf measure: error: {err}")
+        print(f"eqreg-hf measure: error: {err}", file=sys.stderr)
         return 2
     print(report.table())
     if args.output:

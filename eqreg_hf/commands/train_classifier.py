@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import sys
 import typing
 
 from ._eqreg_args import add_eqreg_arguments, eqreg_config_from_args
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         eqreg = eqreg_config_from_args(args)
         run_args.validate()
     except ValueError as err:
-        print(f"eqreg-hf train-classifier: error: {err}")
+        print(f"eqreg-hf train-classifier: error: {err}", file=sys.stderr)
         return 2
     result = train_classifier(run_args, eqreg)
     m = result["metrics"]
