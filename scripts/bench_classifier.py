@@ -21,7 +21,7 @@ import torch
 
 from eqreg_hf.classify import COMPARISON, ClassifierArgs, compare_classifiers, comparison_table
 from eqreg_hf.commands._eqreg_args import add_eqreg_arguments, eqreg_config_from_args
-from eqreg_hf.commands.train_classifier import add_dataclass_arguments
+from eqreg_hf.commands._flags import add_dataclass_arguments
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["eqreg_hf.config", "eqreg_hf.groups", "eqreg_hf.taps", "eqreg_hf.regularizer", "eqreg_hf.measure"]
+MODULES = ["eqreg_hf.config", "eqreg_hf.groups", "eqreg_hf.taps", "eqreg_hf.regularizer", "eqreg_hf.measure",
+           "eqreg_hf.commands._flags"]
 
 
 @pytest.mark.parametrize("name", MODULES)

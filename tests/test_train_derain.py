@@ -11,7 +11,10 @@ import torch
 
 from eqreg_hf import EqRegConfig
 from eqreg_hf.cli import build_parser, main
-from eqreg_hf.commands.train_derain import EQREG_PREFIX, _parse_any, add_dataclass_arguments, dataclass_from_args
+from eqreg_hf.commands._flags import add_dataclass_arguments, dataclass_from_args
+from eqreg_hf.commands._flags import parse_free as _parse_any
+
+EQREG_PREFIX = "eqreg."
 from eqreg_hf.derain import (
     DEFAULT_DISTANCE,
     DEFAULT_WEIGHT,
@@ -164,3 +167,26 @@ def test_default_blocks_give_the_strict_and_plain_networks_the_same_budget():
     assert sizes["fast"] == 112_739
     assert abs(sizes["strict-c4"] - sizes["fast"]) / sizes["fast"] < 0.02
     assert build_derainer("fast", **DerainTrainingArguments(num_blocks=2).model_kwargs()).body.__len__() == 2
+
+
+@pytest.mark.parametrize("argv,expected", [
+    ([], False), (["--rot-aug"], True), (["--rot-aug", "yes"], True), (["--rot-aug", "false"], False),
+    (["--no-rot-aug"], False), (["--rot-aug", "--no-rot-aug"], False),
+])
+def test_switches_have_one_spelling_in_every_command(argv, expected):
+    # train-derain, train-classifier and the --eqreg.* flags share one flag generator
+    from eqreg_hf.commands.train_classifier import register as register_classifier
+
+    assert _parse(argv).rot_aug is expected
+    sub = argparse.ArgumentParser().add_subparsers()
+    classifier = register_classifier(sub)
+    flag = [a.replace("rot-aug", "rotation-augment") for a in argv]
+    assert classifier.parse_args(flag).rotation_augment is expected
+    eq = [a.replace("rot-aug", "eqreg.include-identity") for a in argv]
+    assert getattr(_parse(eq), "eqreg.include_identity") is expected
+
+
+def test_negated_switch_takes_no_value(capsys):
+    with pytest.raises(SystemExit):
+        _parse(["--no-rot-aug", "true"])
+    assert "takes no value" in capsys.readouterr().err

@@ -1,65 +1,33 @@
 """``--eqreg.<field>`` command-line flags generated from :class:`~eqreg_hf.EqRegConfig`'s dataclass fields.
 
-Every field of the config becomes one flag with the field's ``help`` metadata and default, so the
-commands never drift from the config::
+Every field of the config becomes one flag with the field's ``help`` metadata and default (through
+:mod:`eqreg_hf.commands._flags`, as every command's flags are), so the commands never drift from the config::
 
     parser = argparse.ArgumentParser()
     add_eqreg_arguments(parser, defaults={"weight": 0.1})
     args = parser.parse_args(["--eqreg.group-order", "2", "--eqreg.layers", "layer1,layer2"])
     cfg = eqreg_config_from_args(args)          # EqRegConfig(group_order=2, layers=["layer1", "layer2"], ...)
 
-Values of the free-form fields (``layers``, ``fields``, ``layer_weights``, ``layouts``,
-``prefix_tokens``) are read as JSON when they look like JSON (``'{"layer1": 2.0}'``, ``'["a", "b"]'``,
-``3``, ``null``), as a comma-separated list for ``layers``, and as a plain string otherwise.
-Both ``--eqreg.group-order`` and ``--eqreg.group_order`` spell the same flag (switches: kebab-case only).
+Both ``--eqreg.group-order`` and ``--eqreg.group_order`` spell the same flag (switches: kebab-case only,
+``--eqreg.include-identity`` / ``--no-eqreg.include-identity`` / ``--eqreg.include-identity false``).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import typing
 from typing import Any
 
 from ..config import EqRegConfig
+from ._flags import add_dataclass_arguments, dataclass_from_args
 
 __all__ = ["add_eqreg_arguments", "eqreg_config_from_args", "PREFIX"]
 
 PREFIX = "eqreg"
 
 
-def _dest(name: str, prefix: str) -> str:
-    return f"{prefix}__{name}"
-
-
-def _parse_free(field: str):
-    def parse(text: str) -> Any:
-        s = text.strip()
-        if s[:1] in "[{\"" or s in ("null", "true", "false") or _is_number(s):
-            try:
-                return json.loads(s)
-            except json.JSONDecodeError as err:
-                raise argparse.ArgumentTypeError(f"--{PREFIX}.{field.replace('_', '-')}: {text!r} is not valid "
-                                                 f"JSON ({err.msg}); quote it, e.g. '{{\"layer1\": 2}}'.") from None
-        if field == "layers" and "," in s:
-            return [p.strip() for p in s.split(",") if p.strip()]
-        return s
-    parse.__name__ = f"{field} (JSON, list or string)"
-    return parse
-
-
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-        return True
-    except ValueError:
-        return False
-
-
 def add_eqreg_arguments(
     parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None, prefix: str = PREFIX,
-    title: str = "EQ-Reg (see EqRegConfig)",
+    title: str = "EQ-Reg (see EqRegConfig)", help_extra: dict[str, str] | None = None,
 ) -> argparse._ArgumentGroup:
     """Add one ``--<prefix>.<field>`` flag per :class:`EqRegConfig` field to ``parser``.
 
@@ -68,38 +36,14 @@ def add_eqreg_arguments(
         defaults: defaults that differ from the config's own for this command, e.g. ``{"weight": 0.1}``.
         prefix: flag prefix (default "eqreg").
         title: title of the argument group in ``--help``.
+        help_extra: text appended to a field's help.
 
     Returns:
         The argument group.
     """
-    defaults = dict(defaults or {})
-    hints = typing.get_type_hints(EqRegConfig)
-    fields = {f.name: f for f in dataclasses.fields(EqRegConfig)}
-    unknown = sorted(set(defaults) - set(fields))
-    if unknown:
-        raise ValueError(f"Unknown EqRegConfig fields in defaults: {unknown}. Valid fields: {sorted(fields)}.")
-    base = EqRegConfig()
     group = parser.add_argument_group(title)
-    for name, f in fields.items():
-        default = defaults.get(name, getattr(base, name))
-        kind = hints.get(name)
-        # The snake_case spelling is accepted too (not for switches: it would double their --no- forms).
-        flags = [f"--{prefix}.{name.replace('_', '-')}"] + \
-            ([f"--{prefix}.{name}"] if "_" in name and kind is not bool else [])
-        help_text = f.metadata.get("help", "") + f" (default: {json.dumps(default)})"
-        kw: dict[str, Any] = {"dest": _dest(name, prefix), "default": default, "help": help_text}
-        if kind is bool:
-            kw["action"] = argparse.BooleanOptionalAction
-        elif kind in (int, float):
-            kw["type"] = kind
-            kw["metavar"] = kind.__name__.upper()
-        elif kind is str:
-            kw["type"] = str
-            kw["metavar"] = "STR"
-        else:
-            kw["type"] = _parse_free(name)
-            kw["metavar"] = "VALUE"
-        group.add_argument(*flags, **kw)
+    add_dataclass_arguments(group, EqRegConfig, prefix + ".", defaults=defaults, help_extra=help_extra,
+                            snake_aliases=True)
     return group
 
 
@@ -107,12 +51,6 @@ def eqreg_config_from_args(args: argparse.Namespace, prefix: str = PREFIX, **ove
     """The :class:`EqRegConfig` described by the ``--<prefix>.*`` flags of ``args`` (plus ``overrides``).
 
     Raises:
-        SystemExit-free ``ValueError`` from the config's own validation, naming the bad value.
+        ValueError: from the config's own validation, naming the bad value and the choices.
     """
-    values = {}
-    for f in dataclasses.fields(EqRegConfig):
-        dest = _dest(f.name, prefix)
-        if hasattr(args, dest):
-            values[f.name] = getattr(args, dest)
-    values.update(overrides)
-    return EqRegConfig(**values)
+    return dataclass_from_args(EqRegConfig, args, prefix + ".", **overrides)

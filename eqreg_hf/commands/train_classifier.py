@@ -10,37 +10,13 @@ Flags for the run come from :class:`eqreg_hf.classify.ClassifierArgs`, the ``--e
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import logging
 import sys
-import typing
 
 from ._eqreg_args import add_eqreg_arguments, eqreg_config_from_args
+from ._flags import add_dataclass_arguments, dataclass_from_args
 
-__all__ = ["register", "run", "add_dataclass_arguments"]
-
-
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One ``--kebab-case`` flag per field of dataclass ``cls`` (help from its metadata)."""
-    hints = typing.get_type_hints(cls)
-    base = cls()
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(base, f.name)
-        help_text = f.metadata.get("help", "") + f" (default: {default!r})"
-        kind = hints[f.name]
-        kw: dict = {"dest": f.name, "default": default, "help": help_text}
-        if kind is bool:
-            kw["action"] = argparse.BooleanOptionalAction
-        elif kind is dict:
-            kw["type"] = json.loads
-            kw["metavar"] = "JSON"
-        else:
-            args = [a for a in typing.get_args(kind) if a is not type(None)]
-            kw["type"] = args[0] if args else kind
-            kw["metavar"] = kw["type"].__name__.upper()
-        parser.add_argument(flag, **kw)
+__all__ = ["register", "run"]
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -63,8 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from ..classify import ClassifierArgs, train_classifier
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    names = {f.name for f in dataclasses.fields(ClassifierArgs)}
-    run_args = ClassifierArgs(**{k: v for k, v in vars(args).items() if k in names})
+    run_args = dataclass_from_args(ClassifierArgs, args)
     try:
         eqreg = eqreg_config_from_args(args)
         run_args.validate()

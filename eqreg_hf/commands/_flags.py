@@ -1,0 +1,170 @@
+"""Command-line flags generated from dataclasses: one ``--<prefix><field-name>`` per field.
+
+Every command builds its flags here (``train-derain``'s training arguments, ``train-classifier``'s,
+and the ``--eqreg.*`` flags of :class:`~eqreg_hf.EqRegConfig`), so types, defaults, help and the
+spelling of switches are the same everywhere and never drift from the dataclasses:
+
+* ``bool`` fields are switches: ``--flag``, ``--no-flag``, and ``--flag true|false`` (also yes/no, 1/0);
+* ``int`` / ``float`` / ``str`` (and their ``| None`` forms, where ``none`` / ``null`` means None);
+* anything else (``layers``, ``fields``, ``layer_weights``, ...) is free-form: JSON when it looks like
+  JSON (``'{"layer1": 2.0}'``, ``'["a", "b"]'``, ``3``, ``null``), a list when comma-separated
+  (``a,b``), else the string itself.
+
+Example:
+    >>> import argparse
+    >>> from eqreg_hf import EqRegConfig
+    >>> p = argparse.ArgumentParser()
+    >>> add_dataclass_arguments(p, EqRegConfig, "eqreg.", defaults={"weight": 0.1})
+    >>> ns = p.parse_args(["--eqreg.group-order", "2", "--eqreg.layers", "a,b", "--no-eqreg.rotate-targets"])
+    >>> cfg = dataclass_from_args(EqRegConfig, ns, "eqreg.")
+    >>> cfg.group_order, cfg.layers, cfg.rotate_targets, cfg.weight
+    (2, ['a', 'b'], False, 0.1)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from typing import Any
+
+__all__ = ["add_dataclass_arguments", "dataclass_from_args", "parse_bool", "parse_free"]
+
+_TRUE = ("1", "true", "yes", "y", "on")
+_FALSE = ("0", "false", "no", "n", "off")
+_NONE = ("none", "null")
+
+
+def parse_bool(text: str) -> bool:
+    low = str(text).strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (true/false, yes/no, 1/0), got {text!r}")
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def parse_free(text: str) -> Any:
+    """Free-form values: JSON when it looks like JSON, a list when comma-separated, else the string.
+
+    ``'{"body.*": 0.5}'`` -> dict, ``'["a","b"]'`` or ``a,b`` -> list, ``null`` / ``none`` -> None,
+    ``3`` -> 3, ``true`` -> True, anything else -> the string.
+    """
+    s = text.strip()
+    if s.lower() in _NONE:
+        return None
+    if s[:1] in "[{\"" or s in ("true", "false") or _is_number(s):
+        try:
+            return json.loads(s)
+        except json.JSONDecodeError as err:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not valid JSON ({err.msg}); quote keys and strings, e.g. '{{\"layer1\": 2}}'") from None
+    if "," in s:
+        return [part.strip() for part in s.split(",") if part.strip()]
+    return s
+
+
+def _optional(kind: type):
+    def parse(text: str) -> Any:
+        return None if text.strip().lower() in _NONE else kind(text)
+
+    parse.__name__ = f"{kind.__name__} or none"
+    return parse
+
+
+class _Switch(argparse.Action):
+    """``--flag`` (True), ``--no-flag`` (False) or ``--flag VALUE`` (true/false, yes/no, 1/0)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        negated = ["--no-" + s[2:] for s in option_strings if s.startswith("--")]
+        super().__init__(option_strings + negated, dest, nargs="?", type=parse_bool, **kwargs)
+        self._negated = set(negated)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string in self._negated:
+            if values is not None:
+                parser.error(f"{option_string} takes no value")
+            values = False
+        setattr(namespace, self.dest, True if values is None else values)
+
+
+def _flag_type(kind: Any) -> tuple[Any, str]:
+    """(argparse type, metavar) for a resolved type hint."""
+    if kind in (int, float, str):
+        return kind, kind.__name__.upper()
+    inner = [a for a in typing.get_args(kind) if a is not type(None)]
+    if type(None) in typing.get_args(kind) and len(inner) == 1 and inner[0] in (int, float, str):
+        return _optional(inner[0]), inner[0].__name__.upper()
+    return parse_free, "VALUE"
+
+
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser | Any,
+    cls: type,
+    prefix: str = "",
+    defaults: dict[str, Any] | None = None,
+    skip: tuple[str, ...] = (),
+    help_extra: dict[str, str] | None = None,
+    snake_aliases: bool = False,
+) -> None:
+    """Add one ``--{prefix}{field-name}`` flag per field of dataclass ``cls`` (dest ``{prefix}{field_name}``).
+
+    Args:
+        parser: an ``argparse`` parser or argument group.
+        cls: the dataclass.
+        prefix: flag prefix, e.g. ``"eqreg."`` gives ``--eqreg.group-order``.
+        defaults: defaults that differ from the dataclass's own (unknown names are refused).
+        skip: fields not offered on the command line.
+        help_extra: text appended to a field's help.
+        snake_aliases: also accept ``--{prefix}{field_name}`` (not for switches).
+    """
+    defaults = dict(defaults or {})
+    help_extra = help_extra or {}
+    fields = [f for f in dataclasses.fields(cls) if f.name not in skip]
+    unknown = sorted(set(defaults) - {f.name for f in fields})
+    if unknown:
+        raise ValueError(f"Unknown {cls.__name__} fields in defaults: {unknown}. Valid fields: "
+                         f"{sorted(f.name for f in fields)}.")
+    hints = typing.get_type_hints(cls)
+    for f in fields:
+        if f.name in defaults:
+            default = defaults[f.name]
+        elif f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        kind = hints.get(f.name, Any)
+        flags = ["--" + prefix + f.name.replace("_", "-")]
+        if snake_aliases and "_" in f.name and kind is not bool:
+            flags.append("--" + prefix + f.name)
+        text = " ".join(filter(None, [f.metadata.get("help", ""), help_extra.get(f.name, "")]))
+        shown = json.dumps(default) if isinstance(default, (str, int, float, bool, list, dict, type(None))) \
+            else repr(default)
+        kw: dict[str, Any] = {"dest": prefix + f.name, "default": default,
+                              "help": f"{text} (default: {shown})".replace("%", "%%")}  # argparse %-formats help
+        if kind is bool:
+            parser.add_argument(*flags, action=_Switch, metavar="BOOL", **kw)
+            continue
+        kw["type"], kw["metavar"] = _flag_type(kind)
+        parser.add_argument(*flags, **kw)
+
+
+def dataclass_from_args(cls: type, args: argparse.Namespace, prefix: str = "", **overrides: Any) -> Any:
+    """Build ``cls`` from the flags :func:`add_dataclass_arguments` added (plus ``overrides``).
+
+    The dataclass's own validation runs, so a bad value raises its ``ValueError`` naming the choices.
+    """
+    values = {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls) if hasattr(args, prefix + f.name)}
+    values.update(overrides)
+    return cls(**values)
