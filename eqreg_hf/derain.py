@@ -76,6 +76,9 @@ class DerainTrainingArguments:
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate (cosine decay to 1%)."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     mixed_precision: str = field(default="no", metadata={"help": "'no', 'bf16' or 'fp16'."})
+    stage_loss: bool = field(default=False, metadata={
+        "help": "rcdnet: the paper's loss on every stage's background and rain layer (0.1 per intermediate "
+                "stage, 1 for the last) instead of MSE on the final background."})
     rot_aug: bool = field(default=False, metadata={"help": "Random 90° rotations of the crops (the augmentation baseline)."})
     rot_aug_order: int = field(default=4, metadata={"help": "Group of the augmentation rotations: 4 (90° steps) or 2 (180°)."})
     eval_group_order: int | None = field(default=None, metadata={
@@ -92,6 +95,9 @@ class DerainTrainingArguments:
     def __post_init__(self) -> None:
         if self.model not in MODEL_CHOICES:
             raise ValueError(f"Unknown model {self.model!r}. Choose between {list(MODEL_CHOICES)}.")
+        if self.stage_loss and self.model != "rcdnet":
+            raise ValueError(f"stage_loss=True needs the staged network: model='rcdnet', not {self.model!r} "
+                             "(or leave stage_loss off).")
         if self.num_blocks is not None and int(self.num_blocks) < 1:
             raise ValueError(f"num_blocks={self.num_blocks!r} must be a positive integer (or None for the model's default).")
         for name in ("crop_size", "batch_size", "steps", "gradient_accumulation_steps", "equiv_images", "log_every"):
@@ -288,7 +294,9 @@ def train_derainer(
     """Train a derainer with (or without) EQ-Reg and evaluate it on full held-out images.
 
     ``loss = MSE(f(O), B) + λ Σ_l d(T_k F_l(O), F_l(R_k O))`` over paired random crops (Bai et al.,
-    CVPR 2025), Adam with cosine decay, through :func:`eqreg_hf.loop.train_loop` (Accelerate).
+    CVPR 2025), Adam with cosine decay, through :func:`eqreg_hf.loop.train_loop` (Accelerate). With
+    ``args.stage_loss`` (RCDNet) the task loss is RCDNet's own, on every stage
+    (:func:`~eqreg_hf.models.derain.rcdnet_stage_loss`).
 
     Args:
         args: :class:`DerainTrainingArguments`.
@@ -336,14 +344,25 @@ def train_derainer(
         metrics, _ = evaluate_derainer(m, eval_pairs, taps=taps, group_order=eval_t, equiv_images=args.equiv_images)
         return metrics
 
+    task_loss = F.mse_loss
+    if args.stage_loss:
+        from .models.derain import rcdnet_stage_loss
+
+        if not hasattr(model, "stage_outputs"):
+            raise ValueError(f"stage_loss=True needs an RCDNet; got {type(model).__name__}.")
+        model.stage_outputs, task_loss = True, rcdnet_stage_loss
     start = time.perf_counter()
-    history = train_loop(
-        model, loader, optimizer, F.mse_loss, eqreg_config,
-        max_steps=args.steps, gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision, lr_scheduler=scheduler,
-        eval_fn=eval_fn if args.eval_every else None, eval_every=args.eval_every,
-        log_every=args.log_every, accelerator=accelerator, progress=args.progress, seed=args.seed, desc=desc,
-    )
+    try:
+        history = train_loop(
+            model, loader, optimizer, task_loss, eqreg_config,
+            max_steps=args.steps, gradient_accumulation_steps=args.gradient_accumulation_steps,
+            mixed_precision=args.mixed_precision, lr_scheduler=scheduler,
+            eval_fn=eval_fn if args.eval_every else None, eval_every=args.eval_every,
+            log_every=args.log_every, accelerator=accelerator, progress=args.progress, seed=args.seed, desc=desc,
+        )
+    finally:
+        if args.stage_loss:
+            model.stage_outputs = False
     train_time = time.perf_counter() - start
     if hasattr(model, "module"):  # unwrap DDP for evaluation and saving
         model = model.module

@@ -213,3 +213,25 @@ def test_strict_c4_has_zero_equivariance_error_at_every_tap():
                              include_output=True)
     assert sorted(rep) == sorted(net.eqreg_layers(4) + ["output"])
     assert max(rep.values()) < 1e-5, rep.table()
+
+
+def test_rcdnet_stage_loss_weights_every_stage():
+    from eqreg_hf.models.derain import rcdnet_stage_loss
+
+    torch.manual_seed(0)
+    net = RCDNet(num_stages=3, num_maps=4, kernel_size=3, num_features=1, num_resblocks=1).train()
+    x, y = torch.rand(2, 3, 10, 10), torch.rand(2, 3, 10, 10)
+    assert torch.is_tensor(net(x))  # off by default
+    net.stage_outputs = True
+    out = net(x)
+    assert out["backgrounds"].shape == (2, 4, 3, 10, 10) and out["rains"].shape == (2, 3, 3, 10, 10)
+    assert torch.equal(out["background"], out["backgrounds"][:, -1])
+    mse = torch.nn.functional.mse_loss
+    expected = sum((1.0 if s == 3 else 0.1) * mse(out["backgrounds"][:, s], y) for s in range(4)) \
+        + sum((1.0 if s == 2 else 0.1) * mse(out["rains"][:, s], x - y) for s in range(3))
+    assert torch.allclose(rcdnet_stage_loss(out, y), expected)
+    rcdnet_stage_loss(out, y).backward()
+    assert net.rain_kernels0.grad is not None  # the first stage's M initialisation gets gradient too
+    assert torch.is_tensor(net.eval()(x))  # evaluation always gets the final background
+    with pytest.raises(TypeError, match="stage_outputs"):
+        rcdnet_stage_loss(net(x), y)

@@ -190,3 +190,27 @@ def test_negated_switch_takes_no_value(capsys):
     with pytest.raises(SystemExit):
         _parse(["--no-rot-aug", "true"])
     assert "takes no value" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.1])
+def test_rcdnet_trains_with_its_stage_loss(tmp_path, weight, one_thread):
+    rcd = ["--model", "rcdnet", "--num-stages", "2", "--num-maps", "4", "--kernel-size", "3", "--num-features", "1",
+           "--num-resblocks", "1", "--synthetic-size", "24", "--crop-size", "12", "--batch-size", "2", "--steps", "2",
+           "--log-every", "1", "--equiv-images", "1", "--no-progress", "--eqreg.group-order", "2",
+           "--eqreg.weight", str(weight)]
+    logs = {}
+    for stage in (False, True):
+        out = tmp_path / f"stage{stage}"
+        assert main(["train-derain", *rcd, "--stage-loss", str(stage).lower(), "--output-dir", str(out)]) == 0
+        logs[stage] = json.loads((out / "training_log.json").read_text())["logs"]
+        from eqreg_hf.models.derain import RCDNet
+
+        assert RCDNet.from_pretrained(out).stage_outputs is False  # not saved as a training switch
+    # same seed, same first batch: the stage loss adds the intermediate stages and the rain layers
+    assert logs[True][0]["task_loss"] > logs[False][0]["task_loss"]
+    assert (logs[True][-1]["eqreg_loss"] > 0) is (weight > 0)
+
+
+def test_stage_loss_needs_rcdnet():
+    with pytest.raises(ValueError, match="model='rcdnet'"):
+        DerainTrainingArguments(model="fast", stage_loss=True)

@@ -189,6 +189,8 @@ class RCDNet(nn.Module, PyTorchModelHubMixin, tags=["deraining", "eqreg", "rcdne
         self.tau = nn.Parameter(torch.full((1, num_maps, 1, 1), 0.5))  # soft threshold of M's initialisation
         self.eta_m = nn.Parameter(torch.full((num_stages,), 1.0))
         self.eta_b = nn.Parameter(torch.full((num_stages,), 0.8))
+        # Training only: forward returns every stage (see rcdnet_stage_loss); evaluation always gets B_S.
+        self.stage_outputs = False
         self.feat0 = nn.Conv2d(in_channels, num_features, 3, padding=1)
         self.bnet0 = ProxNet(self.bchannels, num_resblocks, batch_norm)
         self.mnets = nn.ModuleList([ProxNet(num_maps, num_resblocks, batch_norm) for _ in range(num_stages)])
@@ -224,8 +226,12 @@ class RCDNet(nn.Module, PyTorchModelHubMixin, tags=["deraining", "eqreg", "rcdne
             rains.append(rain)
         return backgrounds, rains
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_stages(x)[0][-1]
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        backgrounds, rains = self.forward_stages(x)
+        if self.training and self.stage_outputs:  # for rcdnet_stage_loss (train_derainer(stage_loss=True))
+            return {"background": backgrounds[-1], "backgrounds": torch.stack(backgrounds, dim=1),
+                    "rains": torch.stack(rains, dim=1), "rainy": x}
+        return backgrounds[-1]
 
     def eqreg_layers(self, group_order: int = 4) -> list[str]:
         """Default EQ-Reg taps: every convolution of every stage's B-net (as in the EQ-Reg paper)."""
@@ -330,3 +336,32 @@ class StrictC4Derainer(nn.Module, PyTorchModelHubMixin, tags=["deraining", "equi
 
 
 MODELS = {"fast": FastDerainer, "rcdnet": RCDNet, "strict-c4": StrictC4Derainer}
+
+
+def rcdnet_stage_loss(outputs: dict[str, torch.Tensor], clean: torch.Tensor, intermediate: float = 0.1) -> torch.Tensor:
+    """RCDNet's training loss (Wang et al., CVPR 2020): MSE on every stage's background and rain layer.
+
+    ``Σ_s λ_s ||B_s − B||² + Σ_s γ_s ||R_s − (O − B)||²`` with weight 1 on the last stage and
+    ``intermediate`` (0.1, as in the paper) on the others; ``outputs`` is what an
+    :class:`RCDNet` with ``stage_outputs = True`` returns in training mode.
+
+    Example:
+        >>> net = RCDNet(num_stages=2, num_maps=4, kernel_size=3, num_features=1, num_resblocks=1).train()
+        >>> net.stage_outputs = True
+        >>> x, y = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+        >>> rcdnet_stage_loss(net(x), y).dim()
+        0
+    """
+    if not isinstance(outputs, dict) or "backgrounds" not in outputs:
+        raise TypeError("rcdnet_stage_loss needs the per-stage outputs: set model.stage_outputs = True "
+                        "(train_derainer does this with stage_loss=True) and call the model in training mode.")
+    rain_target = outputs["rainy"] - clean
+
+    def weighted(stages: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        n = stages.shape[1]
+        per_stage = (stages.float() - target.float().unsqueeze(1)).pow(2).mean(dim=(0, 2, 3, 4))  # [n]
+        weights = torch.full((n,), intermediate, device=per_stage.device)
+        weights[-1] = 1.0
+        return (weights * per_stage).sum()
+
+    return weighted(outputs["backgrounds"], clean) + weighted(outputs["rains"], rain_target)
