@@ -164,14 +164,13 @@ def memory_bandwidth_gbs(mb: int = 64, repeats: int = 7, device: str | torch.dev
     """Effective bandwidth of an elementwise op here (``z = x + y`` on ``mb``-MB float32 tensors), in GB/s."""
     n = mb * 2**20 // 4
     x, y, z = (torch.rand(n, device=device) for _ in range(3))
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     times = []
     for _ in range(repeats):
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize()
+        sync()
         start = time.perf_counter()
         torch.add(x, y, out=z)
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - start)
     return 3 * n * 4 / statistics.median(times) / 1e9
 

@@ -175,7 +175,7 @@ class _ExactDistance(torch.autograd.Function):
             ctx.save_for_backward(source)
         else:  # the views of the captured map(s): no copy, and backward need not make them again
             ctx.save_for_backward(a, b)
-        ctx.remake, ctx.pick, ctx.shared = remake, pick, shared
+        ctx.remake, ctx.pick = remake, pick
         ctx.src_meta = (src_a.shape, src_a.dtype, src_a.stride(), None if shared else
                         (src_b.shape, src_b.dtype, src_b.stride()))
         ctx.cfg = (k, t, field, layout, distance, n)
@@ -635,7 +635,8 @@ class EqReg:
 
 
 def _dense(x: torch.Tensor) -> bool:
-    """True when ``empty_like(x)`` has x's strides (so the same slicing/reshaping views it alike)."""
+    """True when x is non-overlapping and dense (``empty_like`` keeps exactly such strides), so a gradient
+    buffer with x's strides holds one element per position and ``pick`` views it as it views x."""
     return torch.empty_like(x, device="meta").stride() == x.stride()
 
 

@@ -21,7 +21,7 @@ import torch
 
 from eqreg_hf.classify import COMPARISON, ClassifierArgs, compare_classifiers, comparison_table
 from eqreg_hf.commands._eqreg_args import add_eqreg_arguments, eqreg_config_from_args
-from eqreg_hf.commands._flags import add_dataclass_arguments
+from eqreg_hf.commands._flags import add_dataclass_arguments, dataclass_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown variants {unknown}; choose from {[v[0] for v in COMPARISON]}")
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    names = {f.name for f in dataclasses.fields(ClassifierArgs)}
-    run = ClassifierArgs(**{k: v for k, v in vars(args).items() if k in names})
+    run = dataclass_from_args(ClassifierArgs, args)
     eqreg = eqreg_config_from_args(args)
     variants = tuple(v for v in COMPARISON if v[0] in args.variants)
     rows = compare_classifiers(run, eqreg, seeds=args.seeds, variants=variants)

@@ -41,23 +41,23 @@ def main(argv: list[str] | None = None) -> None:
     for key in args.models:
         name, model, layers, make_batch, loss = MODELS[key](args)
         model = model.to(args.device)
-        plain_ms = None
-        for label, cfg in [
+        settings = [
             ("full (fraction 1.0)", EqRegConfig(layers=layers, weight=0.1, rotated_fraction=1.0)),
             ("full, capture=recompute", EqRegConfig(layers=layers, weight=0.1, capture="recompute")),
             ("fraction 0.5", EqRegConfig(layers=layers, weight=0.1, rotated_fraction=0.5)),
             ("fraction 0.25", EqRegConfig(layers=layers, weight=0.1, rotated_fraction=0.25)),
             ("weight 0", EqRegConfig(layers=layers, weight=0.0)),
-        ]:
-            cost = measure_step_cost(model, make_batch, loss, cfg, repeats=args.repeats, label=f"{name}, {label}")
-            print(cost.row(), flush=True)
-            if plain_ms is None:
-                plain_ms = cost.plain_ms
-                full_cfg = cfg
-        nbytes = tap_bytes(model, full_cfg, make_batch()[0].to(args.device))
+        ]
+        costs = []
+        for label, cfg in settings:
+            costs.append(measure_step_cost(model, make_batch, loss, cfg, repeats=args.repeats,
+                                           label=f"{name}, {label}"))
+            print(costs[-1].row(), flush=True)
+        nbytes = tap_bytes(model, settings[0][1], make_batch()[0].to(args.device))  # full fraction
         floor_ms = MIN_PASSES * nbytes / (bandwidth * 1e9) * 1e3
         floors.append(f"{name}: taps hold {nbytes / 2**20:.0f} MB per step; {MIN_PASSES} passes over them at "
-                      f"{bandwidth:.1f} GB/s take >= {floor_ms:.1f} ms = {floor_ms / plain_ms:.2f}x of a plain step")
+                      f"{bandwidth:.1f} GB/s take >= {floor_ms:.1f} ms = {floor_ms / costs[0].plain_ms:.2f}x of a "
+                      "plain step")
     print("\nMemory-traffic floor of the distance at full fraction (any exact implementation, however fused):")
     print("\n".join("  " + f for f in floors))
 

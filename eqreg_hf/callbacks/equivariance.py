@@ -158,7 +158,6 @@ class EquivarianceEvalCallback(TrainerCallback):
         # callback, evaluate()'s return value and the log history all get them.
         if logs is None or self._eval_prefix(logs) is None:
             return
-        self._measured = None
         self._add_values(logs, state, model, eval_dataloader)
         self._measured = logs
 

@@ -112,7 +112,6 @@ def add_dataclass_arguments(
     cls: type,
     prefix: str = "",
     defaults: dict[str, Any] | None = None,
-    skip: tuple[str, ...] = (),
     help_extra: dict[str, str] | None = None,
     snake_aliases: bool = False,
 ) -> None:
@@ -123,13 +122,12 @@ def add_dataclass_arguments(
         cls: the dataclass.
         prefix: flag prefix, e.g. ``"eqreg."`` gives ``--eqreg.group-order``.
         defaults: defaults that differ from the dataclass's own (unknown names are refused).
-        skip: fields not offered on the command line.
         help_extra: text appended to a field's help.
         snake_aliases: also accept ``--{prefix}{field_name}`` (not for switches).
     """
     defaults = dict(defaults or {})
     help_extra = help_extra or {}
-    fields = [f for f in dataclasses.fields(cls) if f.name not in skip]
+    fields = dataclasses.fields(cls)
     unknown = sorted(set(defaults) - {f.name for f in fields})
     if unknown:
         raise ValueError(f"Unknown {cls.__name__} fields in defaults: {unknown}. Valid fields: "
