@@ -2,7 +2,7 @@
 
     python scripts/bench_classifier.py --seeds 0 1 2 --eqreg.weight 0.1       # regnetx_002, 300 steps, 33 px
 
-Trains each variant once per seed with eqreg_hf.classify.train_classifier, then prints a markdown table
+Trains each variant once per seed with eqreg_hf.tasks.classify.recipe.train_classifier, then prints a markdown table
 (mean ± std over seeds) of top-1 accuracy, the stage-wise equivariance error and the logit invariance error,
 and writes it with all numbers to <output-dir>/bench.json and <output-dir>/bench.md.
 """
@@ -19,9 +19,9 @@ import sys
 
 import torch
 
-from eqreg_hf.classify import COMPARISON, ClassifierArgs, compare_classifiers, comparison_table
-from eqreg_hf.commands._eqreg_args import add_eqreg_arguments, eqreg_config_from_args
-from eqreg_hf.commands._flags import add_dataclass_arguments, dataclass_from_args
+from eqreg_hf.tasks.classify.recipe import COMPARISON, ClassifierArgs, compare_classifiers, comparison_table
+from eqreg_hf.cli.eqreg_args import add_eqreg_arguments, eqreg_config_from_args
+from eqreg_hf.cli.flags import add_dataclass_arguments, dataclass_from_args
 
 
 def main(argv: list[str] | None = None) -> int:

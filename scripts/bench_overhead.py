@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from eqreg_hf import EqRegConfig
-from eqreg_hf.benchmark import MIN_PASSES, StepCost, measure_step_cost, memory_bandwidth_gbs, tap_bytes
+from eqreg_hf.train.cost import MIN_PASSES, StepCost, measure_step_cost, memory_bandwidth_gbs, tap_bytes
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -63,14 +63,14 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _fast_derainer(args):
-    from eqreg_hf.models.derain import FastDerainer
+    from eqreg_hf.tasks.derain.networks import FastDerainer
 
     net = FastDerainer()
     return (f"FastDerainer {args.size}x{args.size}", net, net.eqreg_layers(4), _images(args), F.mse_loss)
 
 
 def _rcdnet(args):
-    from eqreg_hf.models.derain import RCDNet
+    from eqreg_hf.tasks.derain.networks import RCDNet
 
     net = RCDNet(num_stages=2)  # the paper's network, 2 of its 17 stages (the cost ratio is per stage)
     return (f"RCDNet (2 stages) {args.size}x{args.size}", net, net.eqreg_layers(4), _images(args), F.mse_loss)

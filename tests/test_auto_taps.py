@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from eqreg_hf import EqReg, EqRegConfig, equivariance_error
-from eqreg_hf.models.auto import auto_taps, find_backbone
-from eqreg_hf.taps import EqRegAlignmentWarning
+from eqreg_hf.core.select import auto_taps, find_backbone
+from eqreg_hf.core.taps import EqRegAlignmentWarning
 
 timm = pytest.importorskip("timm", reason="timm is needed for the timm adapter tests")
 
@@ -90,7 +90,7 @@ def test_token_models_tap_few_evenly_spaced_blocks():
 
 
 def test_model_with_eqreg_layers_names_its_own_taps():
-    from eqreg_hf.models.derain import FastDerainer
+    from eqreg_hf.tasks.derain.networks import FastDerainer
 
     net = FastDerainer(channels=8, num_blocks=2)
     taps = auto_taps(net, 4)

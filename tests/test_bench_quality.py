@@ -1,4 +1,4 @@
-"""scripts/bench_quality.py / eqreg_hf.bench_quality: the --quick path end to end, resume, settings guard."""
+"""scripts/bench_quality.py: the --quick path end to end, resume, settings guard."""
 
 from __future__ import annotations
 
@@ -6,11 +6,9 @@ import importlib.util
 import json
 import math
 import os
+import sys
 
 import pytest
-
-from eqreg_hf import bench_quality
-from eqreg_hf.bench_quality import RESULT_KEYS, QualitySettings, plan_runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -18,8 +16,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _script():
     spec = importlib.util.spec_from_file_location("bench_quality_script", os.path.join(ROOT, "scripts", "bench_quality.py"))
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+bench_quality = _script()
+RESULT_KEYS, QualitySettings, plan_runs = bench_quality.RESULT_KEYS, bench_quality.QualitySettings, bench_quality.plan_runs
 
 
 PLAN_CASES = [

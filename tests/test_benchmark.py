@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eqreg_hf import EqRegConfig
-from eqreg_hf.benchmark import StepCost, measure_step_cost
+from eqreg_hf.train.cost import StepCost, measure_step_cost
 
 
 def _net():
@@ -63,7 +63,7 @@ def test_bench_overhead_script_prints_one_row_per_setting(one_thread, capsys):
 
 
 def test_tap_bytes_counts_both_halves_of_each_tapped_map():
-    from eqreg_hf.benchmark import memory_bandwidth_gbs, tap_bytes
+    from eqreg_hf.train.cost import memory_bandwidth_gbs, tap_bytes
 
     net = _net()
     x = torch.rand(4, 3, 12, 12)

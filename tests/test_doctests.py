@@ -5,8 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["eqreg_hf.config", "eqreg_hf.groups", "eqreg_hf.taps", "eqreg_hf.regularizer", "eqreg_hf.measure",
-           "eqreg_hf.commands._flags"]
+MODULES = ["eqreg_hf.core.config", "eqreg_hf.core.groups", "eqreg_hf.core.taps", "eqreg_hf.core.regularizer", "eqreg_hf.core.measure",
+           "eqreg_hf.cli.flags"]
 
 
 @pytest.mark.parametrize("name", MODULES)

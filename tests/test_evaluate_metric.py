@@ -14,7 +14,7 @@ from eqreg_hf import equivariance_error, rotate_features, rotate_image
 
 evaluate = pytest.importorskip("evaluate", reason="the metric module is for the evaluate library")
 
-METRIC_DIR = os.path.join(os.path.dirname(eqreg_hf.__file__), "evaluate_metrics", "equivariance_error")
+METRIC_DIR = os.path.join(os.path.dirname(eqreg_hf.__file__), "tasks", "metrics", "equivariance_error")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from eqreg_hf.groups import (from_nchw, is_exact, rotate_features, rotate_image, rotation_mask, sample_k, swaps_hw,
+from eqreg_hf.core.groups import (from_nchw, is_exact, rotate_features, rotate_image, rotation_mask, sample_k, swaps_hw,
                              shift_channels, to_nchw, _rotate_interp)
 
 SIZES = [(7, 7), (8, 8), (5, 9), (6, 4)]

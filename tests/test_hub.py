@@ -10,8 +10,8 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from eqreg_hf.config import EqRegConfig
-from eqreg_hf.hub import (
+from eqreg_hf.core.config import EqRegConfig
+from eqreg_hf.hub.folder import (
     MODEL_INFO_NAME,
     HubFolderError,
     detect_kind,
@@ -38,7 +38,7 @@ def _tiny_hub_net():
 
 
 def _fast_derainer():
-    from eqreg_hf.models.derain import FastDerainer
+    from eqreg_hf.tasks.derain.networks import FastDerainer
 
     return FastDerainer(channels=4, num_blocks=1), None, (2, 3, 13, 19)
 
@@ -215,7 +215,7 @@ def test_foreign_folder_is_never_replaced(tmp_path, overwrite):
 def test_docstring_examples():
     import doctest
 
-    import eqreg_hf.hub
+    import eqreg_hf.hub.folder
 
-    result = doctest.testmod(eqreg_hf.hub)
+    result = doctest.testmod(eqreg_hf.hub.folder)
     assert result.failed == 0 and result.attempted > 0

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from eqreg_hf._io import atomic_write_text, save_figure
+from eqreg_hf.core.io import atomic_write_text, save_figure
 
 
 def test_atomic_write_creates_parents_and_leaves_no_temp(tmp_path):

@@ -13,8 +13,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from eqreg_hf import EqRegConfig
-from eqreg_hf.loop import TrainHistory, train_loop
-from eqreg_hf.models.derain import FastDerainer
+from eqreg_hf.train.loop import TrainHistory, train_loop
+from eqreg_hf.tasks.derain.networks import FastDerainer
 
 
 def _pairs(n=8, size=13, seed=0):

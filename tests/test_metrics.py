@@ -12,7 +12,7 @@ import torch
 
 pytest.importorskip("torchmetrics")
 
-from eqreg_hf.metrics import RestorationMetrics, restoration_metrics, rgb_to_y, top1_accuracy  # noqa: E402
+from eqreg_hf.tasks.metrics import RestorationMetrics, restoration_metrics, rgb_to_y, top1_accuracy  # noqa: E402
 
 Y_GAIN = (65.481 + 128.553 + 24.966) / 255.0  # dY for a grey step of 1 in R = G = B
 
@@ -142,5 +142,5 @@ def test_top1_accuracy_shape_error():
 
 
 def test_docstring_examples():
-    result = doctest.testmod(importlib.import_module("eqreg_hf.metrics"), extraglobs={"torch": torch})
+    result = doctest.testmod(importlib.import_module("eqreg_hf.tasks.metrics"), extraglobs={"torch": torch})
     assert result.failed == 0 and result.attempted > 0

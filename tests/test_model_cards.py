@@ -10,8 +10,8 @@ import torch
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from eqreg_hf.config import EqRegConfig
-from eqreg_hf.hub import (
+from eqreg_hf.core.config import EqRegConfig
+from eqreg_hf.hub.folder import (
     TASKS,
     group_name,
     load_folder,
@@ -146,7 +146,7 @@ def test_bad_input_is_named(override, err, match):
 
 
 def test_write_hub_folder_end_to_end(tmp_path):
-    from eqreg_hf.models.derain import FastDerainer
+    from eqreg_hf.tasks.derain.networks import FastDerainer
 
     net = FastDerainer(channels=4, num_blocks=1).eval()
     cfg = EqRegConfig(layers=net.eqreg_layers(4), weight=1e-2)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from eqreg_hf import EqRegConfig, equivariance_error
-from eqreg_hf.models.derain import FastDerainer, RCDNet, StrictC4Derainer
+from eqreg_hf.tasks.derain.networks import FastDerainer, RCDNet, StrictC4Derainer
 
 
 def _has_e2cnn() -> bool:
@@ -216,7 +216,7 @@ def test_strict_c4_has_zero_equivariance_error_at_every_tap():
 
 
 def test_rcdnet_stage_loss_weights_every_stage():
-    from eqreg_hf.models.derain import rcdnet_stage_loss
+    from eqreg_hf.tasks.derain.networks import rcdnet_stage_loss
 
     torch.manual_seed(0)
     net = RCDNet(num_stages=3, num_maps=4, kernel_size=3, num_features=1, num_resblocks=1).train()

@@ -13,7 +13,7 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from torch import nn
 
 from eqreg_hf.cli import main
-from eqreg_hf.config import EqRegConfig
+from eqreg_hf.core.config import EqRegConfig
 from eqreg_hf.hub import HubFolderError, HubPushError, push_folder, write_hub_folder
 
 

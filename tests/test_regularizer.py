@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from eqreg_hf import regularizer
+from eqreg_hf.core import regularizer
 from eqreg_hf import EqReg, EqRegAlignmentWarning, EqRegConfig, equivariance_distance, rotate_features, rotate_image
 
 from nets import REGULAR_TAPS, TRIVIAL_TAPS, ExactC4Net, PlainCNN
@@ -272,7 +272,7 @@ def test_distance_function_values():
 @pytest.mark.parametrize("field", ["regular", "trivial"])
 @pytest.mark.parametrize("layout", ["nchw", "vector"])
 def test_hand_written_backward_matches_autograd(distance, field, layout):
-    from eqreg_hf.regularizer import _ExactDistance, transform_feature
+    from eqreg_hf.core.regularizer import _ExactDistance, transform_feature
     torch.manual_seed(0)
     shape = (3, 8, 5, 5) if layout == "nchw" else (3, 8)
     fa = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
@@ -292,8 +292,8 @@ def test_hand_written_backward_matches_autograd(distance, field, layout):
 def test_one_gradient_buffer_for_both_halves_of_a_stacked_map(distance, layout):
     # b = 3 originals, m = 2 rotated copies stacked behind them: rows 2 (not rotated) and, for
     # tokens, the class token get no gradient; the rest matches autograd through slicing.
-    from eqreg_hf.regularizer import _ExactDistance, transform_feature
-    from eqreg_hf.groups import to_nchw
+    from eqreg_hf.core.regularizer import _ExactDistance, transform_feature
+    from eqreg_hf.core.groups import to_nchw
     torch.manual_seed(0)
     shape = (5, 8, 4, 4) if layout == "nchw" else (5, 17, 8)
     f = torch.randn(*shape, dtype=torch.float64, requires_grad=True)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from eqreg_hf import EqReg, EqRegConfig, FeatureTaps
-from eqreg_hf.taps import first_tensor, resolve_taps
+from eqreg_hf.core.taps import first_tensor, resolve_taps
 
 from nets import PlainCNN
 

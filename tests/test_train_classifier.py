@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from eqreg_hf import EqRegConfig
-from eqreg_hf.commands._eqreg_args import add_eqreg_arguments, eqreg_config_from_args
+from eqreg_hf.cli.eqreg_args import add_eqreg_arguments, eqreg_config_from_args
 
 pytest.importorskip("timm", reason="the classification command builds timm models")
 pytest.importorskip("transformers", reason="the classification command trains with transformers.Trainer")
@@ -76,14 +76,14 @@ def test_bad_json_flag_is_an_argparse_error(capsys):
 # ------------------------------------------------------------------------------------- model helpers
 
 def test_unknown_timm_model_names_close_matches():
-    from eqreg_hf.models.classification import create_classifier
+    from eqreg_hf.tasks.classify.networks import create_classifier
 
     with pytest.raises(ValueError, match="resnet18"):
         create_classifier("resnet_18", 3, pretrained=False)
 
 
 def test_offline_pretrained_falls_back_to_random_with_one_message(monkeypatch, caplog):
-    from eqreg_hf.models import classification
+    from eqreg_hf.tasks.classify import networks as classification
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(classification, "_cached_timm_weights", lambda name: None)
@@ -97,7 +97,7 @@ def test_offline_pretrained_falls_back_to_random_with_one_message(monkeypatch, c
 def test_transformers_classifier_from_config_json(tmp_path):
     from transformers import ConvNextConfig
 
-    from eqreg_hf.models.classification import create_classifier
+    from eqreg_hf.tasks.classify.networks import create_classifier
 
     ConvNextConfig(hidden_sizes=[8, 16, 16, 24], depths=[1, 1, 1, 1]).save_pretrained(tmp_path)
     model = create_classifier(f"hf:{tmp_path}", 4, pretrained=True)
@@ -110,7 +110,7 @@ def test_transformers_classifier_from_config_json(tmp_path):
 def test_aligned_input_size(name, size, expected):
     import timm
 
-    from eqreg_hf.classify import aligned_input_size
+    from eqreg_hf.tasks.classify.recipe import aligned_input_size
 
     model = timm.create_model(name, pretrained=False)
     assert aligned_input_size(model, size, EqRegConfig()) == expected
@@ -118,7 +118,7 @@ def test_aligned_input_size(name, size, expected):
 
 
 def test_random_rot90_rotates_images_by_multiples_of_90():
-    from eqreg_hf.classify import RandomRot90
+    from eqreg_hf.tasks.classify.recipe import RandomRot90
 
     img = torch.arange(9.0).view(1, 3, 3)
     aug = RandomRot90(lambda b: {"pixel_values": [img] * 16, "labels": [0] * 16}, seed=0)

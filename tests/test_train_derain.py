@@ -1,4 +1,4 @@
-"""`eqreg-hf train-derain` and eqreg_hf.derain: flags generated from the dataclasses, a tiny run, saving."""
+"""`eqreg-hf train-derain` and eqreg_hf.tasks.derain.recipe: flags generated from the dataclasses, a tiny run, saving."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import torch
 
 from eqreg_hf import EqRegConfig
 from eqreg_hf.cli import build_parser, main
-from eqreg_hf.commands._flags import add_dataclass_arguments, dataclass_from_args
-from eqreg_hf.commands._flags import parse_free as _parse_any
+from eqreg_hf.cli.flags import add_dataclass_arguments, dataclass_from_args
+from eqreg_hf.cli.flags import parse_free as _parse_any
 
 EQREG_PREFIX = "eqreg."
-from eqreg_hf.derain import (
+from eqreg_hf.tasks.derain.recipe import (
     DEFAULT_DISTANCE,
     DEFAULT_WEIGHT,
     DerainTrainingArguments,
@@ -139,7 +139,7 @@ def test_train_derain_command_end_to_end(tmp_path, capsys):
     assert cfg.group_order == 2 and cfg.weight == 0.1 and cfg.layers == ["body.0.conv1", "body.0.conv2"]
     log = json.loads((out / "training_log.json").read_text())
     assert len(log["logs"]) == 2 and log["logs"][-1]["eqreg_loss"] > 0
-    from eqreg_hf.models.derain import FastDerainer
+    from eqreg_hf.tasks.derain.networks import FastDerainer
 
     net = FastDerainer.from_pretrained(out)
     assert net.channels == 8
@@ -157,7 +157,7 @@ def test_train_derainer_plain_and_eqreg_share_the_evaluation_taps():
 
 
 def test_default_blocks_give_the_strict_and_plain_networks_the_same_budget():
-    from eqreg_hf.derain import DerainTrainingArguments, build_derainer
+    from eqreg_hf.tasks.derain.recipe import DerainTrainingArguments, build_derainer
 
     sizes = {}
     for model in ("fast", "strict-c4"):
@@ -175,7 +175,7 @@ def test_default_blocks_give_the_strict_and_plain_networks_the_same_budget():
 ])
 def test_switches_have_one_spelling_in_every_command(argv, expected):
     # train-derain, train-classifier and the --eqreg.* flags share one flag generator
-    from eqreg_hf.commands.train_classifier import register as register_classifier
+    from eqreg_hf.cli.train_classifier import register as register_classifier
 
     assert _parse(argv).rot_aug is expected
     sub = argparse.ArgumentParser().add_subparsers()
@@ -203,7 +203,7 @@ def test_rcdnet_trains_with_its_stage_loss(tmp_path, weight, one_thread):
         out = tmp_path / f"stage{stage}"
         assert main(["train-derain", *rcd, "--stage-loss", str(stage).lower(), "--output-dir", str(out)]) == 0
         logs[stage] = json.loads((out / "training_log.json").read_text())["logs"]
-        from eqreg_hf.models.derain import RCDNet
+        from eqreg_hf.tasks.derain.networks import RCDNet
 
         assert RCDNet.from_pretrained(out).stage_outputs is False  # not saved as a training switch
     # same seed, same first batch: the stage loss adds the intermediate stages and the rain layers

@@ -29,7 +29,7 @@ from common import (  # noqa: E402
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments  # noqa: E402
 
 from eqreg_hf import EqReg, EqRegConfig, EqRegTrainer, EqRegTrainerMixin  # noqa: E402
-from eqreg_hf.trainer import EQREG_STATE_NAME  # noqa: E402
+from eqreg_hf.train.trainer import EQREG_STATE_NAME  # noqa: E402
 
 
 class Seq2SeqEqRegTrainer(EqRegTrainerMixin, Seq2SeqTrainer):

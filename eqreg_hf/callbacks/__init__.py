@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from .equivariance import EquivarianceEvalCallback
-from .schedule import SCHEDULES, EqRegWeightSchedule, eqreg_weight_at
+from eqreg_hf.callbacks.equivariance import EquivarianceEvalCallback
+from eqreg_hf.callbacks.schedule import SCHEDULES, EqRegWeightSchedule, eqreg_weight_at
 
 __all__ = ["EqRegWeightSchedule", "EquivarianceEvalCallback", "eqreg_weight_at", "SCHEDULES"]

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from ..measure import equivariance_error
+from eqreg_hf.core.measure import equivariance_error
 
 __all__ = ["EquivarianceEvalCallback"]
 
@@ -95,7 +95,7 @@ class EquivarianceEvalCallback(TrainerCallback):
 
     def measure(self, model: torch.nn.Module, dataloader: Any) -> dict[str, float]:
         """``{"equiv_error": mean, "equiv_error/<tap>": ...}`` on the first ``num_batches`` batches."""
-        from ..trainer import _accepts_keyword
+        from eqreg_hf.train.trainer import _accepts_keyword
 
         layers = self._setting("layers", None)
         if layers is None:

@@ -46,12 +46,12 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for IDEs and type checkers
-    from .cifar import (CIFAR100_COARSE_NAMES, CIFAR100_FINE_NAMES, CIFAR100_FINE_TO_COARSE, CIFAR100_HUB_ID,
+    from eqreg_hf.data.cifar import (CIFAR100_COARSE_NAMES, CIFAR100_FINE_NAMES, CIFAR100_FINE_TO_COARSE, CIFAR100_HUB_ID,
                         ClassificationTransform, cifar_transform, classification_transform, load_cifar100,
                         num_classes)
-    from .rain import BENCHMARKS, DATA_DIR_ENV, LAYOUTS, detect_layout, find_pairs, load_rain
-    from .shapes import SHAPE_COARSE_NAMES, SHAPE_NAMES, load_shapes, render_shape
-    from .synthetic import (DEFAULT_RAIN, TEST_PHOTOS, TRAIN_PHOTOS, add_rain, load_photo, make_synthetic_rain,
+    from eqreg_hf.data.rain import BENCHMARKS, DATA_DIR_ENV, LAYOUTS, detect_layout, find_pairs, load_rain
+    from eqreg_hf.data.shapes import SHAPE_COARSE_NAMES, SHAPE_NAMES, load_shapes, render_shape
+    from eqreg_hf.data.synthetic import (DEFAULT_RAIN, TEST_PHOTOS, TRAIN_PHOTOS, add_rain, load_photo, make_synthetic_rain,
                             rain_streaks)
-    from .transforms import (PairedTransform, paired_collate, paired_random_crop, paired_random_rot_flip,
+    from eqreg_hf.data.transforms import (PairedTransform, paired_collate, paired_random_crop, paired_random_rot_flip,
                              to_tensor)

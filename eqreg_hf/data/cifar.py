@@ -97,7 +97,7 @@ def _split_files(files: list[Path], root: Path, split: str) -> list[Path]:
 def _from_imagefolder(folder: Path, cache_dir: str | None):
     import datasets
 
-    from .rain import load_imagefolder
+    from eqreg_hf.data.rain import load_imagefolder
 
     ds = load_imagefolder(folder, cache_dir)
     if "image" in ds.column_names and "img" not in ds.column_names:

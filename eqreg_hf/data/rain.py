@@ -437,7 +437,7 @@ def load_rain(
     """
     name = os.fspath(name_or_path)
     if name.lower() == "synthetic":
-        from .synthetic import make_synthetic_rain
+        from eqreg_hf.data.synthetic import make_synthetic_rain
 
         return make_synthetic_rain(split, cache_dir=cache_dir, **kwargs)
 

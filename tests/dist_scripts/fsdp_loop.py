@@ -2,7 +2,7 @@
 
 (a) FSDP2 (``torch.distributed.fsdp.fully_shard``, gloo, CPU): EQ-Reg hooks registered on the inner
 modules before sharding see the full activations (the loss and per-tap terms equal those of an
-unsharded copy with the same weights), and training runs. (b) ``eqreg_hf.loop.train_loop`` (the
+unsharded copy with the same weights), and training runs. (b) ``eqreg_hf.train.loop.train_loop`` (the
 Accelerate loop) under torchrun: identical parameters and logs on both ranks. Rank 0 writes
 OUT_DIR/fsdp_loop.pt.
 """
@@ -82,7 +82,7 @@ def fsdp_part(results: dict) -> None:
 
 
 def loop_part(results: dict, out_dir: str) -> None:
-    from eqreg_hf.loop import train_loop
+    from eqreg_hf.train.loop import train_loop
 
     torch.manual_seed(0)
     model = TinyDerainer(channels=8)

@@ -48,8 +48,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import CONFIG_NAME as EQREG_CONFIG_NAME
-from .config import EqRegConfig
+from eqreg_hf.core.config import CONFIG_NAME as EQREG_CONFIG_NAME
+from eqreg_hf.core.config import EqRegConfig
 
 KINDS = ("mixin", "timm", "transformers")
 MODEL_INFO_NAME = "eqreg_model.json"

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import EqRegConfig
-from .groups import is_exact, rotate_features, rotate_image, rotation_mask, sample_k, shift_channels, swaps_hw, to_nchw
-from .taps import AlignmentTracer, FeatureTaps, TapSpec, resolve_taps, warn_misaligned
+from eqreg_hf.core.config import EqRegConfig
+from eqreg_hf.core.groups import is_exact, rotate_features, rotate_image, rotation_mask, sample_k, shift_channels, swaps_hw, to_nchw
+from eqreg_hf.core.taps import AlignmentTracer, FeatureTaps, TapSpec, resolve_taps, warn_misaligned
 
 __all__ = ["EqReg", "equivariance_distance", "feature_pair_to_nchw", "transform_feature"]
 

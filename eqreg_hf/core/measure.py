@@ -13,11 +13,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._io import save_figure
-from .config import EqRegConfig
-from .groups import is_exact, rotate_image, rotation_mask
-from .regularizer import feature_pair_to_nchw, transform_feature
-from .taps import FeatureTaps, first_tensor, resolve_taps
+from eqreg_hf.core.io import save_figure
+from eqreg_hf.core.config import EqRegConfig
+from eqreg_hf.core.groups import is_exact, rotate_image, rotation_mask
+from eqreg_hf.core.regularizer import feature_pair_to_nchw, transform_feature
+from eqreg_hf.core.taps import FeatureTaps, first_tensor, resolve_taps
 
 __all__ = ["equivariance_error", "EquivarianceReport"]
 

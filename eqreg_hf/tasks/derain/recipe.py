@@ -8,7 +8,7 @@ arguments and call these functions):
     result = train_derainer(args, cfg)          # -> DerainResult(model, metrics, report, history, ...)
 
 Evaluation is on full held-out images: PSNR / SSIM on the Y channel of YCbCr (how Rain100L/H
-are reported) and on RGB (``eqreg_hf.metrics``, torchmetrics underneath), plus the layer-wise
+are reported) and on RGB (``eqreg_hf.tasks.metrics``, torchmetrics underneath), plus the layer-wise
 equivariance error ``||T_k F(x) - F(R_k x)|| / ||F(R_k x)||`` of the model's default taps
 (``eqreg_hf.equivariance_error``), so plain, augmented and EQ-Reg runs are compared on the same
 layers.
@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._io import atomic_write_text, save_figure
-from .config import EqRegConfig
-from .loop import TrainHistory, train_loop
+from eqreg_hf.core.io import atomic_write_text, save_figure
+from eqreg_hf.core.config import EqRegConfig
+from eqreg_hf.train.loop import TrainHistory, train_loop
 
 # The EQ-Reg setting of the demo and the default of `eqreg-hf train-derain`, chosen from the
 # measured sweep in docs/derain.md ("Choosing λ"): with the FastDerainer, its 12 body-conv taps
@@ -137,7 +137,7 @@ def build_derainer(name: str = "fast", **kwargs: Any) -> nn.Module:
         >>> build_derainer("fast", channels=8, num_blocks=1).__class__.__name__
         'FastDerainer'
     """
-    from .models.derain import MODELS
+    from eqreg_hf.tasks.derain.networks import MODELS
 
     if name not in MODELS:
         raise ValueError(f"Unknown derainer {name!r}. Choose between {sorted(MODELS)}.")
@@ -158,9 +158,9 @@ def resolve_layers(model: nn.Module, config: EqRegConfig) -> EqRegConfig:
 
 def _load_rain(name: str, split: str, data_dir: str | None, size: int):
     try:
-        from .data import load_rain
+        from eqreg_hf.data import load_rain
     except ImportError:  # the data package may not re-export it yet
-        from .data.rain import load_rain
+        from eqreg_hf.data.rain import load_rain
     if name.lower() == "synthetic":
         return load_rain("synthetic", split=split, size=size)
     return load_rain(name, split=split, data_dir=data_dir)
@@ -193,7 +193,7 @@ def derain_dataloader(
         hflip: random horizontal flips.
         seed: seed of the sampler and the crop generator.
     """
-    from .data.transforms import PairedTransform, paired_collate
+    from eqreg_hf.data.transforms import PairedTransform, paired_collate
 
     ds = dataset.with_transform(PairedTransform(crop_size=crop_size, rot90=rot_aug, hflip=hflip, seed=seed,
                                                  rotation_order=rot_aug_order))
@@ -204,7 +204,7 @@ def derain_dataloader(
 
 
 def _eval_images(dataset: Any, max_images: int | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    from .data.transforms import to_tensor
+    from eqreg_hf.data.transforms import to_tensor
 
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
     return [(to_tensor(dataset[i]["rainy"]), to_tensor(dataset[i]["clean"])) for i in range(n)]
@@ -242,8 +242,8 @@ def evaluate_derainer(
         >>> sorted(evaluate_derainer(net, pairs)[0])[:2]
         ['equivariance_error', 'output_equivariance_error']
     """
-    from .measure import equivariance_error
-    from .metrics import RestorationMetrics
+    from eqreg_hf.core.measure import equivariance_error
+    from eqreg_hf.tasks.metrics import RestorationMetrics
 
     pairs = images if isinstance(images, list) else _eval_images(images, max_images)
     pairs = pairs[:max_images] if max_images is not None else pairs
@@ -294,9 +294,9 @@ def train_derainer(
     """Train a derainer with (or without) EQ-Reg and evaluate it on full held-out images.
 
     ``loss = MSE(f(O), B) + λ Σ_l d(T_k F_l(O), F_l(R_k O))`` over paired random crops (Bai et al.,
-    CVPR 2025), Adam with cosine decay, through :func:`eqreg_hf.loop.train_loop` (Accelerate). With
+    CVPR 2025), Adam with cosine decay, through :func:`eqreg_hf.train.loop.train_loop` (Accelerate). With
     ``args.stage_loss`` (RCDNet) the task loss is RCDNet's own, on every stage
-    (:func:`~eqreg_hf.models.derain.rcdnet_stage_loss`).
+    (:func:`~eqreg_hf.tasks.derain.networks.rcdnet_stage_loss`).
 
     Args:
         args: :class:`DerainTrainingArguments`.
@@ -346,7 +346,7 @@ def train_derainer(
 
     task_loss = F.mse_loss
     if args.stage_loss:
-        from .models.derain import rcdnet_stage_loss
+        from eqreg_hf.tasks.derain.networks import rcdnet_stage_loss
 
         if not hasattr(model, "stage_outputs"):
             raise ValueError(f"stage_loss=True needs an RCDNet; got {type(model).__name__}.")
@@ -398,7 +398,7 @@ def save_derainer(
     Returns:
         The folder's absolute path.
     """
-    from .hub import write_hub_folder
+    from eqreg_hf.hub import write_hub_folder
 
     args = args or DerainTrainingArguments()
     split = args.eval_split

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..hub import HubFolderError, HubPushError, push_folder
+    from eqreg_hf.hub import HubFolderError, HubPushError, push_folder
 
     try:
         url = push_folder(args.path, args.repo_id, private=args.private, revision=args.revision,

@@ -1,4 +1,4 @@
-"""The ``eqreg-hf`` command: one sub-command per module in :mod:`eqreg_hf.commands`.
+"""The ``eqreg-hf`` command: one sub-command per module in :mod:`eqreg_hf.cli`.
 
 Each command module exposes ``register(subparsers)``, which adds its parser and sets
 ``func`` (called with the parsed namespace, returns an exit code).
@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-# (module under eqreg_hf.commands); a module that is missing is simply not offered.
+# (module under eqreg_hf.cli); a module that is missing is simply not offered.
 COMMANDS = ["demo", "train_derain", "train_classifier", "measure", "push"]
 
 
@@ -23,9 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
-            module = importlib.import_module(f"eqreg_hf.commands.{name}")
+            module = importlib.import_module(f"eqreg_hf.cli.{name}")
         except ModuleNotFoundError as err:
-            if err.name == f"eqreg_hf.commands.{name}":
+            if err.name == f"eqreg_hf.cli.{name}":
                 continue
             raise
         module.register(sub)

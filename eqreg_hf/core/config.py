@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._io import atomic_write_text
+from eqreg_hf.core.io import atomic_write_text
 
 DISTANCES = ("fro", "mse", "relative")
 FIELD_TYPES = ("regular", "trivial")

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._io import atomic_write_text
+from eqreg_hf.core.io import atomic_write_text
 
 __all__ = ["register", "run", "load_any_model", "load_image", "measure_model", "DEFAULT_SIZE"]
 
@@ -31,17 +31,17 @@ DEFAULT_SIZE = {"classifier": 224, "derain": 128}
 def load_any_model(source: str, pretrained: bool = True) -> tuple[nn.Module, str]:
     """Model from a saved folder, a derainer name (``fast``, ``rcdnet``, ``strict-c4``), ``hf:<...>`` or a
     timm name; returns ``(model in eval mode, "classifier" | "derain")``."""
-    from ..models.derain import MODELS
+    from eqreg_hf.tasks.derain.networks import MODELS
 
     if os.path.isdir(source):
-        from ..hub import load_folder
+        from eqreg_hf.hub import load_folder
 
         model, _ = load_folder(source)
-        is_derain = type(model).__module__.endswith("models.derain")
+        is_derain = type(model).__module__.endswith("tasks.derain.networks")
         return model.eval(), "derain" if is_derain else "classifier"
     if source in MODELS:
         return MODELS[source]().eval(), "derain"
-    from ..models.classification import HF_PREFIX, create_classifier, create_timm_classifier
+    from eqreg_hf.tasks.classify.networks import HF_PREFIX, create_classifier, create_timm_classifier
 
     if source.startswith(HF_PREFIX):
         return create_classifier(source, 1000, pretrained=pretrained).eval(), "classifier"
@@ -91,9 +91,9 @@ def measure_model(
         >>> rep, _, size = measure_model("fast", size=33, pretrained=False)  # doctest: +SKIP
         >>> print(rep.table())  # doctest: +SKIP
     """
-    from ..classify import aligned_input_size
-    from ..config import EqRegConfig
-    from ..measure import equivariance_error
+    from eqreg_hf.tasks.classify.recipe import aligned_input_size
+    from eqreg_hf.core.config import EqRegConfig
+    from eqreg_hf.core.measure import equivariance_error
 
     model, family = load_any_model(source, pretrained=pretrained)
     if size is None:

@@ -1,6 +1,6 @@
 """``eqreg-hf train-derain``: train a derainer (FastDerainer or RCDNet) with EQ-Reg.
 
-Every field of :class:`~eqreg_hf.derain.DerainTrainingArguments` is a ``--flag`` and every
+Every field of :class:`~eqreg_hf.tasks.derain.recipe.DerainTrainingArguments` is a ``--flag`` and every
 field of :class:`~eqreg_hf.EqRegConfig` an ``--eqreg.flag`` (both generated from the
 dataclasses and their ``help`` metadata, so the command never drifts from the library):
 
@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._eqreg_args import PREFIX, add_eqreg_arguments, eqreg_config_from_args
-from ._flags import add_dataclass_arguments, dataclass_from_args
+from eqreg_hf.cli.eqreg_args import PREFIX, add_eqreg_arguments, eqreg_config_from_args
+from eqreg_hf.cli.flags import add_dataclass_arguments, dataclass_from_args
 
 
 def register(subparsers: Any) -> None:
-    from ..derain import DEFAULT_DISTANCE, DEFAULT_WEIGHT, MODEL_TAPS, DerainTrainingArguments
+    from eqreg_hf.tasks.derain.recipe import DEFAULT_DISTANCE, DEFAULT_WEIGHT, MODEL_TAPS, DerainTrainingArguments
 
     parser = subparsers.add_parser(
         "train-derain",
@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..derain import DerainTrainingArguments, train_derainer
+    from eqreg_hf.tasks.derain.recipe import DerainTrainingArguments, train_derainer
 
     train_args = dataclass_from_args(DerainTrainingArguments, args)
     cfg = eqreg_config_from_args(args, PREFIX)

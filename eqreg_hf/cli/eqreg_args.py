@@ -1,7 +1,7 @@
 """``--eqreg.<field>`` command-line flags generated from :class:`~eqreg_hf.EqRegConfig`'s dataclass fields.
 
 Every field of the config becomes one flag with the field's ``help`` metadata and default (through
-:mod:`eqreg_hf.commands._flags`, as every command's flags are), so the commands never drift from the config::
+:mod:`eqreg_hf.cli.flags`, as every command's flags are), so the commands never drift from the config::
 
     parser = argparse.ArgumentParser()
     add_eqreg_arguments(parser, defaults={"weight": 0.1})
@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..config import EqRegConfig
-from ._flags import add_dataclass_arguments, dataclass_from_args
+from eqreg_hf.core.config import EqRegConfig
+from eqreg_hf.cli.flags import add_dataclass_arguments, dataclass_from_args
 
 __all__ = ["add_eqreg_arguments", "eqreg_config_from_args", "PREFIX"]
 

@@ -1,6 +1,6 @@
 """``layers="auto"`` for timm and transformers vision models: which stages to tap and how to read them.
 
-:func:`auto_taps` is what :func:`eqreg_hf.taps.resolve_taps` asks when ``EqRegConfig(layers="auto")``.
+:func:`auto_taps` is what :func:`eqreg_hf.core.taps.resolve_taps` asks when ``EqRegConfig(layers="auto")``.
 It knows the families below and returns ``None`` for anything else, so the core falls back to every
 ``nn.Conv2d`` whose output channels divide by t.
 
@@ -31,7 +31,7 @@ import warnings
 
 from torch import nn
 
-from ..taps import TapSpec
+from eqreg_hf.core.taps import TapSpec
 
 __all__ = ["auto_taps", "find_backbone", "MAX_TOKEN_TAPS"]
 
@@ -203,7 +203,7 @@ def auto_taps(model: nn.Module, group_order: int) -> list[TapSpec] | None:
         group_order: t of C_t; stages whose channels do not divide by t are skipped with a warning.
 
     Returns:
-        A list of :class:`~eqreg_hf.taps.TapSpec` (``field="regular"``, the layout and prefix
+        A list of :class:`~eqreg_hf.core.taps.TapSpec` (``field="regular"``, the layout and prefix
         tokens of each family), or None for other models (the core then taps every ``nn.Conv2d``
         whose output channels divide by t).
 

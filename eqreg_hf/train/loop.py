@@ -167,7 +167,7 @@ def train_loop(
     Example:
         >>> from torch.utils.data import DataLoader, TensorDataset
         >>> from eqreg_hf import EqRegConfig
-        >>> from eqreg_hf.models.derain import FastDerainer
+        >>> from eqreg_hf.tasks.derain.networks import FastDerainer
         >>> net = FastDerainer(channels=8, num_blocks=1)
         >>> data = DataLoader(TensorDataset(torch.rand(4, 3, 9, 9), torch.rand(4, 3, 9, 9)), batch_size=2)
         >>> cfg = EqRegConfig(layers=net.eqreg_layers(4), weight=1e-2)

@@ -3,7 +3,7 @@
 The library side of ``eqreg-hf train-classifier`` and ``scripts/bench_classifier.py``::
 
     from eqreg_hf import EqRegConfig
-    from eqreg_hf.classify import ClassifierArgs, train_classifier
+    from eqreg_hf.tasks.classify.recipe import ClassifierArgs, train_classifier
     result = train_classifier(ClassifierArgs(model="resnet18", dataset="shapes", max_steps=200),
                               EqRegConfig(layers="auto", group_order=4, weight=0.1))
     result["metrics"]["eval_accuracy"], result["metrics"]["eval_equiv_error"]
@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._io import atomic_write_text
-from .config import EqRegConfig
+from eqreg_hf.core.io import atomic_write_text
+from eqreg_hf.core.config import EqRegConfig
 
 __all__ = ["ClassifierArgs", "train_classifier", "load_classification_data", "aligned_input_size",
            "compare_classifiers", "comparison_table", "COMPARISON",
@@ -118,7 +118,7 @@ class RandomRot90:
 
 def load_classification_data(args: ClassifierArgs, image_size: int | None) -> tuple[Any, Any, int, dict]:
     """(train dataset, test dataset, number of classes, dataset card info) in CIFAR's schema."""
-    from .data import load_cifar100, load_shapes, num_classes
+    from eqreg_hf.data import load_cifar100, load_shapes, num_classes
 
     if args.dataset == "shapes":
         size = image_size or 32
@@ -155,8 +155,8 @@ def aligned_input_size(model: nn.Module, size: int, config: EqRegConfig, radius:
         >>> aligned_input_size(timm.create_model("resnet18"), 32, EqRegConfig())
         33
     """
-    from .regularizer import feature_pair_to_nchw
-    from .taps import AlignmentTracer, FeatureTaps, resolve_taps
+    from eqreg_hf.core.regularizer import feature_pair_to_nchw
+    from eqreg_hf.core.taps import AlignmentTracer, FeatureTaps, resolve_taps
 
     cfg = dataclasses.replace(config, weight=1.0, group_order=max(2, config.group_order))
     specs = resolve_taps(model, cfg)
@@ -202,7 +202,7 @@ def _is_transformers(model: nn.Module) -> bool:
 
 
 def _compute_metrics(eval_pred) -> dict[str, float]:
-    from .metrics import top1_accuracy
+    from eqreg_hf.tasks.metrics import top1_accuracy
 
     logits = eval_pred.predictions
     if isinstance(logits, (tuple, list)):
@@ -238,10 +238,10 @@ def train_classifier(args: ClassifierArgs, eqreg: EqRegConfig | None = None) -> 
     """
     from transformers import TrainingArguments, set_seed
 
-    from .callbacks import EquivarianceEvalCallback
-    from .data import classification_transform
-    from .models.classification import create_classifier
-    from .trainer import EqRegTrainer
+    from eqreg_hf.callbacks import EquivarianceEvalCallback
+    from eqreg_hf.data import classification_transform
+    from eqreg_hf.tasks.classify.networks import create_classifier
+    from eqreg_hf.train.trainer import EqRegTrainer
 
     args.validate()
     eqreg = eqreg if eqreg is not None else EqRegConfig(weight=0.0)
@@ -249,7 +249,7 @@ def train_classifier(args: ClassifierArgs, eqreg: EqRegConfig | None = None) -> 
     os.makedirs(args.output_dir, exist_ok=True)
 
     # The number of classes is known before the data is generated for the two built-in datasets.
-    from .data import SHAPE_NAMES
+    from eqreg_hf.data import SHAPE_NAMES
 
     n_classes_hint = len(SHAPE_NAMES) if args.dataset == "shapes" else (100 if args.label == "fine" else 20)
     size_hint = args.image_size or 32
@@ -309,7 +309,7 @@ def train_classifier(args: ClassifierArgs, eqreg: EqRegConfig | None = None) -> 
     )
     taps: list[str] = []
     if eqreg.active:
-        from .regularizer import EqReg
+        from eqreg_hf.core.regularizer import EqReg
 
         with EqReg(model, eqreg) as probe:
             taps = probe.tap_names
@@ -320,7 +320,7 @@ def train_classifier(args: ClassifierArgs, eqreg: EqRegConfig | None = None) -> 
 
     model_dir = None
     if args.save_model:
-        from .hub import write_hub_folder
+        from eqreg_hf.hub import write_hub_folder
 
         training = {"dataset": args.dataset, "image_size": image_size, "max_steps": args.max_steps,
                     "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,

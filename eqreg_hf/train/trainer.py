@@ -28,13 +28,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import EqRegConfig
-from .regularizer import EqReg
+from eqreg_hf.core.config import EqRegConfig
+from eqreg_hf.core.regularizer import EqReg
 
 try:
     from transformers import Trainer
 except ImportError as err:  # pragma: no cover - transformers is a hard dependency of the package
-    raise ImportError("eqreg_hf.trainer needs transformers: pip install transformers") from err
+    raise ImportError("eqreg_hf.train.trainer needs transformers: pip install transformers") from err
 
 __all__ = ["EqRegTrainerMixin", "EqRegTrainer", "EQREG_STATE_NAME", "core_module"]
 

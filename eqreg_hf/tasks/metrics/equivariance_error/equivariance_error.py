@@ -11,8 +11,8 @@ import evaluate
 import numpy as np
 import torch
 
-from eqreg_hf.groups import rotate_features
-from eqreg_hf.groups import shift_channels
+from eqreg_hf.core.groups import rotate_features
+from eqreg_hf.core.groups import shift_channels
 
 _CITATION = """\
 @inproceedings{bai2025eqreg,

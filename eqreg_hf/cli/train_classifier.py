@@ -3,7 +3,7 @@
     eqreg-hf train-classifier --model resnet18 --dataset shapes --max-steps 300 \\
         --eqreg.weight 0.1 --eqreg.group-order 4 --eqreg.layers auto
 
-Flags for the run come from :class:`eqreg_hf.classify.ClassifierArgs`, the ``--eqreg.*`` flags from
+Flags for the run come from :class:`eqreg_hf.tasks.classify.recipe.ClassifierArgs`, the ``--eqreg.*`` flags from
 :class:`eqreg_hf.EqRegConfig` (both generated from the dataclasses, so they never drift).
 """
 
@@ -13,14 +13,14 @@ import argparse
 import logging
 import sys
 
-from ._eqreg_args import add_eqreg_arguments, eqreg_config_from_args
-from ._flags import add_dataclass_arguments, dataclass_from_args
+from eqreg_hf.cli.eqreg_args import add_eqreg_arguments, eqreg_config_from_args
+from eqreg_hf.cli.flags import add_dataclass_arguments, dataclass_from_args
 
 __all__ = ["register", "run"]
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    from ..classify import ClassifierArgs
+    from eqreg_hf.tasks.classify.recipe import ClassifierArgs
 
     parser = subparsers.add_parser(
         "train-classifier",
@@ -36,7 +36,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..classify import ClassifierArgs, train_classifier
+    from eqreg_hf.tasks.classify.recipe import ClassifierArgs, train_classifier
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     run_args = dataclass_from_args(ClassifierArgs, args)

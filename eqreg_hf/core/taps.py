@@ -62,7 +62,7 @@ def resolve_taps(model: nn.Module, config) -> list[TapSpec]:
     """Turn ``config.layers`` (names, globs or ``"auto"``) into a list of :class:`TapSpec`.
 
     Exact names must exist; a glob must match at least one module. ``"auto"`` asks
-    :func:`eqreg_hf.models.auto.auto_taps` for a model-specific choice (timm, transformers) and falls
+    :func:`eqreg_hf.core.select.auto_taps` for a model-specific choice (timm, transformers) and falls
     back to every ``nn.Conv2d`` whose output channels divide by t.
     """
     modules = dict(model.named_modules())
@@ -71,7 +71,7 @@ def resolve_taps(model: nn.Module, config) -> list[TapSpec]:
     if layers == "auto":
         auto = None
         try:
-            from .models.auto import auto_taps  # optional: model-family specific choices
+            from eqreg_hf.core.select import auto_taps  # optional: model-family specific choices
         except ImportError:
             auto_taps = None
         if auto_taps is not None:

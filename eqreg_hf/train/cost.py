@@ -17,8 +17,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .config import EqRegConfig
-from .regularizer import EqReg
+from eqreg_hf.core.config import EqRegConfig
+from eqreg_hf.core.regularizer import EqReg
 
 __all__ = ["StepCost", "measure_step_cost"]
 
