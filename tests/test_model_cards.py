@@ -11,14 +11,8 @@ from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from eqreg_hf.core.config import EqRegConfig
-from eqreg_hf.hub.folder import (
-    TASKS,
-    group_name,
-    load_folder,
-    make_model_card,
-    validate_hub_folder,
-    write_hub_folder,
-)
+from eqreg_hf.hub import load_folder, make_model_card, validate_hub_folder, write_hub_folder
+from eqreg_hf.hub.card import TASKS, group_name
 
 # (task, metrics as a training command passes them, what model-index must hold: {type: value})
 CASES = [

@@ -143,6 +143,28 @@ def test_offline_env(folder, hub, capsys, monkeypatch):
     assert hub.calls == []
 
 
+@pytest.mark.parametrize("env, constant, expected", [
+    ("1", False, True), (" on ", False, True), ("Yes", False, True), ("TRUE", False, True),
+    ("0", False, False), ("", False, False), ("", True, True),
+])
+def test_hub_offline_reads_the_variable_and_the_constant(monkeypatch, env, constant, expected):
+    from eqreg_hf.hub import hub_offline
+    from eqreg_hf.tasks.classify.networks import hub_reachable
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", env)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", constant)
+    assert hub_offline() is expected
+    if expected:  # the classifier's probe asks the same question and never touches the network
+        assert hub_reachable() is False
+
+
+def test_push_refused_when_the_constant_says_offline(folder, hub, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(HubPushError, match="HF_HUB_OFFLINE"):
+        push_folder(folder, "me/m")
+    assert hub.calls == []
+
+
 def test_offline_raised_by_huggingface_hub(folder, hub, capsys, monkeypatch):
     def offline(self, *a, **k):
         raise OfflineModeIsEnabled("Cannot reach https://huggingface.co: offline mode is enabled.")

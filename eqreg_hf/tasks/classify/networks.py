@@ -19,6 +19,8 @@ from typing import Any
 
 from torch import nn
 
+from eqreg_hf.hub.offline import hub_offline
+
 __all__ = ["create_classifier", "create_timm_classifier", "create_transformers_classifier", "hub_reachable",
            "HF_PREFIX"]
 
@@ -29,7 +31,7 @@ HF_PREFIX = "hf:"
 
 def hub_reachable(timeout: float = 2.0, host: str = "huggingface.co") -> bool:
     """True when the Hub answers a TCP connection within ``timeout`` s and offline mode is off."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+    if hub_offline():
         return False
     endpoint = os.environ.get("HF_ENDPOINT", "")
     if endpoint:
