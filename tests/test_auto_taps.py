@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from eqreg_hf import EqReg, EqRegConfig, equivariance_error
-from eqreg_hf.core.select import auto_taps, find_backbone
-from eqreg_hf.core.taps import EqRegAlignmentWarning
+from eqreg_hf.core.selection import auto_taps, find_backbone
+from eqreg_hf.core.alignment import EqRegAlignmentWarning
 
 timm = pytest.importorskip("timm", reason="timm is needed for the timm adapter tests")
 

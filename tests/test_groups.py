@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from eqreg_hf.core.groups import (from_nchw, is_exact, rotate_features, rotate_image, rotation_mask, sample_k, swaps_hw,
-                             shift_channels, to_nchw, _rotate_interp)
+from eqreg_hf.core.groups import (_rotate_interp, is_exact, rotate_features, rotate_image, rotation_mask, sample_k,
+                                  shift_channels, swaps_hw)
+from eqreg_hf.core.layouts import from_nchw, to_nchw
 
 SIZES = [(7, 7), (8, 8), (5, 9), (6, 4)]
 ORDERS = [1, 2, 3, 4, 6, 8]

@@ -272,7 +272,8 @@ def test_distance_function_values():
 @pytest.mark.parametrize("field", ["regular", "trivial"])
 @pytest.mark.parametrize("layout", ["nchw", "vector"])
 def test_hand_written_backward_matches_autograd(distance, field, layout):
-    from eqreg_hf.core.regularizer import _ExactDistance, transform_feature
+    from eqreg_hf.core.distance import ExactDistance as _ExactDistance
+    from eqreg_hf.core.layouts import transform_feature
     torch.manual_seed(0)
     shape = (3, 8, 5, 5) if layout == "nchw" else (3, 8)
     fa = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
@@ -292,8 +293,9 @@ def test_hand_written_backward_matches_autograd(distance, field, layout):
 def test_one_gradient_buffer_for_both_halves_of_a_stacked_map(distance, layout):
     # b = 3 originals, m = 2 rotated copies stacked behind them: rows 2 (not rotated) and, for
     # tokens, the class token get no gradient; the rest matches autograd through slicing.
-    from eqreg_hf.core.regularizer import _ExactDistance, transform_feature
-    from eqreg_hf.core.groups import to_nchw
+    from eqreg_hf.core.distance import ExactDistance as _ExactDistance
+    from eqreg_hf.core.layouts import transform_feature
+    from eqreg_hf.core.layouts import to_nchw
     torch.manual_seed(0)
     shape = (5, 8, 4, 4) if layout == "nchw" else (5, 17, 8)
     f = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
@@ -313,7 +315,7 @@ def test_one_gradient_buffer_for_both_halves_of_a_stacked_map(distance, layout):
 @pytest.mark.parametrize("distance", ["fro", "relative"])
 @pytest.mark.parametrize("autocast", [False, True])
 def test_recompute_capture_gives_the_same_gradients(distance, autocast, monkeypatch):
-    monkeypatch.setattr(regularizer, "_SMALL_MAP", 0)  # these maps are small: force the per-map path
+    monkeypatch.setattr(regularizer, "SMALL_MAP", 0)  # these maps are small: force the per-map path
     grads = {}
     for capture in ("recompute", "reference", "clone"):
         torch.manual_seed(0)
@@ -341,7 +343,7 @@ def test_discard_drops_captures_without_a_loss():
 
 
 def test_recompute_matches_forward_autocast_when_loss_is_outside_autocast(monkeypatch):
-    monkeypatch.setattr(regularizer, "_SMALL_MAP", 0)
+    monkeypatch.setattr(regularizer, "SMALL_MAP", 0)
     # Accelerate wraps only the forward in autocast; the loss and backward run outside it.
     torch.manual_seed(0)
     net = PlainCNN().train()
@@ -370,9 +372,9 @@ def test_live_weight_zero_skips_the_rotated_pass():
     net = PlainCNN().train()
     reg = EqReg(net, EqRegConfig(layers="auto", weight=0.5))
     x = torch.randn(2, 3, 9, 9)
-    reg.config.weight = 0.0  # what a schedule does at its start
+    reg.weight = 0.0  # what a schedule does at its start
     assert reg.stack(x) is x
-    reg.config.weight = 0.5
+    reg.weight = 0.5
     assert reg.stack(x, k=1).shape[0] == 4
 
 
@@ -404,7 +406,7 @@ def test_batched_small_maps_and_per_map_path_agree(distance, case, monkeypatch):
     # the same loss, per-tap terms and parameter gradients either way.
     results = {}
     for small in (1 << 16, 0):
-        monkeypatch.setattr(regularizer, "_SMALL_MAP", small)
+        monkeypatch.setattr(regularizer, "SMALL_MAP", small)
         torch.manual_seed(0)
         net = PlainCNN().train()
         reg = EqReg(net, EqRegConfig(layers=["body.0", "body.2", "body.3"], distance=distance, weight=1.0,

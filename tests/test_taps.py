@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from eqreg_hf import EqReg, EqRegConfig, FeatureTaps
-from eqreg_hf.core.taps import first_tensor, resolve_taps
+from eqreg_hf.core.selection import resolve_taps
+from eqreg_hf.core.taps import first_tensor
 
 from nets import PlainCNN
 

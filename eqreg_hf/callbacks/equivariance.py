@@ -95,7 +95,7 @@ class EquivarianceEvalCallback(TrainerCallback):
 
     def measure(self, model: torch.nn.Module, dataloader: Any) -> dict[str, float]:
         """``{"equiv_error": mean, "equiv_error/<tap>": ...}`` on the first ``num_batches`` batches."""
-        from eqreg_hf.train.trainer import _accepts_keyword
+        from eqreg_hf.train.step import accepts_keyword
 
         layers = self._setting("layers", None)
         if layers is None:
@@ -105,7 +105,7 @@ class EquivarianceEvalCallback(TrainerCallback):
             )
         key = self._setting("image_key", "pixel_values")
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        input_key = key if _accepts_keyword(model, key) else None
+        input_key = key if accepts_keyword(model, key) else None
         sums: dict[str, float] = {}
         n = 0
         for i, batch in enumerate(dataloader):

@@ -12,11 +12,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from eqreg_hf.core.distance import DISTANCES
 from eqreg_hf.core.io import atomic_write_text
 
-DISTANCES = ("fro", "mse", "relative")
 FIELD_TYPES = ("regular", "trivial")
-LAYOUTS = ("auto", "nchw", "nhwc", "tokens")
+TAP_LAYOUTS = ("auto", "nchw", "nhwc", "tokens")  # how a tapped output is read (not rain folder layouts)
 CAPTURES = ("auto", "clone", "reference", "recompute")
 CONFIG_NAME = "eqreg_config.json"
 
@@ -68,7 +68,7 @@ class EqRegConfig:
     )
     layouts: Any = field(
         default="auto",
-        metadata={"help": f"Layout of tapped outputs: one of {LAYOUTS} or a dict {{layer or glob: layout}}. "
+        metadata={"help": f"Layout of tapped outputs: one of {TAP_LAYOUTS} or a dict {{layer or glob: layout}}. "
                   "'auto': 4-D = NCHW, 3-D = tokens."},
     )
     prefix_tokens: Any = field(
@@ -110,7 +110,7 @@ class EqRegConfig:
         if float(self.weight) < 0:
             raise ValueError(f"weight={self.weight!r} must be >= 0 (0 turns EQ-Reg off).")
         _check_choice("fields", self.fields, FIELD_TYPES)
-        _check_choice("layouts", self.layouts, LAYOUTS)
+        _check_choice("layouts", self.layouts, TAP_LAYOUTS)
         if self.interpolation not in ("bilinear", "nearest"):
             raise ValueError(
                 f"Unknown interpolation {self.interpolation!r}. Choose between ['bilinear', 'nearest']."

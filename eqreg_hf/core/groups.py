@@ -1,6 +1,6 @@
 """The rotation group C_t and its actions on images and feature maps.
 
-Convention (fixed; the tests pin it, see DESIGN.md):
+Convention (fixed; the tests pin it; docs/design.md works an example):
 
 * ``R_k`` rotates an image by ``k * 2π / t`` counter-clockwise. For rotations by multiples of 90°
   (always the case for t in {1, 2, 4}) this is exactly ``torch.rot90(x, k * 4 // t, (-2, -1))``;
@@ -23,8 +23,8 @@ __all__ = [
     "rotate_features",
     "shift_channels",
     "rotation_mask",
-    "to_nchw",
-    "from_nchw",
+    "regular_channels_ok",
+    "check_regular_channels",
     "sample_k",
 ]
 
@@ -43,6 +43,30 @@ def is_exact(k: int, group_order: int) -> bool:
 def swaps_hw(k: int, group_order: int) -> bool:
     """True when ``R_k`` is an odd number of exact quarter turns, which swaps H and W."""
     return is_exact(k, group_order) and ((int(k) % group_order) * 4 // group_order) % 2 == 1
+
+
+def regular_channels_ok(channels: int, group_order: int) -> bool:
+    """True when ``channels`` can hold regular C_t fields (``t`` channels each): the one divisibility rule."""
+    return group_order <= 1 or channels % group_order == 0
+
+
+def check_regular_channels(name: str | None, channels: int, group_order: int, hint: str = "") -> None:
+    """Refuse a regular field whose channel count does not divide by t, naming the layer (if known) and the fixes.
+
+    Example:
+        >>> check_regular_channels("body.0", 12, 4)
+        >>> check_regular_channels("head", 3, 4)
+        Traceback (most recent call last):
+        ...
+        ValueError: Tap 'head' has 3 channels, not divisible by group_order=4, so it cannot hold regular fields. Choose other layers, mark it trivial (fields={'head': 'trivial'}), or change group_order.
+    """
+    if not regular_channels_ok(channels, group_order):
+        key = name or "<layer>"
+        raise ValueError(
+            f"{f'Tap {name!r}' if name else 'A regular feature map'} has {channels} channels, not divisible by group_order={group_order}, so it cannot hold regular "
+            f"fields. Choose other layers, mark it trivial (fields={{'{key}': 'trivial'}}), or change group_order."
+            + (f" {hint}" if hint else "")
+        )
 
 
 def _rotate_spatial(x: torch.Tensor, k: int, group_order: int, mode: str = "bilinear") -> torch.Tensor:
@@ -102,11 +126,7 @@ def shift_channels(f: torch.Tensor, k: int, group_order: int, dim: int = 1) -> t
     t = group_order
     k = _check(k, t)
     c = f.shape[dim]
-    if c % t:
-        raise ValueError(
-            f"A regular feature map needs channels divisible by the group order: got {c} channels and t={t}. "
-            "Tap other layers, mark this one trivial (fields={'<layer>': 'trivial'}) or change group_order."
-        )
+    check_regular_channels(None, c, t)
     if k == 0:
         return f
     dim = dim % f.dim()
@@ -154,41 +174,6 @@ def rotation_mask(h: int, w: int, device=None, dtype=torch.float32, margin: floa
     radius = min(h, w) / 2 - margin
     return ((yy**2 + xx**2) <= radius**2 + 1e-6).to(dtype)
 
-
-def to_nchw(f: torch.Tensor, layout: str, prefix_tokens: int = 0, grid: tuple[int, int] | None = None) -> torch.Tensor:
-    """Bring a tapped output into NCHW: ``"nchw"`` as is, ``"nhwc"`` permuted, ``"tokens"`` ``[B, N, D]``
-    with ``prefix_tokens`` class/register tokens dropped and the rest reshaped to the ``grid`` (h, w)."""
-    if layout == "nchw":
-        return f
-    if layout == "nhwc":
-        return f.permute(0, 3, 1, 2)
-    if layout == "tokens":
-        b, n, d = f.shape
-        patches = f[:, prefix_tokens:]
-        if grid is None:
-            side = math.isqrt(n - prefix_tokens)
-            grid = (side, side)
-        h, w = grid
-        if h * w != n - prefix_tokens:
-            raise ValueError(
-                f"Cannot lay {n} tokens ({prefix_tokens} prefix) on a {h}x{w} grid: set prefix_tokens for this "
-                "layer (EqRegConfig(prefix_tokens=...)) or check the patch size."
-            )
-        return patches.reshape(b, h, w, d).permute(0, 3, 1, 2)
-    raise ValueError(f"Unknown layout {layout!r}. Choose between ['nchw', 'nhwc', 'tokens'].")
-
-
-def from_nchw(f: torch.Tensor, layout: str, prefix: torch.Tensor | None = None) -> torch.Tensor:
-    """Inverse of :func:`to_nchw` (prefix tokens passed back in ``prefix``)."""
-    if layout == "nchw":
-        return f
-    if layout == "nhwc":
-        return f.permute(0, 2, 3, 1)
-    if layout == "tokens":
-        b, d, h, w = f.shape
-        tokens = f.permute(0, 2, 3, 1).reshape(b, h * w, d)
-        return tokens if prefix is None else torch.cat([prefix, tokens], dim=1)
-    raise ValueError(f"Unknown layout {layout!r}. Choose between ['nchw', 'nhwc', 'tokens'].")
 
 
 def sample_k(group_order: int, generator: torch.Generator, include_identity: bool = False,

@@ -13,11 +13,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from eqreg_hf.core.io import save_figure
 from eqreg_hf.core.config import EqRegConfig
-from eqreg_hf.core.groups import is_exact, rotate_image, rotation_mask
-from eqreg_hf.core.regularizer import feature_pair_to_nchw, transform_feature
-from eqreg_hf.core.taps import FeatureTaps, first_tensor, resolve_taps
+from eqreg_hf.core.groups import check_regular_channels, is_exact, regular_channels_ok, rotate_image, rotation_mask
+from eqreg_hf.core.io import save_figure
+from eqreg_hf.core.layouts import feature_to_nchw, transform_feature
+from eqreg_hf.core.selection import resolve_taps
+from eqreg_hf.core.taps import FeatureTaps, TapSpec, first_tensor
 
 __all__ = ["equivariance_error", "EquivarianceReport"]
 
@@ -136,34 +137,45 @@ def equivariance_error(
             taps.arm()
             out0 = first_tensor(run(x))
             base = taps.take()
-            hw = tuple(x.shape[-2:])
             for k in ks:
                 xr = rotate_image(x, k, group_order)
-                rhw = tuple(xr.shape[-2:])
                 taps.arm()
                 out_r = first_tensor(run(xr))
                 rot = taps.take()
-                interp = not is_exact(k, group_order)
                 for spec in specs:
-                    a, layout = feature_pair_to_nchw(base[spec.name][0][1], spec, hw)
-                    b, _ = feature_pair_to_nchw(rot[spec.name][0][1], spec, rhw)
-                    if spec.field == "regular" and a.shape[1] % group_order:
-                        if spec.explicit:
-                            raise ValueError(
-                                f"Tap {spec.name!r} has {a.shape[1]} channels, not divisible by group_order="
-                                f"{group_order}; mark it trivial (fields={{'{spec.name}': 'trivial'}}) or tap other layers.")
-                        per_k.pop(spec.name, None)
-                        continue
-                    ta = transform_feature(a.float(), k, group_order, spec.field, layout, "bilinear")
-                    per_k[spec.name][k] = _rel(ta, b.float(), interp and layout != "vector")
+                    if spec.name in per_k:
+                        err = _tap_error(spec, base[spec.name][0][1], rot[spec.name][0][1], k, group_order,
+                                         tuple(x.shape[-2:]), tuple(xr.shape[-2:]))
+                        if err is None:
+                            per_k.pop(spec.name)
+                        else:
+                            per_k[spec.name][k] = err
                 if include_output and out0 is not None:
-                    o = out0.float()
-                    ta = rotate_image(o, k, group_order) if o.dim() >= 3 else o
-                    per_k["output"][k] = _rel(ta, out_r.float(), interp and o.dim() >= 3)
+                    per_k["output"][k] = _output_error(out0, out_r, k, group_order)
     finally:
         model.train(was_training)
     errors = {n: sum(v.values()) / len(v) for n, v in per_k.items() if v}
     return EquivarianceReport(errors, group_order, tuple(x.shape[-2:]), ks, per_k)
+
+
+def _tap_error(spec: TapSpec, f: torch.Tensor, f_rot: torch.Tensor, k: int, group_order: int,
+               hw: tuple[int, int], rot_hw: tuple[int, int]) -> float | None:
+    """Relative error of one tap for one k; None for an auto-chosen tap that cannot hold regular fields."""
+    a, layout = feature_to_nchw(f, spec, hw)
+    b, _ = feature_to_nchw(f_rot, spec, rot_hw)
+    if spec.field == "regular" and not regular_channels_ok(a.shape[1], group_order):
+        if spec.explicit:
+            check_regular_channels(spec.name, a.shape[1], group_order)
+        return None
+    ta = transform_feature(a.float(), k, group_order, spec.field, layout, "bilinear")
+    return _rel(ta, b.float(), not is_exact(k, group_order) and layout != "vector")
+
+
+def _output_error(out: torch.Tensor, out_rot: torch.Tensor, k: int, group_order: int) -> float:
+    """The model output as a trivial field: images rotated, vectors (logits) left alone (invariance)."""
+    o = out.float()
+    ta = rotate_image(o, k, group_order) if o.dim() >= 3 else o
+    return _rel(ta, out_rot.float(), not is_exact(k, group_order) and o.dim() >= 3)
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor, masked: bool) -> float:

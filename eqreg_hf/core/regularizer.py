@@ -10,245 +10,26 @@ layers capture ``F_l`` of both halves, and the distance is computed in float32.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from eqreg_hf.core.alignment import AlignmentTracer, warn_misaligned
 from eqreg_hf.core.config import EqRegConfig
-from eqreg_hf.core.groups import is_exact, rotate_features, rotate_image, rotation_mask, sample_k, shift_channels, swaps_hw, to_nchw
-from eqreg_hf.core.taps import AlignmentTracer, FeatureTaps, TapSpec, resolve_taps, warn_misaligned
+from eqreg_hf.core.distance import (SMALL_MAP, ExactDistance, batched_exact_distance, equivariance_distance, is_dense,
+                                    views_of)
+from eqreg_hf.core.groups import (check_regular_channels, is_exact, regular_channels_ok, rotate_image, rotation_mask,
+                                  sample_k, swaps_hw)
+from eqreg_hf.core.layouts import feature_to_nchw, transform_feature
+from eqreg_hf.core.selection import resolve_taps
+from eqreg_hf.core.taps import FeatureTaps, TapSpec
+from eqreg_hf.core.unwrap import model_device
 
-__all__ = ["EqReg", "equivariance_distance", "feature_pair_to_nchw", "transform_feature"]
-
-
-def equivariance_distance(
-    a: torch.Tensor, b: torch.Tensor, distance: str = "relative", mask: torch.Tensor | None = None, eps: float = 1e-8
-) -> torch.Tensor:
-    """Distance between ``a = T_k F(x)`` and ``b = F(R_k x)`` over the whole batch, in float32.
-
-    * ``"fro"``: ``||a - b||_F`` (not squared, over every element of the batch) — the paper's loss;
-    * ``"mse"``: mean of ``(a - b)²``;
-    * ``"relative"``: ``||a - b||² / (||a||² + ||b||² + eps)``, scale-free, in [0, 2].
-
-    ``mask`` (broadcast to ``a``, e.g. ``[H, W]``) keeps only valid positions (interpolated rotations).
-
-    Example:
-        >>> a = torch.ones(2, 4, 3, 3)
-        >>> float(equivariance_distance(a, a, "fro"))
-        0.0
-    """
-    a = a.float()
-    b = b.float()
-    diff = a - b
-    if mask is not None:
-        mask = mask.to(diff.dtype)
-        diff = diff * mask
-    if distance == "fro":
-        return torch.linalg.vector_norm(diff)
-    if distance == "mse":
-        if mask is None:
-            return diff.pow(2).mean()
-        count = (mask.expand_as(diff)).sum().clamp_min(1.0)
-        return diff.pow(2).sum() / count
-    if distance == "relative":
-        if mask is not None:
-            a, b = a * mask, b * mask
-        return diff.pow(2).sum() / (a.pow(2).sum() + b.pow(2).sum() + eps)
-    raise ValueError(f"Unknown distance {distance!r}. Choose between ['fro', 'mse', 'relative'].")
-
-
-@functools.lru_cache(maxsize=256)
-def _infer_prefix_and_grid(n: int, input_hw: tuple[int, int], prefix: int | None) -> tuple[int, tuple[int, int]]:
-    """Split N tokens into prefix tokens and an h×w patch grid with the input's aspect ratio."""
-    H, W = input_hw
-    candidates = [prefix] if prefix is not None else range(0, min(n, 17))
-    for p in candidates:
-        m = n - p
-        if m <= 0:
-            continue
-        h = round(math.sqrt(m * H / W))
-        for hh in (h, h - 1, h + 1):
-            if hh > 0 and m % hh == 0 and abs(hh / (m // hh) - H / W) < 0.25 * H / W + 1e-9:
-                return p, (hh, m // hh)
-    raise ValueError(
-        f"Cannot lay out {n} tokens as prefix tokens plus a patch grid for a {H}x{W} input; "
-        "set EqRegConfig(prefix_tokens=...) and layouts={'<layer>': 'tokens'}, or tap an NCHW layer."
-    )
-
-
-def feature_pair_to_nchw(
-    f: torch.Tensor, spec: TapSpec, input_hw: tuple[int, int]
-) -> tuple[torch.Tensor, str]:
-    """Bring one tapped output to NCHW (or ``[B, D]`` vectors); returns (tensor, resolved layout)."""
-    layout = spec.layout
-    if layout == "auto":
-        layout = {4: "nchw", 3: "tokens", 2: "vector"}.get(f.dim())
-        if layout is None:
-            raise ValueError(
-                f"Tap {spec.name!r} returned a {f.dim()}-D tensor {tuple(f.shape)}; EQ-Reg handles NCHW/NHWC maps, "
-                "[B, N, D] tokens and [B, D] vectors. Set layouts={'%s': ...} or tap another layer." % spec.name
-            )
-    if layout == "vector":
-        return f, layout
-    if layout == "tokens":
-        p, grid = _infer_prefix_and_grid(f.shape[1], input_hw, spec.prefix_tokens)
-        return to_nchw(f, "tokens", p, grid), layout
-    return to_nchw(f, layout), layout
-
-
-def transform_feature(f: torch.Tensor, k: int, group_order: int, field: str, layout: str, mode: str) -> torch.Tensor:
-    """T_k on an NCHW map or a ``[B, D]`` vector (regular: cyclic channel shift; trivial: nothing)."""
-    if layout == "vector":
-        return shift_channels(f, k, group_order, dim=1) if field == "regular" else f
-    return rotate_features(f, k, group_order, field=field, mode=mode)
-
-
-def _roll_pairs(t: int, shift: int, field: str) -> list[tuple[slice, slice]]:
-    """(destination, source) slices of the group axis for ``roll(x, shift)`` of a field-major map.
-
-    ``roll(x, s)[j] = x[j - s]``; the shift is done by comparing/writing matching slices, so the rolled
-    map is never materialised. A trivial field (or no shift) is one pair covering everything.
-    """
-    s = shift % t
-    if field != "regular" or s == 0:
-        return [(slice(None), slice(None))]
-    return [(slice(s, t), slice(0, t - s)), (slice(0, s), slice(t - s, t))]
-
-
-def _groups(x: torch.Tensor, t: int, field: str) -> torch.Tensor:
-    """View the channel axis (dim 1) of an NCHW map / ``[B, D]`` vector as ``[C/t, t]`` (no copy)."""
-    return x.unflatten(1, (x.shape[1] // t, t)) if field == "regular" else x.unsqueeze(1)
-
-
-def _spatial(x: torch.Tensor, k: int, t: int, layout: str) -> torch.Tensor:
-    """The spatial part of T_k (exact quarter turns) as a float32 tensor; vectors are returned as they are."""
-    x = x.float()
-    if layout == "vector" or k % t == 0:
-        return x
-    return torch.rot90(x, (k * 4) // t, dims=(-2, -1))
-
-
-class _ExactDistance(torch.autograd.Function):
-    """d(T_k a, b) for an exact (permutation) T_k, with a hand-written backward.
-
-    ``a = pick(src_a, 0)`` and ``b = pick(src_b, 1)`` are views (e.g. the two halves of one stacked
-    map, in NCHW). Autograd through ``rot90``/``roll``/``pow`` and the slicing would save three or four
-    copies of every tapped map and, in backward, build a zero-filled full-size gradient for each
-    slice and add them up. Here only references to the captured maps are kept (memory the network
-    holds anyway), and backward writes both halves of the gradient straight into one buffer:
-
-        T_k = rot_k ∘ roll_k is a permutation, so with D = ||a||² + ||b||² + eps and v the value,
-        ∂/∂a = α a − β T_{−k} b,   ∂/∂b = α b − β T_k a,
-        fro: α = β = 1/v;  mse: α = β = 2/n;  relative: α = 2(1 − v)/D, β = 2/D.
-
-    The channel roll is done by pairing slices of the group axis, so each direction costs one
-    spatial ``rot90`` copy and nothing else is allocated.
-    """
-
-    @staticmethod
-    def forward(ctx, src_a, src_b, pick, k, t, field, layout, distance, eps, remake=None, source=None, pair=None):
-        shared = src_b is None
-        with torch.no_grad():
-            # ``pair``: the views, already made by the caller (a list, so autograd does not see them)
-            a, b = pair if pair is not None else (pick(src_a, 0), pick(src_a if shared else src_b, 1))
-            a32 = a.float()
-            rb = _groups(_spatial(b, -k, t, layout), t, field)  # T_{-k} b without its channel roll
-            ag = _groups(a32, t, field)
-            sq = sum(torch.dist(ag[:, :, dst], rb[:, :, src]).square() for dst, src in _roll_pairs(t, -k, field))
-            del rb
-            n = a.numel()
-            denom = None
-            if distance == "fro":
-                value = sq.sqrt()
-            elif distance == "mse":
-                value = sq / n
-            else:  # T_k is a permutation, so ||T_k a|| = ||a||; vector_norm allocates no temporaries
-                denom = _sq_norm(a) + _sq_norm(b) + eps
-                value = sq / denom
-        if remake is not None:
-            # Keep only the tapped layer's input (which that layer saves for its own backward anyway)
-            # and recompute its output in backward: the tapped map itself is not held.
-            ctx.save_for_backward(source)
-        else:  # the views of the captured map(s): no copy, and backward need not make them again
-            ctx.save_for_backward(a, b)
-        ctx.remake, ctx.pick = remake, pick
-        ctx.src_meta = (src_a.shape, src_a.dtype, src_a.stride(), None if shared else
-                        (src_b.shape, src_b.dtype, src_b.stride()))
-        ctx.cfg = (k, t, field, layout, distance, n)
-        ctx.scalars = (value.detach(), denom)  # 0-dim tensors: no device sync here or in backward
-        return value
-
-    @staticmethod
-    def backward(ctx, grad):
-        k, t, field, layout, distance, n = ctx.cfg
-        value, denom = ctx.scalars
-        pick = ctx.pick
-        if ctx.remake is not None:
-            with torch.no_grad():
-                full = ctx.remake(*ctx.saved_tensors)
-            a, b = pick(full, 0), pick(full, 1)
-        else:
-            a, b = ctx.saved_tensors
-        g = grad.float()
-        if distance == "fro":
-            alpha = beta = torch.where(value > 0, g / value.clamp_min(torch.finfo(value.dtype).tiny), 0.0)
-        elif distance == "mse":
-            alpha = beta = g * (2.0 / n)
-        else:
-            beta = g * 2.0 / denom
-            alpha = beta * (1.0 - value)
-        # one gradient buffer per source, with the source's strides so that ``pick`` views it alike;
-        # positions no view covers (rows that were not rotated, prefix tokens) are zero
-        meta_a, meta_b = ctx.src_meta[:3], ctx.src_meta[3]
-        covered = a.numel() + b.numel() if meta_b is None else a.numel()
-        grad_a = _grad_buffer(meta_a, covered, a.device)
-        grad_b = grad_a if meta_b is None else _grad_buffer(meta_b, b.numel(), b.device)
-        _write_grad(pick(grad_a, 0), a, b, -k, alpha, beta, t, field, layout)
-        _write_grad(pick(grad_b, 1), b, a, k, alpha, beta, t, field, layout)
-        return (grad_a, None if meta_b is None else grad_b) + (None,) * 10
-
-
-def _grad_buffer(meta, covered: int, device) -> torch.Tensor:
-    shape, dtype, stride = meta
-    g = torch.empty_strided(shape, stride, dtype=dtype, device=device)
-    return g if covered == g.numel() else g.zero_()
-
-
-def _write_grad(out, x, other, k, alpha, beta, t, field, layout) -> None:
-    """``out = alpha * x - beta * T_k other`` for the permutation T_k, written into the view ``out``."""
-    target = out if out.dtype == torch.float32 else torch.empty(out.shape, dtype=torch.float32, device=out.device)
-    r = _groups(_spatial(other, k, t, layout), t, field)
-    xg, og = _groups(x.float(), t, field), _groups(target, t, field)
-    for dst, src in _roll_pairs(t, k, field):
-        torch.mul(xg[:, :, dst], alpha, out=og[:, :, dst])
-        og[:, :, dst].addcmul_(r[:, :, src], beta, value=-1.0)  # 0-dim tensor coefficients: no device sync
-    if target is not out:
-        out.copy_(target)
-
-
-# Maps up to this many elements (per half) are compared together, one stacked computation for all taps of
-# a shape: for small maps the cost is the per-operation overhead (a ViT's 12 block outputs of a 64×64
-# image: ~25 small ops per tap), not memory traffic. Stacking copies them, which is cheap at this size.
-_SMALL_MAP = 1 << 16
-
-
-def _batched_exact_distance(pairs, k, t, field, layout, distance, eps) -> torch.Tensor:
-    """``[d(T_k a_l, b_l) for l]`` for same-shape pairs in one go (autograd; small maps only)."""
-    a = torch.stack([p[0] for p in pairs]).float()
-    b = torch.stack([p[1] for p in pairs]).float()
-    n = len(pairs)
-    ta = transform_feature(a.flatten(0, 1), k, t, field, layout, "nearest").unflatten(0, (n, -1))
-    diff = (ta - b).flatten(1)
-    if distance == "fro":
-        return torch.linalg.vector_norm(diff, dim=1)
-    sq = diff.square().sum(1)
-    if distance == "mse":
-        return sq / diff.shape[1]
-    return sq / (a.flatten(1).square().sum(1) + b.flatten(1).square().sum(1) + eps)
+__all__ = ["EqReg", "split_rows"]
 
 
 _RECOMPUTABLE = (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)
@@ -262,10 +43,25 @@ def _fsdp_managed(model: nn.Module) -> bool:
     return any(isinstance(m, FSDPModule) for m in model.modules())
 
 
-def _sq_norm(x: torch.Tensor) -> torch.Tensor:
-    # accumulate at least in float32 (bf16/fp16 maps), without materialising x.float()
-    dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else None
-    return torch.linalg.vector_norm(x, dtype=dtype).square()
+def split_rows(outputs: Any, rows: slice, total: int) -> Any:
+    """The rows ``rows`` of a model output stacked to ``total`` rows: a tensor, a dict / ``ModelOutput``
+    (tensor entries with ``total`` rows are sliced, the rest kept), or a tuple / list of those.
+
+    The one way a stacked output ``[x; R_k x]`` is split (the step, the trainer and :meth:`EqReg.split`).
+    """
+    if torch.is_tensor(outputs):
+        return outputs[rows]
+    if isinstance(outputs, Mapping):
+        sliced = {k: (v[rows] if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == total else v)
+                  for k, v in outputs.items()}
+        try:
+            return type(outputs)(**sliced)
+        except TypeError:
+            return sliced
+    if isinstance(outputs, (tuple, list)):
+        return type(outputs)(split_rows(o, rows, total) for o in outputs)
+    raise TypeError(f"Cannot split a model output of type {type(outputs).__name__} into original and rotated rows; "
+                    "split the tensor yourself.")
 
 
 class EqReg:
@@ -313,13 +109,28 @@ class EqReg:
         self.last_k = 0
         self.last_batch = 0
         self.last_rotated = 0
+        self.weight = float(config.weight)
 
     # ------------------------------------------------------------------ state
     @property
-    def enabled(self) -> bool:
-        # weight is re-read each step: a schedule at 0 (e.g. warm-up start) skips the extra pass too
-        return (self._hooks is not None and self._hooks.active and self.model.training
-                and float(self.config.weight) > 0)
+    def weight(self) -> float:
+        """The live λ: ``config.weight`` at start; a schedule sets it each step (the config is never changed)."""
+        return self._weight
+
+    @weight.setter
+    def weight(self, value: float) -> None:
+        value = float(value)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"EQ-Reg weight {value!r} must be a finite number >= 0 (0 skips the rotated pass).")
+        self._weight = value
+
+    @property
+    def active(self) -> bool:
+        """True when the next :meth:`stack` does something: hooks attached, model training, live weight > 0.
+
+        The weight is read each step, so a schedule at 0 (e.g. the start of a warm-up) skips the extra pass too.
+        """
+        return self._hooks is not None and self._hooks.attached and self.model.training and self._weight > 0
 
     @property
     def tap_names(self) -> list[str]:
@@ -337,7 +148,7 @@ class EqReg:
 
     def describe(self) -> str:
         c = self.config
-        head = (f"EQ-Reg: C{c.group_order}, weight={c.weight:g}, distance={c.distance}, "
+        head = (f"EQ-Reg: C{c.group_order}, weight={self.weight:g}, distance={c.distance}, "
                 f"rotated_fraction={c.rotated_fraction:g}, {len(self.tap_names)} tap(s)")
         if not c.active:
             return head + " (inactive: weight 0 or group_order 1)"
@@ -346,10 +157,13 @@ class EqReg:
         return "\n".join(lines)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "config": self.config.to_dict()}
+        """What a checkpoint needs to resume exactly: the k sampler's state and the live weight."""
+        return {"generator": self.generator.get_state(), "config": self.config.to_dict(), "weight": self.weight}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
+        if "weight" in state:
+            self.weight = state["weight"]
 
     # ------------------------------------------------------------------ sampling / stacking
     def sample_k(self, hw: tuple[int, int] | None = None) -> int:
@@ -367,7 +181,7 @@ class EqReg:
         return sample_k(t, self.generator, self.config.include_identity, allowed)
 
     def _prepare(self, x: torch.Tensor, k: int | None) -> tuple[int, int] | None:
-        if not self.enabled:
+        if not self.active:
             self.last_rotated = 0
             self.last_batch = x.shape[0]
             return None
@@ -416,17 +230,11 @@ class EqReg:
         return torch.cat([y, extra], dim=0)
 
     def split(self, outputs: Any) -> tuple[Any, Any]:
-        """(outputs of the original batch, outputs of the rotated copies)."""
+        """(outputs of the original batch, outputs of the rotated copies), by :func:`split_rows`."""
         if isinstance(outputs, tuple) and self._two_pass:
             return outputs
-        b = self.last_batch
-        if isinstance(outputs, torch.Tensor):
-            return outputs[:b], outputs[b:]
-        if isinstance(outputs, dict):
-            first = {k: (v[:b] if isinstance(v, torch.Tensor) and v.dim() > 0 else v) for k, v in outputs.items()}
-            second = {k: (v[b:] if isinstance(v, torch.Tensor) and v.dim() > 0 else v) for k, v in outputs.items()}
-            return first, second
-        raise TypeError(f"Cannot split outputs of type {type(outputs).__name__}; split the tensor yourself.")
+        b, total = self.last_batch, self.last_batch + self.last_rotated
+        return split_rows(outputs, slice(0, b), total), split_rows(outputs, slice(b, total), total)
 
     def __call__(self, x: torch.Tensor, k: int | None = None, **model_kwargs: Any) -> tuple[Any, torch.Tensor]:
         """One forward of ``cat([x, R_k x[:m]])``; returns ``(outputs, weight * Σ_l w_l d_l)``.
@@ -434,7 +242,7 @@ class EqReg:
         For a non-square batch and a 90° k the shapes differ, so two passes run and ``outputs`` is the
         tuple ``(model(x), model(R_k x[:m]))``.
         """
-        if self.enabled and k is not None and x.shape[-2] != x.shape[-1] and swaps_hw(k, self.config.group_order):
+        if self.active and k is not None and x.shape[-2] != x.shape[-1] and swaps_hw(k, self.config.group_order):
             return self._two_pass_call(x, int(k) % self.config.group_order, **model_kwargs)
         xs = self.stack(x, k)
         outputs = self.model(xs, **model_kwargs)
@@ -452,7 +260,7 @@ class EqReg:
     # ------------------------------------------------------------------ the loss
     def loss(self) -> torch.Tensor:
         """``weight * Σ_l w_l d_l`` from the features captured in the last forward (float32, 0-dim)."""
-        device = _model_device(self.model)
+        device = model_device(self.model)
         if self._hooks is None or not self._hooks.armed:
             self._terms = {}
             self._finish_tracer()
@@ -461,14 +269,8 @@ class EqReg:
         inputs = self._hooks.take_inputs()
         self._finish_tracer(captured)
         recompute_ok = self._recompute_allowed()
-        c = self.config
-        t, k, m, b = c.group_order, self.last_k, self.last_rotated, self.last_batch
-        interp = not is_exact(k, t)
-        rot_hw = self._input_hw[::-1] if swaps_hw(k, t) else self._input_hw
-        total = torch.zeros((), device=device)
-        terms: dict[str, torch.Tensor] = {}
         dists: dict[str, list[torch.Tensor]] = {}
-        small: dict[tuple, list] = {}
+        small: dict[tuple, list] = {}  # small exact maps, compared together per (shape, dtype, layout, field)
         for spec in self.taps:
             if spec.name in self._dropped:
                 continue
@@ -478,64 +280,63 @@ class EqReg:
                     f"Tapped layer {spec.name!r} did not run in the forward pass, so EQ-Reg has nothing to compare. "
                     "Tap layers that every forward uses (check reg.describe())."
                 )
-            pairs = self._pairs(items, m, b)
-            sources = inputs.get(spec.name, [])
-            dists[spec.name] = []
-            for call, (full_a, full_b, f_orig, f_rot) in enumerate(pairs):
-                a, layout = feature_pair_to_nchw(f_orig, spec, self._input_hw)
-                bb, _ = feature_pair_to_nchw(f_rot, spec, rot_hw)
-                if spec.field == "regular" and a.shape[1] % t:
-                    if not spec.explicit:
-                        self._dropped.add(spec.name)
-                        warnings.warn(f"EQ-Reg: skipping auto-chosen tap {spec.name!r}: {a.shape[1]} channels are not "
-                                      f"divisible by group_order={t}.", UserWarning, stacklevel=2)
-                        del dists[spec.name]
-                        break
-                    raise ValueError(
-                        f"Tap {spec.name!r} has {a.shape[1]} channels, not divisible by group_order={t}, so it cannot "
-                        "hold regular fields. Choose other layers, mark it trivial "
-                        f"(fields={{'{spec.name}': 'trivial'}}), or change group_order."
-                    )
-                if interp:
-                    ta = transform_feature(a, k, t, spec.field, layout, c.interpolation)
-                    expected = ta.shape
-                else:  # the rotated map is never materialised here: only its shape is checked
-                    swap = layout != "vector" and swaps_hw(k, t)
-                    expected = (*a.shape[:-2], a.shape[-1], a.shape[-2]) if swap else a.shape
-                if tuple(expected) != tuple(bb.shape):
-                    raise RuntimeError(
-                        f"Tap {spec.name!r}: T_k F(x) has shape {tuple(expected)} but F(R_k x) has "
-                        f"{tuple(bb.shape)}; the layer's output does not rotate with the input (check "
-                        "layouts/prefix_tokens).")
-                if interp:
-                    mask = rotation_mask(ta.shape[-2], ta.shape[-1], device=ta.device) if layout != "vector" else None
-                    d = equivariance_distance(ta, bb, c.distance, mask, c.eps)
-                elif a.numel() <= _SMALL_MAP:  # batched with the other small maps below
-                    small.setdefault((tuple(a.shape), a.dtype, layout, spec.field), []).append((spec.name, a, bb))
-                    continue
-                else:
-                    remake, source = None, None
-                    if recompute_ok and spec.name in self._recomputable and call < len(sources) \
-                            and sources[call] is not None and sources[call][0].requires_grad:
-                        source, amp = sources[call]
-                        remake = self._remake_fn(spec, source, amp)
-                    src_a, src_b, pick = self._sources(spec, full_a, full_b, a, bb, rot_hw)
-                    d = _ExactDistance.apply(src_a, src_b, pick, k, t, spec.field, layout, c.distance, c.eps,
-                                             remake if src_b is None else None, source, [a, bb])
-                dists[spec.name].append(d)
+            found = self._tap_distances(spec, items, inputs.get(spec.name, []), recompute_ok, small)
+            if found is not None:
+                dists[spec.name] = found
+        c = self.config
         for (_, _, layout, field), group in small.items():
-            values = _batched_exact_distance([(a, bb) for _, a, bb in group], k, t, field, layout, c.distance, c.eps)
+            values = batched_exact_distance([(a, b) for _, a, b in group], self.last_k, c.group_order, field, layout,
+                                            c.distance, c.eps)
             for (name, _, _), d in zip(group, values.unbind(0)):
                 if name in dists:
                     dists[name].append(d)
+        total = torch.zeros((), device=device)
+        self._terms = {}
         for spec in self.taps:
-            if not dists.get(spec.name):
-                continue
-            d_sum = sum(dists[spec.name][1:], dists[spec.name][0])
-            terms[spec.name] = d_sum.detach()
-            total = total + spec.weight * d_sum
-        self._terms = terms
-        return float(c.weight) * total
+            if dists.get(spec.name):
+                d_sum = sum(dists[spec.name][1:], dists[spec.name][0])
+                self._terms[spec.name] = d_sum.detach()
+                total = total + spec.weight * d_sum
+        return self.weight * total
+
+    def _tap_distances(self, spec: TapSpec, items: list, sources: list, recompute_ok: bool,
+                       small: dict[tuple, list]) -> list[torch.Tensor] | None:
+        """The distances of one tap (one per call of its layer); small exact maps go to ``small`` instead.
+
+        None when an auto-chosen tap turns out not to hold regular fields (dropped with a warning).
+        """
+        c = self.config
+        t, k = c.group_order, self.last_k
+        interp = not is_exact(k, t)
+        rot_hw = self._input_hw[::-1] if swaps_hw(k, t) else self._input_hw
+        out: list[torch.Tensor] = []
+        for call, (full_a, full_b, f_orig, f_rot) in enumerate(self._pairs(items, self.last_rotated, self.last_batch)):
+            a, layout = feature_to_nchw(f_orig, spec, self._input_hw)
+            b, _ = feature_to_nchw(f_rot, spec, rot_hw)
+            if spec.field == "regular" and not regular_channels_ok(a.shape[1], t):
+                if spec.explicit:
+                    check_regular_channels(spec.name, a.shape[1], t)
+                self._dropped.add(spec.name)
+                warnings.warn(f"EQ-Reg: skipping auto-chosen tap {spec.name!r}: {a.shape[1]} channels are not "
+                              f"divisible by group_order={t}.", UserWarning, stacklevel=3)
+                return None
+            ta = transform_feature(a, k, t, spec.field, layout, c.interpolation) if interp else None
+            _check_rotated_shape(spec.name, a, b, ta, layout, k, t)
+            if interp:
+                mask = rotation_mask(ta.shape[-2], ta.shape[-1], device=ta.device) if layout != "vector" else None
+                out.append(equivariance_distance(ta, b, c.distance, mask, c.eps))
+            elif a.numel() <= SMALL_MAP:
+                small.setdefault((tuple(a.shape), a.dtype, layout, spec.field), []).append((spec.name, a, b))
+            else:
+                remake, source = None, None
+                if recompute_ok and spec.name in self._recomputable and call < len(sources) \
+                        and sources[call] is not None and sources[call][0].requires_grad:
+                    source, amp = sources[call]
+                    remake = self._remake_fn(spec, source, amp)
+                src_a, src_b, pick = self._sources(spec, full_a, full_b, a, b, rot_hw)
+                out.append(ExactDistance.apply(src_a, src_b, pick, k, t, spec.field, layout, c.distance, c.eps,
+                                               remake if src_b is None else None, source, [a, b]))
+        return out
 
     def _recompute_allowed(self) -> bool:
         if self._two_pass or self._hooks.clone or self.config.capture != "recompute":
@@ -563,11 +364,11 @@ class EqReg:
         """
         m, n = self.last_rotated, self.last_batch
         hw = (self._input_hw, rot_hw)
-        if full_b is None and _dense(full_a) and _views_of(full_a, a, b):
+        if full_b is None and is_dense(full_a) and views_of(full_a, a, b):
             rows = (slice(0, m), slice(n, n + m))
-            return full_a, None, lambda f, i: feature_pair_to_nchw(f[rows[i]], spec, hw[i])[0]
-        if full_b is not None and _dense(full_a) and _dense(full_b) and _views_of(full_a, a) and _views_of(full_b, b):
-            return full_a, full_b, lambda f, i: feature_pair_to_nchw(f[:m] if i == 0 else f, spec, hw[i])[0]
+            return full_a, None, lambda f, i: feature_to_nchw(f[rows[i]], spec, hw[i])[0]
+        if full_b is not None and is_dense(full_a) and is_dense(full_b) and views_of(full_a, a) and views_of(full_b, b):
+            return full_a, full_b, lambda f, i: feature_to_nchw(f[:m] if i == 0 else f, spec, hw[i])[0]
         return a, b, lambda f, i: f
 
     def discard(self) -> None:
@@ -602,7 +403,7 @@ class EqReg:
             if not items:
                 continue
             try:
-                g, layout = feature_pair_to_nchw(items[0][1][:1], spec, tracer.input_hw)
+                g, layout = feature_to_nchw(items[0][1][:1], spec, tracer.input_hw)
             except ValueError:
                 continue
             if layout == "vector":
@@ -634,18 +435,16 @@ class EqReg:
         return self.describe()
 
 
-def _dense(x: torch.Tensor) -> bool:
-    """True when x is non-overlapping and dense (``empty_like`` keeps exactly such strides), so a gradient
-    buffer with x's strides holds one element per position and ``pick`` views it as it views x."""
-    return torch.empty_like(x, device="meta").stride() == x.stride()
-
-
-def _views_of(base: torch.Tensor, *views: torch.Tensor) -> bool:
-    ptr = base.untyped_storage().data_ptr()
-    return all(v.untyped_storage().data_ptr() == ptr for v in views)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
+def _check_rotated_shape(name: str, a: torch.Tensor, b: torch.Tensor, ta: torch.Tensor | None, layout: str, k: int,
+                         t: int) -> None:
+    """``T_k F(x)`` must have the shape of ``F(R_k x)``; for exact turns the rotated map is not materialised."""
+    if ta is not None:
+        expected = tuple(ta.shape)
+    elif layout != "vector" and swaps_hw(k, t):
+        expected = (*a.shape[:-2], a.shape[-1], a.shape[-2])
+    else:
+        expected = tuple(a.shape)
+    if expected != tuple(b.shape):
+        raise RuntimeError(
+            f"Tap {name!r}: T_k F(x) has shape {expected} but F(R_k x) has {tuple(b.shape)}; the layer's output does "
+            "not rotate with the input (check layouts/prefix_tokens).")

@@ -19,6 +19,8 @@ from torch import nn
 
 from eqreg_hf.core.config import EqRegConfig
 from eqreg_hf.core.regularizer import EqReg
+from eqreg_hf.core.unwrap import model_device
+from eqreg_hf.train.step import EqRegStep
 
 __all__ = ["StepCost", "measure_step_cost"]
 
@@ -93,15 +95,16 @@ def measure_step_cost(
     label: str = "",
 ) -> StepCost:
     """Median time and peak memory of an EQ-Reg training step over a plain one (same batch, same model)."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     opt = torch.optim.SGD(model.parameters(), lr=1e-4)
     model.train()
     reg = EqReg(model, config)
+    eq_step = EqRegStep(reg, rotate_targets=True)
     x, y = make_batch()
     x, y = x.to(device), y.to(device)
     cuda = device.type == "cuda"
 
-    m = max(1, math.ceil(config.rotated_fraction * x.shape[0])) if reg.enabled else 0
+    m = max(1, math.ceil(config.rotated_fraction * x.shape[0])) if reg.active else 0
     x_floor, y_floor = torch.cat([x, x[:m]]), torch.cat([y, y[:m]])
 
     def step(kind: str) -> tuple[float, int]:
@@ -112,11 +115,11 @@ def measure_step_cost(
         start = time.perf_counter()
         with torch.autograd.graph.saved_tensors_hooks(counter.pack, counter.unpack):
             extra = 0
-            if kind == "eqreg":
-                out = model(reg.stack(x))
-                loss = task_loss(out, reg.stack_targets(y))
+            if kind == "eqreg":  # the training step the Trainer and the loop run
+                out = model(eq_step.stack(x))
                 extra = _captured_bytes(reg)
-                loss = loss + reg.loss()
+                task, eq = eq_step.losses(task_loss, out, y)
+                loss = task + eq
             elif kind == "floor":
                 loss = task_loss(model(x_floor), y_floor)
             else:

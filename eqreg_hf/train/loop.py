@@ -3,17 +3,18 @@
 One optimizer step = ``gradient_accumulation_steps`` micro-batches; each micro-batch is ONE
 forward of the stacked batch ``[x; R_k x]`` through the (possibly DDP-wrapped) model:
 
-    xs  = reg.stack(x)                 # arms the taps on the inner modules
+    xs  = step.stack(x, optimizer_step=n)         # [x; R_k x]: one k per optimizer step
     out = model(xs)
-    task = task_loss_fn(out, reg.stack_targets(y))   # targets rotated (images) / copied (labels)
-    eq   = reg.loss()                  # λ Σ_l d_l, float32
-    accelerator.backward(task + eq)    # accelerate divides by the accumulation steps
+    task, eq = step.losses(task_loss_fn, out, y)  # targets rotated (images) / copied (labels); λ Σ_l d_l
+    accelerator.backward(task + eq)               # accelerate divides by the accumulation steps
 
-The logs (``task_loss``, ``eqreg_loss``, ``loss``, one ``eqreg/<tap>`` per tap, ``lr``) are
+(:class:`~eqreg_hf.train.step.EqRegStep`, the same step the Trainer mixin runs.)
+
+The logs (``task_loss``, ``eqreg_loss``, ``loss``, ``eqreg_weight``, one ``eqreg/<tap>`` per tap, ``lr``) are
 window means reduced across processes, so every rank logs the same numbers. The progress bar
 shows the task and EQ-Reg terms side by side, and a one-time warning fires when the EQ-Reg
 term outweighs the task loss 10 : 1 (λ is not portable between distances and tasks, see
-``docs/derain.md``, "Choosing λ").
+the README, "Choosing λ"). A :class:`~eqreg_hf.WeightSchedule` sets the live λ before each step.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from eqreg_hf.core.config import EqRegConfig
+from eqreg_hf.core.regularizer import EqReg
+from eqreg_hf.core.schedule import WeightSchedule
+from eqreg_hf.train.step import EqRegStep
+
 MIXED_PRECISION = ("no", "bf16", "fp16")
 DOMINANCE_RATIO = 10.0  # warn when λ·L_eq exceeds the task loss this many times
 
@@ -38,7 +44,7 @@ class TrainHistory:
 
     Attributes:
         logs: one dict per logging window: ``step``, ``loss``, ``task_loss``, ``eqreg_loss``,
-            ``lr`` and ``eqreg/<tap>`` (unweighted per-tap distance), means over the window and
+            ``eqreg_weight`` (the live λ), ``lr`` and ``eqreg/<tap>`` (unweighted per-tap distance), means over the window and
             across processes.
         evals: one dict per evaluation: ``step`` plus whatever ``eval_fn`` returned.
         steps: optimizer steps done.
@@ -72,28 +78,6 @@ def _split_batch(batch: Any, input_key: str, target_key: str) -> tuple[torch.Ten
     )
 
 
-def _first_rows(out: Any, n: int, total: int) -> Any:
-    """The first ``n`` rows of a model output (tensor, dict or ModelOutput) stacked to ``total`` rows."""
-    if torch.is_tensor(out):
-        return out[:n]
-    if isinstance(out, Mapping):
-        sliced = {k: (v[:n] if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == total else v) for k, v in out.items()}
-        try:
-            return type(out)(**sliced)
-        except TypeError:
-            return sliced
-    if isinstance(out, (tuple, list)):
-        return type(out)(_first_rows(o, n, total) for o in out)
-    raise TypeError(f"Cannot split a model output of type {type(out).__name__} into original and rotated rows.")
-
-
-def _to_float32(out: Any) -> Any:
-    # bf16 autocast outputs: the task loss is computed in float32 (as the EQ-Reg loss is).
-    if torch.is_tensor(out) and out.is_floating_point() and out.dtype != torch.float32:
-        return out.float()
-    return out
-
-
 def _make_accelerator(gradient_accumulation_steps: int, mixed_precision: str):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
@@ -107,12 +91,74 @@ def _make_accelerator(gradient_accumulation_steps: int, mixed_precision: str):
     return Accelerator(gradient_accumulation_steps=gradient_accumulation_steps, mixed_precision=mixed_precision)
 
 
+class _LogWindow:
+    """Sums of the logged terms over a logging window, kept as tensors (no device sync per step) and
+    reduced across processes only when the window is logged."""
+
+    def __init__(self, tap_names: list[str], device: torch.device):
+        self.tap_names = tap_names
+        self.sums = torch.zeros(2 + len(tap_names), dtype=torch.float64, device=device)  # task, eq, *taps
+        self.count = 0
+
+    def add(self, task: torch.Tensor, eq: torch.Tensor, reg: EqReg | None) -> None:
+        self.sums[0] += task.detach().to(torch.float64)
+        self.sums[1] += eq.detach().to(torch.float64)
+        if reg is not None:
+            terms = reg.last_terms_tensors
+            for i, name in enumerate(self.tap_names):
+                if name in terms:
+                    self.sums[2 + i] += terms[name].to(self.sums.device, torch.float64)
+        self.count += 1
+
+    def means(self, accelerator: Any) -> dict[str, float]:
+        totals = accelerator.reduce(torch.cat([self.sums, self.sums.new_tensor([float(self.count)])]),
+                                    reduction="sum").cpu()
+        values = (totals[:-1] / totals[-1].clamp_min(1)).tolist()
+        self.sums.zero_()
+        self.count = 0
+        out = {"task_loss": values[0], "eqreg_loss": values[1], "loss": values[0] + values[1]}
+        out.update({f"eqreg/{name}": values[2 + i] for i, name in enumerate(self.tap_names)})
+        return out
+
+
+def _check_loop_arguments(mixed_precision: str, max_steps: Any, gradient_accumulation_steps: int, log_every: int,
+                          eval_every: int | None, weight_schedule: Any) -> None:
+    if mixed_precision not in MIXED_PRECISION:
+        raise ValueError(f"Unknown mixed_precision mode: {mixed_precision!r}. Choose between {list(MIXED_PRECISION)}.")
+    if not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps={max_steps!r} must be a positive integer (optimizer steps).")
+    if gradient_accumulation_steps < 1:
+        raise ValueError(f"gradient_accumulation_steps={gradient_accumulation_steps!r} must be >= 1.")
+    if log_every < 1:
+        raise ValueError(f"log_every={log_every!r} must be >= 1.")
+    if eval_every is not None and eval_every < 1:
+        raise ValueError(f"eval_every={eval_every!r} must be >= 1 or None (evaluate only at the end).")
+    if weight_schedule is not None and not isinstance(weight_schedule, WeightSchedule):
+        raise TypeError(f"weight_schedule={weight_schedule!r} must be an eqreg_hf.WeightSchedule (or None).")
+
+
+def _warn_if_dominant(log: dict[str, float], reg: EqReg, config: EqRegConfig, step: int) -> bool:
+    """One warning when λ·L_eq outweighs the task loss DOMINANCE_RATIO : 1; returns whether it fired."""
+    ratio = log["eqreg_loss"] / max(log["task_loss"], 1e-30)
+    if ratio <= DOMINANCE_RATIO:
+        return False
+    suggested = reg.weight * 0.05 / ratio
+    warnings.warn(
+        f"The EQ-Reg term ({log['eqreg_loss']:.3g}) is {ratio:.0f}x the task loss ({log['task_loss']:.3g}) at step "
+        f"{step}: it dominates training and will hurt the task. λ is not portable between distances and tasks; start "
+        f"where the EQ-Reg term is a few percent of the task loss, e.g. weight={suggested:.2g} instead of "
+        f"{reg.weight:g} (distance={config.distance!r}).",
+        stacklevel=3,
+    )
+    return True
+
+
 def train_loop(
     model: torch.nn.Module,
     train_dataloader: Any,
     optimizer: torch.optim.Optimizer,
     task_loss_fn: Callable[[Any, Any], torch.Tensor],
-    eqreg_config: Any = None,
+    eqreg_config: EqRegConfig | None = None,
     *,
     max_steps: int,
     gradient_accumulation_steps: int = 1,
@@ -128,6 +174,7 @@ def train_loop(
     max_grad_norm: float | None = None,
     seed: int | None = None,
     desc: str = "train",
+    weight_schedule: WeightSchedule | None = None,
 ) -> TrainHistory:
     """Train ``model`` for ``max_steps`` optimizer steps with Accelerate, adding EQ-Reg if configured.
 
@@ -160,6 +207,9 @@ def train_loop(
         max_grad_norm: clip the gradient norm (default None: no clipping).
         seed: if given, ``accelerate.utils.set_seed(seed)`` before anything random.
         desc: label of the progress bar.
+        weight_schedule: a :class:`~eqreg_hf.WeightSchedule` for λ (its peak defaults to
+            ``eqreg_config.weight``); the live λ is set on the regulariser before each optimizer step
+            and logged as ``eqreg_weight``. The config itself is never changed.
 
     Returns:
         A :class:`TrainHistory` (``logs``, ``evals``, ``steps``, ``train_time_s``).
@@ -176,148 +226,128 @@ def train_loop(
         >>> hist.steps
         2
     """
-    if mixed_precision not in MIXED_PRECISION:
-        raise ValueError(f"Unknown mixed_precision mode: {mixed_precision!r}. Choose between {list(MIXED_PRECISION)}.")
-    if not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps={max_steps!r} must be a positive integer (optimizer steps).")
-    if gradient_accumulation_steps < 1:
-        raise ValueError(f"gradient_accumulation_steps={gradient_accumulation_steps!r} must be >= 1.")
-    if log_every < 1:
-        raise ValueError(f"log_every={log_every!r} must be >= 1.")
-    if eval_every is not None and eval_every < 1:
-        raise ValueError(f"eval_every={eval_every!r} must be >= 1 or None (evaluate only at the end).")
+    _check_loop_arguments(mixed_precision, max_steps, gradient_accumulation_steps, log_every, eval_every,
+                          weight_schedule)
     if seed is not None:
         from accelerate.utils import set_seed
 
         set_seed(seed)
     if accelerator is None:
         accelerator = _make_accelerator(gradient_accumulation_steps, mixed_precision)
-    raw_model = accelerator.unwrap_model(model)
-
-    reg = None
-    if eqreg_config is not None and eqreg_config.active:
-        from eqreg_hf import EqReg
-
-        # Hooks go on the inner modules before prepare(): they still fire through DDP / FSDP.
-        reg = EqReg(raw_model, eqreg_config)
+    # Hooks go on the inner modules before prepare(): they still fire through DDP / FSDP.
+    reg = EqReg(accelerator.unwrap_model(model), eqreg_config) \
+        if eqreg_config is not None and eqreg_config.active else None
     if input_key is None:
         input_key = eqreg_config.image_key if eqreg_config is not None else "pixel_values"
-    rotate_targets = True if eqreg_config is None else bool(eqreg_config.rotate_targets)
-
+    step = EqRegStep(reg, rotate_targets=True if eqreg_config is None else eqreg_config.rotate_targets)
     prepared = accelerator.prepare(model, optimizer, train_dataloader, *([lr_scheduler] if lr_scheduler else []))
     model, optimizer, train_dataloader = prepared[:3]
-    if lr_scheduler is not None:
-        lr_scheduler = prepared[3]
-
-    history = TrainHistory()
-    tap_names = list(reg.tap_names) if reg is not None else []
-    # Window sums: [task, eq, *taps] and the micro-batch count; reduced across ranks at log time.
-    window = torch.zeros(2 + len(tap_names), dtype=torch.float64, device=accelerator.device)
-    window_count = 0
-    warned = False
-    bar = tqdm(total=max_steps, desc=desc, disable=not (progress and accelerator.is_local_main_process), dynamic_ncols=True)
-    start = time.perf_counter()
-    step = 0
-
-    def run_eval() -> None:
-        if eval_fn is None:
-            return
-        inner = accelerator.unwrap_model(model)
-        was_training = inner.training
-        inner.eval()
-        try:
-            metrics = eval_fn(inner, step)
-        finally:
-            inner.train(was_training)
-        if metrics:
-            history.evals.append({"step": step, **metrics})
-            if bar is not None and not bar.disable:
-                shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-                bar.write(f"[{desc}] step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))
-
+    lr_scheduler = prepared[3] if lr_scheduler is not None else None
+    run = _Run(accelerator, model, optimizer, lr_scheduler, reg, step, eqreg_config, weight_schedule,
+               max_steps=max_steps, log_every=log_every, max_grad_norm=max_grad_norm, desc=desc,
+               progress=progress, eval_fn=eval_fn, eval_every=eval_every)
     try:
-        model.train()
-        while step < max_steps:
-            n_batches = 0
-            for batch in train_dataloader:
-                n_batches += 1
-                with accelerator.accumulate(model):
-                    x, y = _split_batch(batch, input_key, target_key)
-                    b = x.shape[0]
-                    xs = reg.stack(x) if reg is not None else x
-                    stacked = xs.shape[0] != b
-                    with accelerator.autocast():
-                        out = model(xs)
-                    out = _to_float32(out)
-                    if stacked and rotate_targets:
-                        task = task_loss_fn(out, reg.stack_targets(y))
-                    elif stacked:
-                        task = task_loss_fn(_first_rows(out, b, xs.shape[0]), y)
-                    else:
-                        task = task_loss_fn(out, y)
-                    eq = reg.loss() if reg is not None else torch.zeros((), device=task.device)
-                    accelerator.backward(task + eq.to(task.dtype))
-                    if max_grad_norm is not None and accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-                    optimizer.step()
-                    if lr_scheduler is not None and accelerator.sync_gradients:
-                        lr_scheduler.step()
-                    optimizer.zero_grad()
-
-                # Tensor sums (no .item() per step: no device sync outside logging).
-                window[0] += task.detach().to(torch.float64)
-                window[1] += eq.detach().to(torch.float64)
-                if reg is not None:
-                    terms = reg.last_terms or {}
-                    for i, name in enumerate(tap_names):
-                        window[2 + i] += float(terms.get(name, 0.0))
-                window_count += 1
-                if not accelerator.sync_gradients:
-                    continue
-                step += 1
-                bar.update(1)
-                if step % log_every == 0 or step == max_steps:
-                    totals = accelerator.reduce(
-                        torch.cat([window, window.new_tensor([float(window_count)])]),
-                        reduction="sum",
-                    ).cpu()
-                    means = (totals[:-1] / totals[-1].clamp_min(1)).tolist()
-                    log = {"step": step, "task_loss": means[0], "eqreg_loss": means[1], "loss": means[0] + means[1]}
-                    log.update({f"eqreg/{name}": means[2 + i] for i, name in enumerate(tap_names)})
-                    if lr_scheduler is not None:
-                        log["lr"] = float(lr_scheduler.get_last_lr()[0])
-                    else:
-                        log["lr"] = float(optimizer.param_groups[0]["lr"])
-                    history.logs.append(log)
-                    window.zero_()
-                    window_count = 0
-                    ratio = log["eqreg_loss"] / max(log["task_loss"], 1e-30)
-                    bar.set_postfix(task=f"{log['task_loss']:.3g}", eqreg=f"{log['eqreg_loss']:.3g}",
-                                    eq_share=f"{100 * ratio:.1f}%", refresh=False)
-                    if reg is not None and not warned and ratio > DOMINANCE_RATIO:
-                        warned = True
-                        suggested = float(eqreg_config.weight) * 0.05 / ratio
-                        warnings.warn(
-                            f"The EQ-Reg term ({log['eqreg_loss']:.3g}) is {ratio:.0f}x the task loss "
-                            f"({log['task_loss']:.3g}) at step {step}: it dominates training and will hurt the task. "
-                            f"λ is not portable between distances and tasks; start where the EQ-Reg term is a few "
-                            f"percent of the task loss, e.g. weight={suggested:.2g} instead of {eqreg_config.weight:g} "
-                            f"(distance={eqreg_config.distance!r}).",
-                            stacklevel=2,
-                        )
-                if eval_every is not None and step % eval_every == 0 and step < max_steps:
-                    run_eval()
-                if step >= max_steps:
-                    break
-            if n_batches == 0:
-                raise ValueError("train_dataloader is empty: it yielded no batch.")
-        run_eval()
+        run.train(train_dataloader, task_loss_fn, input_key, target_key)
     finally:
-        bar.close()
+        run.bar.close()
         if reg is not None:
             reg.remove()
-    history.steps = step
-    history.train_time_s = time.perf_counter() - start
+    history = run.history
     if history.logs and not math.isfinite(history.logs[-1]["loss"]):
         warnings.warn(f"Training diverged: the last logged loss is {history.logs[-1]['loss']}.", stacklevel=2)
     return history
+
+
+class _Run:
+    """The state of one :func:`train_loop` call: counters, the log window, the progress bar, evaluation."""
+
+    def __init__(self, accelerator: Any, model: Any, optimizer: Any, lr_scheduler: Any, reg: EqReg | None,
+                 step: EqRegStep, config: EqRegConfig | None, schedule: WeightSchedule | None, *, max_steps: int,
+                 log_every: int, max_grad_norm: float | None, desc: str, progress: bool,
+                 eval_fn: Callable | None, eval_every: int | None):
+        self.accelerator, self.model, self.optimizer, self.lr_scheduler = accelerator, model, optimizer, lr_scheduler
+        self.reg, self.step_fn, self.config, self.schedule = reg, step, config, schedule
+        self.peak = float(config.weight) if config is not None else 0.0
+        self.max_steps, self.log_every, self.max_grad_norm, self.desc = max_steps, log_every, max_grad_norm, desc
+        self.eval_fn, self.eval_every = eval_fn, eval_every
+        self.history = TrainHistory()
+        self.window = _LogWindow(list(reg.tap_names) if reg is not None else [], accelerator.device)
+        self.warned = False
+        self.done = 0
+        self.bar = tqdm(total=max_steps, desc=desc, disable=not (progress and accelerator.is_local_main_process),
+                        dynamic_ncols=True)
+
+    def train(self, dataloader: Any, task_loss_fn: Callable, input_key: str, target_key: str) -> None:
+        start = time.perf_counter()
+        self.model.train()
+        while self.done < self.max_steps:
+            n_batches = 0
+            for batch in dataloader:
+                n_batches += 1
+                self.micro_batch(batch, task_loss_fn, input_key, target_key)
+                if self.accelerator.sync_gradients:
+                    self.after_optimizer_step()
+                if self.done >= self.max_steps:
+                    break
+            if n_batches == 0:
+                raise ValueError("train_dataloader is empty: it yielded no batch.")
+        self.evaluate()
+        self.history.steps = self.done
+        self.history.train_time_s = time.perf_counter() - start
+
+    def micro_batch(self, batch: Any, task_loss_fn: Callable, input_key: str, target_key: str) -> None:
+        acc = self.accelerator
+        if self.reg is not None and self.schedule is not None:
+            self.reg.weight = self.schedule(self.done, self.max_steps, peak=self.peak)
+        with acc.accumulate(self.model):
+            x, y = _split_batch(batch, input_key, target_key)
+            xs = self.step_fn.stack(x, optimizer_step=self.done)
+            with acc.autocast():
+                out = self.model(xs)
+            task, eq = self.step_fn.losses(task_loss_fn, out, y)
+            acc.backward(task + eq.to(task.dtype))
+            if self.max_grad_norm is not None and acc.sync_gradients:
+                acc.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+            self.optimizer.step()
+            if self.lr_scheduler is not None and acc.sync_gradients:
+                self.lr_scheduler.step()
+            self.optimizer.zero_grad()
+        self.window.add(task, eq, self.reg)
+
+    def after_optimizer_step(self) -> None:
+        self.done += 1
+        self.bar.update(1)
+        if self.done % self.log_every == 0 or self.done == self.max_steps:
+            self.log()
+        if self.eval_every is not None and self.done % self.eval_every == 0 and self.done < self.max_steps:
+            self.evaluate()
+
+    def log(self) -> None:
+        log = {"step": self.done, **self.window.means(self.accelerator)}
+        if self.reg is not None:
+            log["eqreg_weight"] = self.reg.weight
+        source = self.lr_scheduler.get_last_lr()[0] if self.lr_scheduler is not None \
+            else self.optimizer.param_groups[0]["lr"]
+        log["lr"] = float(source)
+        self.history.logs.append(log)
+        share = log["eqreg_loss"] / max(log["task_loss"], 1e-30)
+        self.bar.set_postfix(task=f"{log['task_loss']:.3g}", eqreg=f"{log['eqreg_loss']:.3g}",
+                             eq_share=f"{100 * share:.1f}%", refresh=False)
+        if self.reg is not None and not self.warned:
+            self.warned = _warn_if_dominant(log, self.reg, self.config, self.done)
+
+    def evaluate(self) -> None:
+        if self.eval_fn is None:
+            return
+        inner = self.accelerator.unwrap_model(self.model)
+        was_training = inner.training
+        inner.eval()
+        try:
+            metrics = self.eval_fn(inner, self.done)
+        finally:
+            inner.train(was_training)
+        if metrics:
+            self.history.evals.append({"step": self.done, **metrics})
+            if not self.bar.disable:
+                shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+                self.bar.write(f"[{self.desc}] step {self.done}: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))

@@ -19,8 +19,6 @@ computes per-micro-batch means (``num_items_in_batch=None``) and declares
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -29,45 +27,19 @@ import torch
 from torch import nn
 
 from eqreg_hf.core.config import EqRegConfig
+from eqreg_hf.core.io import atomic_torch_save
 from eqreg_hf.core.regularizer import EqReg
+from eqreg_hf.core.unwrap import unwrap_model
+from eqreg_hf.train.step import EqRegStep, accepts_keyword
 
 try:
     from transformers import Trainer
 except ImportError as err:  # pragma: no cover - transformers is a hard dependency of the package
     raise ImportError("eqreg_hf.train.trainer needs transformers: pip install transformers") from err
 
-__all__ = ["EqRegTrainerMixin", "EqRegTrainer", "EQREG_STATE_NAME", "core_module"]
+__all__ = ["EqRegTrainerMixin", "EqRegTrainer", "EQREG_STATE_NAME"]
 
 EQREG_STATE_NAME = "eqreg_state.pt"
-
-
-def core_module(model: nn.Module) -> nn.Module:
-    """The user's module inside DDP / FSDP1 / DataParallel / ``torch.compile`` wrappers (where the hooks go)."""
-    seen = 0
-    while seen < 8:
-        seen += 1
-        if hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):  # torch.compile
-            model = model._orig_mod
-        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) or (
-            type(model).__name__ in ("FullyShardedDataParallel", "DeepSpeedEngine") and hasattr(model, "module")
-        ):
-            model = model.module
-        else:
-            break
-    return model
-
-
-def _discard(reg: EqReg) -> None:
-    # On an error path reg.loss() would raise about taps that never ran and hide the real error.
-    reg.discard()
-
-
-def _accepts_keyword(module: nn.Module, key: str) -> bool:
-    try:
-        params = inspect.signature(module.forward).parameters
-    except (TypeError, ValueError):
-        return True
-    return key in params or any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 class EqRegTrainerMixin:
@@ -136,7 +108,7 @@ class EqRegTrainerMixin:
             self.label_names = ["labels"]
         self._eqreg_window: dict[str, torch.Tensor] = {}
         self._eqreg_window_steps: set[int] = set()
-        self._eqreg_k_cache: tuple[int, tuple[int, int], int] | None = None
+        self._eqreg_step: EqRegStep | None = None
         self._eqreg_positional: bool | None = None
         self._eqreg_measuring_callbacks_first()
 
@@ -158,14 +130,13 @@ class EqRegTrainerMixin:
         cfg = self.eqreg_config
         if cfg is None or not cfg.active:
             return None
-        target = core_module(model if model is not None else self.model)
+        target = unwrap_model(model if model is not None else self.model)
         if self.eqreg is not None and self.eqreg.model is target:
             return self.eqreg
         if self.eqreg is not None:
             self.eqreg.remove()
-        # A private copy: the weight schedule changes reg.config.weight and must not touch the user's config.
-        self.eqreg = EqReg(target, dataclasses.replace(cfg))
-        self._eqreg_k_cache = None
+        self.eqreg = EqReg(target, cfg)  # a schedule sets eqreg.weight; the config is never changed
+        self._eqreg_step = EqRegStep(self.eqreg, rotate_targets=cfg.rotate_targets)
         self._eqreg_positional = None
         for cb in self.callback_handler.callbacks:
             if hasattr(cb, "bind_eqreg"):
@@ -179,7 +150,7 @@ class EqRegTrainerMixin:
             if hasattr(cb, "bind_eqreg"):
                 cb.bind_eqreg(None)
         self.eqreg = None
-        self._eqreg_k_cache = None
+        self._eqreg_step = None
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
         """``Trainer.train`` with the hooks attached before the first (possibly compiled) call and
@@ -212,7 +183,7 @@ class EqRegTrainerMixin:
             return
         state = torch.load(path, map_location="cpu", weights_only=True)
         self.eqreg.load_state_dict(state)
-        self._eqreg_k_cache = None
+        self._eqreg_step.reset()
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
         super()._save_checkpoint(model, trial)
@@ -222,11 +193,8 @@ class EqRegTrainerMixin:
 
         folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         state = self.eqreg.state_dict()
-        state["weight"] = float(self.eqreg.config.weight)
         state["global_step"] = int(self.state.global_step)
-        tmp = os.path.join(folder, EQREG_STATE_NAME + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, os.path.join(folder, EQREG_STATE_NAME))  # never a half-written state file
+        atomic_torch_save(state, os.path.join(folder, EQREG_STATE_NAME))
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """``Trainer.save_model`` plus ``eqreg_config.json`` (the base config, as given) beside the weights."""
@@ -239,38 +207,31 @@ class EqRegTrainerMixin:
         names = list(self.label_names or []) or ["labels"]
         return [k for k in names if k in inputs and inputs[k] is not None]
 
-    def _eqreg_draw_k(self, reg: EqReg, x: torch.Tensor) -> int:
-        # One k per optimizer step (not per micro-batch), so that gradient accumulation and
-        # data parallelism see the same rotation as one big batch would.
-        hw = tuple(x.shape[-2:])
-        if not getattr(self, "is_in_train", False):
-            return reg.sample_k(hw)
-        step = int(self.state.global_step)
-        cache = self._eqreg_k_cache
-        if cache is None or cache[0] != step or cache[1] != hw:
-            self._eqreg_k_cache = cache = (step, hw, reg.sample_k(hw))
-        return cache[2]
-
     def _eqreg_forward(self, model: nn.Module, inputs: dict[str, Any]) -> Any:
         key = self.eqreg_config.image_key if self.eqreg_config is not None else "pixel_values"
         if self._eqreg_positional is None:
-            self._eqreg_positional = not _accepts_keyword(core_module(model), key)
+            self._eqreg_positional = not accepts_keyword(unwrap_model(model), key)
         if self._eqreg_positional:
             x = inputs.pop(key)
             return model(x, **inputs)
         return model(**inputs)
 
-    def _eqreg_task_loss(self, model: nn.Module, outputs: Any, targets: dict[str, Any]) -> torch.Tensor:
-        target = next(iter(targets.values())) if len(targets) == 1 else (targets or None)
+    def _eqreg_loss_fn(self, model: nn.Module, n_targets: int) -> Any:
+        """The task loss ``(outputs, targets) -> loss``: ``task_loss``, ``compute_loss_func`` or the model's own."""
         if self.task_loss is not None:
-            return self.task_loss(outputs, target)
+            return self.task_loss
         if self.compute_loss_func is not None:
-            return self.compute_loss_func(outputs, target, num_items_in_batch=None)
-        core = core_module(model)
-        logits = outputs.get("logits") if isinstance(outputs, Mapping) else None
-        if hasattr(core, "loss_function") and logits is not None and len(targets) == 1:
+            return lambda outputs, target: self.compute_loss_func(outputs, target, num_items_in_batch=None)
+        core = unwrap_model(model)
+        if hasattr(core, "loss_function") and n_targets == 1:
             # transformers heads compute loss_function(labels, logits, config); reuse it on the original half.
-            return core.loss_function(target, logits, core.config)
+            def head_loss(outputs: Any, target: Any) -> torch.Tensor:
+                logits = outputs.get("logits") if isinstance(outputs, Mapping) else None
+                if logits is None:
+                    raise ValueError(f"{type(core).__name__} returned no logits to compute its loss on.")
+                return core.loss_function(target, logits, core.config)
+
+            return head_loss
         raise ValueError(
             "EqRegConfig(rotate_targets=False) computes the task loss on the original half only, so it cannot "
             f"use the loss that {type(core).__name__} computes on the whole stacked batch. Pass "
@@ -287,51 +248,48 @@ class EqRegTrainerMixin:
         """``task + λ·L_eq`` from one forward of the stacked batch (plain task loss in eval mode)."""
         cfg = self.eqreg_config
         reg = self._eqreg_ensure(model) if cfg is not None else None
-        key = cfg.image_key if cfg is not None else "pixel_values"
-        training = model.training
+        step = self._eqreg_step if reg is not None and model.training else EqRegStep(None)
         inputs = dict(inputs)
-        stacked = False
-        if reg is not None and training:
-            if key not in inputs:
+        if step.reg is not None:
+            if cfg.image_key not in inputs:
                 raise KeyError(
-                    f"EQ-Reg looks for the image under {key!r}, but the batch has keys {sorted(inputs)}. Set "
+                    f"EQ-Reg looks for the image under {cfg.image_key!r}, but the batch has keys {sorted(inputs)}. Set "
                     "EqRegConfig(image_key=...) to the right key (and TrainingArguments(remove_unused_columns="
                     "False) if the Trainer dropped the column)."
                 )
-            x = inputs[key]
-            xs = reg.stack(x, k=self._eqreg_draw_k(reg, x))
-            stacked = xs.shape[0] != x.shape[0]
-            inputs[key] = xs
+            # one k per optimizer step during training (gradient accumulation sees one rotation)
+            optimizer_step = int(self.state.global_step) if getattr(self, "is_in_train", False) else None
+            inputs[cfg.image_key] = step.stack(inputs[cfg.image_key], optimizer_step=optimizer_step)
         target_keys = self._eqreg_target_keys(inputs)
-        only_first = stacked and not cfg.rotate_targets
-        if stacked and cfg.rotate_targets:
-            for t in target_keys:
-                inputs[t] = reg.stack_targets(inputs[t])
-
+        model_loss = self.task_loss is None and self.compute_loss_func is None and \
+            not (step.stacked and not step.rotate_targets)
         try:
-            if self.task_loss is None and self.compute_loss_func is None and not only_first:
+            if model_loss:
                 # The model computes the task loss: a per-batch mean (num_items_in_batch=None), see
                 # loss_is_scaled_for_ga.
+                for t in target_keys:
+                    inputs[t] = step.targets(inputs[t])
                 task, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=None)
             else:
                 targets = {t: inputs.pop(t) for t in target_keys}
                 outputs = self._eqreg_forward(model, inputs)
-                task = self._eqreg_task_loss(model, reg.split(outputs)[0] if only_first else outputs, targets)
+                target = next(iter(targets.values())) if len(targets) == 1 else (targets or None)
+                if isinstance(target, dict):  # several label keys: each stacked like a single one
+                    target = {t: step.targets(v) for t, v in target.items()}
+                    task = self._eqreg_loss_fn(model, len(targets))(step.task_outputs(outputs), target)
+                else:
+                    task = step.task_loss(self._eqreg_loss_fn(model, len(targets)), outputs, target)
+                if not isinstance(outputs, Mapping):
+                    # prediction_step reads outputs[1:] from non-dict outputs (it assumes a leading loss).
+                    outputs = {"logits": outputs}
         except BaseException:
-            if reg is not None:
-                _discard(reg)  # disarm and free the captures; the original error is the one to see
+            step.discard()  # disarm and free the captures; the original error is the one to see
             raise
-        if self.task_loss is not None or self.compute_loss_func is not None or only_first:
-            if not isinstance(outputs, Mapping):
-                # prediction_step reads outputs[1:] from non-dict outputs (it assumes a leading loss).
-                outputs = {"logits": outputs}
-
-        if reg is not None and training:
-            eq = reg.loss()
-            loss = task + eq.to(task.dtype)
-            self._eqreg_record(task, eq, reg)
-        else:
-            loss = task
+        if step.reg is None:
+            return (task, outputs) if return_outputs else task
+        eq = step.eq_loss(task.device)
+        self._eqreg_record(task, eq, reg)
+        loss = task + eq.to(task.dtype)
         return (loss, outputs) if return_outputs else loss
 
     # ------------------------------------------------------------------ logging
@@ -362,7 +320,7 @@ class EqRegTrainerMixin:
             for n, v in zip(names, vec.tolist()):
                 logs[n] = v
             if self.eqreg is not None:
-                logs["eqreg_weight"] = float(self.eqreg.config.weight)
+                logs["eqreg_weight"] = self.eqreg.weight
             self._eqreg_window = {}
             self._eqreg_window_steps = set()
         super().log(logs, *args, **kwargs)

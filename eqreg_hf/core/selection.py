@@ -1,6 +1,8 @@
-"""``layers="auto"`` for timm and transformers vision models: which stages to tap and how to read them.
+"""Which layers to tap: names, glob patterns, or ``"auto"`` (a policy per model family, by duck typing).
 
-:func:`auto_taps` is what :func:`eqreg_hf.core.taps.resolve_taps` asks when ``EqRegConfig(layers="auto")``.
+:func:`resolve_taps` turns ``EqRegConfig.layers`` into :class:`~eqreg_hf.core.taps.TapSpec` objects.
+For ``"auto"`` it asks :func:`auto_taps`, which recognises the model families below by their class's
+module name and attributes (this file imports neither timm nor transformers).
 It knows the families below and returns ``None`` for anything else, so the core falls back to every
 ``nn.Conv2d`` whose output channels divide by t.
 
@@ -25,15 +27,17 @@ refuses them only when they are named explicitly).
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 import logging
 import math
 import warnings
 
 from torch import nn
 
-from eqreg_hf.core.taps import TapSpec
+from eqreg_hf.core.taps import TapSpec, per_layer
 
-__all__ = ["auto_taps", "find_backbone", "MAX_TOKEN_TAPS"]
+__all__ = ["resolve_taps", "auto_taps", "find_backbone", "MAX_TOKEN_TAPS"]
 
 logger = logging.getLogger(__name__)
 
@@ -225,3 +229,77 @@ def auto_taps(model: nn.Module, group_order: int) -> list[TapSpec] | None:
     if taps:
         logger.debug("EQ-Reg auto taps for %s: %s", type(backbone).__name__, [t.name for t in taps])
     return taps or None
+
+
+def _plain_conv_taps(model: nn.Module, group_order: int) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.out_channels % group_order == 0]
+
+
+def resolve_taps(model: nn.Module, config) -> list[TapSpec]:
+    """Turn ``config.layers`` (names, globs or ``"auto"``) into a list of :class:`TapSpec`.
+
+    Exact names must exist; a glob must match at least one module. ``"auto"`` asks
+    :func:`auto_taps` for a model-specific choice (timm, transformers) and falls
+    back to every ``nn.Conv2d`` whose output channels divide by t.
+    """
+    modules = dict(model.named_modules())
+    layers = config.layers
+    specs: list[TapSpec] = []
+    if layers == "auto":
+        auto = auto_taps(model, config.group_order)
+        if auto:
+            for spec in auto:
+                spec.explicit = False
+            specs = list(auto)
+        else:
+            names = _plain_conv_taps(model, config.group_order)
+            if not names:
+                raise ValueError(
+                    f"layers='auto' found no layer to tap in {type(model).__name__}: no nn.Conv2d has output "
+                    f"channels divisible by group_order={config.group_order}. Name the layers explicitly "
+                    "(EqRegConfig(layers=[...])) and mark non-divisible ones trivial."
+                )
+            specs = [TapSpec(n, explicit=False) for n in names]
+    else:
+        patterns = [layers] if isinstance(layers, str) else list(layers)
+        seen: set[str] = set()
+        for pattern in patterns:
+            if any(ch in pattern for ch in "*?["):
+                matched = [n for n in modules if n and fnmatch.fnmatchcase(n, pattern)]
+                if not matched:
+                    raise ValueError(
+                        f"Layer pattern {pattern!r} matches no module of {type(model).__name__}. "
+                        f"Some module names: {_some_names(modules)}."
+                    )
+            else:
+                if pattern not in modules or pattern == "":
+                    close = difflib.get_close_matches(pattern, list(modules), n=5)
+                    raise ValueError(
+                        f"No module named {pattern!r} in {type(model).__name__}. "
+                        + (f"Did you mean one of {close}? " if close else "")
+                        + "List them with [n for n, _ in model.named_modules()], or use a glob such as 'body.*'."
+                    )
+                matched = [pattern]
+            for n in matched:
+                if n not in seen:
+                    seen.add(n)
+                    specs.append(TapSpec(n))
+    for spec in specs:
+        # A dict or a non-default string from the user wins; otherwise an adapter's choice stands.
+        if isinstance(config.fields, dict):
+            spec.field = per_layer(config.fields, spec.name, spec.field)
+        elif spec.explicit or config.fields != "regular":
+            spec.field = config.fields
+        if isinstance(config.layouts, dict):
+            spec.layout = per_layer(config.layouts, spec.name, spec.layout)
+        elif spec.explicit or config.layouts != "auto":
+            spec.layout = config.layouts
+        if config.prefix_tokens is not None:
+            spec.prefix_tokens = per_layer(config.prefix_tokens, spec.name, spec.prefix_tokens)
+        spec.weight = float(per_layer(config.layer_weights, spec.name, 1.0))
+    return specs
+
+
+def _some_names(modules: dict, n: int = 12) -> list[str]:
+    names = [k for k in modules if k]
+    return names[:n] + (["..."] if len(names) > n else [])

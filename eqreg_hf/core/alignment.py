@@ -1,0 +1,225 @@
+"""Alignment: is the sampling grid of a tapped map symmetric, so that a quarter turn maps it onto itself?
+
+A 90° rotation of a feature map matches the map of the rotated input only when strides and padding
+give a symmetric sampling grid (a 3×3 / stride-2 / pad-1 conv on an even size is off by one input
+pixel). :class:`AlignmentTracer` follows the grid through one forward pass; :func:`warn_misaligned`
+says which taps are off and which input size would fix them.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["EqRegAlignmentWarning", "AlignmentTracer", "warn_misaligned"]
+
+
+class EqRegAlignmentWarning(UserWarning):
+    """A tapped map's sampling grid is not symmetric for this input size, so rot90 cannot be exact."""
+
+
+
+def _pair(v) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+@dataclass
+class _AxisMap:
+    """Feature index i sits at input coordinate ``a + b * i``; ``ops`` replays the size along the way."""
+
+    a: float
+    b: float
+    ops: tuple = ()
+
+    def aligned(self, size_in: int, size_out: int) -> bool:
+        return abs(2 * self.a + self.b * (size_out - 1) - (size_in - 1)) < 1e-6
+
+    def size_for(self, size_in: int) -> int | None:
+        n = size_in
+        for op in self.ops:
+            n = _op_size(op, n)
+            if n is None or n < 1:
+                return None
+        return n
+
+
+def _op_size(op: tuple, n: int) -> int | None:
+    kind = op[0]
+    if kind == "conv":
+        _, k, s, p, d, ceil = op
+        num = n + 2 * p - d * (k - 1) - 1
+        return (math.ceil(num / s) if ceil else num // s) + 1
+    if kind == "tconv":
+        _, k, s, p, d, op_pad = op
+        return (n - 1) * s - 2 * p + d * (k - 1) + op_pad + 1
+    if kind == "scale":
+        return int(math.floor(n * op[1]))
+    if kind == "unscale":
+        return n // op[1] if n % op[1] == 0 else None
+    return None
+
+
+def _append(ops: tuple, op: tuple) -> tuple:
+    _, k, s, p, d, _ = op
+    if s == 1 and 2 * p == d * (k - 1):  # keeps every size: no need to replay it
+        return ops
+    return ops + (op,)
+
+
+def _axis_step(m: _AxisMap, module: nn.Module, axis: int) -> _AxisMap | None:
+    if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+        k = _pair(module.kernel_size)[axis]
+        s = _pair(module.stride if module.stride is not None else module.kernel_size)[axis]
+        pad = module.padding
+        if isinstance(pad, str):
+            if pad != "same":
+                pad = 0
+            else:
+                d = _pair(getattr(module, "dilation", 1))[axis]
+                pad = d * (k - 1) // 2
+        p = _pair(pad)[axis]
+        d = _pair(getattr(module, "dilation", 1))[axis]
+        ceil = bool(getattr(module, "ceil_mode", False))
+        return _AxisMap(m.a + m.b * (d * (k - 1) / 2 - p), m.b * s, _append(m.ops, ("conv", k, s, p, d, ceil)))
+    if _conv_like(module):  # duck-typed convolutions: e2cnn R2Conv, hand-written group convs, ...
+        k = _pair(getattr(module, "kernel_size", None) or tuple(module.weight.shape[-2:]))[axis]
+        s = _pair(module.stride)[axis]
+        p = _pair(module.padding if not isinstance(module.padding, str) else 0)[axis]
+        d = _pair(getattr(module, "dilation", 1))[axis]
+        return _AxisMap(m.a + m.b * (d * (k - 1) / 2 - p), m.b * s, _append(m.ops, ("conv", k, s, p, d, False)))
+    if isinstance(module, nn.ConvTranspose2d):
+        k, s, p, d = (_pair(v)[axis] for v in (module.kernel_size, module.stride, module.padding, module.dilation))
+        op_pad = _pair(module.output_padding)[axis]
+        return _AxisMap(m.a + m.b * (p - d * (k - 1) / 2) / s, m.b / s, m.ops + (("tconv", k, s, p, d, op_pad),))
+    if isinstance(module, nn.Upsample) and module.mode == "nearest" and module.scale_factor is not None:
+        s = float(_pair(module.scale_factor)[axis])
+        return _AxisMap(m.a + m.b * (0.5 / s - 0.5), m.b / s, m.ops + (("scale", s),))
+    if isinstance(module, nn.PixelShuffle):
+        r = module.upscale_factor
+        return _AxisMap(m.a - m.b * (r - 1) / (2 * r), m.b / r, m.ops + (("scale", float(r)),))
+    if isinstance(module, nn.PixelUnshuffle):
+        r = module.downscale_factor
+        return _AxisMap(m.a + m.b * (r - 1) / 2, m.b * r, m.ops + (("unscale", r),))
+    return None
+
+
+def _conv_like(module: nn.Module) -> bool:
+    if isinstance(module, (nn.ConvTranspose2d, nn.Conv1d, nn.Conv3d)):
+        return False
+    has_kernel = hasattr(module, "kernel_size") or (
+        isinstance(getattr(module, "weight", None), torch.Tensor) and module.weight.dim() == 4)
+    return has_kernel and hasattr(module, "stride") and hasattr(module, "padding")
+
+
+_SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.ConvTranspose2d, nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle)
+
+
+class AlignmentTracer:
+    """Follows the sampling grid through the spatial layers of one forward pass.
+
+    Each spatial layer (conv, pooling, transposed conv, nearest upsampling, pixel (un)shuffle, duck-typed
+    convs) composes the map "feature index -> input coordinate". A map of size h from an input of size H
+    is symmetric (and a 90° rotation of it exact) iff ``2a + b (h - 1) = H - 1`` on both axes. Every map
+    that reaches a spatial size is kept (main path and shortcut of a residual block, encoder and decoder
+    of a U-Net), and a map of that size counts as aligned only if all of them are: a sum of a shifted and
+    an unshifted path is not rotation-exact. Functional resampling (``F.interpolate`` in ``forward``) is
+    invisible to it.
+    """
+
+    def __init__(self, model: nn.Module, input_hw: tuple[int, int]):
+        self.input_hw = tuple(input_hw)
+        start = (_AxisMap(0.0, 1.0), _AxisMap(0.0, 1.0))
+        self.maps: dict[tuple[int, int], dict[tuple, tuple[_AxisMap, _AxisMap]]] = {self.input_hw: {_key(start): start}}
+        self._handles = [m.register_forward_hook(self._hook) for m in model.modules()
+                         if isinstance(m, _SPATIAL) or _conv_like(m)]
+
+    def _hook(self, module, args, output):
+        x = args[0] if args else None
+        x = getattr(x, "tensor", x)  # e2cnn / escnn GeometricTensor
+        output = getattr(output, "tensor", output)
+        if not isinstance(x, torch.Tensor) or x.dim() < 3 or not isinstance(output, torch.Tensor):
+            return
+        sources = self.maps.get(tuple(x.shape[-2:]))
+        if not sources:
+            return
+        out = self.maps.setdefault(tuple(output.shape[-2:]), {})
+        for src in list(sources.values()):
+            new = (_axis_step(src[0], module, 0), _axis_step(src[1], module, 1))
+            if new[0] is None or new[1] is None:
+                continue
+            if len(out) < 32:  # bounded: a pathological net cannot blow this up
+                out.setdefault(_key(new), new)
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def check(self, hw: tuple[int, int]) -> tuple[bool, tuple[int, int] | None] | None:
+        """For a map of spatial size ``hw``: (aligned?, nearest aligned input size) or None if unknown."""
+        maps = self.maps.get(tuple(hw))
+        if not maps:
+            return None
+        bad = [m for m in maps.values()
+               if not all(a.aligned(n_in, n_out) for a, n_in, n_out in zip(m, self.input_hw, hw))]
+        if not bad:
+            return True, None
+        return False, self.common_aligned([hw])
+
+    def common_aligned(self, hws: list[tuple[int, int]], radius: int = 64) -> tuple[int, int] | None:
+        """Nearest input size at which every map of every given spatial size is aligned at once."""
+        maps = [m for hw in hws for m in self.maps.get(tuple(hw), {}).values()]
+        if not maps:
+            return None
+        best = []
+        for axis, size in enumerate(self.input_hw):
+            found = None
+            for delta in range(radius + 1):
+                for cand in (size - delta, size + delta):
+                    if cand < 1 or found is not None:
+                        continue
+                    outs = [m[axis].size_for(cand) for m in maps]
+                    if all(o is not None and m[axis].aligned(cand, o) for m, o in zip(maps, outs)):
+                        found = cand
+                if found is not None:
+                    break
+            if found is None:
+                return None
+            best.append(found)
+        return tuple(best)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+def _key(maps: tuple[_AxisMap, _AxisMap]) -> tuple:
+    return tuple((round(m.a, 6), round(m.b, 6)) for m in maps)
+
+
+def warn_misaligned(misaligned: list[tuple[str, tuple, tuple]], input_hw, common: tuple | None = None) -> None:
+    """One warning for an input size: every misaligned tap (name, map size, nearest aligned input size),
+    and the nearest size that suits all taps at once (``common``)."""
+    parts = []
+    for name, hw, nearest in misaligned:
+        sizes = "x".join(str(n) for n in nearest) if nearest and None not in nearest else "none within ±64 px"
+        parts.append(f"{name!r} (map {hw[0]}x{hw[1]}; nearest aligned input size {sizes})")
+    if common:
+        fix = "Crop/pad inputs to " + "x".join(str(n) for n in common) + " (aligned for every tap)"
+    else:
+        fix = ("No input size within ±64 px aligns every tap at once (e.g. paths with different grid offsets "
+               "meet, such as an average-pooled shortcut beside a strided conv); tap only the layers that can be "
+               "aligned")
+    warnings.warn(
+        f"EQ-Reg: for input size {input_hw[0]}x{input_hw[1]}, tap(s) {', '.join(parts)} are misaligned: strides/"
+        "padding make the sampling grid asymmetric, so a 90° rotation of the map does not line up with the map of "
+        f"the rotated input and the loss cannot reach 0. {fix}, or tap other layers.",
+        EqRegAlignmentWarning,
+        stacklevel=3,
+    )
