@@ -242,3 +242,60 @@ def test_eqreg_reduces_equivariance_error():
                    seed=0)
         errors[weight] = equivariance_error(model, rainy[:2], layers=model.eqreg_layers(4)).mean
     assert errors[1.0] < 0.7 * errors[0.0], errors
+
+
+def test_weight_schedule_drives_the_loop_without_touching_the_config():
+    from eqreg_hf import WeightSchedule
+
+    model = FastDerainer(channels=8, num_blocks=1)
+    cfg = EqRegConfig(layers=["body.0.conv1"], weight=0.4, distance="mse")
+    hist = train_loop(model, DataLoader(TensorDataset(*_pairs()), batch_size=4),
+                      torch.optim.SGD(model.parameters(), 1e-3), F.mse_loss, cfg, max_steps=4, log_every=1,
+                      progress=False, weight_schedule=WeightSchedule("linear", warmup_steps=0.5))
+    assert hist.series("eqreg_weight") == pytest.approx([0.0, 0.2, 0.4, 0.4])
+    assert hist.logs[0]["eqreg_loss"] == 0.0 and hist.logs[1]["eqreg_loss"] > 0  # weight 0: no rotated pass
+    assert cfg.weight == 0.4  # the user's config is never modified
+    assert _no_hooks(model)
+
+
+@pytest.mark.parametrize("bad", ["linear", lambda step: 0.1])
+def test_weight_schedule_must_be_a_schedule_object(bad):
+    model = FastDerainer(channels=8, num_blocks=1)
+    with pytest.raises(TypeError, match="WeightSchedule"):
+        train_loop(model, DataLoader(TensorDataset(*_pairs()), batch_size=4), torch.optim.SGD(model.parameters(), 0.1),
+                   F.mse_loss, None, max_steps=1, progress=False, weight_schedule=bad)
+
+
+def test_per_tap_logging_reads_detached_tensors_not_floats(monkeypatch):
+    """The loop sums the per-tap terms as tensors (a float() per tap per step would sync the device)."""
+    from eqreg_hf.core.regularizer import EqReg
+
+    def no_floats(self):
+        raise AssertionError("train_loop read reg.last_terms (floats: a device sync per tap per step)")
+
+    monkeypatch.setattr(EqReg, "last_terms", property(no_floats))
+    model = FastDerainer(channels=8, num_blocks=1)
+    cfg = EqRegConfig(layers=["body.0.conv1", "body.0.conv2"], weight=1e-2)
+    hist = train_loop(model, DataLoader(TensorDataset(*_pairs()), batch_size=4),
+                      torch.optim.SGD(model.parameters(), 1e-3), F.mse_loss, cfg, max_steps=2, log_every=1,
+                      progress=False)
+    assert all(hist.logs[-1][f"eqreg/{n}"] > 0 for n in ("body.0.conv1", "body.0.conv2"))
+
+
+def test_one_k_per_optimizer_step_under_accumulation(monkeypatch):
+    """Gradient accumulation reuses the k of its optimizer step (as the Trainer does): one draw per step."""
+    from eqreg_hf.core.regularizer import EqReg
+
+    drawn = []
+    original = EqReg.sample_k
+
+    def recording(self, hw=None):
+        drawn.append(original(self, hw))
+        return drawn[-1]
+
+    monkeypatch.setattr(EqReg, "sample_k", recording)
+    model = FastDerainer(channels=8, num_blocks=1)
+    cfg = EqRegConfig(layers=["body.0.conv1"], weight=1e-2)
+    train_loop(model, DataLoader(TensorDataset(*_pairs(n=8)), batch_size=2), torch.optim.SGD(model.parameters(), 1e-3),
+               F.mse_loss, cfg, max_steps=2, gradient_accumulation_steps=2, progress=False)
+    assert len(drawn) == 2
