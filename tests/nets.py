@@ -3,7 +3,7 @@
 The equivariant net is built by hand, the textbook way: a lifting convolution whose output field
 (i, j) uses the kernel of field i rotated j steps, then group convolutions whose kernel for
 output (i, j) is the base kernel rotated j steps with its input group axis rolled by j. Channels are
-field-major (c = i*t + j), as in DESIGN.md; with T_k = roll(+k) then rotate, T_k F(x) = F(R_k x).
+field-major (c = i*t + j), as in docs/design.md; with T_k = roll(+k) then rotate, T_k F(x) = F(R_k x).
 """
 
 from __future__ import annotations
