@@ -94,3 +94,13 @@ def test_trainer_runs_the_step(monkeypatch, tmp_path):
     EqRegTrainer(model=_net(), args=args, train_dataset=data, task_loss=F.mse_loss,
                  eqreg=EqRegConfig(layers=["0"], weight=1e-2)).train()
     assert len(calls) == 2
+
+
+def test_docs_training_loop_example_runs(monkeypatch, tmp_path):
+    import os
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    text = open(os.path.join(os.path.dirname(__file__), "..", "docs", "training.md"), encoding="utf-8").read()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "EqRegStep(EqReg(" in b)
+    exec(compile(block, "docs/training.md", "exec"), {"__name__": "__docs__"})
