@@ -117,6 +117,10 @@ def add_dataclass_arguments(
 ) -> None:
     """Add one ``--{prefix}{field-name}`` flag per field of dataclass ``cls`` (dest ``{prefix}{field_name}``).
 
+    A field's ``metadata={"aliases": ["old_name"]}`` also accepts ``--{prefix}old-name`` for the same
+    field (an old spelling kept working after a rename; left out of ``--help``, whose entry for the
+    field names it).
+
     Args:
         parser: an ``argparse`` parser or argument group.
         cls: the dataclass.
@@ -124,6 +128,15 @@ def add_dataclass_arguments(
         defaults: defaults that differ from the dataclass's own (unknown names are refused).
         help_extra: text appended to a field's help.
         snake_aliases: also accept ``--{prefix}{field_name}`` (not for switches).
+
+    Example:
+        >>> @dataclasses.dataclass
+        ... class Run:
+        ...     max_steps: int = dataclasses.field(default=10, metadata={"aliases": ["steps"]})
+        >>> p = argparse.ArgumentParser()
+        >>> add_dataclass_arguments(p, Run)
+        >>> p.parse_args(["--steps", "3"]).max_steps, p.parse_args([]).max_steps
+        (3, 10)
     """
     defaults = dict(defaults or {})
     help_extra = help_extra or {}
@@ -134,28 +147,38 @@ def add_dataclass_arguments(
                          f"{sorted(f.name for f in fields)}.")
     hints = typing.get_type_hints(cls)
     for f in fields:
-        if f.name in defaults:
-            default = defaults[f.name]
-        elif f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = None
         kind = hints.get(f.name, Any)
         flags = ["--" + prefix + f.name.replace("_", "-")]
         if snake_aliases and "_" in f.name and kind is not bool:
             flags.append("--" + prefix + f.name)
-        text = " ".join(filter(None, [f.metadata.get("help", ""), help_extra.get(f.name, "")]))
-        shown = json.dumps(default) if isinstance(default, (str, int, float, bool, list, dict, type(None))) \
-            else repr(default)
-        kw: dict[str, Any] = {"dest": prefix + f.name, "default": default,
-                              "help": f"{text} (default: {shown})".replace("%", "%%")}  # argparse %-formats help
-        if kind is bool:
-            parser.add_argument(*flags, action=_Switch, metavar="BOOL", **kw)
-            continue
-        kw["type"], kw["metavar"] = _flag_type(kind)
+        aliases = ["--" + prefix + old.replace("_", "-") for old in f.metadata.get("aliases", ())]
+        default = defaults[f.name] if f.name in defaults else _field_default(f)
+        text = " ".join(filter(None, [f.metadata.get("help", ""), help_extra.get(f.name, ""),
+                                      f"Old spelling: {', '.join(aliases)}." if aliases else ""]))
+        kw = _flag_kwargs(kind, prefix + f.name, default, text)
         parser.add_argument(*flags, **kw)
+        if aliases:  # same dest; SUPPRESS keeps it out of --help and leaves the default to the main flag
+            parser.add_argument(*aliases, **dict(kw, default=argparse.SUPPRESS, help=argparse.SUPPRESS))
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _flag_kwargs(kind: Any, dest: str, default: Any, text: str) -> dict[str, Any]:
+    """``add_argument`` keywords of one field: a switch for ``bool``, else a typed value."""
+    shown = json.dumps(default) if isinstance(default, (str, int, float, bool, list, dict, type(None))) \
+        else repr(default)
+    kw: dict[str, Any] = {"dest": dest, "default": default,
+                          "help": f"{text} (default: {shown})".replace("%", "%%")}  # argparse %-formats help
+    if kind is bool:
+        return dict(kw, action=_Switch, metavar="BOOL")
+    kw["type"], kw["metavar"] = _flag_type(kind)
+    return kw
 
 
 def dataclass_from_args(cls: type, args: argparse.Namespace, prefix: str = "", **overrides: Any) -> Any:
