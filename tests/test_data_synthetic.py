@@ -210,7 +210,8 @@ def test_to_tensor_shapes_and_range(image, shape):
     assert float(t.max()) == (1.0 if image.max() == 255 else 0.0)
 
 
-@pytest.mark.parametrize("name", ["eqreg_hf.data.synthetic", "eqreg_hf.data.transforms", "eqreg_hf.data.rain"])
+@pytest.mark.parametrize("name", ["eqreg_hf.data.synthetic", "eqreg_hf.data.transforms", "eqreg_hf.data.rain",
+                                  "eqreg_hf.data.rain_layouts"])
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), extraglobs={"torch": torch, "np": np})
     assert result.failed == 0 and result.attempted > 0

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 _EXPORTS = {
     # rain.py
-    "load_rain": "rain", "find_pairs": "rain", "detect_layout": "rain", "LAYOUTS": "rain",
-    "BENCHMARKS": "rain", "DATA_DIR_ENV": "rain",
+    "load_rain": "rain", "BENCHMARKS": "rain", "DATA_DIR_ENV": "rain",
+    # rain_layouts.py
+    "find_pairs": "rain_layouts", "detect_layout": "rain_layouts", "RAIN_LAYOUTS": "rain_layouts",
     # synthetic.py
     "make_synthetic_rain": "synthetic", "add_rain": "synthetic", "rain_streaks": "synthetic",
     "load_photo": "synthetic", "TRAIN_PHOTOS": "synthetic", "TEST_PHOTOS": "synthetic", "DEFAULT_RAIN": "synthetic",
@@ -31,11 +32,15 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
+# Old names, answered with the new one (LAYOUTS also named the tap layouts of EqRegConfig).
+_RENAMED = {"LAYOUTS": "RAIN_LAYOUTS"}
+
 
 def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'eqreg_hf.data' has no attribute {name!r}")
+        hint = f"; it is now {_RENAMED[name]!r}" if name in _RENAMED else ""
+        raise AttributeError(f"module 'eqreg_hf.data' has no attribute {name!r}{hint}")
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value
     return value
@@ -49,7 +54,8 @@ if TYPE_CHECKING:  # for IDEs and type checkers
     from eqreg_hf.data.cifar import (CIFAR100_COARSE_NAMES, CIFAR100_FINE_NAMES, CIFAR100_FINE_TO_COARSE, CIFAR100_HUB_ID,
                         ClassificationTransform, cifar_transform, classification_transform, load_cifar100,
                         num_classes)
-    from eqreg_hf.data.rain import BENCHMARKS, DATA_DIR_ENV, LAYOUTS, detect_layout, find_pairs, load_rain
+    from eqreg_hf.data.rain import BENCHMARKS, DATA_DIR_ENV, load_rain
+    from eqreg_hf.data.rain_layouts import RAIN_LAYOUTS, detect_layout, find_pairs
     from eqreg_hf.data.shapes import SHAPE_COARSE_NAMES, SHAPE_NAMES, load_shapes, render_shape
     from eqreg_hf.data.synthetic import (DEFAULT_RAIN, TEST_PHOTOS, TRAIN_PHOTOS, add_rain, load_photo, make_synthetic_rain,
                             rain_streaks)

@@ -296,23 +296,9 @@ def make_synthetic_rain(
         >>> ds.column_names, len(ds)
         (['rainy', 'clean'], 4)
     """
-    if split not in _SPLIT_IDS:
-        raise ValueError(f"Unknown split={split!r} for the synthetic benchmark. Choose between {list(_SPLIT_IDS)}.")
-    if blend not in _BLENDS:
-        raise ValueError(f"Unknown blend={blend!r}. Choose between {list(_BLENDS)}.")
-    size_t = _norm_size(size)
-    n_var = _DEFAULT_VARIANTS[split] if num_variants is None else int(num_variants)
-    if n_var < 1:
-        raise ValueError(f"num_variants must be >= 1, got {num_variants}.")
-    photo_list = tuple(photos) if photos is not None else (TRAIN_PHOTOS if split == "train" else TEST_PHOTOS)
-    if not photo_list:
-        raise ValueError("photos is empty; pass at least one skimage.data name, e.g. photos=['astronaut'].")
-    params = {
-        "version": 1, "split": split, "size": size_t, "num_variants": n_var, "photos": photo_list,
-        "seed": int(seed), "density": density, "length": length, "angle_range": tuple(angle_range),
-        "angle_jitter": angle_jitter, "width": width, "intensity": intensity, "num_layers": num_layers,
-        "blend": blend,
-    }
+    rain = dict(density=density, length=length, angle_range=angle_range, angle_jitter=angle_jitter, width=width,
+                intensity=intensity, num_layers=num_layers, blend=blend)
+    params = _benchmark_params(split, size, num_variants, photos, seed, rain)
     key = hashlib.sha1(json.dumps(params, sort_keys=True, default=list).encode()).hexdigest()[:16]
     if key in _MEMORY_CACHE:
         return _MEMORY_CACHE[key]
@@ -326,43 +312,76 @@ def make_synthetic_rain(
             ds = datasets.load_from_disk(disk)
             _MEMORY_CACHE[key] = ds
             return ds
-
-    from PIL import Image
-    from tqdm.auto import tqdm
-
-    def png(arr: np.ndarray) -> dict:
-        # fast lossless encoding: PNG at zlib level 1 is ~5x quicker than datasets' default and exact
-        buf = io.BytesIO()
-        Image.fromarray((arr * 255.0).round().astype(np.uint8)).save(buf, format="PNG", compress_level=1)
-        return {"bytes": buf.getvalue(), "path": None}
-
-    rainy, clean = [], []
-    clean_png: dict[int, dict] = {}
-    jobs = [(p, v) for p in range(len(photo_list)) for v in range(n_var)]
-    for p, v in tqdm(jobs, desc=f"synthetic rain ({split})", disable=not progress):
-        photo = load_photo(photo_list[p], size_t)
-        if p not in clean_png:
-            clean_png[p] = png(photo)
-        # one independent stream per (seed, split, photo, variant): adding photos or variants never
-        # changes the rain of existing ones
-        rng = np.random.default_rng(np.random.SeedSequence([int(seed), _SPLIT_IDS[split], p, v]))
-        o = add_rain(photo, intensity=intensity, blend=blend, seed=rng, density=density, length=length,
-                     angle_range=angle_range, angle_jitter=angle_jitter, width=width, num_layers=num_layers)
-        rainy.append(png(o))
-        clean.append(clean_png[p])
-
+    rainy, clean = _render(params, rain, progress)
     features = datasets.Features({"rainy": datasets.Image(), "clean": datasets.Image()})
     ds = datasets.Dataset.from_dict({"rainy": rainy, "clean": clean}, features=features)
     if disk is not None:
-        os.makedirs(os.path.dirname(disk) or ".", exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".tmp-synthetic-", dir=os.path.dirname(disk) or ".")
-        try:
-            ds.save_to_disk(tmp)
-            os.replace(tmp, disk)
-        except OSError:
-            # another process finished first (target exists) or the disk is read-only: memory copy is fine
-            shutil.rmtree(tmp, ignore_errors=True)
-        if os.path.isdir(disk):
-            ds = datasets.load_from_disk(disk)
+        ds = _save_to_disk(ds, disk)
     _MEMORY_CACHE[key] = ds
     return ds
+
+
+def _benchmark_params(split: str, size: int | Sequence[int] | None, num_variants: int | None,
+                      photos: Sequence[str] | None, seed: int, rain: dict) -> dict:
+    """Check the arguments of :func:`make_synthetic_rain`; the JSON-able dict that identifies the benchmark."""
+    if split not in _SPLIT_IDS:
+        raise ValueError(f"Unknown split={split!r} for the synthetic benchmark. Choose between {list(_SPLIT_IDS)}.")
+    if rain["blend"] not in _BLENDS:
+        raise ValueError(f"Unknown blend={rain['blend']!r}. Choose between {list(_BLENDS)}.")
+    n_var = _DEFAULT_VARIANTS[split] if num_variants is None else int(num_variants)
+    if n_var < 1:
+        raise ValueError(f"num_variants must be >= 1, got {num_variants}.")
+    photo_list = tuple(photos) if photos is not None else (TRAIN_PHOTOS if split == "train" else TEST_PHOTOS)
+    if not photo_list:
+        raise ValueError("photos is empty; pass at least one skimage.data name, e.g. photos=['astronaut'].")
+    return {
+        "version": 1, "split": split, "size": _norm_size(size), "num_variants": n_var, "photos": photo_list,
+        "seed": int(seed), **rain, "angle_range": tuple(rain["angle_range"]),
+    }
+
+
+def _png(arr: np.ndarray) -> dict:
+    """A float image in [0, 1] as a datasets Image value (PNG bytes)."""
+    from PIL import Image
+
+    # fast lossless encoding: PNG at zlib level 1 is ~5x quicker than datasets' default and exact
+    buf = io.BytesIO()
+    Image.fromarray((arr * 255.0).round().astype(np.uint8)).save(buf, format="PNG", compress_level=1)
+    return {"bytes": buf.getvalue(), "path": None}
+
+
+def _render(params: dict, rain: dict, progress: bool) -> tuple[list[dict], list[dict]]:
+    """The rainy and clean PNGs of every (photo, variant), photo-major; each clean photo encoded once."""
+    from tqdm.auto import tqdm
+
+    split, photo_list, size_t = params["split"], params["photos"], params["size"]
+    streaks = {k: v for k, v in rain.items() if k not in ("intensity", "blend")}
+    rainy, clean = [], []
+    clean_png: dict[int, dict] = {}
+    jobs = [(p, v) for p in range(len(photo_list)) for v in range(params["num_variants"])]
+    for p, v in tqdm(jobs, desc=f"synthetic rain ({split})", disable=not progress):
+        photo = load_photo(photo_list[p], size_t)
+        if p not in clean_png:
+            clean_png[p] = _png(photo)
+        # one independent stream per (seed, split, photo, variant): adding photos or variants never
+        # changes the rain of existing ones
+        rng = np.random.default_rng(np.random.SeedSequence([params["seed"], _SPLIT_IDS[split], p, v]))
+        o = add_rain(photo, intensity=rain["intensity"], blend=rain["blend"], seed=rng, **streaks)
+        rainy.append(_png(o))
+        clean.append(clean_png[p])
+    return rainy, clean
+
+
+def _save_to_disk(ds, disk: str):
+    """Write ``ds`` to ``disk`` through a temporary folder; the on-disk copy (or ``ds`` if it could not be written)."""
+    import datasets
+
+    os.makedirs(os.path.dirname(disk) or ".", exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp-synthetic-", dir=os.path.dirname(disk) or ".")
+    try:
+        ds.save_to_disk(tmp)
+        os.replace(tmp, disk)
+    except OSError:
+        # another process finished first (target exists) or the disk is read-only: memory copy is fine
+        shutil.rmtree(tmp, ignore_errors=True)
+    return datasets.load_from_disk(disk) if os.path.isdir(disk) else ds
