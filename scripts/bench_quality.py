@@ -56,14 +56,15 @@ import torch
 
 from eqreg_hf.core.io import atomic_write_text, save_figure
 from eqreg_hf.core.config import EqRegConfig
-from eqreg_hf.tasks.derain.recipe import MODEL_TAPS, DerainTrainingArguments, _eval_images, _load_rain, demo_arguments, train_derainer
+from eqreg_hf.tasks.derain.demo import demo_arguments
+from eqreg_hf.tasks.derain.recipe import DerainTrainingArguments, held_out_pairs, load_rain_split, train_derainer
 
 __all__ = [
     "QualitySettings", "QualityRun", "plan_runs", "run_quality_benchmark", "summarize", "format_quality_tables",
     "plot_psnr_vs_lambda", "plot_layer_errors", "DEFAULT_LAMBDAS", "RESULT_KEYS",
 ]
 
-# λ grids per distance. λ is not portable between distances (DESIGN.md): "fro" is an unsquared
+# λ grids per distance. λ is not portable between distances (docs/design.md): "fro" is an unsquared
 # norm summed over the whole batch (Σ over the 12 taps ≈ 620 at init on 8 crops of 32²), "relative"
 # lies in [0, 2] per tap (Σ ≈ 11 at init); the MSE task loss is ~5e-3 after a few steps. Each grid
 # runs from "a few percent of the task loss" (little effect in short runs: docs/results.md) to
@@ -120,9 +121,10 @@ class QualitySettings:
         """The shared training arguments (model, seed and rotation augmentation are set per run)."""
         base = demo_arguments(steps=int(self.steps), quick=self.quick, progress=False)
         changes: dict[str, Any] = {"equiv_images": self.equiv_images}
-        for name in ("crop_size", "batch_size", "lr"):
+        # QualitySettings keeps the names its saved JSON files have; "lr" is the arguments' learning_rate
+        for name, arg in (("crop_size", "crop_size"), ("batch_size", "batch_size"), ("lr", "learning_rate")):
             if getattr(self, name) is not None:
-                changes[name] = getattr(self, name)
+                changes[arg] = getattr(self, name)
         return dataclasses.replace(base, **changes)
 
     def comparable(self) -> dict[str, Any]:
@@ -201,7 +203,7 @@ def _train_one(run: QualityRun, settings: QualitySettings, train_ds: Any, eval_p
         args = dataclasses.replace(args, rot_aug_order=2)
     cfg = None
     if run.method == "eqreg":
-        cfg = EqRegConfig(layers=MODEL_TAPS, group_order=run.group_order, distance=run.distance,
+        cfg = EqRegConfig(layers="auto", group_order=run.group_order, distance=run.distance,
                           weight=run.weight, seed=run.seed)
     result = train_derainer(args, cfg, train_dataset=train_ds, eval_dataset=eval_pairs, save=False,
                             desc=run.run_id)
@@ -252,11 +254,17 @@ def machine_description() -> str:
             f"torch {torch.__version__} ({torch.get_num_threads()} threads), {dev}")
 
 
+# DerainTrainingArguments fields renamed to transformers.TrainingArguments' names (files written before keep the old).
+_RENAMED_TRAINING = {"steps": "max_steps", "lr": "learning_rate", "log_every": "logging_steps"}
+
+
 def _settings_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Names of the settings that differ. A training field only one side has (a field added to
-    DerainTrainingArguments since the file was written, at its default) is not a difference."""
+    DerainTrainingArguments since the file was written, at its default) is not a difference; fields
+    renamed since are compared under their new names."""
     diff = [k for k in sorted(set(old) | set(new)) if k != "training" and old.get(k) != new.get(k)]
-    old_t, new_t = old.get("training", {}), new.get("training", {})
+    old_t = {_RENAMED_TRAINING.get(k, k): v for k, v in old.get("training", {}).items()}
+    new_t = new.get("training", {})
     diff += [f"training.{k}" for k in sorted(set(old_t) & set(new_t)) if old_t[k] != new_t[k]]
     return diff
 
@@ -320,8 +328,9 @@ def run_quality_benchmark(
     if len(todo) < len(runs):
         print_fn(f"Resuming: {len(runs) - len(todo)} of {len(runs)} runs already in {output}.")
     args = settings.training_arguments()
-    train_ds = _load_rain("synthetic", "train", None, args.synthetic_size)
-    eval_pairs = _eval_images(_load_rain("synthetic", "test", None, args.synthetic_size), args.eval_max_images)
+    train_ds = load_rain_split("synthetic", "train", synthetic_size=args.synthetic_size)
+    eval_pairs = held_out_pairs(load_rain_split("synthetic", "test", synthetic_size=args.synthetic_size),
+                                args.eval_max_images)
     start = time.perf_counter()
     for run in tqdm(todo, desc="bench_quality", disable=not progress):
         record = _train_one(run, settings, train_ds, eval_pairs)

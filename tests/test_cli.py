@@ -13,7 +13,7 @@ def test_no_command_prints_help(capsys):
 def test_bad_input_is_one_line_not_a_traceback(capsys, monkeypatch, tmp_path):
     monkeypatch.delenv("EQREG_DATA_DIR", raising=False)
     monkeypatch.delenv("EQREG_DEBUG", raising=False)
-    code = main(["train-derain", "--dataset", "Rain100L", "--steps", "1", "--output-dir", str(tmp_path / "out")])
+    code = main(["train-derain", "--dataset", "Rain100L", "--max-steps", "1", "--output-dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("eqreg-hf train-derain: error:") and "Rain100L" in err and "EQREG_DATA_DIR" in err
@@ -25,4 +25,4 @@ def test_debug_env_shows_the_exception(monkeypatch, tmp_path):
     monkeypatch.delenv("EQREG_DATA_DIR", raising=False)
     monkeypatch.setenv("EQREG_DEBUG", "1")
     with pytest.raises(FileNotFoundError):
-        main(["train-derain", "--dataset", "Rain100L", "--steps", "1", "--output-dir", str(tmp_path / "out")])
+        main(["train-derain", "--dataset", "Rain100L", "--max-steps", "1", "--output-dir", str(tmp_path / "out")])

@@ -8,7 +8,7 @@ import pytest
 
 from eqreg_hf.cli import main
 from eqreg_hf.core.config import EqRegConfig
-from eqreg_hf.tasks.derain.recipe import DEMO_DISTANCE, DEMO_GROUP_ORDER, DEMO_METHODS, DEMO_WEIGHT, format_results_table
+from eqreg_hf.tasks.derain.demo import DEMO_DISTANCE, DEMO_GROUP_ORDER, DEMO_METHODS, DEMO_WEIGHT, format_results_table
 
 
 @pytest.mark.slow

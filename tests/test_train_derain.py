@@ -26,7 +26,7 @@ from eqreg_hf.tasks.derain.recipe import (
 )
 
 TINY_FLAGS = ["--channels", "8", "--num-blocks", "1", "--synthetic-size", "24", "--crop-size", "12",
-              "--batch-size", "2", "--steps", "2", "--log-every", "1", "--equiv-images", "1", "--progress", "false"]
+              "--batch-size", "2", "--max-steps", "2", "--logging-steps", "1", "--equiv-images", "1", "--progress", "false"]
 
 
 def _parse(argv):
@@ -41,7 +41,7 @@ def test_every_eqreg_field_is_a_flag():
     for f in dataclasses.fields(DerainTrainingArguments):
         assert hasattr(args, f.name), f.name
     cfg = dataclass_from_args(EqRegConfig, args, EQREG_PREFIX)
-    assert (cfg.weight, cfg.distance, cfg.layers) == (DEFAULT_WEIGHT, DEFAULT_DISTANCE, "model")
+    assert (cfg.weight, cfg.distance, cfg.layers) == (DEFAULT_WEIGHT, DEFAULT_DISTANCE, "auto")
 
 
 @pytest.mark.parametrize(
@@ -101,10 +101,46 @@ def test_add_dataclass_arguments_with_prefix_and_defaults():
         ("rcdnet", dict(num_stages=2, num_maps=4, kernel_size=3, num_features=1, num_resblocks=1), 2, 4),
     ],
 )
-def test_layers_model_resolves_to_default_taps(model, kwargs, t, n_taps):
+def test_layers_auto_resolves_to_default_taps(model, kwargs, t, n_taps):
     net = build_derainer(model, **kwargs)
-    cfg = resolve_layers(net, EqRegConfig(layers="model", group_order=t))
+    cfg = resolve_layers(net, EqRegConfig(layers="auto", group_order=t))
     assert cfg.layers == net.eqreg_layers(t) and len(cfg.layers) == n_taps
+
+
+def test_old_layers_model_means_auto_with_a_future_warning():
+    net = build_derainer("fast", channels=8, num_blocks=2)
+    with pytest.warns(FutureWarning, match='layers="auto"'):
+        cfg = resolve_layers(net, EqRegConfig(layers="model", group_order=2))
+    assert cfg.layers == resolve_layers(net, EqRegConfig(layers="auto", group_order=2)).layers
+
+
+def test_auto_gives_the_demo_its_twelve_taps():
+    """The FastDerainer's default taps at C2 (the demo's setting): both convs of its 6 blocks."""
+    from eqreg_hf.tasks.derain.demo import demo_eqreg_config
+
+    net = build_derainer("fast", **DerainTrainingArguments().model_kwargs())
+    cfg = resolve_layers(net, demo_eqreg_config())
+    assert cfg.layers == [f"body.{i}.conv{j}" for i in range(6) for j in (1, 2)]
+
+
+def test_a_network_without_own_taps_keeps_auto():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    assert resolve_layers(net, EqRegConfig(layers="auto")).layers == "auto"
+
+
+@pytest.mark.parametrize("old,new,field,value", [
+    ("--steps", "--max-steps", "max_steps", 7),
+    ("--lr", "--learning-rate", "learning_rate", 0.5),
+    ("--log-every", "--logging-steps", "logging_steps", 3),
+])
+def test_old_flags_still_parse_and_are_named_in_help(old, new, field, value):
+    assert getattr(_parse([old, str(value)]), field) == value == getattr(_parse([new, str(value)]), field)
+    from eqreg_hf.cli.train_derain import register
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    register(sub)
+    help_text = " ".join(sub.choices["train-derain"].format_help().split())
+    assert f"Old spelling: {old}." in help_text and f"{old} " not in help_text.split("options:")[0]
 
 
 def test_unknown_model_is_refused():
@@ -143,14 +179,15 @@ def test_train_derain_command_end_to_end(tmp_path, capsys):
 
     net = FastDerainer.from_pretrained(out)
     assert net.channels == 8
-    assert "PSNR" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "PSNR" in card and "`max_steps`" in card and "`learning_rate`" in card
 
 
 def test_train_derainer_plain_and_eqreg_share_the_evaluation_taps():
-    args = DerainTrainingArguments(channels=8, num_blocks=1, synthetic_size=24, crop_size=12, batch_size=2, steps=1,
-                                   equiv_images=1, progress=False)
+    args = DerainTrainingArguments(channels=8, num_blocks=1, synthetic_size=24, crop_size=12, batch_size=2,
+                                   max_steps=1, equiv_images=1, progress=False)
     plain = train_derainer(args, None)
-    eq = train_derainer(args, EqRegConfig(layers="model", weight=0.1, distance="mse"))
+    eq = train_derainer(args, EqRegConfig(layers="auto", weight=0.1, distance="mse"))
     assert sorted(plain.report) == sorted(eq.report) == ["body.0.conv1", "body.0.conv2"]
     assert plain.history.logs[-1]["eqreg_loss"] == 0 and eq.history.logs[-1]["eqreg_loss"] > 0
     assert plain.output_dir is None
@@ -195,8 +232,8 @@ def test_negated_switch_takes_no_value(capsys):
 @pytest.mark.parametrize("weight", [0.0, 0.1])
 def test_rcdnet_trains_with_its_stage_loss(tmp_path, weight, one_thread):
     rcd = ["--model", "rcdnet", "--num-stages", "2", "--num-maps", "4", "--kernel-size", "3", "--num-features", "1",
-           "--num-resblocks", "1", "--synthetic-size", "24", "--crop-size", "12", "--batch-size", "2", "--steps", "2",
-           "--log-every", "1", "--equiv-images", "1", "--no-progress", "--eqreg.group-order", "2",
+           "--num-resblocks", "1", "--synthetic-size", "24", "--crop-size", "12", "--batch-size", "2", "--max-steps", "2",
+           "--logging-steps", "1", "--equiv-images", "1", "--no-progress", "--eqreg.group-order", "2",
            "--eqreg.weight", str(weight)]
     logs = {}
     for stage in (False, True):
@@ -214,3 +251,26 @@ def test_rcdnet_trains_with_its_stage_loss(tmp_path, weight, one_thread):
 def test_stage_loss_needs_rcdnet():
     with pytest.raises(ValueError, match="model='rcdnet'"):
         DerainTrainingArguments(model="fast", stage_loss=True)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(max_steps=0), "max_steps=0 is not valid: use a positive integer"),
+    (dict(logging_steps=-1), "logging_steps=-1"),
+    (dict(num_blocks=0), "num_blocks=0 .* or None for the default"),
+    (dict(rot_aug_order=3), r"Unknown rot_aug_order 3. Choose between \[2, 4\]"),
+    (dict(model="unet"), r"Unknown model 'unet'. Choose between \['fast', 'rcdnet', 'strict-c4'\]"),
+])
+def test_bad_arguments_are_refused_on_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DerainTrainingArguments(**kwargs)
+
+
+
+@pytest.mark.parametrize("name", ["eqreg_hf.tasks.derain.recipe", "eqreg_hf.tasks.derain.evaluate",
+                                  "eqreg_hf.tasks.validation"])
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name), extraglobs={"torch": torch})
+    assert result.failed == 0 and result.attempted > 0

@@ -11,7 +11,7 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
-    from eqreg_hf.tasks.derain.recipe import DEMO_STEPS
+    from eqreg_hf.tasks.derain.demo import DEMO_STEPS
 
     parser = subparsers.add_parser(
         "demo",
@@ -29,7 +29,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from eqreg_hf.tasks.derain.recipe import run_demo
+    from eqreg_hf.tasks.derain.demo import run_demo
 
     if args.steps is not None and args.steps < 1:
         raise SystemExit(f"--steps {args.steps} is not valid: give a positive number of optimizer steps.")

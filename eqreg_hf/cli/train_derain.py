@@ -18,7 +18,7 @@ from eqreg_hf.cli.flags import add_dataclass_arguments, dataclass_from_args
 
 
 def register(subparsers: Any) -> None:
-    from eqreg_hf.tasks.derain.recipe import DEFAULT_DISTANCE, DEFAULT_WEIGHT, MODEL_TAPS, DerainTrainingArguments
+    from eqreg_hf.tasks.derain.recipe import DEFAULT_DISTANCE, DEFAULT_WEIGHT, DerainTrainingArguments
 
     parser = subparsers.add_parser(
         "train-derain",
@@ -30,9 +30,9 @@ def register(subparsers: Any) -> None:
     add_eqreg_arguments(
         parser,
         title="EQ-Reg (see docs/derain.md, 'Choosing λ')",
-        defaults={"layers": MODEL_TAPS, "weight": DEFAULT_WEIGHT, "distance": DEFAULT_DISTANCE},
-        help_extra={"layers": f"{MODEL_TAPS!r}: the network's default taps (RCDNet: its B-net convs; fast: its "
-                              "body convs). Lists: comma-separated or JSON."},
+        defaults={"layers": "auto", "weight": DEFAULT_WEIGHT, "distance": DEFAULT_DISTANCE},
+        help_extra={"layers": "'auto': the network's own taps, eqreg_layers(t) (RCDNet: its B-net convs; fast: "
+                              "its body convs; 'model' is the old spelling). Lists: comma-separated or JSON."},
     )
     parser.set_defaults(func=run)
 

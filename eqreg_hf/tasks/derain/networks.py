@@ -18,16 +18,10 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 from torch.nn import functional as F
 
-PAPER_URL = "https://arxiv.org/abs/2505.19799"
+from eqreg_hf.core.groups import check_regular_channels
+from eqreg_hf.core.paper import PAPER_URL
+
 _HUB_KW = dict(library_name="eqreg-hf", paper_url=PAPER_URL, pipeline_tag="image-to-image", license="apache-2.0")
-
-
-def _check_divisible(name: str, channels: int, group_order: int, hint: str) -> None:
-    if group_order > 1 and channels % group_order:
-        raise ValueError(
-            f"{name}={channels} is not divisible by group_order={group_order}: the tapped convolutions "
-            f"carry regular fields of C_{group_order}, so their channel count must divide by t. {hint}"
-        )
 
 
 class ResBlock(nn.Module):
@@ -101,7 +95,9 @@ class FastDerainer(nn.Module, PyTorchModelHubMixin, tags=["deraining", "eqreg", 
 
     def eqreg_layers(self, group_order: int = 4) -> list[str]:
         """Default EQ-Reg taps: both convolutions of every residual block (outputs before ReLU)."""
-        _check_divisible("channels", self.channels, group_order, "Pick channels = a multiple of t (e.g. 32).")
+        check_regular_channels("body.*", self.channels, group_order,
+                               hint=f"Or build FastDerainer with channels={self.channels} changed to a multiple of "
+                                    f"{group_order} (e.g. channels=32).")
         return [f"body.{i}.conv{j}" for i in range(len(self.body)) for j in (1, 2)]
 
 
@@ -235,9 +231,10 @@ class RCDNet(nn.Module, PyTorchModelHubMixin, tags=["deraining", "eqreg", "rcdne
 
     def eqreg_layers(self, group_order: int = 4) -> list[str]:
         """Default EQ-Reg taps: every convolution of every stage's B-net (as in the EQ-Reg paper)."""
-        _check_divisible(
-            "3 + num_features", self.bchannels, group_order,
-            "Set num_features so that 3 + num_features divides by t (33 for t = 4, as in the paper).",
+        check_regular_channels(
+            "bnets.*", self.bchannels, group_order,
+            hint=f"Or set num_features so that 3 + num_features={self.bchannels} divides by {group_order} "
+                 "(num_features=33 for t = 4, as in the paper).",
         )
         return [
             f"bnets.{s}.blocks.{j}.conv{k}"
