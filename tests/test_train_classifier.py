@@ -220,3 +220,34 @@ def test_bad_dataset_is_refused_with_choices(tmp_path, capsys):
     assert err.startswith("eqreg-hf train-classifier: error:")
     assert "Unknown dataset 'imagenet'" in err and "shapes" in err and "cifar100" in err
     assert not (tmp_path / "x").exists()  # nothing written for a refused run
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(dataset="imagenet"), r"Unknown dataset 'imagenet'. Choose between \['shapes', 'cifar100'\]"),
+    (dict(label="medium"), r"Unknown label 'medium'. Choose between \['fine', 'coarse'\]"),
+    (dict(batch_size=0), "batch_size=0 is not valid: use a positive integer"),
+    (dict(logging_steps=0), "logging_steps=0"),
+    (dict(train_samples=0), "train_samples=0 .* or None for the default"),
+    (dict(learning_rate=-1e-3), "learning_rate=-0.001 is not valid: use a number >= 0"),
+    (dict(max_steps=-1, epochs=0), "Nothing to train"),
+])
+def test_classifier_args_are_checked_on_construction(kwargs, match):
+    from eqreg_hf.tasks.classify.recipe import ClassifierArgs
+
+    with pytest.raises(ValueError, match=match):
+        ClassifierArgs(**kwargs)
+
+
+def test_classifier_and_derain_arguments_share_the_trainer_names():
+    """Fields that mean the same as in transformers.TrainingArguments carry its names in both run classes."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    from eqreg_hf.tasks.classify.recipe import ClassifierArgs
+    from eqreg_hf.tasks.derain.recipe import DerainTrainingArguments
+
+    shared = {"max_steps", "learning_rate", "logging_steps", "output_dir", "seed"}
+    trainer = {f.name for f in dataclasses.fields(TrainingArguments)}
+    for cls in (ClassifierArgs, DerainTrainingArguments):
+        assert shared <= {f.name for f in dataclasses.fields(cls)} and shared <= trainer, cls.__name__

@@ -19,7 +19,6 @@ The trained model is written as a Hub folder (weights, config, ``eqreg_config.js
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -30,8 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eqreg_hf.core.io import atomic_write_text
 from eqreg_hf.core.config import EqRegConfig
+from eqreg_hf.core.io import atomic_write_json
+from eqreg_hf.core.unwrap import model_device
+from eqreg_hf.tasks.validation import check_choice, check_non_negative, check_positive_ints
 
 __all__ = ["ClassifierArgs", "train_classifier", "load_classification_data", "aligned_input_size",
            "compare_classifiers", "comparison_table", "COMPARISON",
@@ -40,6 +41,9 @@ __all__ = ["ClassifierArgs", "train_classifier", "load_classification_data", "al
 logger = logging.getLogger(__name__)
 
 DATASETS = ("shapes", "cifar100")
+LABELS = ("fine", "coarse")
+_POSITIVE = ("batch_size", "logging_steps", "equiv_eval_batches")
+_POSITIVE_OR_NONE = ("train_samples", "eval_samples")
 
 
 @dataclass
@@ -52,7 +56,7 @@ class ClassifierArgs:
                                                              "offline; 'cifar100' from the Hub or --data-path)."})
     data_path: str | None = field(default=None, metadata={"help": "Local CIFAR-100 copy (parquet, save_to_disk "
                                                                   "folder or imagefolder)."})
-    label: str = field(default="fine", metadata={"help": "'fine' or 'coarse' labels."})
+    label: str = field(default="fine", metadata={"help": "'fine' or 'coarse' labels (CIFAR-100)."})
     image_size: int | None = field(default=None, metadata={
         "help": "Input size. Default: the size nearest to 32 at which every tap is aligned (exact rot90)."})
     train_samples: int | None = field(default=None, metadata={"help": "Training images (shapes: generated; "
@@ -81,16 +85,18 @@ class ClassifierArgs:
                                                                        "e.g. '{\"drop_path_rate\": 0.1}'."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(f"Unknown dataset {self.dataset!r}. Choose between {list(DATASETS)}; for your own data "
-                             "use EqRegTrainer directly (see docs/classification.md).")
-        if self.label not in ("fine", "coarse"):
-            raise ValueError(f"Unknown label {self.label!r}. Choose between ['fine', 'coarse'].")
+        """Refuse bad values (called on construction): the message names the value, the choices and the fix."""
+        check_choice("dataset", self.dataset, DATASETS,
+                     "For your own data use EqRegTrainer directly (see docs/classification.md).")
+        check_choice("label", self.label, LABELS)
         if self.max_steps <= 0 and self.epochs <= 0:
             raise ValueError(f"Nothing to train: max_steps={self.max_steps} and epochs={self.epochs}; set one > 0.")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size} must be >= 1.")
+        check_positive_ints(self, _POSITIVE + _POSITIVE_OR_NONE, optional=_POSITIVE_OR_NONE)
+        check_non_negative(self, ("learning_rate", "weight_decay", "warmup_steps", "num_workers"))
         if self.image_size is not None and self.image_size < 8:
             raise ValueError(f"image_size={self.image_size} is too small; use at least 8 (e.g. 32 or 33).")
 
@@ -147,7 +153,7 @@ def aligned_input_size(model: nn.Module, size: int, config: EqRegConfig, radius:
     """The input size nearest to ``size`` at which every tap of ``config`` has a symmetric sampling grid.
 
     At such a size a 90° rotation of each tapped map lines up exactly with the map of the rotated input
-    (see the alignment notes in DESIGN.md), so EQ-Reg can reach 0. Ties go to the larger size. Returns
+    (see the alignment notes in docs/design.md), so EQ-Reg can reach 0. Ties go to the larger size. Returns
     None when no size within ``radius`` is aligned or the model only accepts its own size (ViT).
 
     Example:
@@ -155,8 +161,10 @@ def aligned_input_size(model: nn.Module, size: int, config: EqRegConfig, radius:
         >>> aligned_input_size(timm.create_model("resnet18"), 32, EqRegConfig())
         33
     """
-    from eqreg_hf.core.regularizer import feature_pair_to_nchw
-    from eqreg_hf.core.taps import AlignmentTracer, FeatureTaps, resolve_taps
+    from eqreg_hf.core.layouts import feature_to_nchw
+    from eqreg_hf.core.alignment import AlignmentTracer
+    from eqreg_hf.core.selection import resolve_taps
+    from eqreg_hf.core.taps import FeatureTaps
 
     cfg = dataclasses.replace(config, weight=1.0, group_order=max(2, config.group_order))
     specs = resolve_taps(model, cfg)
@@ -168,7 +176,7 @@ def aligned_input_size(model: nn.Module, size: int, config: EqRegConfig, radius:
                 tracer = AlignmentTracer(model, (cand, cand))
                 taps.arm()
                 try:
-                    model(torch.zeros(1, 3, cand, cand, device=_device(model)))
+                    model(torch.zeros(1, 3, cand, cand, device=model_device(model)))
                 except Exception:  # e.g. a ViT built for one size: keep the size asked for
                     tracer.remove()
                     taps.disarm()
@@ -179,7 +187,7 @@ def aligned_input_size(model: nn.Module, size: int, config: EqRegConfig, radius:
                 for spec in specs:
                     if not feats.get(spec.name):
                         continue
-                    f, layout = feature_pair_to_nchw(feats[spec.name][0][1][:1], spec, (cand, cand))
+                    f, layout = feature_to_nchw(feats[spec.name][0][1][:1], spec, (cand, cand))
                     if layout == "vector":
                         continue
                     res = tracer.check(tuple(f.shape[-2:]))
@@ -191,10 +199,6 @@ def aligned_input_size(model: nn.Module, size: int, config: EqRegConfig, radius:
     finally:
         model.train(was_training)
     return None
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def _is_transformers(model: nn.Module) -> bool:
@@ -215,10 +219,6 @@ def _cross_entropy(outputs: Any, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, labels)
 
 
-def _atomic_json(path: str, data: dict) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-
-
 def train_classifier(args: ClassifierArgs, eqreg: EqRegConfig | None = None) -> dict[str, Any]:
     """Fine-tune ``args.model`` on ``args.dataset`` with EQ-Reg ``eqreg``; evaluate; save.
 
@@ -236,20 +236,41 @@ def train_classifier(args: ClassifierArgs, eqreg: EqRegConfig | None = None) -> 
         "taps", "model_dir" (or None), "log_history", "args", "eqreg"}``; also written to
         ``<output_dir>/results.json``.
     """
-    from transformers import TrainingArguments, set_seed
+    from transformers import set_seed
 
-    from eqreg_hf.callbacks import EquivarianceEvalCallback
-    from eqreg_hf.data import classification_transform
-    from eqreg_hf.tasks.classify.networks import create_classifier
-    from eqreg_hf.train.trainer import EqRegTrainer
-
-    args.validate()
+    args.validate()  # again: the fields may have been changed since construction
     eqreg = eqreg if eqreg is not None else EqRegConfig(weight=0.0)
     set_seed(args.seed)
     os.makedirs(args.output_dir, exist_ok=True)
+    model, image_size, (train_ds, test_ds, data_info) = _model_and_data(args, eqreg)
+    train_ds, test_ds = _with_transforms(args, model, image_size, train_ds, test_ds)
+    trainer, callback = _make_trainer(args, eqreg, model, train_ds, test_ds)
+    taps = _tap_names(model, eqreg)
+    trainer.train()
+    metrics = trainer.evaluate()
+    model_dir = _save_model(args, eqreg, trainer.model, metrics, callback.last_report, image_size, data_info) \
+        if args.save_model else None
+    result = {
+        "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
+        "image_size": image_size,
+        "taps": taps,
+        "model_dir": model_dir,
+        "log_history": trainer.state.log_history,
+        "args": dataclasses.asdict(args),
+        "eqreg": eqreg.to_dict(),
+    }
+    atomic_write_json(os.path.join(args.output_dir, "results.json"), result, indent=2, sort_keys=True)
+    return result
 
-    # The number of classes is known before the data is generated for the two built-in datasets.
+
+def _model_and_data(args: ClassifierArgs, eqreg: EqRegConfig) -> tuple[nn.Module, int, tuple[Any, Any, dict]]:
+    """The model, the input size (aligned for the taps unless given) and (train, test, dataset card info).
+
+    The model is built before the data (the built-in datasets' class counts are known), so that the
+    input size can be chosen for its taps; it is rebuilt only if the data has another class count.
+    """
     from eqreg_hf.data import SHAPE_NAMES
+    from eqreg_hf.tasks.classify.networks import create_classifier
 
     n_classes_hint = len(SHAPE_NAMES) if args.dataset == "shapes" else (100 if args.label == "fine" else 20)
     size_hint = args.image_size or 32
@@ -263,6 +284,13 @@ def train_classifier(args: ClassifierArgs, eqreg: EqRegConfig | None = None) -> 
     if n_classes != n_classes_hint:
         model = create_classifier(args.model, n_classes, pretrained=args.pretrained, image_size=size_hint,
                                   **args.model_kwargs)
+    return model, image_size, (train_ds, test_ds, data_info)
+
+
+def _with_transforms(args: ClassifierArgs, model: nn.Module, image_size: int, train_ds: Any, test_ds: Any
+                     ) -> tuple[Any, Any]:
+    """The datasets with the model's preprocessing (and the rotation-augmentation baseline's turns)."""
+    from eqreg_hf.data import classification_transform
 
     # Shapes are generated at the right size and orientation: no crop / flip. CIFAR gets timm's training
     # augmentation with a milder crop (32-pixel images).
@@ -274,10 +302,14 @@ def train_classifier(args: ClassifierArgs, eqreg: EqRegConfig | None = None) -> 
         train_tf = classification_transform(model, train=True, scale=(0.35, 1.0), **common)
     if args.rotation_augment:
         train_tf = RandomRot90(train_tf, seed=args.seed)
-    train_ds = train_ds.with_transform(train_tf)
-    test_ds = test_ds.with_transform(test_tf)
+    return train_ds.with_transform(train_tf), test_ds.with_transform(test_tf)
 
-    targs = TrainingArguments(
+
+def _training_arguments(args: ClassifierArgs) -> Any:
+    """``transformers.TrainingArguments`` of the run (cosine schedule, no checkpoints, no reporting)."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
         output_dir=args.output_dir,
         max_steps=args.max_steps,
         num_train_epochs=args.epochs,
@@ -297,54 +329,56 @@ def train_classifier(args: ClassifierArgs, eqreg: EqRegConfig | None = None) -> 
         dataloader_num_workers=args.num_workers,
         disable_tqdm=not args.progress,
     )
+
+
+def _make_trainer(args: ClassifierArgs, eqreg: EqRegConfig, model: nn.Module, train_ds: Any, test_ds: Any
+                  ) -> tuple[Any, Any]:
+    """An :class:`EqRegTrainer` and the callback that measures the equivariance error at evaluation."""
+    from eqreg_hf.callbacks import EquivarianceEvalCallback
+    from eqreg_hf.train.trainer import EqRegTrainer
+
+    training_args = _training_arguments(args)
     measure_order = eqreg.group_order if eqreg.group_order > 1 else 4
     callback = EquivarianceEvalCallback(
         num_batches=args.equiv_eval_batches, max_images=16, layers=eqreg.layers, group_order=measure_order,
         fields=eqreg.fields, layouts=eqreg.layouts, prefix_tokens=eqreg.prefix_tokens, include_output=True,
     )
     trainer = EqRegTrainer(
-        model=model, args=targs, train_dataset=train_ds, eval_dataset=test_ds, eqreg=eqreg,
+        model=model, args=training_args, train_dataset=train_ds, eval_dataset=test_ds, eqreg=eqreg,
         task_loss=None if _is_transformers(model) else _cross_entropy,
         compute_metrics=_compute_metrics, callbacks=[callback],
     )
-    taps: list[str] = []
-    if eqreg.active:
-        from eqreg_hf.core.regularizer import EqReg
+    return trainer, callback
 
-        with EqReg(model, eqreg) as probe:
-            taps = probe.tap_names
-            logger.info("%s", probe.describe())
-    trainer.train()
-    metrics = trainer.evaluate()
-    report = callback.last_report
 
-    model_dir = None
-    if args.save_model:
-        from eqreg_hf.hub import write_hub_folder
+def _tap_names(model: nn.Module, eqreg: EqRegConfig) -> list[str]:
+    """The layers EQ-Reg taps (logged with their settings), or [] when it is off."""
+    if not eqreg.active:
+        return []
+    from eqreg_hf.core.regularizer import EqReg
 
-        training = {"dataset": args.dataset, "image_size": image_size, "max_steps": args.max_steps,
-                    "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-                    "weight_decay": args.weight_decay, "rotation_augment": args.rotation_augment,
-                    "seed": args.seed, "pretrained": args.pretrained}
-        card_metrics = {"accuracy": metrics.get("eval_accuracy")}
-        if not math.isnan(metrics.get("eval_equiv_error", math.nan)):
-            card_metrics["equivariance_error"] = metrics["eval_equiv_error"]
-        model_dir = write_hub_folder(
-            trainer.model, os.path.join(args.output_dir, "model"), task="classification", eqreg_config=eqreg,
-            metrics=card_metrics, dataset=data_info, training=training,
-            equivariance_report={k: v for k, v in (report or {}).items() if k != "output"},
-        )
-    result = {
-        "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
-        "image_size": image_size,
-        "taps": taps,
-        "model_dir": model_dir,
-        "log_history": trainer.state.log_history,
-        "args": dataclasses.asdict(args),
-        "eqreg": eqreg.to_dict(),
-    }
-    _atomic_json(os.path.join(args.output_dir, "results.json"), result)
-    return result
+    with EqReg(model, eqreg) as probe:
+        logger.info("%s", probe.describe())
+        return probe.tap_names
+
+
+def _save_model(args: ClassifierArgs, eqreg: EqRegConfig, model: nn.Module, metrics: dict[str, Any],
+                report: Any, image_size: int, data_info: dict) -> str:
+    """The trained model as a Hub folder ``<output_dir>/model`` with its card; returns the folder."""
+    from eqreg_hf.hub import write_hub_folder
+
+    training = {"dataset": args.dataset, "image_size": image_size, "max_steps": args.max_steps,
+                "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+                "weight_decay": args.weight_decay, "rotation_augment": args.rotation_augment,
+                "seed": args.seed, "pretrained": args.pretrained}
+    card_metrics = {"accuracy": metrics.get("eval_accuracy")}
+    if not math.isnan(metrics.get("eval_equiv_error", math.nan)):
+        card_metrics["equivariance_error"] = metrics["eval_equiv_error"]
+    return write_hub_folder(
+        model, os.path.join(args.output_dir, "model"), task="classification", eqreg_config=eqreg,
+        metrics=card_metrics, dataset=data_info, training=training,
+        equivariance_report={k: v for k, v in (report or {}).items() if k != "output"},
+    )
 
 
 # Variants of the comparison in docs/classification.md: (name, rotation_augment, EQ-Reg on)
