@@ -87,3 +87,5 @@ def test_fsdp2_and_accelerate_loop(dist_out):
     res = torch.load(dist_out / "fsdp_loop.pt", weights_only=False)
     assert res["fsdp_eq"] > 0 and len(res["fsdp_losses"]) == 2
     assert res["loop_logs"].shape == (2, 2) and res["loop_hooks_left"] == 0
+    # weight="auto": the same λ on both ranks (checked in the script), set from the second step on
+    assert res["auto_weights"].shape == (3,) and res["auto_weights"][0] == 0 and res["auto_weights"][-1] > 0

@@ -46,6 +46,9 @@ class EqRegWeightSchedule(TrainerCallback):
 
     def bind_eqreg(self, reg: Any) -> None:
         """Called by the trainer when it attaches (``reg``) or removes (``None``) the regulariser."""
+        if reg is not None and reg.auto is not None:
+            raise ValueError("EqRegWeightSchedule and EqRegConfig(weight='auto') both set λ: drop the callback (auto "
+                             "has its own warm-up, auto_warmup) or give a number as the weight.")
         self.reg = reg
         if reg is not None:
             self._peak = float(reg.config.weight)

@@ -139,6 +139,8 @@ def _eqreg_rows(cfg: EqRegConfig) -> list[tuple[str, str]]:
     }
     rows = [("Group", group_name(cfg.group_order))]
     for key, value in cfg.to_dict().items():
+        if key == "weight" and value == "auto":
+            value = f"auto (share {cfg.target_share:g})"  # the final λ is in the training table
         rows.append((f"{help_names.get(key, key)} (`{key}`)", _md(value)))
     return rows
 

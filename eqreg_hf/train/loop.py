@@ -228,6 +228,9 @@ def train_loop(
     """
     _check_loop_arguments(mixed_precision, max_steps, gradient_accumulation_steps, log_every, eval_every,
                           weight_schedule)
+    if weight_schedule is not None and eqreg_config is not None and eqreg_config.auto_weight:
+        raise ValueError("weight_schedule and EqRegConfig(weight='auto') both set λ: drop the schedule (auto has its "
+                         "own warm-up, auto_warmup) or give a number as the weight.")
     if seed is not None:
         from accelerate.utils import set_seed
 
@@ -239,7 +242,8 @@ def train_loop(
         if eqreg_config is not None and eqreg_config.active else None
     if input_key is None:
         input_key = eqreg_config.image_key if eqreg_config is not None else "pixel_values"
-    step = EqRegStep(reg, rotate_targets=True if eqreg_config is None else eqreg_config.rotate_targets)
+    step = EqRegStep(reg, rotate_targets=True if eqreg_config is None else eqreg_config.rotate_targets,
+                     max_steps=max_steps)
     prepared = accelerator.prepare(model, optimizer, train_dataloader, *([lr_scheduler] if lr_scheduler else []))
     model, optimizer, train_dataloader = prepared[:3]
     lr_scheduler = prepared[3] if lr_scheduler is not None else None
@@ -267,7 +271,7 @@ class _Run:
                  eval_fn: Callable | None, eval_every: int | None):
         self.accelerator, self.model, self.optimizer, self.lr_scheduler = accelerator, model, optimizer, lr_scheduler
         self.reg, self.step_fn, self.config, self.schedule = reg, step, config, schedule
-        self.peak = float(config.weight) if config is not None else 0.0
+        self.peak = float(config.weight) if config is not None and not config.auto_weight else 0.0
         self.max_steps, self.log_every, self.max_grad_norm, self.desc = max_steps, log_every, max_grad_norm, desc
         self.eval_fn, self.eval_every = eval_fn, eval_every
         self.history = TrainHistory()
@@ -318,9 +322,10 @@ class _Run:
         self.done += 1
         self.bar.update(1)
         if self.done % self.log_every == 0 or self.done == self.max_steps:
-            self.log()
+            self.log()  # eqreg_weight: the λ this step used
         if self.eval_every is not None and self.done % self.eval_every == 0 and self.done < self.max_steps:
             self.evaluate()
+        self.step_fn.end_optimizer_step()  # weight="auto": λ for the next step (a no-op otherwise)
 
     def log(self) -> None:
         log = {"step": self.done, **self.window.means(self.accelerator)}

@@ -58,12 +58,14 @@ class EqRegStep:
         (4, 0, True)
     """
 
-    def __init__(self, reg: EqReg | None, rotate_targets: bool = True):
+    def __init__(self, reg: EqReg | None, rotate_targets: bool = True, max_steps: int | None = None):
         self.reg = reg
         self.rotate_targets = bool(rotate_targets)
+        self.max_steps = max_steps  # for a weight="auto" warm-up given as a fraction of the run
         self._batch = 0
         self._stacked = False
         self._k_cache: tuple[int, tuple[int, int], int] | None = None
+        self._open_step: int | None = None  # weight="auto": the optimizer step whose statistics are collected
 
     @property
     def stacked(self) -> bool:
@@ -78,6 +80,10 @@ class EqRegStep:
         parallelism see the same rotation as one big batch would.
         """
         self._batch = x.shape[0]
+        auto = self.reg is not None and self.reg.auto is not None and self.reg.model.training
+        if auto and (optimizer_step is None or optimizer_step != self._open_step):
+            self.end_optimizer_step()  # a new optimizer step: λ from the statistics of the steps before it
+            self._open_step = optimizer_step
         if k is None and optimizer_step is not None and self.reg is not None and self.reg.active:
             k = self._k_for(int(optimizer_step), tuple(x.shape[-2:]))
         xs = self.reg.stack(x, k) if self.reg is not None else x
@@ -93,6 +99,22 @@ class EqRegStep:
     def reset(self) -> None:
         """Forget the k drawn for the current optimizer step (e.g. after the sampler state was restored)."""
         self._k_cache = None
+        self._open_step = None
+
+    def end_optimizer_step(self) -> None:
+        """``weight="auto"``: fold the closing step's statistics in and set the live λ for the next one.
+
+        Called by the loop after each optimizer step, by the Trainer before a checkpoint, and by :meth:`stack`
+        when it sees a new optimizer step; a step with nothing observed changes nothing, so extra calls are safe.
+        Under ``torch.distributed`` every process must call it alike (it averages across processes).
+        """
+        if self.reg is not None and self.reg.auto is not None:
+            self.reg.weight = self.reg.auto.step(self.max_steps)
+
+    def observe(self, task: torch.Tensor) -> None:
+        """``weight="auto"``: record this micro-batch's task loss and unweighted EQ-Reg term (no gradient)."""
+        if self.reg is not None and self.reg.auto is not None and self.reg.model.training:
+            self.reg.auto.observe(task, self.reg.last_unweighted if self._stacked else None)
 
     def targets(self, y: Any) -> Any:
         """The targets the task loss compares with: stacked (rotated images / copied labels) or ``y``."""
@@ -123,7 +145,9 @@ class EqRegStep:
         except BaseException:
             self.discard()
             raise
-        return task, self.eq_loss(task.device)
+        eq = self.eq_loss(task.device)
+        self.observe(task)
+        return task, eq
 
     def discard(self) -> None:
         """Drop the captures without a loss (an error path), so the real error is the one that surfaces."""

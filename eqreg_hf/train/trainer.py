@@ -186,6 +186,8 @@ class EqRegTrainerMixin:
         self._eqreg_step.reset()
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        if self._eqreg_step is not None:
+            self._eqreg_step.end_optimizer_step()  # weight="auto": the finished step's statistics go in the state
         super()._save_checkpoint(model, trial)
         if self.eqreg is None or not self.args.should_save:
             return
@@ -259,6 +261,7 @@ class EqRegTrainerMixin:
                 )
             # one k per optimizer step during training (gradient accumulation sees one rotation)
             optimizer_step = int(self.state.global_step) if getattr(self, "is_in_train", False) else None
+            step.max_steps = self.state.max_steps or None
             inputs[cfg.image_key] = step.stack(inputs[cfg.image_key], optimizer_step=optimizer_step)
         target_keys = self._eqreg_target_keys(inputs)
         model_loss = self.task_loss is None and self.compute_loss_func is None and \
@@ -288,6 +291,7 @@ class EqRegTrainerMixin:
         if step.reg is None:
             return (task, outputs) if return_outputs else task
         eq = step.eq_loss(task.device)
+        step.observe(task)  # weight="auto": this micro-batch's statistics
         self._eqreg_record(task, eq, reg)
         loss = task + eq.to(task.dtype)
         return (loss, outputs) if return_outputs else loss

@@ -103,6 +103,17 @@ def loop_part(results: dict, out_dir: str) -> None:
     results["loop_hooks_left"] = sum(len(m._forward_hooks) for m in model.modules())
     assert results["loop_hooks_left"] == 0
 
+    # weight="auto": each rank sees other data, but the statistics are averaged across ranks, so λ is the same
+    torch.manual_seed(0)
+    model = TinyDerainer(channels=8)
+    cfg = EqRegConfig(layers=TINY_DERAIN_LAYERS, weight="auto", target_share=0.1, auto_warmup=0, distance="mse")
+    hist = train_loop(model, loader, torch.optim.SGD(model.parameters(), lr=0.05), F.l1_loss, cfg, max_steps=3,
+                      log_every=1, progress=False)
+    weights = torch.tensor(hist.series("eqreg_weight"), dtype=torch.float64)
+    wa, wb = gathered(weights)
+    assert torch.equal(wa, wb) and float(wa[-1]) > 0, (wa, wb)
+    results["auto_weights"] = weights
+
 
 def main(out_dir: str) -> None:
     torch.set_num_threads(1)
