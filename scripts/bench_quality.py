@@ -4,6 +4,8 @@
     python scripts/bench_quality.py --seeds 0 1 --steps 60 \\
         --lambdas fro=1e-6,1e-5 relative=1e-4,1e-3          # a smaller one
     python scripts/bench_quality.py --quick                  # tiny network, seconds (what the test runs)
+    python scripts/bench_quality.py --groups 2 --lambdas relative=1e-4 --auto relative=0.01,0.05,0.2
+                                                             # + weight="auto" runs at three target shares
 
 Writes (default --out-dir docs/results, --name quality): quality.json (every run; rewritten after each run, so a
 killed sweep leaves a usable file; rerunning the same command skips finished runs),
@@ -103,8 +105,15 @@ class QualitySettings:
     batch_size: int | None = None
     lr: float | None = None
     equiv_images: int = 1
+    auto: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for dist, shares in self.auto.items():
+            if dist not in DISTANCE_CHOICES:
+                raise ValueError(f"Unknown distance {dist!r} in auto. Choose between {list(DISTANCE_CHOICES)}.")
+            bad = [v for v in shares if not 0 < float(v) < 10]
+            if bad:
+                raise ValueError(f"target shares {bad} for {dist!r} must lie in (0, 10) (e.g. 0.01, 0.05, 0.2).")
         for dist in self.lambdas:
             if dist not in DISTANCE_CHOICES:
                 raise ValueError(f"Unknown distance {dist!r} in lambdas. Choose between {list(DISTANCE_CHOICES)}.")
@@ -130,7 +139,7 @@ class QualitySettings:
     def comparable(self) -> dict[str, Any]:
         """The settings that change a run's result (a resume must match these)."""
         d = dataclasses.asdict(self)
-        for key in ("seeds", "lambdas", "groups", "strict"):  # these only add or drop runs
+        for key in ("seeds", "lambdas", "groups", "strict", "auto"):  # these only add or drop runs
             d.pop(key)
         d["training"] = {k: v for k, v in self.training_arguments().to_dict().items() if k != "progress"}
         return d
@@ -140,16 +149,18 @@ class QualitySettings:
 class QualityRun:
     """One training run of the sweep."""
 
-    method: str  # "plain" | "rot-aug" | "eqreg" | "strict-c4"
+    method: str  # "plain" | "rot-aug" | "rot-aug-c2" | "eqreg" | "eqreg-auto" | "strict-c4"
     seed: int
     group_order: int = 1
     distance: str | None = None
-    weight: float = 0.0
+    weight: float = 0.0  # λ; for "eqreg-auto" the target share of weight="auto"
 
     @property
     def config_id(self) -> str:
         if self.method == "eqreg":
             return f"eqreg-c{self.group_order}-{self.distance}-{self.weight:g}"
+        if self.method == "eqreg-auto":
+            return f"eqreg-c{self.group_order}-{self.distance}-auto-share{self.weight:g}"
         return self.method
 
     @property
@@ -174,6 +185,9 @@ def plan_runs(settings: QualitySettings) -> list[QualityRun]:
             for dist, weights in settings.lambdas.items():
                 for w in weights:
                     runs.append(QualityRun("eqreg", seed, group_order=t, distance=dist, weight=float(w)))
+            for dist, shares in settings.auto.items():
+                for share in shares:
+                    runs.append(QualityRun("eqreg-auto", seed, group_order=t, distance=dist, weight=float(share)))
     return runs
 
 
@@ -205,6 +219,9 @@ def _train_one(run: QualityRun, settings: QualitySettings, train_ds: Any, eval_p
     if run.method == "eqreg":
         cfg = EqRegConfig(layers="auto", group_order=run.group_order, distance=run.distance,
                           weight=run.weight, seed=run.seed)
+    elif run.method == "eqreg-auto":  # weight="auto" at its default warm-up, the share of this run
+        cfg = EqRegConfig(layers="auto", group_order=run.group_order, distance=run.distance,
+                          weight="auto", target_share=run.weight, seed=run.seed)
     result = train_derainer(args, cfg, train_dataset=train_ds, eval_dataset=eval_pairs, save=False,
                             desc=run.run_id)
     model = result.model
@@ -229,6 +246,8 @@ def _train_one(run: QualityRun, settings: QualitySettings, train_ds: Any, eval_p
         "final_task_loss": statistics.fmean(log.get("task_loss", math.nan) for log in tail),
         "final_eqreg_loss": statistics.fmean(log.get("eqreg_loss", 0.0) for log in tail),
         "train_time_s": result.train_time_s,
+        # the live λ at the end (weight="auto": where the automatic weight settled)
+        "final_weight": (result.history.series("eqreg_weight") or [run.weight if run.method == "eqreg" else 0.0])[-1],
     }
     return record
 
@@ -364,8 +383,8 @@ def summarize(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         row: dict[str, Any] = {k: first[k] for k in ("method", "model", "group_order", "distance", "weight", "params")}
         row["n_seeds"] = len(recs)
         for key in ("psnr_y", "ssim_y", "equivariance_error_c4", "equivariance_error_c2",
-                    "output_equivariance_error", "train_time_s", "final_task_loss", "final_eqreg_loss"):
-            row[key + "_mean"], row[key + "_std"] = _mean_std([r[key] for r in recs])
+                    "output_equivariance_error", "train_time_s", "final_task_loss", "final_eqreg_loss", "final_weight"):
+            row[key + "_mean"], row[key + "_std"] = _mean_std([r.get(key, math.nan) for r in recs])
         for t in ("c4", "c2"):
             names = list(first[f"layer_errors_{t}"])
             row[f"layer_errors_{t}"] = {n: _mean_std([r[f"layer_errors_{t}"][n] for r in recs])[0] for n in names}
@@ -377,7 +396,8 @@ def summarize(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def _order(summary: dict[str, dict[str, Any]]) -> list[str]:
     head = [c for c in ("plain", "rot-aug", "rot-aug-c2", "strict-c4") if c in summary]
     rest = sorted((c for c in summary if c not in head),
-                  key=lambda c: (-summary[c]["group_order"], summary[c]["distance"] or "", summary[c]["weight"]))
+                  key=lambda c: (-summary[c]["group_order"], summary[c]["distance"] or "", summary[c]["method"],
+                                 summary[c]["weight"]))
     return head + rest
 
 
@@ -393,11 +413,14 @@ def format_quality_tables(payload: dict[str, Any]) -> str:
     lines.append(f"| rainy input (do nothing) | | | | | | {rainy:.2f} | | | | | | |")
     for cid in _order(summary):
         s = summary[cid]
+        eqreg = s["method"].startswith("eqreg")
         share = (s["final_eqreg_loss_mean"] / s["final_task_loss_mean"]
-                 if s["method"] == "eqreg" and s["final_task_loss_mean"] else math.nan)
+                 if eqreg and s["final_task_loss_mean"] else math.nan)
+        weight = (f"auto, share {s['weight']:g} (end: λ = {s['final_weight_mean']:.2g})"
+                  if s["method"] == "eqreg-auto" else f"{s['weight']:g}")
         lines.append(
-            f"| {s['method']} | {s['group_order'] if s['method'] == 'eqreg' else ('4 (exact)' if s['method'] == 'strict-c4' else '')} "
-            f"| {s['distance'] or ''} | {s['weight']:g} | {s['params']:,} | {s['n_seeds']} "
+            f"| {s['method']} | {s['group_order'] if eqreg else ('4 (exact)' if s['method'] == 'strict-c4' else '')} "
+            f"| {s['distance'] or ''} | {weight} | {s['params']:,} | {s['n_seeds']} "
             f"| {s['psnr_y_mean']:.2f} ± {s['psnr_y_std']:.2f} | {s['ssim_y_mean']:.4f} ± {s['ssim_y_std']:.4f} "
             f"| {s['equivariance_error_c4_mean']:.3f} ± {s['equivariance_error_c4_std']:.3f} "
             f"| {s['equivariance_error_c2_mean']:.3f} ± {s['equivariance_error_c2_std']:.3f} "
@@ -422,7 +445,7 @@ def plot_psnr_vs_lambda(payload: dict[str, Any], path: str | os.PathLike) -> str
     import matplotlib.pyplot as plt
 
     summary = payload.get("summary") or summarize(payload["runs"])
-    dists = sorted({s["distance"] for s in summary.values() if s["method"] == "eqreg"}) or ["(none)"]
+    dists = sorted({s["distance"] for s in summary.values() if s["method"].startswith("eqreg")}) or ["(none)"]
     fig, axes = plt.subplots(1, len(dists), figsize=(5.2 * len(dists), 3.8), squeeze=False)
     refs = [("plain", "black", "-"), ("rot-aug", "tab:green", "--"), ("rot-aug-c2", "tab:olive", "-."),
             ("strict-c4", "tab:purple", ":")]
@@ -433,6 +456,13 @@ def plot_psnr_vs_lambda(payload: dict[str, Any], path: str | os.PathLike) -> str
             if pts:
                 w, m, sd = zip(*pts)
                 ax.errorbar(w, m, yerr=sd, marker="o", color=color, capsize=3, label=f"EQ-Reg C{t}")
+            for s in (s for s in summary.values() if s["method"] == "eqreg-auto" and s["distance"] == dist
+                      and s["group_order"] == t and s["final_weight_mean"] > 0):
+                # weight="auto": drawn at the λ it settled on, labelled with its share
+                ax.errorbar([s["final_weight_mean"]], [s["psnr_y_mean"]], yerr=[s["psnr_y_std"]], marker="x",
+                            color=color, capsize=3, linestyle="none", markersize=8)
+                ax.annotate(f"auto {s['weight']:g}", (s["final_weight_mean"], s["psnr_y_mean"]), fontsize=7,
+                            textcoords="offset points", xytext=(4, -10), color=color)
         for cid, color, style in refs:
             if cid in summary:
                 m, sd = summary[cid]["psnr_y_mean"], summary[cid]["psnr_y_std"]
@@ -538,6 +568,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="EQ-Reg weights per distance (default: "
                          + " ".join(f"{d}={','.join(f'{w:g}' for w in ws)}" for d, ws in DEFAULT_LAMBDAS.items()) + ").")
     ap.add_argument("--groups", type=int, nargs="+", default=[4, 2], help="Group orders of the EQ-Reg runs (default 4 2).")
+    ap.add_argument("--auto", nargs="+", default=None, metavar="DIST=s,s",
+                    help="weight='auto' runs: target shares per distance, e.g. relative=0.01,0.05,0.2 (default: none).")
     ap.add_argument("--no-strict", action="store_true", help="Leave out the strictly C4-equivariant network.")
     ap.add_argument("--crop-size", type=int, default=None, help="Training crop size (default: the demo's, 48).")
     ap.add_argument("--batch-size", type=int, default=None, help="Crops per batch (default: the demo's, 8).")
@@ -553,7 +585,8 @@ def main(argv: list[str] | None = None) -> dict:
     steps = args.steps if args.steps is not None else (2 if args.quick else 150)
     settings = QualitySettings(seeds=args.seeds, steps=steps, lambdas=lambdas, groups=args.groups,
                                strict=not args.no_strict, quick=args.quick, crop_size=args.crop_size,
-                               batch_size=args.batch_size, equiv_images=args.equiv_images)
+                               batch_size=args.batch_size, equiv_images=args.equiv_images,
+                               auto=parse_lambdas(args.auto) if args.auto else {})
     output = args.output or os.path.join(args.out_dir, f"{args.name}.json")
     command = "python scripts/bench_quality.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     payload = run_quality_benchmark(settings, output, command=command.strip(), progress=not args.no_progress)

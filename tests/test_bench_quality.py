@@ -34,6 +34,11 @@ PLAN_CASES = [
 ]
 
 
+PLAN_CASES.append(({"lambdas": {"relative": [1e-3]}, "groups": [2], "strict": False, "auto": {"relative": [0.05, 0.2]}},
+                   ["plain", "rot-aug", "rot-aug-c2", "eqreg-c2-relative-0.001", "eqreg-c2-relative-auto-share0.05",
+                    "eqreg-c2-relative-auto-share0.2"]))
+
+
 @pytest.mark.parametrize("kwargs,expected", PLAN_CASES)
 def test_plan_is_seed_major(kwargs, expected):
     runs = plan_runs(QualitySettings(seeds=[3, 1], **kwargs))
