@@ -274,3 +274,17 @@ def test_docstring_examples(name):
 
     result = doctest.testmod(importlib.import_module(name), extraglobs={"torch": torch})
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_train_derain_with_the_automatic_weight(tmp_path, capsys):
+    out = tmp_path / "auto"
+    rc = main(["train-derain", *TINY_FLAGS, "--output-dir", str(out), "--eqreg.weight", "auto",
+               "--eqreg.target-share", "0.1", "--eqreg.auto-warmup", "0"])
+    assert rc == 0
+    cfg = EqRegConfig.from_pretrained(out)
+    assert cfg.weight == "auto" and cfg.target_share == 0.1
+    log = json.loads((out / "training_log.json").read_text())
+    final = log["logs"][-1]["eqreg_weight"]
+    assert log["logs"][0]["eqreg_weight"] == 0.0 and final > 0
+    card = (out / "README.md").read_text()
+    assert "auto (share 0.1)" in card and "final_eqreg_weight" in card and f"{final:.4g}"[:4] in card

@@ -248,6 +248,9 @@ def train_classifier(args: ClassifierArgs, eqreg: EqRegConfig | None = None) -> 
     taps = _tap_names(model, eqreg)
     trainer.train()
     metrics = trainer.evaluate()
+    if eqreg.auto_weight:  # where the automatic λ settled, for the card
+        metrics["final_eqreg_weight"] = next((h["eqreg_weight"] for h in reversed(trainer.state.log_history)
+                                              if "eqreg_weight" in h), None)
     model_dir = _save_model(args, eqreg, trainer.model, metrics, callback.last_report, image_size, data_info) \
         if args.save_model else None
     result = {
@@ -371,6 +374,8 @@ def _save_model(args: ClassifierArgs, eqreg: EqRegConfig, model: nn.Module, metr
                 "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
                 "weight_decay": args.weight_decay, "rotation_augment": args.rotation_augment,
                 "seed": args.seed, "pretrained": args.pretrained}
+    if metrics.get("final_eqreg_weight") is not None:
+        training["final_eqreg_weight"] = metrics["final_eqreg_weight"]
     card_metrics = {"accuracy": metrics.get("eval_accuracy")}
     if not math.isnan(metrics.get("eval_equiv_error", math.nan)):
         card_metrics["equivariance_error"] = metrics["eval_equiv_error"]

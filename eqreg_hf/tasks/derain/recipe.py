@@ -390,6 +390,9 @@ def save_derainer(
         dataset["id"] = args.dataset
     training = {k: v for k, v in args.to_dict().items() if k in _CARD_TRAINING}
     training.update(args.model_kwargs())
+    weights = result.history.series("eqreg_weight")
+    if result.eqreg_config is not None and result.eqreg_config.auto_weight and weights:
+        training["final_eqreg_weight"] = weights[-1]  # where the automatic λ settled
     metrics = {"psnr": result.metrics["psnr_y"], "ssim": result.metrics["ssim_y"]}
     metrics.update({k: result.metrics[k] for k in ("psnr_rgb", "ssim_rgb", "equivariance_error")})
     if model_name is None:
