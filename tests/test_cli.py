@@ -26,3 +26,12 @@ def test_debug_env_shows_the_exception(monkeypatch, tmp_path):
     monkeypatch.setenv("EQREG_DEBUG", "1")
     with pytest.raises(FileNotFoundError):
         main(["train-derain", "--dataset", "Rain100L", "--max-steps", "1", "--output-dir", str(tmp_path / "out")])
+
+
+@pytest.mark.parametrize("module", ["eqreg_hf", "eqreg_hf.cli"])
+def test_python_dash_m_runs_the_command(module):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "train-derain" in out.stdout

@@ -1,0 +1,7 @@
+"""``python -m eqreg_hf.cli ...``: the same as the ``eqreg-hf`` command."""
+
+import sys
+
+from eqreg_hf.cli import main
+
+sys.exit(main())
