@@ -3,7 +3,7 @@
 Loads offline from this file or its folder::
 
     import evaluate
-    metric = evaluate.load("path/to/eqreg_hf/evaluate_metrics/equivariance_error")
+    metric = evaluate.load("path/to/eqreg_hf/tasks/metrics/equivariance_error")
 """
 
 import datasets
@@ -13,16 +13,10 @@ import torch
 
 from eqreg_hf.core.groups import rotate_features
 from eqreg_hf.core.groups import shift_channels
+from eqreg_hf.core.paper import CITATION
+from eqreg_hf.core.paper import PAPER_URL
 
-_CITATION = """\
-@inproceedings{bai2025eqreg,
-  title     = {A Regularization-Guided Equivariant Approach for Image Restoration},
-  author    = {Bai, Yulu and Fu, Jiahong and Xie, Qi and Meng, Deyu},
-  booktitle = {CVPR},
-  year      = {2025},
-  note      = {arXiv:2505.19799}
-}
-"""
+_CITATION = CITATION
 
 _DESCRIPTION = """\
 Relative equivariance error of feature maps under the rotation group C_t (EQ-Reg, Bai et al., CVPR 2025):
@@ -52,7 +46,7 @@ Returns:
     per_example (list of float): ||T_k a - b|| / ||b|| for each example.
 Examples:
     >>> import numpy as np, evaluate
-    >>> metric = evaluate.load("eqreg_hf/evaluate_metrics/equivariance_error")  # doctest: +SKIP
+    >>> metric = evaluate.load("eqreg_hf/tasks/metrics/equivariance_error")  # doctest: +SKIP
     >>> f = np.random.rand(8, 5, 5).astype("float32")           # F(x): 8 channels = 2 fields x C4
     >>> g = np.rot90(np.roll(f.reshape(2, 4, 5, 5), 1, axis=1).reshape(8, 5, 5), 1, axes=(1, 2))
     >>> metric.compute(predictions=[f], references=[g], k=1)["equivariance_error"]  # doctest: +SKIP
@@ -77,7 +71,7 @@ class EquivarianceError(evaluate.Metric):
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
             features=[_features(3), _features(1)],
-            reference_urls=["https://arxiv.org/abs/2505.19799"],
+            reference_urls=[PAPER_URL],
         )
 
     def _compute(self, predictions, references, k=1, ks=None, group_order=4, field="regular"):
