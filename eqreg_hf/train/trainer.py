@@ -78,6 +78,10 @@ class EqRegTrainerMixin:
     # compute_loss returns per-micro-batch means, never num_items_in_batch-normalised sums.
     loss_is_scaled_for_ga = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _check_bases(cls)
+
     def __init__(
         self,
         *args: Any,
@@ -110,6 +114,8 @@ class EqRegTrainerMixin:
         self._eqreg_window_steps: set[int] = set()
         self._eqreg_step: EqRegStep | None = None
         self._eqreg_positional: bool | None = None
+        self._eqreg_loss_calls = 0  # training-mode calls of the mixin's compute_loss with EQ-Reg attached
+        self._eqreg_bypass_checked = False
         self._eqreg_measuring_callbacks_first()
 
     def add_callback(self, callback: Any) -> None:
@@ -157,6 +163,7 @@ class EqRegTrainerMixin:
         removed afterwards, also when training fails; restores the k sampler on resume."""
         self._eqreg_window = {}
         self._eqreg_window_steps = set()
+        self._eqreg_bypass_checked = False
         try:
             reg = self._eqreg_ensure(self.model)
             if reg is not None and resume_from_checkpoint:
@@ -170,6 +177,30 @@ class EqRegTrainerMixin:
             return super().train(resume_from_checkpoint, *args, **kwargs)
         finally:
             self._eqreg_detach()
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> torch.Tensor:
+        """``Trainer.training_step``; on the first one, checks that the mixin's ``compute_loss`` ran (see
+        :meth:`_eqreg_check_not_bypassed`)."""
+        calls = self._eqreg_loss_calls
+        loss = super().training_step(model, inputs, *args, **kwargs)
+        if not self._eqreg_bypass_checked:
+            self._eqreg_bypass_checked = True
+            self._eqreg_check_not_bypassed(calls)
+        return loss
+
+    def _eqreg_check_not_bypassed(self, calls_before: int) -> None:
+        """EQ-Reg configured, a training step done, but the mixin's ``compute_loss`` never ran: a subclass's own
+        ``compute_loss`` bypassed it, so there was no stacked forward and no EQ-Reg term. Stop, with the fix."""
+        reg = self.eqreg
+        if reg is None or not self.model.training or self._eqreg_loss_calls > calls_before:
+            return
+        owner = next((c for c in type(self).__mro__ if "compute_loss" in vars(c)), None)
+        raise RuntimeError(
+            f"EQ-Reg is configured but the first training step ran no EQ-Reg: {type(self).__name__}.compute_loss "
+            f"(defined in {getattr(owner, '__qualname__', '?')}) does not call the mixin's compute_loss, so there "
+            "was no stacked forward [x; R_k x] and no EQ-Reg term. Call super().compute_loss(model, inputs, "
+            "return_outputs, num_items_in_batch) from it, or drop the override and pass your loss as "
+            "task_loss=(outputs, targets) -> loss.")
 
     # ------------------------------------------------------------------ checkpoints
     def _eqreg_load_state(self, checkpoint: str) -> None:
@@ -251,6 +282,7 @@ class EqRegTrainerMixin:
         cfg = self.eqreg_config
         reg = self._eqreg_ensure(model) if cfg is not None else None
         step = self._eqreg_step if reg is not None and model.training else EqRegStep(None)
+        self._eqreg_loss_calls += step.reg is not None
         inputs = dict(inputs)
         if step.reg is not None:
             if cfg.image_key not in inputs:
@@ -328,6 +360,17 @@ class EqRegTrainerMixin:
             self._eqreg_window = {}
             self._eqreg_window_steps = set()
         super().log(logs, *args, **kwargs)
+
+
+def _check_bases(cls: type) -> None:
+    """The mixin must come before ``Trainer`` in the bases, or ``Trainer.compute_loss`` shadows its own."""
+    mro = cls.__mro__
+    if Trainer in mro and mro.index(Trainer) < mro.index(EqRegTrainerMixin):
+        bases = ", ".join(b.__name__ for b in cls.__bases__)
+        raise TypeError(
+            f"class {cls.__name__}({bases}): EqRegTrainerMixin comes after {Trainer.__name__} in the bases, so "
+            "Trainer.compute_loss shadows the mixin's and EQ-Reg would never run. Put the mixin first: "
+            f"class {cls.__name__}(EqRegTrainerMixin, <your Trainer class>).")
 
 
 class EqRegTrainer(EqRegTrainerMixin, Trainer):
