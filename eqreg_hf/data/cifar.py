@@ -94,6 +94,37 @@ def _split_files(files: list[Path], root: Path, split: str) -> list[Path]:
                      "Name files or folders after the split (train-*.parquet, test/...), or pass the file path.")
 
 
+def _check_named_split(path: Path, split: str, recorded: Any = None) -> None:
+    """A file or ``save_to_disk`` folder that is another split (by its name, or the split ``datasets`` recorded)."""
+    from eqreg_hf.data.splits import split_of
+
+    own = split_of(str(recorded), exact=True) if recorded is not None else split_of(path.stem)
+    if own is not None and own != split_of(split, exact=True):
+        raise ValueError(f"{str(path)!r} holds the {own!r} split, not {split!r}: pass the copy of the {split!r} split "
+                         f"(another split is never used in its place), or split={own!r}.")
+
+
+def _imagefolder_split(root: Path, split: str) -> Path:
+    """The imagefolder of ``split``: ``root/<split>`` (or an alias, e.g. ``testing``), or ``root`` itself when it is
+    not divided into splits. A split folder holds class folders or a metadata file; a folder of images directly is
+    a class (CIFAR-100 has a class named "train")."""
+    from eqreg_hf.data.splits import split_aliases, split_of
+
+    def is_split_dir(d: Path) -> bool:
+        return split_of(d.name, exact=True) is not None and (
+            any(c.is_dir() for c in d.iterdir()) or (d / "metadata.csv").is_file() or (d / "metadata.jsonl").is_file())
+
+    splits = {d.name.lower(): d for d in root.iterdir() if d.is_dir() and is_split_dir(d)}
+    for alias in split_aliases(split):
+        if alias in splits:
+            return splits[alias]
+    if splits:
+        raise ValueError(f"No {split!r} split in {str(root)!r}: its split folders are {sorted(d.name for d in splits.values())}, "
+                         f"and another split is never used in its place. Add {root / split_aliases(split)[0]}/ with "
+                         "class folders, or ask for one of the splits there.")
+    return root
+
+
 def _from_imagefolder(folder: Path, cache_dir: str | None):
     import datasets
 
@@ -162,6 +193,7 @@ def load_cifar100(
         if p.is_file():
             if p.suffix.lower() != ".parquet":
                 raise ValueError(f"{str(p)!r} is not a parquet file; pass a .parquet file or a folder.")
+            _check_named_split(p, split)
             ds = datasets.load_dataset("parquet", data_files=str(p), split="train", cache_dir=cache_dir)
         elif (p / "dataset_dict.json").is_file():
             dd = datasets.load_from_disk(str(p))
@@ -170,6 +202,7 @@ def load_cifar100(
             ds = dd[split]
         elif (p / "state.json").is_file():
             ds = datasets.load_from_disk(str(p))
+            _check_named_split(p, split, getattr(ds, "split", None))
         elif (p / split / "state.json").is_file():
             ds = datasets.load_from_disk(str(p / split))
         else:
@@ -179,8 +212,7 @@ def load_cifar100(
                 ds = datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train",
                                            cache_dir=cache_dir)
             else:
-                folder = p / split if (p / split).is_dir() else p
-                ds = _from_imagefolder(folder, cache_dir)
+                ds = _from_imagefolder(_imagefolder_split(p, split), cache_dir)
     if isinstance(ds, datasets.DatasetDict):
         raise ValueError(f"Expected one split, got {list(ds)}; pass split= one of them.")
     if "image" in ds.column_names and "img" not in ds.column_names:

@@ -22,8 +22,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from eqreg_hf.data.rain_layouts import (IMAGE_EXTENSIONS, RAIN_LAYOUTS, check_pair_sizes, detect_layout, find_pairs,
-                                        image_files, subfolders, unknown_layout_error)
+from eqreg_hf.data.rain_layouts import (IMAGE_EXTENSIONS, RAIN_LAYOUTS, check_image_file, check_pair_sizes,
+                                        detect_layout, find_pairs, image_files, subfolders, unknown_layout_error)
+from eqreg_hf.data.splits import split_aliases, split_of
 
 __all__ = ["load_rain", "load_imagefolder", "find_pairs", "detect_layout", "RAIN_LAYOUTS", "BENCHMARKS",
            "DATA_DIR_ENV"]
@@ -38,30 +39,39 @@ BENCHMARKS: dict[str, tuple[str, ...]] = {
     "Rain12": ("rain12",),
 }
 
-_SPLIT_ALIASES = {
-    "train": ("train", "training", "trainset", "train_set"),
-    "test": ("test", "testing", "testset", "test_set"),
-}
-
 # Hub column names tried, in order, when a Hub dataset does not call its columns "rainy"/"clean"
 _HUB_RAINY = ("rainy", "rain", "input", "inputs", "rainy_image", "image_rainy", "lq", "degraded", "image", "source")
 _HUB_CLEAN = ("clean", "norain", "target", "gt", "ground_truth", "clean_image", "image_clean", "hq", "label_image", "label")
 
 
 def _resolve_split(root: Path, split: str) -> Path:
-    """The folder holding ``split`` under ``root``: a split subfolder, or ``root`` itself if it is one split."""
+    """The folder holding ``split`` under ``root``: a split subfolder, or ``root`` itself if it is one split.
+
+    Never another split: a root whose subfolders are other splits (only ``train/`` when ``test`` is asked
+    for), or a folder named after another split, is an error naming the folders found.
+    """
     subdirs = subfolders(root)
     names = {p.name.lower(): p for p in subdirs}
-    for alias in _SPLIT_ALIASES.get(split, (split.lower(),)):
+    for alias in split_aliases(split):
         if alias in names:
             return names[alias]
-    token = split.lower()
-    fuzzy = [p for p in subdirs if token in p.name.lower()]
+    fuzzy = [p for p in subdirs if split_of(p.name) == split.lower() or split.lower() in p.name.lower()]
     if len(fuzzy) == 1:
         return fuzzy[0]
     if len(fuzzy) > 1:
         raise ValueError(f"Several folders in {str(root)!r} could hold split {split!r}: "
                          f"{[p.name for p in fuzzy]}. Pass the folder path of the split you want.")
+    others = [p.name for p in subdirs if split_of(p.name) is not None]
+    if others:
+        raise ValueError(
+            f"No {split!r} split in {str(root)!r}: its split folders are {others}, and another split is never used in "
+            f"its place (its pairs would be reported as {split!r} results). Add a folder named "
+            f"{list(split_aliases(split))[:2]}, or ask for one of the splits there.")
+    own = split_of(root.name, exact=True)  # a folder named train/, Testing/, ... (not test_run_3/)
+    if own is not None and own != split_of(split):
+        raise ValueError(
+            f"{str(root)!r} is the {own!r} split (by its name), not {split!r}: pass the folder of the {split!r} split "
+            f"(or its parent, which holds both), or split={own!r}.")
     if detect_layout(root) is not None:
         return root  # an explicit path to one split
     # a wrapper folder (e.g. an unzipped archive) with a single child: look inside it
@@ -70,7 +80,7 @@ def _resolve_split(root: Path, split: str) -> Path:
     other = [p.name for p in subdirs]
     if other and any(detect_layout(p) for p in subdirs):
         raise ValueError(f"No {split!r} split folder in {str(root)!r} (subfolders: {other}). Name the split "
-                         f"folders {list(_SPLIT_ALIASES.get(split, (split,)))[:2]}, or pass the split's folder path.")
+                         f"folders {list(split_aliases(split))[:2]}, or pass the split's folder path.")
     raise unknown_layout_error(root)
 
 
@@ -87,6 +97,9 @@ def load_imagefolder(folder: str | os.PathLike, cache_dir: str | None = None):
                    and (p.suffix.lower() in IMAGE_EXTENSIONS or p.name in ("metadata.csv", "metadata.jsonl")))
     if not files:
         raise ValueError(f"Image folder {str(folder)!r} has no images.")
+    for f in files:
+        if Path(f).suffix.lower() in IMAGE_EXTENSIONS:
+            check_image_file(f)  # a corrupt or truncated file is named now, not mid-training
     return datasets.load_dataset("imagefolder", data_files={"train": files}, split="train", cache_dir=cache_dir)
 
 
@@ -207,7 +220,8 @@ def load_rain(
         split: ``"train"`` or ``"test"`` (Hub datasets: any split name they have).
         data_dir: folder that contains the benchmark folders (default: ``$EQREG_DATA_DIR``).
         strict: an unpaired file is an error (default) or skipped with a warning.
-        check_sizes: check that each pair has equal sizes (reads image headers only; default True).
+        check_sizes: check that every image is readable and complete and each pair has equal sizes (PNG chunks
+            verified, JPEG end markers read, no full decoding of those; default True).
         cache_dir: ``datasets`` cache for Hub / imagefolder loads; for ``"synthetic"``, an on-disk cache.
         columns: for Hub datasets whose columns are not recognised, ``{"rainy": ..., "clean": ...}``.
         **kwargs: for ``"synthetic"``, options of :func:`make_synthetic_rain` (``size``, ``num_variants``,

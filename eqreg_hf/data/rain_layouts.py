@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["RAIN_LAYOUTS", "detect_layout", "find_pairs", "check_pair_sizes", "unknown_layout_error",
+__all__ = ["RAIN_LAYOUTS", "detect_layout", "find_pairs", "check_pair_sizes", "check_image_file", "unknown_layout_error",
            "image_files", "subfolders", "IMAGE_EXTENSIONS"]
 
 RAIN_LAYOUTS: dict[str, str] = {
@@ -195,17 +195,43 @@ def _join(rainy: dict[str, Path], clean: dict[str, Path], rainy_dir: Path, clean
     return sorted(pairs, key=lambda rc: _natural(rc[0].relative_to(rainy_dir)))
 
 
-def check_pair_sizes(pairs: list[tuple[Path, Path]]) -> None:
-    """Refuse a pair whose two images differ in size (reads the image headers only)."""
+def _complete_jpeg(path: Path) -> bool:
+    """A JPEG ends with its end-of-image marker (trailing padding aside); a cut-off download does not."""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - 4096))
+        return fh.read().rstrip(b"\x00\r\n ").endswith(b"\xff\xd9")
+
+
+def check_image_file(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` of an image file that opens and is complete; a ``ValueError`` naming the file otherwise.
+
+    Cheap where it can be: a PNG is verified chunk by chunk (CRCs, no decoding), a JPEG must end with its
+    end-of-image marker (else it is decoded to be sure), other formats are decoded once.
+    """
     from PIL import Image
 
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            size, fmt = im.size, im.format
+            if fmt == "PNG":
+                im.verify()
+            elif fmt != "JPEG" or not _complete_jpeg(path):
+                im.load()
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"Image {str(path)!r} cannot be read ({type(err).__name__}: {err}): it is corrupt, truncated or "
+                         "not an image. Replace or remove it (and its partner).") from None
+    return size
+
+
+def check_pair_sizes(pairs: list[tuple[Path, Path]]) -> None:
+    """Refuse an unreadable or truncated image (:func:`check_image_file`) and a pair whose two images differ in size."""
     clean_sizes: dict[Path, tuple[int, int]] = {}
     for r, c in pairs:
         if c not in clean_sizes:
-            with Image.open(c) as im:  # reads the header only
-                clean_sizes[c] = im.size
-        with Image.open(r) as im:
-            rs = im.size
+            clean_sizes[c] = check_image_file(c)
+        rs = check_image_file(r)
         if rs != clean_sizes[c]:
             raise ValueError(f"Size mismatch in pair {str(r)!r} ({rs[0]}x{rs[1]}) and {str(c)!r} "
                              f"({clean_sizes[c][0]}x{clean_sizes[c][1]}) (width x height); a pair must be "
