@@ -63,7 +63,7 @@ def test_first_tensor_of_tuple_dict_and_model_output():
 
 def test_tuple_returning_layer_is_captured():
     net = TupleNet()
-    with FeatureTaps(net, ["block"]) as taps:
+    with FeatureTaps(net, ["block"]) as taps, pytest.warns(UserWarning, match=r"only feature map.*'block:0'"):
         taps.arm()
         net(torch.randn(2, 3, 5, 5))
         got = taps.take()["block"]
