@@ -42,6 +42,7 @@ def test_results_table_has_one_row_per_run():
     assert len(lines) == 5 and "| EQ-Reg | 31.00 |" in table and "| rainy input | 20.00 |" in table
 
 
-def test_bad_steps_is_refused():
-    with pytest.raises(SystemExit, match="--steps 0"):
-        main(["demo", "--steps", "0"])
+def test_bad_steps_is_refused(capsys):
+    assert main(["demo", "--steps", "0"]) == 2  # a user error: exit code 2 and one line (it was 1)
+    err = capsys.readouterr().err
+    assert "--steps 0" in err and len(err.strip().splitlines()) == 1

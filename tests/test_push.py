@@ -237,13 +237,13 @@ def test_incomplete_folder_is_refused_before_upload(folder, hub, capsys, case, b
     breaker(folder)
     with pytest.raises(HubFolderError, match=needle.replace(".", r"\.")):
         push_folder(folder, "me/m")
-    assert main(["push", folder, "me/m"]) == 1
+    assert main(["push", folder, "me/m"]) == 2  # bad input: 2 (the Hub refusing is 1)
     assert needle in _one_line_error(capsys)
     assert hub.calls == []
 
 
 def test_missing_folder_and_bad_repo_id(tmp_path, hub, capsys):
-    assert main(["push", str(tmp_path / "nope"), "me/m"]) == 1
+    assert main(["push", str(tmp_path / "nope"), "me/m"]) == 2
     assert "write_hub_folder" in _one_line_error(capsys)
     with pytest.raises(ValueError, match="user/name"):
         push_folder(tmp_path, "a/b/c")

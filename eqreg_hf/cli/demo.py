@@ -32,6 +32,6 @@ def run(args: argparse.Namespace) -> int:
     from eqreg_hf.tasks.derain.demo import run_demo
 
     if args.steps is not None and args.steps < 1:
-        raise SystemExit(f"--steps {args.steps} is not valid: give a positive number of optimizer steps.")
+        raise ValueError(f"--steps {args.steps} is not valid: give a positive number of optimizer steps.")
     run_demo(output_dir=args.output_dir, steps=args.steps, quick=args.quick, progress=not args.no_progress)
     return 0

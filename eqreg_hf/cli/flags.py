@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import typing
 from typing import Any
 
@@ -62,6 +63,8 @@ def parse_free(text: str) -> Any:
     s = text.strip()
     if s.lower() in _NONE:
         return None
+    if _is_number(s) and not math.isfinite(float(s)):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     if s[:1] in "[{\"" or s in ("true", "false") or _is_number(s):
         try:
             return json.loads(s)
@@ -71,6 +74,17 @@ def parse_free(text: str) -> Any:
     if "," in s:
         return [part.strip() for part in s.split(",") if part.strip()]
     return s
+
+
+def finite_float(text: str) -> float:
+    """A float flag: NaN and infinity are refused (no setting of this library means anything with them)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+finite_float.__name__ = "float"
 
 
 def _optional(kind: type):
@@ -100,10 +114,10 @@ class _Switch(argparse.Action):
 def _flag_type(kind: Any) -> tuple[Any, str]:
     """(argparse type, metavar) for a resolved type hint."""
     if kind in (int, float, str):
-        return kind, kind.__name__.upper()
+        return (finite_float if kind is float else kind), kind.__name__.upper()
     inner = [a for a in typing.get_args(kind) if a is not type(None)]
     if type(None) in typing.get_args(kind) and len(inner) == 1 and inner[0] in (int, float, str):
-        return _optional(inner[0]), inner[0].__name__.upper()
+        return _optional(finite_float if inner[0] is float else inner[0]), inner[0].__name__.upper()
     return parse_free, "VALUE"
 
 

@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import Any
 
 import torch
 from torch import nn
 
-from eqreg_hf.core.io import atomic_write_text
+from eqreg_hf.core.io import atomic_write_text, check_output_file
 
 __all__ = ["register", "run", "load_any_model", "load_image", "measure_model", "DEFAULT_SIZE"]
 
@@ -36,7 +35,14 @@ def load_any_model(source: str, pretrained: bool = True) -> tuple[nn.Module, str
     if os.path.isdir(source):
         from eqreg_hf.hub import load_folder
 
-        model, _ = load_folder(source)
+        try:
+            model, _ = load_folder(source)
+        except (ValueError, FileNotFoundError):
+            raise
+        except Exception as err:  # truncated weights, a config the framework refuses, ...: the folder is bad input
+            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+            raise ValueError(f"Cannot load the model folder {source!r} ({type(err).__name__}: {first}); re-save it "
+                             "with eqreg_hf.hub.save_folder(model, folder).") from err
         is_derain = type(model).__module__.endswith("tasks.derain.networks")
         return model.eval(), "derain" if is_derain else "classifier"
     if source in MODELS:
@@ -63,9 +69,12 @@ def load_image(path: str | None, size: int | tuple[int, int], model: nn.Module |
 
         img = Image.fromarray(data.astronaut())
     else:
+        from eqreg_hf.data.rain_layouts import check_image_file
+
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No image at {path!r}; pass a PNG/JPEG path or omit --image for the "
                                     "built-in photo.")
+        check_image_file(path)  # a corrupt or truncated file: one line naming it
         img = Image.open(path)
     h, w = (size, size) if isinstance(size, int) else size
     img = img.convert("RGB").resize((w, h), Image.BICUBIC)
@@ -106,11 +115,60 @@ def measure_model(
             base = int(img_size) if isinstance(img_size, int) else base
         cfg = EqRegConfig(layers=layers, group_order=group_order)
         size = aligned_input_size(model, base, cfg) or base
+    fit_input_size(model, size, source)
     x = load_image(image, size, model, normalize=(family == "classifier"))
     input_key = "pixel_values" if type(model).__module__.startswith("transformers.") else None
-    report = equivariance_error(model, x, layers=layers, group_order=group_order, include_output=include_output,
-                                input_key=input_key)
+    try:
+        report = equivariance_error(model, x, layers=layers, group_order=group_order, include_output=include_output,
+                                    input_key=input_key)
+    except (AssertionError, RuntimeError) as err:  # a model's own size check (timm asserts) or a size mismatch
+        if isinstance(err, RuntimeError) and "size" not in str(err):
+            raise
+        raise ValueError(f"{source} cannot run at {size}x{size}: {str(err).splitlines()[0] if str(err) else type(err).__name__} "
+                         f"{_sizes_hint(model)}") from err
     return report, model, size
+
+
+def _sizes_hint(model: nn.Module) -> str:
+    """What sizes a model takes, as far as it says: the size it was built for and its patch size."""
+    built = (getattr(model, "pretrained_cfg", None) or {}).get("input_size")
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    said = ([f"it was built for {built[-2]}x{built[-1]}"] if built else []) + \
+        ([f"its patch size is {patch[0]}"] if patch else [])
+    return f"({'; '.join(said)}); pass a --size it accepts." if said else "Pass a --size the model accepts."
+
+
+def fit_input_size(model: nn.Module, size: int, source: str = "the model") -> None:
+    """timm models built for one input size (ViT, DeiT, Swin, ...: a fixed patch grid) are resized to ``size`` with
+    ``set_input_size`` (position embeddings resampled, as timm does for other resolutions); a size the model
+    cannot take is a one-line ``ValueError`` naming the sizes it accepts."""
+    pe = getattr(model, "patch_embed", None)
+    fixed = getattr(pe, "img_size", None)
+    if fixed is None or tuple(fixed) == (size, size) or not getattr(pe, "strict_img_size", False) \
+            or getattr(model, "dynamic_img_size", False):
+        return
+    patch = tuple(getattr(pe, "patch_size", (1, 1)))
+    if size < max(patch) or not hasattr(model, "set_input_size"):
+        raise ValueError(f"{source} takes {fixed[0]}x{fixed[1]} inputs" + (
+            f" (or, resized, any size >= its patch size {patch[0]})" if hasattr(model, "set_input_size") else "") +
+            f"; --size {size} does not fit. Pass --size {fixed[0]}.")
+    try:
+        model.set_input_size(img_size=(size, size))
+    except Exception as err:  # timm raises assorted errors for grids its windows cannot tile
+        raise ValueError(f"{source} cannot be resized to {size}x{size} ({type(err).__name__}: {err}); it was built for "
+                         f"{fixed[0]}x{fixed[1]}: pass --size {fixed[0]} or a multiple of its patch size {patch[0]} that "
+                         "its layers accept.") from None
+
+
+def positive_int(text: str) -> int:
+    """An integer flag that must be >= 1 (sizes, group orders)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+positive_int.__name__ = "positive int"
 
 
 def _layers_arg(text: str) -> Any:
@@ -129,12 +187,12 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("model", help="timm name (e.g. resnet18), 'hf:<config or folder>', a saved folder, "
                                       "or a derainer: fast, rcdnet, strict-c4.")
     parser.add_argument("--image", default=None, help="Image file (default: scikit-image's astronaut photo).")
-    parser.add_argument("--size", type=int, default=None,
+    parser.add_argument("--size", type=positive_int, default=None,
                         help="Input size (default: the aligned size nearest to the model's own, e.g. 225 for "
                              "ResNets, 224 for ConvNeXt/ViT, 128 for derainers).")
     parser.add_argument("--layers", type=_layers_arg, default="auto",
                         help="'auto', a module name, a glob ('stages.*') or a comma-separated list.")
-    parser.add_argument("--group-order", type=int, default=4, help="t of C_t (2 and 4 exact, others interpolated).")
+    parser.add_argument("--group-order", type=positive_int, default=4, help="t of C_t (2 and 4 exact, others interpolated).")
     parser.add_argument("--output", default=None, help="Write a PNG plot here (e.g. eq.png).")
     parser.add_argument("--json", default=None, help="Write the report as JSON here.")
     parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",
@@ -146,13 +204,14 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        report, _, size = measure_model(args.model, image=args.image, size=args.size, layers=args.layers,
-                                        group_order=args.group_order, pretrained=args.pretrained,
-                                        include_output=args.include_output)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"eqreg-hf measure: error: {err}", file=sys.stderr)
-        return 2
+    # A bad value raises ValueError / FileNotFoundError; the eqreg-hf entry point prints it in one line, exit 2.
+    if args.output:
+        check_output_file(args.output, "--output")
+    if args.json:
+        check_output_file(args.json, "--json")
+    report, _, size = measure_model(args.model, image=args.image, size=args.size, layers=args.layers,
+                                    group_order=args.group_order, pretrained=args.pretrained,
+                                    include_output=args.include_output)
     print(report.table())
     if args.output:
         path = report.plot(args.output, title=f"{args.model}: equivariance error per layer (C{args.group_order}, "

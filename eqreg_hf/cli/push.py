@@ -35,9 +35,10 @@ def run(args: argparse.Namespace) -> int:
         url = push_folder(args.path, args.repo_id, private=args.private, revision=args.revision,
                           commit_message=args.commit_message)
     except (HubFolderError, HubPushError, ValueError) as err:
-        # One line, no traceback: the message already says what to do.
+        # One line, no traceback: the message already says what to do. Exit 2: the input is wrong (an
+        # incomplete folder, a bad repo id); 1: the Hub or the network refused (offline, no token, no rights).
         print(f"eqreg-hf push: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 1
+        return 1 if isinstance(err, HubPushError) else 2
     branch = f" (branch {args.revision})" if args.revision else ""
     print(f"Pushed {args.path} to https://huggingface.co/{args.repo_id}{branch}: {url}")
     return 0

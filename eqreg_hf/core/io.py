@@ -54,3 +54,46 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> str:
     torch.save(obj, tmp)
     os.replace(tmp, path)
     return path
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "output_dir") -> str:
+    """Refuse, before any work is done, a folder that cannot be written: an existing file, a path through a
+    file, or a folder without write permission. Returns the absolute path (the folder is not created)."""
+    target = os.path.abspath(os.fspath(path))
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise ValueError(f"{what}={os.fspath(path)!r} is an existing file, not a folder: give a folder path (created "
+                         "if missing), or move the file away.")
+    parent = target
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"{what}={os.fspath(path)!r} cannot be created: {parent!r} is a file. Give a folder path "
+                         "whose parents are folders.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{what}={os.fspath(path)!r}: {parent!r} is not writable. Give a folder you can write to.")
+    return target
+
+
+def check_output_file(path: str | os.PathLike, what: str = "output") -> str:
+    """Refuse, before any work is done, a file path that cannot be written: an existing folder, or a path
+    whose folder cannot be created. Returns the absolute path."""
+    target = os.path.abspath(os.fspath(path))
+    if os.path.isdir(target):
+        raise ValueError(f"{what}={os.fspath(path)!r} is a folder: give a file path, e.g. "
+                         f"{os.path.join(os.fspath(path), 'report')!r} plus an extension.")
+    check_output_dir(os.path.dirname(target), what=f"the folder of {what}")
+    return target
+
+
+def read_json_object(path: str | os.PathLike, fix: str) -> dict[str, Any]:
+    """The JSON object in ``path``; a one-line ``ValueError`` naming the file and ``fix`` when it is not JSON or
+    not an object (a YAML file, a list, a half-written file)."""
+    path = os.fspath(path)
+    with open(path, encoding="utf-8") as fh:
+        try:
+            data = json.load(fh)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path!r} is not valid JSON ({err}): {fix}.") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path!r} holds a {type(data).__name__}, not a JSON object: {fix}.")
+    return data

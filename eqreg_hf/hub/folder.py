@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import json
 import os
 import shutil
 import tempfile
@@ -46,7 +45,7 @@ from torch import nn
 
 from eqreg_hf.core.config import CONFIG_NAME as EQREG_CONFIG_NAME
 from eqreg_hf.core.config import EqRegConfig
-from eqreg_hf.core.io import atomic_write_json, atomic_write_text
+from eqreg_hf.core.io import atomic_write_json, atomic_write_text, read_json_object
 from eqreg_hf.core.unwrap import unwrap_model
 from eqreg_hf.hub.arguments import KINDS, as_eqreg_config, check_kind, detect_kind
 from eqreg_hf.hub.card import make_model_card
@@ -189,8 +188,10 @@ def save_folder(
 
 
 def _read_json(path: str) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    try:
+        return read_json_object(path, "re-save the folder with eqreg_hf.hub.save_folder(model, folder)")
+    except ValueError as err:
+        raise HubFolderError(str(err)) from None
 
 
 def folder_kind(directory: str | os.PathLike) -> str:

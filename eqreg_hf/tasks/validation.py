@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any, Iterable
 
@@ -55,9 +56,10 @@ def check_positive_ints(args: Any, names: Iterable[str], optional: Iterable[str]
             raise ValueError(f"{name}={value!r} is not valid: use a positive integer (1 or more){default}.")
 
 
-def check_non_negative(args: Any, names: Iterable[str]) -> None:
-    """Refuse any field of ``args`` in ``names`` that is not a number >= 0."""
+def check_non_negative(args: Any, names: Iterable[str], integer: bool = False) -> None:
+    """Refuse any field of ``args`` in ``names`` that is not a finite number >= 0 (an integer with ``integer``)."""
     for name in names:
         value = getattr(args, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ValueError(f"{name}={value!r} is not valid: use a number >= 0.")
+        kinds = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or not (value >= 0 and math.isfinite(value)):
+            raise ValueError(f"{name}={value!r} is not valid: use {'an integer >= 0' if integer else 'a number >= 0 (finite)'}.")

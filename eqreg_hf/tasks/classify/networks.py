@@ -79,7 +79,10 @@ def _timm_create(name: str, pretrained: bool, num_classes: int, image_size: Any,
         # CNNs take any input size and have no img_size argument.
         if "img_size" in kw and "img_size" in str(err) and "img_size" not in kwargs:
             kw.pop("img_size")
-            return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kw)
+            return _timm_create(name, pretrained, num_classes, None, kw)
+        if "unexpected keyword argument" in str(err) or "got multiple values" in str(err):
+            raise ValueError(f"timm model {name!r} does not take these arguments ({err}); check the model's "
+                             f"constructor (model_kwargs / --model-kwargs: {sorted(kwargs)}).") from None
         raise
 
 

@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from eqreg_hf.core.config import EqRegConfig
-from eqreg_hf.core.io import atomic_write_json
+from eqreg_hf.core.io import atomic_write_json, check_output_dir
 from eqreg_hf.core.unwrap import model_device
+from eqreg_hf.data.splits import check_disjoint
 from eqreg_hf.tasks.validation import check_choice, check_non_negative, check_positive_ints
 
 __all__ = ["ClassifierArgs", "train_classifier", "load_classification_data", "aligned_input_size",
@@ -96,7 +97,14 @@ class ClassifierArgs:
         if self.max_steps <= 0 and self.epochs <= 0:
             raise ValueError(f"Nothing to train: max_steps={self.max_steps} and epochs={self.epochs}; set one > 0.")
         check_positive_ints(self, _POSITIVE + _POSITIVE_OR_NONE, optional=_POSITIVE_OR_NONE)
-        check_non_negative(self, ("learning_rate", "weight_decay", "warmup_steps", "num_workers"))
+        check_non_negative(self, ("learning_rate", "weight_decay", "epochs"))
+        check_non_negative(self, ("warmup_steps", "num_workers", "seed"), integer=True)
+        if not (isinstance(self.shapes_train_angle, (int, float)) and 0 <= self.shapes_train_angle <= 180):
+            raise ValueError(f"shapes_train_angle={self.shapes_train_angle!r} is not valid: use a number of degrees in "
+                             "[0, 180] (0 = upright only, 180 = every orientation).")
+        if not isinstance(self.model_kwargs, dict) or not all(isinstance(k, str) for k in self.model_kwargs):
+            raise ValueError(f"model_kwargs={self.model_kwargs!r} is not valid: give a JSON object of constructor "
+                             "arguments, e.g. '{\"drop_path_rate\": 0.1}'.")
         if self.image_size is not None and self.image_size < 8:
             raise ValueError(f"image_size={self.image_size} is too small; use at least 8 (e.g. 32 or 33).")
 
@@ -139,6 +147,7 @@ def load_classification_data(args: ClassifierArgs, image_size: int | None) -> tu
     else:
         train = load_cifar100("train", path=args.data_path, label=args.label)
         test = load_cifar100("test", path=args.data_path, label=args.label)
+        check_disjoint(train, test, "train", "test", args.data_path or "uoft-cs/cifar100")
         if args.train_samples:
             train = train.select(range(min(args.train_samples, len(train))))
         if args.eval_samples:
@@ -171,7 +180,7 @@ def aligned_input_size(model: nn.Module, size: int, config: EqRegConfig, radius:
     was_training = model.training
     model.eval()
     try:
-        with FeatureTaps(model, [s.name for s in specs], clone=False) as taps:
+        with FeatureTaps(model, specs, clone=False) as taps:
             for cand in sorted(range(max(8, size - radius), size + radius + 1), key=lambda c: (abs(c - size), -c)):
                 tracer = AlignmentTracer(model, (cand, cand))
                 taps.arm()
@@ -240,10 +249,11 @@ def train_classifier(args: ClassifierArgs, eqreg: EqRegConfig | None = None) -> 
 
     args.validate()  # again: the fields may have been changed since construction
     eqreg = eqreg if eqreg is not None else EqRegConfig(weight=0.0)
+    check_output_dir(args.output_dir, "output_dir")  # before the model, the data and the training
     set_seed(args.seed)
-    os.makedirs(args.output_dir, exist_ok=True)
     model, image_size, (train_ds, test_ds, data_info) = _model_and_data(args, eqreg)
     train_ds, test_ds = _with_transforms(args, model, image_size, train_ds, test_ds)
+    os.makedirs(args.output_dir, exist_ok=True)  # only once the model and the data are there
     trainer, callback = _make_trainer(args, eqreg, model, train_ds, test_ds)
     taps = _tap_names(model, eqreg)
     trainer.train()

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from eqreg_hf.core.config import EqRegConfig
-from eqreg_hf.core.io import atomic_write_json, atomic_write_text, save_figure
+from eqreg_hf.core.io import atomic_write_json, atomic_write_text, check_output_dir, save_figure
 from eqreg_hf.core.unwrap import model_device
 from eqreg_hf.tasks.derain.recipe import (DerainResult, DerainTrainingArguments, held_out_pairs, load_rain_split,
                                           save_derainer, train_derainer)
@@ -137,6 +137,10 @@ def run_demo(
     Returns:
         ``{"results": {method: metrics}, "table": str, "files": [paths], "total_time_s": float}``.
     """
+    check_output_dir(output_dir, "output_dir")  # before three training runs, not after them
+    if steps is not None and not (isinstance(steps, int) and steps >= 1):
+        raise ValueError(f"steps={steps!r} is not valid: give a positive number of optimizer steps (or None for "
+                         f"the default, {DEMO_STEPS}).")
     start = time.perf_counter()
     steps = steps if steps is not None else (2 if quick else DEMO_STEPS)
     base = dataclasses.replace(demo_arguments(steps, quick, progress), eval_group_order=DEMO_GROUP_ORDER)

@@ -26,10 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from eqreg_hf.core.config import EqRegConfig
-from eqreg_hf.core.io import atomic_write_json
+from eqreg_hf.core.io import atomic_write_json, check_output_dir
 from eqreg_hf.core.unwrap import unwrap_model
+from eqreg_hf.data.splits import check_disjoint
 from eqreg_hf.tasks.derain.evaluate import evaluate_derainer, held_out_pairs
-from eqreg_hf.tasks.validation import check_choice, check_positive_ints
+from eqreg_hf.tasks.validation import check_choice, check_non_negative, check_positive_ints
 from eqreg_hf.train.loop import TrainHistory, train_loop
 
 __all__ = ["DerainTrainingArguments", "DerainResult", "build_derainer", "resolve_layers", "load_rain_split",
@@ -50,8 +51,10 @@ _OLD_MODEL_TAPS = "model"
 MODEL_CHOICES = ("fast", "rcdnet", "strict-c4")
 ROT_AUG_ORDERS = (2, 4)
 _POSITIVE = ("max_steps", "crop_size", "batch_size", "gradient_accumulation_steps", "equiv_images",
-             "logging_steps")
-_POSITIVE_OR_NONE = ("num_blocks", "eval_max_images", "eval_group_order")
+             "logging_steps", "channels", "num_fields", "num_stages", "num_maps", "kernel_size", "num_features",
+             "num_resblocks", "synthetic_size")
+_POSITIVE_OR_NONE = ("num_blocks", "eval_max_images", "eval_group_order", "eval_every")
+MIXED_PRECISION = ("no", "bf16", "fp16")
 
 
 @dataclass
@@ -118,6 +121,12 @@ class DerainTrainingArguments:
         check_choice("rot_aug_order", self.rot_aug_order, ROT_AUG_ORDERS,
                      "4 rotates crops by multiples of 90°, 2 by 0° or 180°.")
         check_positive_ints(self, _POSITIVE + _POSITIVE_OR_NONE, optional=_POSITIVE_OR_NONE)
+        check_non_negative(self, ("learning_rate",))
+        check_non_negative(self, ("seed",), integer=True)
+        check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        if self.train_split == self.eval_split:
+            raise ValueError(f"train_split and eval_split are both {self.train_split!r}: the evaluation would measure "
+                             "training data. Give two different splits (default: 'train' and 'test').")
 
     def model_kwargs(self) -> dict[str, Any]:
         """Constructor arguments of the chosen network."""
@@ -264,6 +273,8 @@ def train_derainer(
         ...                                synthetic_size=32, progress=False)
         >>> result = train_derainer(args, EqRegConfig(layers="auto", weight=0.1, distance="mse"))  # doctest: +SKIP
     """
+    if save and args.output_dir:
+        check_output_dir(args.output_dir, "output_dir")  # before training, not after it
     torch.manual_seed(args.seed)
     if model is None:
         model = build_derainer(args.model, **args.model_kwargs())
@@ -271,6 +282,9 @@ def train_derainer(
         eqreg_config = resolve_layers(model, eqreg_config)
     if train_dataset is None:
         train_dataset = load_rain_split(args.dataset, args.train_split, args.data_dir, args.synthetic_size)
+    if eval_dataset is None:
+        eval_dataset = load_rain_split(args.dataset, args.eval_split, args.data_dir, args.synthetic_size)
+        check_disjoint(train_dataset, eval_dataset, args.train_split, args.eval_split, args.dataset)
     held_out = _held_out(args, model, eqreg_config, eval_dataset)
     history, train_time = _fit(model, train_dataset, args, eqreg_config, held_out, accelerator, desc)
     model = unwrap_model(model)  # evaluate and save the network, not a DDP / compile wrapper
