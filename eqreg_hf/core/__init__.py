@@ -1,7 +1,7 @@
 """EQ-Reg itself, in pure torch (no transformers / timm / datasets / accelerate import).
 
     config.py      EqRegConfig: every setting, JSON-able
-    groups.py      the group C_t: R_k on images, T_k on regular fields, the channel rule, the k sampler
+    groups.py      the groups C_t and D_t: R_g on images, T_g on regular fields, the channel rule, the sampler
     layouts.py     NCHW / NHWC / tokens / vectors -> NCHW, and T_k in a resolved layout
     taps.py        forward hooks that capture tapped outputs (owned, removable)
     selection.py   which layers: names, globs, "auto" per model family (duck typing)

@@ -94,19 +94,29 @@ class ExactDistance(torch.autograd.Function):
 
     The channel roll is done by pairing slices of the group axis, so each direction costs one
     spatial ``rot90`` copy and nothing else is allocated.
+
+    ``k`` may be a D_t element ``(f, k)``. A rotation ``(0, k)`` is handled as the int k (the halves of a
+    D_t field roll alike). A flip-rotation is its own inverse, so ``T_g^{-1} = T_g`` and
+    ``∂/∂a = α a − β T_g b``, ``∂/∂b = α b − β T_g a``; its channel permutation reverses the group axis,
+    which is no slice pairing, so each direction makes one transformed copy (spatial and channels).
     """
 
     @staticmethod
     def forward(ctx, src_a, src_b, pick, k, t, field, layout, distance, eps, remake=None, source=None, pair=None):
         shared = src_b is None
+        flip = isinstance(k, tuple) and k[0] == 1
+        k = k if flip or not isinstance(k, tuple) else int(k[1])
         with torch.no_grad():
             # ``pair``: the views, already made by the caller (a list, so autograd does not see them)
             a, b = pair if pair is not None else (pick(src_a, 0), pick(src_a if shared else src_b, 1))
             a32 = a.float()
-            rb = _groups(_spatial(b, -k, t, layout), t, field)  # T_{-k} b without its channel roll
-            ag = _groups(a32, t, field)
-            sq = sum(torch.dist(ag[:, :, dst], rb[:, :, src]).square() for dst, src in _roll_pairs(t, -k, field))
-            del rb
+            if flip:  # ||T_g a - b|| = ||a - T_g b|| (T_g is an involutive permutation)
+                sq = torch.dist(a32, _transform_exact(b, k, t, field, layout)).square()
+            else:
+                rb = _groups(_spatial(b, -k, t, layout), t, field)  # T_{-k} b without its channel roll
+                ag = _groups(a32, t, field)
+                sq = sum(torch.dist(ag[:, :, dst], rb[:, :, src]).square() for dst, src in _roll_pairs(t, -k, field))
+                del rb
             n = a.numel()
             denom = None
             if distance == "fro":
@@ -154,8 +164,9 @@ class ExactDistance(torch.autograd.Function):
         covered = a.numel() + b.numel() if meta_b is None else a.numel()
         grad_a = _grad_buffer(meta_a, covered, a.device)
         grad_b = grad_a if meta_b is None else _grad_buffer(meta_b, b.numel(), b.device)
-        _write_grad(pick(grad_a, 0), a, b, -k, alpha, beta, t, field, layout)
-        _write_grad(pick(grad_b, 1), b, a, k, alpha, beta, t, field, layout)
+        write = _write_flip_grad if isinstance(k, tuple) else _write_grad
+        write(pick(grad_a, 0), a, b, k if isinstance(k, tuple) else -k, alpha, beta, t, field, layout)
+        write(pick(grad_b, 1), b, a, k, alpha, beta, t, field, layout)
         return (grad_a, None if meta_b is None else grad_b) + (None,) * 10
 
 
@@ -173,6 +184,20 @@ def _write_grad(out, x, other, k, alpha, beta, t, field, layout) -> None:
     for dst, src in _roll_pairs(t, k, field):
         torch.mul(xg[:, :, dst], alpha, out=og[:, :, dst])
         og[:, :, dst].addcmul_(r[:, :, src], beta, value=-1.0)  # 0-dim tensor coefficients: no device sync
+    if target is not out:
+        out.copy_(target)
+
+
+def _transform_exact(x, g, t, field, layout) -> torch.Tensor:
+    """``T_g x`` in float32 for an exact element (a flip with 90° turns), materialised."""
+    return transform_feature(x.float(), g, t, field, layout, "nearest")
+
+
+def _write_flip_grad(out, x, other, g, alpha, beta, t, field, layout) -> None:
+    """``out = alpha * x - beta * T_g other`` for a flip-rotation g, written into the view ``out``."""
+    target = out if out.dtype == torch.float32 else torch.empty(out.shape, dtype=torch.float32, device=out.device)
+    torch.mul(x.float(), alpha, out=target)
+    target.addcmul_(_transform_exact(other, g, t, field, layout), beta, value=-1.0)
     if target is not out:
         out.copy_(target)
 

@@ -1,22 +1,36 @@
-"""The rotation group C_t and its actions on images and feature maps.
+"""The groups C_t and D_t and their actions on images and feature maps.
 
 Convention (fixed; the tests pin it; docs/design.md works an example):
 
-* ``R_k`` rotates an image by ``k * 2π / t`` counter-clockwise. For rotations by multiples of 90°
-  (always the case for t in {1, 2, 4}) this is exactly ``torch.rot90(x, k * 4 // t, (-2, -1))``;
-  other angles are sampled with ``grid_sample`` and come with a validity mask (the inscribed disk).
-* ``T_k`` on a *regular* map (channels field-major, ``c = i * t + j``) rolls the group axis by
-  ``+k`` and rotates spatially; on a *trivial* map it only rotates.
+* **C_t** holds the rotations ``r^k`` by ``k * 2π / t``; an element is the integer ``k``. **D_t** holds
+  those and their mirror images: an element is ``(f, k)`` (:class:`GroupElement`), f in {0, 1}, indexed
+  ``f * t + k``. A plain integer ``k`` is the rotation ``(0, k)`` in either group.
+* ``R_g`` on an image: flip the last axis (W) when f = 1, then rotate by ``k * 2π / t`` counter-clockwise.
+  For rotations by multiples of 90° (always the case for t in {1, 2, 4}) this is exactly
+  ``torch.rot90(x, k * 4 // t, (-2, -1))``; other angles are sampled with ``grid_sample`` and come with
+  a validity mask (the inscribed disk). Flips are always exact.
+* ``T_g`` on a *regular* map (channels field-major): for C_t a field has t channels ``c = i * t + j`` and
+  ``T_k`` rolls the group axis by ``+k``; for D_t a field has 2t channels ``c = i * 2t + s * t + r`` and
+  ``T_g`` first (f = 1) gives channel (s, r) the old channel (1 - s, -r mod t), then rolls r by ``+k``
+  inside each half. The spatial part is ``R_g``. On a *trivial* map ``T_g`` is only the spatial part.
+  This is the layout of escnn's ``flipRot2dOnR2`` / ``rot2dOnR2`` regular fields (tests/fixtures).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "Group",
+    "GroupElement",
+    "as_group",
+    "as_element",
+    "is_identity",
+    "compose",
     "is_exact",
     "swaps_hw",
     "rotate_image",
@@ -29,29 +43,138 @@ __all__ = [
 ]
 
 
-def _check(k: int, group_order: int) -> int:
+class GroupElement(NamedTuple):
+    """``(f, k)``: flip the W axis when ``f == 1``, then rotate by ``k`` steps of ``2π / t``."""
+
+    flip: int
+    k: int
+
+
+class Group(NamedTuple):
+    """C_t (``dihedral=False``: t rotations) or D_t (``dihedral=True``: t rotations and t mirror images)."""
+
+    dihedral: bool
+    t: int
+
+    @property
+    def name(self) -> str:
+        return f"{'D' if self.dihedral else 'C'}{self.t}"
+
+    @property
+    def size(self) -> int:
+        """Number of elements, which is also the number of channels of one regular field (t or 2t)."""
+        return 2 * self.t if self.dihedral else self.t
+
+    def elements(self, include_identity: bool = False) -> list:
+        """All elements in index order ``f * t + k``: ints for C_t, :class:`GroupElement` for D_t."""
+        if not self.dihedral:
+            return list(range(0 if include_identity else 1, self.t))
+        every = [GroupElement(f, k) for f in (0, 1) for k in range(self.t)]
+        return every if include_identity else every[1:]
+
+
+def as_group(group: Any) -> Group:
+    """A :class:`Group` from ``t`` (an int: C_t), a name (``"C4"``, ``"D4"``) or a :class:`Group`.
+
+    Example:
+        >>> as_group("D4").size, as_group(4).name
+        (8, 'C4')
+    """
+    if isinstance(group, Group):
+        return group
+    if isinstance(group, int) and not isinstance(group, bool) and group >= 1:
+        return Group(False, group)
+    if isinstance(group, str):
+        text = group.strip()
+        if len(text) > 1 and text[0] in "CcDd" and text[1:].isdigit() and int(text[1:]) >= 1:
+            return Group(text[0] in "Dd", int(text[1:]))
+    raise ValueError(
+        f"group={group!r} is not valid: use 'C<t>' (the t rotations by multiples of 360°/t) or 'D<t>' (those and "
+        "their t mirror images), t a positive integer, e.g. 'C4' or 'D4'; a plain integer t means 'C<t>'.")
+
+
+def as_element(g: Any, group: Any = None) -> GroupElement:
+    """``g`` as a :class:`GroupElement`: an int k is the rotation ``(0, k)``, a pair ``(f, k)`` a flip-rotation.
+
+    ``group`` (t, a name or a :class:`Group`) reduces k mod t; a flip in a group named ``"C<t>"`` is refused.
+    """
+    t = as_group(group).t if group is not None else None
+    if hasattr(g, "__index__") and not isinstance(g, bool) and not (torch.is_tensor(g) and g.dim() > 0):
+        f, k = 0, int(g.__index__())
+    elif isinstance(g, (tuple, list)) and len(g) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                              for v in g) and g[0] in (0, 1):
+        f, k = int(g[0]), int(g[1])
+    else:
+        raise ValueError(f"Group element {g!r} is not valid: give an int k (rotation by k steps) or a pair (f, k) "
+                         "with f in {0, 1} (f = 1: flip the width axis first, then rotate by k steps).")
+    if f and isinstance(group, (str, Group)) and not as_group(group).dihedral:
+        raise ValueError(f"Group element {g!r} has a flip, but {as_group(group).name} has rotations only: "
+                         f"use group='D{t}' or an element (0, k).")
+    return GroupElement(f, k % t if t else k)
+
+
+def _parts(g: Any, t: int) -> tuple[int, int]:
+    """(flip, k mod t) of an int or a pair, without the checks of :func:`as_element` for plain ints."""
+    if isinstance(g, tuple) and len(g) == 2:
+        return int(g[0]), int(g[1]) % t
+    return 0, int(g) % t
+
+
+def is_identity(g: Any) -> bool:
+    """True for the identity: ``0`` or ``(0, 0)`` (k taken as given, not mod t)."""
+    return g == 0 if not isinstance(g, tuple) else tuple(g) == (0, 0)
+
+
+def compose(g: Any, h: Any, group: Any) -> Any:
+    """The product ``g h`` (first ``h``, then ``g``): ``R_{gh} = R_g R_h`` and ``T_{gh} = T_g T_h``.
+
+    Ints in, int out (C_t); otherwise a :class:`GroupElement`.
+    """
+    t = as_group(group).t
+    if not isinstance(g, tuple) and not isinstance(h, tuple):
+        return (int(g) + int(h)) % t
+    (f1, k1), (f2, k2) = _parts(g, t), _parts(h, t)
+    return GroupElement(f1 ^ f2, (k1 + (-k2 if f1 else k2)) % t)
+
+
+def _t(group_order: Any) -> int:
+    if isinstance(group_order, (str, Group)):
+        return as_group(group_order).t
     if not isinstance(group_order, int) or group_order < 1:
-        raise ValueError(f"group_order={group_order!r} must be a positive integer (1, 2, 4, 8, ...).")
-    return int(k) % group_order
+        raise ValueError(f"group_order={group_order!r} must be a positive integer (1, 2, 4, 8, ...) or a group name "
+                         "such as 'C4' or 'D4'.")
+    return group_order
 
 
-def is_exact(k: int, group_order: int) -> bool:
-    """True when ``R_k`` of C_t is a multiple of 90° and so an exact ``rot90`` (no interpolation)."""
-    return (_check(k, group_order) * 4) % group_order == 0
+def _check(k: Any, group_order: Any) -> int:
+    """The rotation part of the element ``k`` (an int or ``(f, k)``), mod t."""
+    return _parts(k, _t(group_order))[1]
 
 
-def swaps_hw(k: int, group_order: int) -> bool:
-    """True when ``R_k`` is an odd number of exact quarter turns, which swaps H and W."""
-    return is_exact(k, group_order) and ((int(k) % group_order) * 4 // group_order) % 2 == 1
+def is_exact(k: Any, group_order: Any) -> bool:
+    """True when ``R_k`` is a multiple of 90° (and a flip, if any), so an exact ``rot90`` (no interpolation).
+
+    ``k``: an int or an element ``(f, k)``; ``group_order``: t, or a group name such as ``"D4"``.
+    """
+    return (_check(k, group_order) * 4) % _t(group_order) == 0
 
 
-def regular_channels_ok(channels: int, group_order: int) -> bool:
-    """True when ``channels`` can hold regular C_t fields (``t`` channels each): the one divisibility rule."""
-    return group_order <= 1 or channels % group_order == 0
+def swaps_hw(k: Any, group_order: Any) -> bool:
+    """True when ``R_k`` is an odd number of exact quarter turns, which swaps H and W (a flip never does)."""
+    t = _t(group_order)
+    return is_exact(k, t) and (_check(k, t) * 4 // t) % 2 == 1
 
 
-def check_regular_channels(name: str | None, channels: int, group_order: int, hint: str = "") -> None:
-    """Refuse a regular field whose channel count does not divide by t, naming the layer (if known) and the fixes.
+def regular_channels_ok(channels: int, group_order: Any) -> bool:
+    """True when ``channels`` can hold regular fields of the group (t channels each for C_t, 2t for D_t):
+    the one divisibility rule. ``group_order``: t (C_t) or a group name."""
+    size = as_group(group_order).size if isinstance(group_order, (str, Group)) else group_order
+    return size <= 1 or channels % size == 0
+
+
+def check_regular_channels(name: str | None, channels: int, group_order: Any, hint: str = "") -> None:
+    """Refuse a regular field whose channel count does not divide by the field size (t for C_t, 2t for D_t),
+    naming the layer (if known) and the fixes.
 
     Example:
         >>> check_regular_channels("body.0", 12, 4)
@@ -62,15 +185,28 @@ def check_regular_channels(name: str | None, channels: int, group_order: int, hi
     """
     if not regular_channels_ok(channels, group_order):
         key = name or "<layer>"
+        group = as_group(group_order)
+        what = (f"divisible by {group.size} (a regular {group.name} field has 2t = {group.size} channels)"
+                if group.dihedral else f"divisible by group_order={group_order}")
         raise ValueError(
-            f"{f'Tap {name!r}' if name else 'A regular feature map'} has {channels} channels, not divisible by group_order={group_order}, so it cannot hold regular "
-            f"fields. Choose other layers, mark it trivial (fields={{'{key}': 'trivial'}}), or change group_order."
-            + (f" {hint}" if hint else "")
+            f"{f'Tap {name!r}' if name else 'A regular feature map'} has {channels} channels, not {what}, so it cannot "
+            f"hold regular fields. Choose other layers, mark it trivial (fields={{'{key}': 'trivial'}}), or change "
+            f"{'the group' if group.dihedral else 'group_order'}." + (f" {hint}" if hint else "")
         )
 
 
-def _rotate_spatial(x: torch.Tensor, k: int, group_order: int, mode: str = "bilinear") -> torch.Tensor:
-    k = _check(k, group_order)
+def _element(g: Any, group_order: Any) -> tuple[int, int]:
+    """(flip, k mod t) of ``g``; pairs (and any element of a named group) go through :func:`as_element`'s checks."""
+    if isinstance(g, (tuple, list)) or isinstance(group_order, (str, Group)):
+        return tuple(as_element(g, group_order))
+    return _parts(g, _t(group_order))
+
+
+def _rotate_spatial(x: torch.Tensor, k: Any, group_order: Any, mode: str = "bilinear") -> torch.Tensor:
+    flip, k = _element(k, group_order)
+    group_order = _t(group_order)
+    if flip:
+        x = x.flip(-1)
     if k == 0:
         return x
     if is_exact(k, group_order):
@@ -101,53 +237,67 @@ def _rotate_interp(x: torch.Tensor, angle: float, mode: str) -> torch.Tensor:
     return out.reshape(shape) if x.dim() != 4 else out
 
 
-def rotate_image(x: torch.Tensor, k: int, group_order: int = 4, mode: str = "bilinear") -> torch.Tensor:
-    """``R_k``: rotate images ``[..., H, W]`` by ``k * 2π / group_order`` counter-clockwise.
+def rotate_image(x: torch.Tensor, k: Any, group_order: Any = 4, mode: str = "bilinear") -> torch.Tensor:
+    """``R_g``: flip images ``[..., H, W]`` along W (if g has a flip), then rotate by ``k * 2π / t`` counter-clockwise.
 
-    Exact ``torch.rot90`` for multiples of 90°; otherwise differentiable bilinear ``grid_sample``
-    about the centre (use :func:`rotation_mask` to ignore the corners that leave the frame).
+    Exact ``torch.rot90`` for multiples of 90° (and ``flip`` for mirror images); otherwise differentiable
+    bilinear ``grid_sample`` about the centre (use :func:`rotation_mask` to ignore the corners that leave
+    the frame).
 
     Args:
         x: tensor whose last two dims are H, W.
-        k: group element (any integer, taken mod ``group_order``).
-        group_order: t of C_t (default 4).
+        k: group element: an integer k (rotation, taken mod t) or a pair ``(f, k)`` (f = 1: flip first).
+        group_order: t (default 4), or a group name such as ``"C4"`` or ``"D4"``.
         mode: ``"bilinear"`` or ``"nearest"`` for interpolated angles.
 
     Example:
         >>> x = torch.arange(4.).view(1, 1, 2, 2)
         >>> torch.equal(rotate_image(x, 1, 4), torch.rot90(x, 1, (-2, -1)))
         True
+        >>> rotate_image(x, (1, 0), "D4").flatten().tolist()  # [[0, 1], [2, 3]] mirrored left-right
+        [1.0, 0.0, 3.0, 2.0]
     """
     return _rotate_spatial(x, k, group_order, mode)
 
 
-def shift_channels(f: torch.Tensor, k: int, group_order: int, dim: int = 1) -> torch.Tensor:
-    """Cyclic shift of the group axis of a field-major regular map (channel ``c = i*t + j``, roll ``j`` by +k)."""
-    t = group_order
-    k = _check(k, t)
+def shift_channels(f: torch.Tensor, k: Any, group_order: Any, dim: int = 1) -> torch.Tensor:
+    """The channel permutation of ``T_g`` on a field-major regular map.
+
+    C_t (channel ``c = i*t + j``): roll ``j`` by +k. D_t (channel ``c = i*2t + s*t + r``): for a flip, channel
+    (s, r) takes the old (1 - s, -r mod t); then r is rolled by +k inside each half. ``k`` is an int or a pair
+    ``(f, k)``; ``group_order`` is t or a group name (a flip, or a name ``"D<t>"``, means fields of 2t channels).
+    """
+    t = _t(group_order)
+    flip, k = _element(k, group_order)
     c = f.shape[dim]
-    check_regular_channels(None, c, t)
-    if k == 0:
+    dihedral = flip or (isinstance(group_order, (str, Group)) and as_group(group_order).dihedral)
+    check_regular_channels(None, c, Group(True, t) if dihedral else group_order)
+    if k == 0 and not flip:
         return f
     dim = dim % f.dim()
     shape = f.shape
-    g = f.reshape(*shape[:dim], c // t, t, *shape[dim + 1:])
-    return g.roll(k, dims=dim + 1).reshape(shape)
+    if not flip:  # the two halves of a D_t field are rolled alike, so the C_t view serves both groups
+        g = f.reshape(*shape[:dim], c // t, t, *shape[dim + 1:])
+        return g.roll(k, dims=dim + 1).reshape(shape)
+    g = f.reshape(*shape[:dim], c // (2 * t), 2, t, *shape[dim + 1:])
+    # swap the halves and reverse r (r <- t-1-r), then roll by k+1: r <- (k - r) mod t
+    return g.flip((dim + 1, dim + 2)).roll(k + 1, dims=dim + 2).reshape(shape)
 
 
 def rotate_features(
-    f: torch.Tensor, k: int, group_order: int = 4, field: str = "regular", mode: str = "bilinear"
+    f: torch.Tensor, k: Any, group_order: Any = 4, field: str = "regular", mode: str = "bilinear"
 ) -> torch.Tensor:
-    """``T_k`` on an NCHW feature map: cyclic channel shift (regular fields) and spatial rotation.
+    """``T_g`` on an NCHW feature map: channel permutation (regular fields) and the spatial map ``R_g``.
 
-    ``T_k f = rot(roll(f.view(B, C/t, t, H, W), +k, dim=2).view(B, C, H, W), k)``. A trivial field
-    is only rotated. With this convention a strictly C_t-equivariant network (e2cnn/escnn regular
-    fields, or a lifting + group convolution) satisfies ``T_k F(x) = F(R_k x)``.
+    C_t: ``T_k f = rot(roll(f.view(B, C/t, t, H, W), +k, dim=2).view(B, C, H, W), k)``. D_t: the channel
+    permutation of :func:`shift_channels`, then flip (if any) and rotate. A trivial field only gets the
+    spatial map. With this convention a strictly equivariant network (escnn/e2cnn regular fields of
+    ``rot2dOnR2`` / ``flipRot2dOnR2``, or a lifting + group convolution) satisfies ``T_g F(x) = F(R_g x)``.
 
     Args:
         f: ``[B, C, H, W]`` map.
-        k: group element.
-        group_order: t.
+        k: group element: an int k or a pair ``(f, k)``.
+        group_order: t, or a group name such as ``"D4"``.
         field: ``"regular"`` or ``"trivial"``.
         mode: interpolation for non-90° angles.
 
@@ -176,11 +326,20 @@ def rotation_mask(h: int, w: int, device=None, dtype=torch.float32, margin: floa
 
 
 
-def sample_k(group_order: int, generator: torch.Generator, include_identity: bool = False,
-             allowed: list[int] | None = None) -> int:
-    """Draw a group element from ``generator``: uniform on 0..t-1 (paper) or 1..t-1 (default)."""
-    choices = allowed if allowed is not None else list(range(0 if include_identity else 1, group_order))
+def sample_k(group_order: Any, generator: torch.Generator, include_identity: bool = False,
+             allowed: list | None = None) -> Any:
+    """Draw a group element from ``generator``, uniform over the group (paper) or its non-identity elements (default).
+
+    ``group_order``: t (C_t: an int k out) or a group name (``"D4"``: a :class:`GroupElement` out; ``"C4"``: an int).
+    """
+    if allowed is not None:
+        choices = allowed
+    elif isinstance(group_order, (str, Group)):
+        choices = as_group(group_order).elements(include_identity)
+    else:
+        choices = list(range(0 if include_identity else 1, group_order))
     if not choices:
-        return 0
+        return 0 if not isinstance(group_order, (str, Group)) or not as_group(group_order).dihedral \
+            else GroupElement(0, 0)
     idx = int(torch.randint(len(choices), (1,), generator=generator).item())
     return choices[idx]
