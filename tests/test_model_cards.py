@@ -150,7 +150,7 @@ def test_write_hub_folder_end_to_end(tmp_path):
     files = validate_hub_folder(folder)
     assert {"README.md", "config.json", "model.safetensors", "eqreg_config.json"} <= set(files)
     card = ModelCard.load(os.path.join(folder, "README.md"))
-    assert card.data.model_name == "tiny-derain"
+    assert card.data.model_name == "fastderainer-rain100l-eqreg"  # from the model and the task, not the folder
     assert {r.metric_type: r.metric_value for r in card.data.eval_results} == {
         "psnr": 29.25, "ssim": 0.875, "equivariance_error": 0.125}
     assert "FastDerainer" in card.text and "body.0.conv1" in card.text

@@ -21,7 +21,7 @@ _EXPORTS = {
     "load_photo": "synthetic", "TRAIN_PHOTOS": "synthetic", "TEST_PHOTOS": "synthetic", "DEFAULT_RAIN": "synthetic",
     # transforms.py
     "to_tensor": "transforms", "paired_random_crop": "transforms", "paired_random_rot_flip": "transforms",
-    "PairedTransform": "transforms", "paired_collate": "transforms",
+    "PairedTransform": "transforms", "paired_collate": "transforms", "RandomRot90": "transforms",
     # cifar.py
     "load_cifar100": "cifar", "classification_transform": "cifar", "cifar_transform": "cifar",
     "ClassificationTransform": "cifar", "num_classes": "cifar", "CIFAR100_HUB_ID": "cifar",
@@ -59,5 +59,6 @@ if TYPE_CHECKING:  # for IDEs and type checkers
     from eqreg_hf.data.shapes import SHAPE_COARSE_NAMES, SHAPE_NAMES, load_shapes, render_shape
     from eqreg_hf.data.synthetic import (DEFAULT_RAIN, TEST_PHOTOS, TRAIN_PHOTOS, add_rain, load_photo, make_synthetic_rain,
                             rain_streaks)
-    from eqreg_hf.data.transforms import (PairedTransform, paired_collate, paired_random_crop, paired_random_rot_flip,
+    from eqreg_hf.data.transforms import (PairedTransform, RandomRot90, paired_collate, paired_random_crop,
+                             paired_random_rot_flip,
                              to_tensor)

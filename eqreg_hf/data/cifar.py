@@ -240,8 +240,10 @@ def _data_config(model: Any, data_config: dict | None, input_size: int | Sequenc
                  mean: Sequence[float] | None, std: Sequence[float] | None) -> dict:
     from timm.data import resolve_data_config
 
-    args: dict[str, Any] = dict(data_config or {})
     cfg = getattr(model, "config", None)
+    # a transformers folder saved by eqreg_hf.hub carries the preprocessing it was trained with
+    saved = getattr(cfg, "eqreg_preprocessing", None) if not hasattr(model, "pretrained_cfg") else None
+    args: dict[str, Any] = {**(saved if isinstance(saved, dict) else {}), **dict(data_config or {})}
     if model is not None and not hasattr(model, "pretrained_cfg") and cfg is not None and \
             getattr(cfg, "image_size", None) and "input_size" not in args:
         # a transformers vision model: its config knows the input size, not timm

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "RandomRot90",
     "to_tensor",
     "paired_random_crop",
     "paired_random_rot_flip",
@@ -263,3 +264,24 @@ def paired_collate(batch: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, 
     rainy = torch.stack([item["rainy"] for item in batch])
     clean = torch.stack([item["clean"] for item in batch])
     return rainy, clean
+
+
+class RandomRot90:
+    """Batch transform wrapper: rotate each ``pixel_values`` image by a random multiple of 90°.
+
+    The rotation-augmentation baseline of the comparison (the group C4 seen through the data only).
+
+    Args:
+        transform: the ``with_transform`` callable producing ``{"pixel_values": [...], "labels": [...]}``.
+        seed: seed of its own ``torch.Generator`` (replayable runs).
+    """
+
+    def __init__(self, transform: Any, seed: int = 0):
+        self.transform = transform
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def __call__(self, batch: dict) -> dict:
+        out = self.transform(batch)
+        ks = torch.randint(4, (len(out["pixel_values"]),), generator=self.generator).tolist()
+        out["pixel_values"] = [torch.rot90(x, k, dims=(-2, -1)) for x, k in zip(out["pixel_values"], ks)]
+        return out

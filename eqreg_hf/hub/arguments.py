@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -12,7 +13,7 @@ from torch import nn
 from eqreg_hf.core.config import EqRegConfig
 from eqreg_hf.core.unwrap import unwrap_model
 
-__all__ = ["KINDS", "check_kind", "detect_kind", "as_eqreg_config"]
+__all__ = ["KINDS", "check_kind", "detect_kind", "as_eqreg_config", "default_model_name"]
 
 # The frameworks a Hub folder is written in (see eqreg_hf.hub.folder).
 KINDS = ("mixin", "timm", "transformers")
@@ -66,3 +67,38 @@ def as_eqreg_config(eqreg_config: EqRegConfig | Mapping[str, Any] | None) -> EqR
     raise TypeError(
         f"eqreg_config must be an EqRegConfig, a dict of its fields or None, not {type(eqreg_config).__name__}."
     )
+
+
+_TASK_WORDS = {"derain": "derainer", "classification": "classifier"}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def default_model_name(model: nn.Module, kind: str, task: str, dataset: Mapping[str, Any] | str | None,
+                       eqreg_config: EqRegConfig | Mapping[str, Any] | None) -> str:
+    """A card's model name from the model and the task: ``<architecture>-<task>-<dataset>-<eqreg|baseline>``.
+
+    Example:
+        >>> import timm
+        >>> default_model_name(timm.create_model("resnet18", pretrained=False), "timm", "classification",
+        ...                    {"name": "CIFAR-100", "id": "uoft-cs/cifar100"}, {"weight": 0.1})
+        'resnet18-classifier-cifar100-eqreg'
+    """
+    model = unwrap_model(model)
+    if kind == "timm":
+        arch = (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
+    elif kind == "transformers":
+        arch = getattr(getattr(model, "config", None), "model_type", None) or type(model).__name__
+    else:
+        arch = type(model).__name__
+    if isinstance(dataset, Mapping):
+        data = str(dataset.get("id") or "").rsplit("/", 1)[-1] or re.sub(r"\(.*?\)", "", str(dataset.get("name") or ""))
+    else:
+        data = str(dataset or "")
+    cfg = as_eqreg_config(eqreg_config)
+    tag = "eqreg" if cfg is not None and cfg.active else "baseline"
+    arch, word = _slug(str(arch)), _TASK_WORDS.get(task, _slug(task))
+    word = "" if word[:6] in arch else word  # FastDerainer is a derainer already
+    return "-".join(p for p in (arch, word, _slug(data), tag) if p)

@@ -47,8 +47,9 @@ from eqreg_hf.core.config import CONFIG_NAME as EQREG_CONFIG_NAME
 from eqreg_hf.core.config import EqRegConfig
 from eqreg_hf.core.io import atomic_write_json, atomic_write_text, read_json_object
 from eqreg_hf.core.unwrap import unwrap_model
-from eqreg_hf.hub.arguments import KINDS, as_eqreg_config, check_kind, detect_kind
+from eqreg_hf.hub.arguments import KINDS, as_eqreg_config, check_kind, default_model_name, detect_kind
 from eqreg_hf.hub.card import make_model_card
+from eqreg_hf.hub.preprocessing import carried_preprocessing, write_image_processor
 
 __all__ = ["KINDS", "HubFolderError", "detect_kind", "folder_kind", "hub_folder_files", "load_folder", "save_folder",
            "validate_hub_folder", "write_hub_folder"]
@@ -133,6 +134,7 @@ def save_folder(
     card: Any = None,
     kind: str = "auto",
     overwrite: bool = True,
+    preprocessing: Mapping[str, Any] | None = None,
 ) -> str:
     """Save ``model`` (+ ``eqreg_config.json`` and the card) into a Hub folder, atomically.
 
@@ -152,6 +154,8 @@ def save_folder(
             default card; nothing for timm / transformers).
         kind: "auto" (detect), "mixin", "timm" or "transformers".
         overwrite: replace a folder previously written by ``save_folder`` (default True).
+        preprocessing: the data config the model was trained with (timm / transformers: saved where their
+            loaders read it, see :mod:`eqreg_hf.hub.preprocessing`), e.g. ``classification_transform(...).data_config``.
 
     Returns:
         The absolute path of the folder.
@@ -165,7 +169,7 @@ def save_folder(
         kind = detect_kind(model)
     cfg = as_eqreg_config(eqreg_config)
     target = os.path.abspath(os.fspath(directory))
-    with _atomic_folder(target, overwrite) as tmp:
+    with _atomic_folder(target, overwrite) as tmp, carried_preprocessing(model, kind, preprocessing):
         info: dict[str, Any] = {"kind": kind, "class": _qualified_name(type(model))}
         if kind == "mixin":
             if not hasattr(model, "save_pretrained"):
@@ -179,6 +183,8 @@ def save_folder(
         else:
             model.save_pretrained(tmp)  # safetensors is transformers' default format
             info["architecture"] = type(model).__name__
+            if preprocessing:
+                write_image_processor(tmp, preprocessing)
         if cfg is not None:
             cfg.save_pretrained(tmp)
         if card is not None:
@@ -316,6 +322,7 @@ def write_hub_folder(
     training: Mapping[str, Any] | None = None,
     model_name: str | None = None,
     kind: str = "auto",
+    preprocessing: Mapping[str, Any] | None = None,
     **card_kwargs: Any,
 ) -> str:
     """Write a complete, pushable Hub folder at the end of training: weights, config, eqreg_config.json, card.
@@ -332,8 +339,9 @@ def write_hub_folder(
         metrics: measured metrics, e.g. the evaluation dict (``eval_`` prefixes are fine).
         dataset: ``{"name": ..., "id": ..., "split": ...}`` or a name.
         training: training settings for the card (epochs, lr, batch size, image size, ...).
-        model_name: default: the folder's name.
+        model_name: default: from the model and the task, ``<architecture>-<task>-<dataset>-<eqreg|baseline>``.
         kind: "auto", "mixin", "timm" or "transformers".
+        preprocessing: the data config the model was trained with (see :func:`save_folder`).
         **card_kwargs: more :func:`make_model_card` arguments (base_model, repo_id,
             equivariance_report, architecture, tags, description, license).
 
@@ -349,7 +357,7 @@ def write_hub_folder(
     model = unwrap_model(model)
     if kind == "auto":
         kind = detect_kind(model)
-    name = model_name or os.path.basename(os.path.abspath(os.fspath(directory)))
+    name = model_name or default_model_name(model, kind, task, dataset, eqreg_config)
     if "architecture" not in card_kwargs:
         if kind == "timm":
             card_kwargs["architecture"] = f"timm `{model.pretrained_cfg.get('architecture', type(model).__name__)}`"
@@ -365,7 +373,7 @@ def write_hub_folder(
             card_kwargs["tags"] = list(card_kwargs.get("tags") or []) + list(declared.tags or [])
     card = make_model_card(task, model_name=name, metrics=metrics, dataset=dataset, eqreg_config=eqreg_config,
                            training=training, kind=kind, **card_kwargs)
-    return save_folder(model, directory, eqreg_config=eqreg_config, card=card, kind=kind)
+    return save_folder(model, directory, eqreg_config=eqreg_config, card=card, kind=kind, preprocessing=preprocessing)
 
 
 # Never published: editor / OS leftovers and our own temporary files.

@@ -33,6 +33,7 @@ from eqreg_hf.core.config import EqRegConfig
 from eqreg_hf.core.io import atomic_write_json, check_output_dir
 from eqreg_hf.core.unwrap import model_device
 from eqreg_hf.data.splits import check_disjoint
+from eqreg_hf.data.transforms import RandomRot90  # noqa: F401 (the augmentation baseline; importable here)
 from eqreg_hf.tasks.validation import check_choice, check_non_negative, check_positive_ints
 
 __all__ = ["ClassifierArgs", "train_classifier", "load_classification_data", "aligned_input_size",
@@ -107,27 +108,6 @@ class ClassifierArgs:
                              "arguments, e.g. '{\"drop_path_rate\": 0.1}'.")
         if self.image_size is not None and self.image_size < 8:
             raise ValueError(f"image_size={self.image_size} is too small; use at least 8 (e.g. 32 or 33).")
-
-
-class RandomRot90:
-    """Batch transform wrapper: rotate each ``pixel_values`` image by a random multiple of 90°.
-
-    The rotation-augmentation baseline of the comparison (the group C4 seen through the data only).
-
-    Args:
-        transform: the ``with_transform`` callable producing ``{"pixel_values": [...], "labels": [...]}``.
-        seed: seed of its own ``torch.Generator`` (replayable runs).
-    """
-
-    def __init__(self, transform: Any, seed: int = 0):
-        self.transform = transform
-        self.generator = torch.Generator().manual_seed(int(seed))
-
-    def __call__(self, batch: dict) -> dict:
-        out = self.transform(batch)
-        ks = torch.randint(4, (len(out["pixel_values"]),), generator=self.generator).tolist()
-        out["pixel_values"] = [torch.rot90(x, k, dims=(-2, -1)) for x, k in zip(out["pixel_values"], ks)]
-        return out
 
 
 def load_classification_data(args: ClassifierArgs, image_size: int | None) -> tuple[Any, Any, int, dict]:
@@ -307,7 +287,7 @@ def _with_transforms(args: ClassifierArgs, model: nn.Module, image_size: int, tr
 
     # Shapes are generated at the right size and orientation: no crop / flip. CIFAR gets timm's training
     # augmentation with a milder crop (32-pixel images).
-    common = dict(label=args.label, input_size=image_size, data_config={"crop_pct": 1.0})
+    common = _preprocessing(args, image_size)
     test_tf = classification_transform(model, train=False, **common)
     if args.dataset == "shapes":
         train_tf = classification_transform(model, train=False, **common)
@@ -316,6 +296,11 @@ def _with_transforms(args: ClassifierArgs, model: nn.Module, image_size: int, tr
     if args.rotation_augment:
         train_tf = RandomRot90(train_tf, seed=args.seed)
     return train_ds.with_transform(train_tf), test_ds.with_transform(test_tf)
+
+
+def _preprocessing(args: ClassifierArgs, image_size: int) -> dict[str, Any]:
+    """The arguments of ``classification_transform`` the run trains and evaluates with (saved with the model)."""
+    return dict(label=args.label, input_size=image_size, data_config={"crop_pct": 1.0})
 
 
 def _training_arguments(args: ClassifierArgs) -> Any:
@@ -378,8 +363,11 @@ def _tap_names(model: nn.Module, eqreg: EqRegConfig) -> list[str]:
 def _save_model(args: ClassifierArgs, eqreg: EqRegConfig, model: nn.Module, metrics: dict[str, Any],
                 report: Any, image_size: int, data_info: dict) -> str:
     """The trained model as a Hub folder ``<output_dir>/model`` with its card; returns the folder."""
+    from eqreg_hf.data import classification_transform
     from eqreg_hf.hub import write_hub_folder
 
+    # the evaluation preprocessing goes into the folder, so timm's / transformers' loaders see what training saw
+    preprocessing = classification_transform(model, train=False, **_preprocessing(args, image_size)).data_config
     training = {"dataset": args.dataset, "image_size": image_size, "max_steps": args.max_steps,
                 "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
                 "weight_decay": args.weight_decay, "rotation_augment": args.rotation_augment,
@@ -391,7 +379,7 @@ def _save_model(args: ClassifierArgs, eqreg: EqRegConfig, model: nn.Module, metr
         card_metrics["equivariance_error"] = metrics["eval_equiv_error"]
     return write_hub_folder(
         model, os.path.join(args.output_dir, "model"), task="classification", eqreg_config=eqreg,
-        metrics=card_metrics, dataset=data_info, training=training,
+        metrics=card_metrics, dataset=data_info, training=training, preprocessing=preprocessing,
         equivariance_report={k: v for k, v in (report or {}).items() if k != "output"},
     )
 
