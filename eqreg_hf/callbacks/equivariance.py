@@ -33,8 +33,8 @@ class EquivarianceEvalCallback(TrainerCallback):
     Args:
         num_batches: eval batches to measure on (default 2).
         max_images: cap on the images taken from each batch (default 8).
-        layers, group_order, fields, layouts, prefix_tokens: as in :class:`~eqreg_hf.EqRegConfig`
-            (default: the trainer's EQ-Reg settings).
+        layers, group_order, fields, layouts, prefix_tokens, group: as in :class:`~eqreg_hf.EqRegConfig`
+            (default: the trainer's EQ-Reg settings; a D4 run is measured under D4, flips included).
         image_key: key of the image in the batch (default: the EQ-Reg ``image_key``, else "pixel_values").
         per_tap: also log one value per tap (default True).
         include_output: also measure the model output (invariance of logits / equivariance of images).
@@ -57,6 +57,7 @@ class EquivarianceEvalCallback(TrainerCallback):
         image_key: str | None = None,
         per_tap: bool = True,
         include_output: bool = False,
+        group: str | None = None,
     ):
         if num_batches < 1:
             raise ValueError(f"num_batches={num_batches!r} must be >= 1.")
@@ -65,7 +66,7 @@ class EquivarianceEvalCallback(TrainerCallback):
         self.num_batches = num_batches
         self.max_images = max_images
         self.settings = {"layers": layers, "group_order": group_order, "fields": fields, "layouts": layouts,
-                         "prefix_tokens": prefix_tokens}
+                         "prefix_tokens": prefix_tokens, "group": group}
         self.image_key = image_key
         self.per_tap = per_tap
         self.include_output = include_output
@@ -81,7 +82,7 @@ class EquivarianceEvalCallback(TrainerCallback):
         c = reg.config
         # The resolved per-tap settings (an auto-chosen NHWC or token tap must be read the same way here).
         taps = [t for t in reg.taps if t.name in set(reg.tap_names)]
-        self._from_reg = {"layers": [t.name for t in taps], "group_order": c.group_order,
+        self._from_reg = {"layers": [t.name for t in taps], "group_order": c.group_order, "group": c.group,
                           "fields": {t.name: t.field for t in taps},
                           "layouts": {t.name: t.layout for t in taps},
                           "prefix_tokens": {t.name: t.prefix_tokens for t in taps if t.prefix_tokens is not None} or None,
@@ -92,6 +93,12 @@ class EquivarianceEvalCallback(TrainerCallback):
         if v is None:
             v = self._from_reg.get(name)
         return default if v is None else v
+
+    def _group(self) -> dict[str, Any]:
+        """``group_order`` and ``group`` as one pair: the user's if either is given, else the trainer's EQ-Reg's."""
+        own = {k: self.settings.get(k) for k in ("group_order", "group")}
+        pair = own if any(v is not None for v in own.values()) else {k: self._from_reg.get(k) for k in own}
+        return pair if any(v is not None for v in pair.values()) else {"group_order": 4, "group": None}
 
     def measure(self, model: torch.nn.Module, dataloader: Any) -> dict[str, float]:
         """``{"equiv_error": mean, "equiv_error/<tap>": ...}`` on the first ``num_batches`` batches."""
@@ -115,7 +122,7 @@ class EquivarianceEvalCallback(TrainerCallback):
             if self.max_images is not None:
                 x = x[: self.max_images]
             report = equivariance_error(
-                model, x.to(device), layers=layers, group_order=self._setting("group_order", 4),
+                model, x.to(device), layers=layers, **self._group(),
                 fields=self._setting("fields", "regular"), layouts=self._setting("layouts", "auto"),
                 prefix_tokens=self._setting("prefix_tokens", None), include_output=self.include_output,
                 input_key=input_key,

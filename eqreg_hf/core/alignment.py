@@ -2,8 +2,10 @@
 
 A 90° rotation of a feature map matches the map of the rotated input only when strides and padding
 give a symmetric sampling grid (a 3×3 / stride-2 / pad-1 conv on an even size is off by one input
-pixel). :class:`AlignmentTracer` follows the grid through one forward pass; :func:`warn_misaligned`
-says which taps are off and which input size would fix them.
+pixel). A flip of the width axis has the same condition on that axis alone, so D_t (t >= 2) needs
+both axes like C_t, and D1 (a flip only) the width axis. :class:`AlignmentTracer` follows the grid
+through one forward pass; :func:`warn_misaligned` says which taps are off and which input size would
+fix them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["EqRegAlignmentWarning", "AlignmentTracer", "warn_misaligned"]
+from eqreg_hf.core.groups import Group
+from eqreg_hf.core.layouts import feature_to_nchw
+from eqreg_hf.core.taps import TapSpec
+
+__all__ = ["EqRegAlignmentWarning", "AlignmentTracer", "warn_misaligned", "check_tap_alignment"]
 
 
 class EqRegAlignmentWarning(UserWarning):
@@ -127,11 +133,16 @@ class AlignmentTracer:
     that reaches a spatial size is kept (main path and shortcut of a residual block, encoder and decoder
     of a U-Net), and a map of that size counts as aligned only if all of them are: a sum of a shifted and
     an unshifted path is not rotation-exact. Functional resampling (``F.interpolate`` in ``forward``) is
-    invisible to it.
+    invisible to it. ``group`` (a :class:`~eqreg_hf.core.groups.Group`) says which axes count: both for
+    rotations, the width axis alone for D1, whose only motion is a flip of that axis.
     """
 
-    def __init__(self, model: nn.Module, input_hw: tuple[int, int]):
+    def __init__(self, model: nn.Module, input_hw: tuple[int, int], group: Group | None = None):
         self.input_hw = tuple(input_hw)
+        flip_only = group is not None and group.dihedral and group.t == 1
+        self.axes = (1,) if flip_only else (0, 1)
+        self.motion = ("a flip" if flip_only else "a rotation or flip" if group is not None and group.dihedral
+                       else "a 90° rotation")
         start = (_AxisMap(0.0, 1.0), _AxisMap(0.0, 1.0))
         self.maps: dict[tuple[int, int], dict[tuple, tuple[_AxisMap, _AxisMap]]] = {self.input_hw: {_key(start): start}}
         self._handles = [m.register_forward_hook(self._hook) for m in model.modules()
@@ -164,8 +175,7 @@ class AlignmentTracer:
         maps = self.maps.get(tuple(hw))
         if not maps:
             return None
-        bad = [m for m in maps.values()
-               if not all(a.aligned(n_in, n_out) for a, n_in, n_out in zip(m, self.input_hw, hw))]
+        bad = [m for m in maps.values() if not all(m[i].aligned(self.input_hw[i], hw[i]) for i in self.axes)]
         if not bad:
             return True, None
         return False, self.common_aligned([hw])
@@ -177,8 +187,8 @@ class AlignmentTracer:
             return None
         best = []
         for axis, size in enumerate(self.input_hw):
-            found = None
-            for delta in range(radius + 1):
+            found = None if axis in self.axes else size  # an axis the group does not move keeps its size
+            for delta in range(radius + 1 if found is None else 0):
                 for cand in (size - delta, size + delta):
                     if cand < 1 or found is not None:
                         continue
@@ -203,9 +213,10 @@ def _key(maps: tuple[_AxisMap, _AxisMap]) -> tuple:
     return tuple((round(m.a, 6), round(m.b, 6)) for m in maps)
 
 
-def warn_misaligned(misaligned: list[tuple[str, tuple, tuple]], input_hw, common: tuple | None = None) -> None:
+def warn_misaligned(misaligned: list[tuple[str, tuple, tuple]], input_hw, common: tuple | None = None,
+                    motion: str = "a 90° rotation") -> None:
     """One warning for an input size: every misaligned tap (name, map size, nearest aligned input size),
-    and the nearest size that suits all taps at once (``common``)."""
+    and the nearest size that suits all taps at once (``common``); ``motion`` names what does not line up."""
     parts = []
     for name, hw, nearest in misaligned:
         sizes = "x".join(str(n) for n in nearest) if nearest and None not in nearest else "none within ±64 px"
@@ -218,8 +229,38 @@ def warn_misaligned(misaligned: list[tuple[str, tuple, tuple]], input_hw, common
                "aligned")
     warnings.warn(
         f"EQ-Reg: for input size {input_hw[0]}x{input_hw[1]}, tap(s) {', '.join(parts)} are misaligned: strides/"
-        "padding make the sampling grid asymmetric, so a 90° rotation of the map does not line up with the map of "
-        f"the rotated input and the loss cannot reach 0. {fix}, or tap other layers.",
+        f"padding make the sampling grid asymmetric, so {motion} of the map does not line up with the map of "
+        f"the {'rotated' if motion == 'a 90° rotation' else 'transformed'} input and the loss cannot reach 0. {fix}, "
+        "or tap other layers.",
         EqRegAlignmentWarning,
-        stacklevel=3,
+        stacklevel=4,
     )
+
+
+def check_tap_alignment(tracer: AlignmentTracer, specs: list[TapSpec], maps: dict[str, torch.Tensor],
+                        warn: bool = True) -> list[tuple[str, tuple, tuple | None]]:
+    """The taps whose map is misaligned for the tracer's input size: ``[(name, map size, nearest aligned
+    input size)]``, with one :class:`EqRegAlignmentWarning` for all of them (``warn=True``).
+
+    ``maps`` holds one captured output per tap (any layout; vectors have no grid and are skipped).
+    """
+    misaligned, sizes = [], []
+    for spec in specs:
+        f = maps.get(spec.name)
+        if f is None:
+            continue
+        try:
+            g, layout = feature_to_nchw(f, spec, tracer.input_hw)
+        except ValueError:
+            continue
+        if layout == "vector":
+            continue
+        hw = tuple(g.shape[-2:])
+        res = tracer.check(hw)
+        if res is not None:
+            sizes.append(hw)
+            if not res[0]:
+                misaligned.append((spec.name, hw, res[1]))
+    if misaligned and warn:
+        warn_misaligned(misaligned, tracer.input_hw, tracer.common_aligned(sizes), tracer.motion)
+    return misaligned

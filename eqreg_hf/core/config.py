@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from eqreg_hf.core.distance import DISTANCES
-from eqreg_hf.core.io import atomic_write_text
+from eqreg_hf.core.groups import Group, as_group
+from eqreg_hf.core.io import atomic_write_text, read_json_object
+from eqreg_hf.core.schedule import _check_number, _check_warmup
 
 FIELD_TYPES = ("regular", "trivial")
 TAP_LAYOUTS = ("auto", "nchw", "nhwc", "tokens")  # how a tapped output is read (not rain folder layouts)
@@ -37,10 +40,13 @@ class EqRegConfig:
         default="auto",
         metadata={"help": "Layers to tap: 'auto', a module name, a glob pattern, or a list of them."},
     )
-    group_order: int = field(
-        default=4, metadata={"help": "t of the rotation group C_t (1 = off; 2, 4 exact; others interpolated)."}
+    group_order: int | None = field(
+        default=None, metadata={"help": "t, the number of rotations (2, 4 exact; others interpolated): the shortcut "
+                                "for group='C<t>' (default 4; 1 = off). With group set, leave it out or give the same t."}
     )
-    weight: float = field(default=1e-2, metadata={"help": "λ, the weight of the EQ-Reg term (0 = off)."})
+    weight: float | str = field(default=1e-2, metadata={
+        "help": "λ, the weight of the EQ-Reg term (0 = off), or 'auto': set each step so that the EQ-Reg term is "
+                "target_share of the task loss."})
     distance: str = field(
         default="relative",
         metadata={"help": f"Distance d between T_k F(x) and F(R_k x): one of {DISTANCES}. 'fro' is the paper's."},
@@ -89,12 +95,21 @@ class EqRegConfig:
                   "module, else 'reference'."},
     )
 
+    target_share: float = field(default=0.05, metadata={
+        "help": "weight='auto': the share of the task loss the EQ-Reg term is held at (0.05 = 5 %)."})
+    auto_warmup: float = field(default=0.1, metadata={
+        "help": "weight='auto': steps over which the share ramps up from 0 (int), or a fraction of max_steps (< 1)."})
+    group: str | None = field(default=None, metadata={
+        "help": "The symmetry group: 'C<t>' (t rotations) or 'D<t>' (t rotations and t mirror images, e.g. 'D4': "
+                "the 8 symmetries of a square). Default: C<group_order>."})
+
     def __post_init__(self) -> None:
         if isinstance(self.layers, tuple):
             self.layers = list(self.layers)
         self.validate()
 
     def validate(self) -> None:
+        self._resolve_group()
         if not isinstance(self.group_order, int) or isinstance(self.group_order, bool) or self.group_order < 1:
             raise ValueError(
                 f"group_order={self.group_order!r} is not valid: use a positive integer "
@@ -107,8 +122,12 @@ class EqRegConfig:
                 f"rotated_fraction={self.rotated_fraction!r} must lie in (0, 1]: it is the share of the "
                 "batch that gets a rotated copy (1.0 = the whole batch, as in the paper)."
             )
-        if float(self.weight) < 0:
-            raise ValueError(f"weight={self.weight!r} must be >= 0 (0 turns EQ-Reg off).")
+        if self.weight != "auto" and not (isinstance(self.weight, (int, float)) and not isinstance(self.weight, bool)
+                                          and math.isfinite(self.weight) and self.weight >= 0):
+            raise ValueError(f"weight={self.weight!r} is not valid: give a finite number >= 0 (0 turns EQ-Reg off) "
+                             "or 'auto' (λ set each step to hold the EQ-Reg term at target_share of the task loss).")
+        _check_number("target_share", self.target_share, low=0.0, low_open=True)
+        _check_warmup(self.auto_warmup, name="auto_warmup")
         _check_choice("fields", self.fields, FIELD_TYPES)
         _check_choice("layouts", self.layouts, TAP_LAYOUTS)
         if self.interpolation not in ("bilinear", "nearest"):
@@ -123,10 +142,34 @@ class EqRegConfig:
                 "(e.g. 'body.*.conv1') or a non-empty list of them."
             )
 
+    def _resolve_group(self) -> None:
+        """``group`` and ``group_order`` agree: group_order=t alone means C_t; group alone sets t; both must match."""
+        if self.group is None:
+            if self.group_order is None:
+                self.group_order = 4
+            return
+        spec = as_group(self.group)  # names the valid forms when the name is bad
+        if self.group_order is not None and self.group_order != spec.t:
+            raise ValueError(
+                f"group={self.group!r} and group_order={self.group_order!r} disagree: group_order=t is the shortcut for "
+                f"group='C<t>'. Give one of them, e.g. EqRegConfig(group={spec.name!r}) or "
+                f"EqRegConfig(group_order={self.group_order!r}), or the same t in both.")
+        self.group, self.group_order = spec.name, spec.t
+
+    @property
+    def group_spec(self) -> Group:
+        """The group EQ-Reg works with: ``Group(dihedral, t)``, with ``.name`` ("C4", "D4") and ``.size`` (t or 2t)."""
+        return as_group(self.group) if self.group is not None else Group(False, self.group_order)
+
     @property
     def active(self) -> bool:
         """False when EQ-Reg is a no-op (weight 0 or the trivial group)."""
-        return float(self.weight) > 0 and self.group_order > 1
+        return (self.weight == "auto" or float(self.weight) > 0) and self.group_spec.size > 1
+
+    @property
+    def auto_weight(self) -> bool:
+        """True for ``weight="auto"`` (λ set each step from the running losses)."""
+        return self.weight == "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -156,8 +199,7 @@ class EqRegConfig:
             raise FileNotFoundError(
                 f"No EQ-Reg config at {path!r}: save one with EqRegConfig.save_pretrained(folder)."
             )
-        with open(path, encoding="utf-8") as fh:
-            return cls.from_dict(json.load(fh))
+        return cls.from_dict(read_json_object(path, "write it with EqRegConfig.save_pretrained(folder)"))
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

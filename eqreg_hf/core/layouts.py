@@ -12,10 +12,11 @@ import math
 
 import torch
 
-from eqreg_hf.core.groups import rotate_features, shift_channels
+from eqreg_hf.core.groups import rotate_features, shift_channels, swaps_hw
 from eqreg_hf.core.taps import TapSpec
 
-__all__ = ["LAYOUT_NAMES", "to_nchw", "from_nchw", "infer_prefix_and_grid", "feature_to_nchw", "transform_feature"]
+__all__ = ["LAYOUT_NAMES", "to_nchw", "from_nchw", "infer_prefix_and_grid", "feature_to_nchw", "transform_feature",
+           "check_rotated_shape"]
 
 # What a layout resolves to ("auto" picks by dimension: 4-D NCHW, 3-D tokens, 2-D vector).
 LAYOUT_NAMES = ("nchw", "nhwc", "tokens", "vector")
@@ -103,3 +104,17 @@ def transform_feature(f: torch.Tensor, k: int, group_order: int, field: str, lay
         return shift_channels(f, k, group_order, dim=1) if field == "regular" else f
     return rotate_features(f, k, group_order, field=field, mode=mode)
 
+
+def check_rotated_shape(name: str, a: torch.Tensor, b: torch.Tensor, ta: torch.Tensor | None, layout: str, k: int,
+                         t: int) -> None:
+    """``T_k F(x)`` must have the shape of ``F(R_k x)``; for exact turns the rotated map is not materialised."""
+    if ta is not None:
+        expected = tuple(ta.shape)
+    elif layout != "vector" and swaps_hw(k, t):
+        expected = (*a.shape[:-2], a.shape[-1], a.shape[-2])
+    else:
+        expected = tuple(a.shape)
+    if expected != tuple(b.shape):
+        raise RuntimeError(
+            f"Tap {name!r}: T_k F(x) has shape {expected} but F(R_k x) has {tuple(b.shape)}; the layer's output does "
+            "not rotate with the input (check layouts/prefix_tokens).")

@@ -1,6 +1,6 @@
 """Layer-wise equivariance measurement of any model: a report, a table and a plot.
 
-    err_l = mean over k ≠ 0 of  ||T_k F_l(x) - F_l(R_k x)|| / ||F_l(R_k x)||
+    err_l = mean over g ≠ e of  ||T_g F_l(x) - F_l(R_g x)|| / ||F_l(R_g x)||      (g in C_t or D_t)
 
 0 for a strictly equivariant layer; about sqrt(2) for unrelated maps of equal norm.
 """
@@ -13,8 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from eqreg_hf.core.alignment import AlignmentTracer, check_tap_alignment
 from eqreg_hf.core.config import EqRegConfig
-from eqreg_hf.core.groups import check_regular_channels, is_exact, regular_channels_ok, rotate_image, rotation_mask
+from eqreg_hf.core.groups import (as_element, check_regular_channels, is_exact, is_identity, regular_channels_ok,
+                                  rotate_image, rotation_mask)
 from eqreg_hf.core.io import save_figure
 from eqreg_hf.core.layouts import feature_to_nchw, transform_feature
 from eqreg_hf.core.selection import resolve_taps
@@ -26,10 +28,15 @@ __all__ = ["equivariance_error", "EquivarianceReport"]
 class EquivarianceReport(dict):
     """``{layer: relative equivariance error}`` with a text table, a plot and the run's settings."""
 
-    def __init__(self, errors: dict[str, float], group_order: int, input_hw: tuple[int, int], ks: list[int],
-                 per_k: dict[str, dict[int, float]] | None = None):
+    def __init__(self, errors: dict[str, float], group_order: int, input_hw: tuple[int, int], ks: list,
+                 per_k: dict[str, dict] | None = None, group: str | None = None,
+                 misaligned: dict[str, tuple | None] | None = None):
         super().__init__(errors)
+        # {tap: nearest aligned input size or None}: taps whose sampling grid does not line up for this input
+        # size (the alignment check of training), so their error cannot reach 0 even for an equivariant layer
+        self.misaligned = dict(misaligned or {})
         self.group_order = group_order
+        self.group = group or f"C{group_order}"  # "C4", "D4": the group the errors are measured under
         self.input_hw = tuple(input_hw)
         self.ks = list(ks)
         self.per_k = per_k or {}
@@ -41,18 +48,28 @@ class EquivarianceReport(dict):
         return float(sum(vals) / len(vals)) if vals else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"group_order": self.group_order, "input_hw": list(self.input_hw), "ks": self.ks,
-                "errors": dict(self), "mean": self.mean}
+        return {"group": self.group, "group_order": self.group_order, "input_hw": list(self.input_hw),
+                "ks": [list(k) if isinstance(k, tuple) else k for k in self.ks],
+                "errors": dict(self), "mean": self.mean,
+                "misaligned": {n: list(v) if v else None for n, v in self.misaligned.items()}}
 
     def table(self) -> str:
         """A plain-text table, one row per layer, with a bar for the eye."""
         width = max([len(n) for n in self] + [11])
-        lines = [f"Equivariance error (C{self.group_order}, input {self.input_hw[0]}x{self.input_hw[1]}, "
+        lines = [f"Equivariance error ({self.group}, input {self.input_hw[0]}x{self.input_hw[1]}, "
                  f"k in {self.ks})", f"{'layer':<{width}}  rel. error", "-" * (width + 32)]
         for name, err in self.items():
             bar = "#" * min(20, int(round(err * 20 / 1.5)))
-            lines.append(f"{name:<{width}}  {err:10.4f}  {bar}")
+            mark = "  (misaligned)" if name in self.misaligned else ""
+            lines.append(f"{name:<{width}}  {err:10.4f}  {bar}{mark}")
         lines.append(f"{'mean (taps)':<{width}}  {self.mean:10.4f}")
+        if self.misaligned:
+            near = {v for v in self.misaligned.values() if v and None not in v}
+            fix = (f"; input size(s) {', '.join('x'.join(map(str, v)) for v in sorted(near))} would align them"
+                   if near else "")
+            lines.append(f"warning: misaligned for input {self.input_hw[0]}x{self.input_hw[1]}: "
+                         f"{', '.join(self.misaligned)} (strides/padding make the sampling grid asymmetric, so their "
+                         f"error cannot reach 0 even for an equivariant layer){fix}.")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -74,7 +91,7 @@ class EquivarianceReport(dict):
         ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
         ax.set_ylabel("relative equivariance error")
         ax.set_ylim(bottom=0)
-        ax.set_title(title or f"Layer-wise equivariance error (C{self.group_order})")
+        ax.set_title(title or f"Layer-wise equivariance error ({self.group})")
         ax.grid(alpha=0.3)
         if len(series) > 1:
             ax.legend()
@@ -87,7 +104,7 @@ def equivariance_error(
     model: nn.Module,
     x: torch.Tensor,
     layers: Any = "auto",
-    group_order: int = 4,
+    group_order: int | None = None,
     fields: Any = "regular",
     layouts: Any = "auto",
     prefix_tokens: Any = None,
@@ -95,18 +112,21 @@ def equivariance_error(
     include_output: bool = False,
     input_key: str | None = None,
     eval_mode: bool = True,
+    group: str | None = None,
 ) -> EquivarianceReport:
     """Per-layer relative equivariance error of ``model`` on the batch ``x``.
 
-    Runs ``model(x)`` and ``model(R_k x)`` for each ``k`` in ``ks`` (default all k ≠ 0), separately,
-    so non-square inputs and every rotation work. Interpolated angles compare only the inscribed disk.
+    Runs ``model(x)`` and ``model(R_g x)`` for each element ``g`` in ``ks`` (default every element but the
+    identity), separately, so non-square inputs and every element work. Interpolated angles compare only
+    the inscribed disk.
 
     Args:
         model: any network; put in eval mode for the measurement (restored afterwards) unless
             ``eval_mode=False``.
         x: ``[B, C, H, W]`` images.
-        layers, group_order, fields, layouts, prefix_tokens: as in :class:`EqRegConfig`.
-        ks: group elements to average over.
+        layers, group_order, fields, layouts, prefix_tokens, group: as in :class:`EqRegConfig` (``group="D4"``:
+            rotations and flips; ``group_order=t`` alone: C_t, default 4).
+        ks: group elements to average over: ints k (rotations) or, for D_t, pairs ``(f, k)`` too.
         include_output: add an ``"output"`` row (the model's output, treated as a trivial field:
             images rotated, vectors left alone — i.e. invariance of logits).
         input_key: call ``model(**{input_key: x})`` (e.g. ``"pixel_values"``) instead of ``model(x)``.
@@ -118,9 +138,10 @@ def equivariance_error(
         (['0', '2'], True)
     """
     cfg = EqRegConfig(layers=layers, group_order=group_order, fields=fields, layouts=layouts,
-                      prefix_tokens=prefix_tokens, weight=1.0)
-    specs = resolve_taps(model, cfg) if group_order > 1 else []
-    ks = [k for k in (ks if ks is not None else range(1, group_order)) if k % group_order]
+                      prefix_tokens=prefix_tokens, weight=1.0, group=group)
+    grp = cfg.group_spec
+    specs = resolve_taps(model, cfg) if grp.size > 1 else []
+    ks, group_order = _elements(grp, ks)
     names = [s.name for s in specs]
     was_training = model.training
     if eval_mode:
@@ -133,10 +154,12 @@ def equivariance_error(
     if include_output:
         per_k["output"] = {}
     try:
-        with FeatureTaps(model, names, clone=True) as taps:
+        with FeatureTaps(model, specs, clone=True) as taps, AlignmentTracer(model, tuple(x.shape[-2:]), grp) as tracer:
             taps.arm()
             out0 = first_tensor(run(x))
             base = taps.take()
+            tracer.remove()  # the same alignment check as training, on the first pass
+            misaligned = check_tap_alignment(tracer, specs, {n: v[0][1][:1] for n, v in base.items() if v})
             for k in ks:
                 xr = rotate_image(x, k, group_order)
                 taps.arm()
@@ -155,7 +178,19 @@ def equivariance_error(
     finally:
         model.train(was_training)
     errors = {n: sum(v.values()) / len(v) for n, v in per_k.items() if v}
-    return EquivarianceReport(errors, group_order, tuple(x.shape[-2:]), ks, per_k)
+    return EquivarianceReport(errors, grp.t, tuple(x.shape[-2:]), ks, per_k, grp.name,
+                              {n: near for n, _, near in misaligned if n in errors})
+
+
+def _elements(grp, ks: list | None) -> tuple[list, Any]:
+    """(the non-identity elements to measure, what the group functions get as ``group_order``).
+
+    C_t: ints and t, as always. D_t: ``GroupElement``s and the group itself (its channel rule is 2t).
+    """
+    if not grp.dihedral:
+        return [k for k in (ks if ks is not None else range(1, grp.t)) if k % grp.t], grp.t
+    elements = [as_element(k, grp) for k in (ks if ks is not None else grp.elements())]
+    return [g for g in elements if not is_identity(g)], grp
 
 
 def _tap_error(spec: TapSpec, f: torch.Tensor, f_rot: torch.Tensor, k: int, group_order: int,

@@ -18,13 +18,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from eqreg_hf.core.alignment import AlignmentTracer, warn_misaligned
+from eqreg_hf.core.alignment import AlignmentTracer, check_tap_alignment
 from eqreg_hf.core.config import EqRegConfig
 from eqreg_hf.core.distance import (SMALL_MAP, ExactDistance, batched_exact_distance, equivariance_distance, is_dense,
                                     views_of)
-from eqreg_hf.core.groups import (check_regular_channels, is_exact, regular_channels_ok, rotate_image, rotation_mask,
-                                  sample_k, swaps_hw)
-from eqreg_hf.core.layouts import feature_to_nchw, transform_feature
+from eqreg_hf.core.groups import (as_element, check_regular_channels, is_exact, is_identity, regular_channels_ok,
+                                  rotate_image, rotation_mask, sample_k, swaps_hw)
+from eqreg_hf.core.layouts import check_rotated_shape, feature_to_nchw, transform_feature
+from eqreg_hf.core.schedule import AutoWeight
 from eqreg_hf.core.selection import resolve_taps
 from eqreg_hf.core.taps import FeatureTaps, TapSpec
 from eqreg_hf.core.unwrap import model_device
@@ -95,7 +96,7 @@ class EqReg:
         self.generator = torch.Generator().manual_seed(int(config.seed))
         self.taps: list[TapSpec] = resolve_taps(model, config) if config.active else []
         clone = {"auto": None, "clone": True, "reference": False, "recompute": False}[config.capture]
-        self._hooks = FeatureTaps(model, [t.name for t in self.taps], clone=clone) if self.taps else None
+        self._hooks = FeatureTaps(model, self.taps, clone=clone) if self.taps else None
         self._checked_sizes: set[tuple[int, int]] = set()
         self._tracer: AlignmentTracer | None = None
         self._dropped: set[str] = set()
@@ -109,7 +110,10 @@ class EqReg:
         self.last_k = 0
         self.last_batch = 0
         self.last_rotated = 0
-        self.weight = float(config.weight)
+        # weight="auto": λ comes from running averages of both terms (set by the training step); it starts at 0
+        self.auto = AutoWeight(config.target_share, config.auto_warmup) if config.auto_weight else None
+        self.weight = 0.0 if self.auto is not None else float(config.weight)
+        self._sum: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ state
     @property
@@ -128,9 +132,11 @@ class EqReg:
     def active(self) -> bool:
         """True when the next :meth:`stack` does something: hooks attached, model training, live weight > 0.
 
-        The weight is read each step, so a schedule at 0 (e.g. the start of a warm-up) skips the extra pass too.
+        The weight is read each step, so a schedule at 0 (e.g. the start of a warm-up) skips the extra pass too;
+        with ``weight="auto"`` the term is always computed (its size sets λ, also while λ is still 0).
         """
-        return self._hooks is not None and self._hooks.attached and self.model.training and self._weight > 0
+        return self._hooks is not None and self._hooks.attached and self.model.training and (
+            self._weight > 0 or self.auto is not None)
 
     @property
     def tap_names(self) -> list[str]:
@@ -148,37 +154,55 @@ class EqReg:
 
     def describe(self) -> str:
         c = self.config
-        head = (f"EQ-Reg: C{c.group_order}, weight={self.weight:g}, distance={c.distance}, "
+        head = (f"EQ-Reg: {c.group_spec.name}, weight={self.weight:g}, distance={c.distance}, "
                 f"rotated_fraction={c.rotated_fraction:g}, {len(self.tap_names)} tap(s)")
         if not c.active:
             return head + " (inactive: weight 0 or group_order 1)"
         lines = [head] + ["  " + t.describe() for t in self.taps if t.name not in self._dropped]
-        lines += [f"  skipped {n}: channels not divisible by {c.group_order}" for n in sorted(self._dropped)]
+        lines += [f"  skipped {n}: channels not divisible by {c.group_spec.size}" for n in sorted(self._dropped)]
         return "\n".join(lines)
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs to resume exactly: the k sampler's state and the live weight."""
-        return {"generator": self.generator.get_state(), "config": self.config.to_dict(), "weight": self.weight}
+        state = {"generator": self.generator.get_state(), "config": self.config.to_dict(), "weight": self.weight}
+        if self.auto is not None:
+            state["auto_weight"] = self.auto.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
         if "weight" in state:
             self.weight = state["weight"]
+        if self.auto is not None and "auto_weight" in state:
+            self.auto.load_state_dict(state["auto_weight"])
+
+    @property
+    def last_unweighted(self) -> torch.Tensor | None:
+        """``Σ_l w_l d_l`` of the last :meth:`loss` (detached; None if it compared nothing): what λ multiplies."""
+        return self._sum
 
     # ------------------------------------------------------------------ sampling / stacking
-    def sample_k(self, hw: tuple[int, int] | None = None) -> int:
-        t = self.config.group_order
-        allowed = None
+    def sample_k(self, hw: tuple[int, int] | None = None) -> Any:
+        """A group element from the seeded sampler: an int k for C_t, a ``GroupElement(f, k)`` for D_t."""
+        group = self.config.group_spec
+        t, allowed = group.t, None
         if hw is not None and hw[0] != hw[1]:
             # 90° turns change the shape of a non-square batch, which cannot be stacked with it.
-            allowed = [k for k in range(0 if self.config.include_identity else 1, t) if not swaps_hw(k, t)]
+            allowed = [k for k in group.elements(self.config.include_identity) if not swaps_hw(k, t)]
             if not self._warned_nonsquare:
                 self._warned_nonsquare = True
+                what, kept = (("elements", "flips, 180° and interpolated angles") if group.dihedral else
+                              ("rotations", "180° and interpolated angles"))
                 warnings.warn(
-                    f"EQ-Reg: non-square inputs {hw[0]}x{hw[1]}: the stacked forward only draws rotations that keep "
-                    "the shape (180° and interpolated angles). Use square crops for all of C4, or call "
+                    f"EQ-Reg: non-square inputs {hw[0]}x{hw[1]}: the stacked forward only draws {what} that keep the "
+                    f"shape ({kept}). Use square crops for all of {group.name if group.dihedral else 'C4'}, or call "
                     "reg(x, k=1), which runs two passes.", UserWarning, stacklevel=3)
-        return sample_k(t, self.generator, self.config.include_identity, allowed)
+        return sample_k(group if group.dihedral else t, self.generator, self.config.include_identity, allowed)
+
+    def _element(self, k: Any) -> Any:
+        """A given element in the config's group: ``k mod t`` for C_t, a ``GroupElement`` for D_t."""
+        group = self.config.group_spec
+        return as_element(k, group) if group.dihedral else as_element(k, group).k
 
     def _prepare(self, x: torch.Tensor, k: int | None) -> tuple[int, int] | None:
         if not self.active:
@@ -189,17 +213,17 @@ class EqReg:
             raise TypeError(f"EqReg expects an image batch [B, C, H, W]; got {type(x).__name__} "
                             f"{tuple(getattr(x, 'shape', ()))}.")
         hw = tuple(x.shape[-2:])
-        k = self.sample_k(hw) if k is None else int(k) % self.config.group_order
+        k = self.sample_k(hw) if k is None else self._element(k)
         b = x.shape[0]
         self.last_k, self.last_batch, self._input_hw = k, b, hw
-        if k == 0:
+        if is_identity(k):
             self.last_rotated = 0
             return None
         m = max(1, math.ceil(self.config.rotated_fraction * b))
         self.last_rotated = m
         self._hooks.arm()
         if hw not in self._checked_sizes:
-            self._tracer = AlignmentTracer(self.model, hw)
+            self._tracer = AlignmentTracer(self.model, hw, group=self.config.group_spec)
         return k, m
 
     def stack(self, x: torch.Tensor, k: int | None = None) -> torch.Tensor:
@@ -213,7 +237,8 @@ class EqReg:
             self._hooks.disarm()
             self.last_rotated = 0
             raise ValueError(
-                f"Cannot stack a {x.shape[-2]}x{x.shape[-1]} batch with its {k}-step rotation (the shape changes). "
+                f"Cannot stack a {x.shape[-2]}x{x.shape[-1]} batch with its "
+                f"{f'{k}-step rotation' if isinstance(k, int) else f'transform by g={tuple(k)}'} (the shape changes). "
                 "Use square inputs, let EqReg draw k (it keeps the shape), or call reg(x, k), which runs two passes."
             )
         self._two_pass = False
@@ -242,8 +267,8 @@ class EqReg:
         For a non-square batch and a 90° k the shapes differ, so two passes run and ``outputs`` is the
         tuple ``(model(x), model(R_k x[:m]))``.
         """
-        if self.active and k is not None and x.shape[-2] != x.shape[-1] and swaps_hw(k, self.config.group_order):
-            return self._two_pass_call(x, int(k) % self.config.group_order, **model_kwargs)
+        if self.active and k is not None and x.shape[-2] != x.shape[-1] and swaps_hw(self._element(k), self.config.group_order):
+            return self._two_pass_call(x, self._element(k), **model_kwargs)
         xs = self.stack(x, k)
         outputs = self.model(xs, **model_kwargs)
         return outputs, self.loss()
@@ -261,6 +286,7 @@ class EqReg:
     def loss(self) -> torch.Tensor:
         """``weight * Σ_l w_l d_l`` from the features captured in the last forward (float32, 0-dim)."""
         device = model_device(self.model)
+        self._sum = None
         if self._hooks is None or not self._hooks.armed:
             self._terms = {}
             self._finish_tracer()
@@ -297,6 +323,7 @@ class EqReg:
                 d_sum = sum(dists[spec.name][1:], dists[spec.name][0])
                 self._terms[spec.name] = d_sum.detach()
                 total = total + spec.weight * d_sum
+        self._sum = total.detach()
         return self.weight * total
 
     def _tap_distances(self, spec: TapSpec, items: list, sources: list, recompute_ok: bool,
@@ -307,21 +334,23 @@ class EqReg:
         """
         c = self.config
         t, k = c.group_order, self.last_k
+        channels = c.group_spec if c.group_spec.dihedral else t  # the channel rule: t per field for C_t, 2t for D_t
         interp = not is_exact(k, t)
         rot_hw = self._input_hw[::-1] if swaps_hw(k, t) else self._input_hw
         out: list[torch.Tensor] = []
         for call, (full_a, full_b, f_orig, f_rot) in enumerate(self._pairs(items, self.last_rotated, self.last_batch)):
             a, layout = feature_to_nchw(f_orig, spec, self._input_hw)
             b, _ = feature_to_nchw(f_rot, spec, rot_hw)
-            if spec.field == "regular" and not regular_channels_ok(a.shape[1], t):
+            if spec.field == "regular" and not regular_channels_ok(a.shape[1], channels):
                 if spec.explicit:
-                    check_regular_channels(spec.name, a.shape[1], t)
+                    check_regular_channels(spec.name, a.shape[1], channels)
                 self._dropped.add(spec.name)
                 warnings.warn(f"EQ-Reg: skipping auto-chosen tap {spec.name!r}: {a.shape[1]} channels are not "
-                              f"divisible by group_order={t}.", UserWarning, stacklevel=3)
+                              f"divisible by {c.group_spec.size}, the channels of a regular {c.group_spec.name} "
+                              "field.", UserWarning, stacklevel=3)
                 return None
             ta = transform_feature(a, k, t, spec.field, layout, c.interpolation) if interp else None
-            _check_rotated_shape(spec.name, a, b, ta, layout, k, t)
+            check_rotated_shape(spec.name, a, b, ta, layout, k, t)
             if interp:
                 mask = rotation_mask(ta.shape[-2], ta.shape[-1], device=ta.device) if layout != "vector" else None
                 out.append(equivariance_distance(ta, b, c.distance, mask, c.eps))
@@ -397,24 +426,7 @@ class EqReg:
         self._checked_sizes.add(tracer.input_hw)
         if not captured:
             return
-        misaligned, sizes = [], []
-        for spec in self.taps:
-            items = captured.get(spec.name)
-            if not items:
-                continue
-            try:
-                g, layout = feature_to_nchw(items[0][1][:1], spec, tracer.input_hw)
-            except ValueError:
-                continue
-            if layout == "vector":
-                continue
-            res = tracer.check(tuple(g.shape[-2:]))
-            if res is not None:
-                sizes.append(tuple(g.shape[-2:]))
-            if res is not None and not res[0]:
-                misaligned.append((spec.name, tuple(g.shape[-2:]), res[1]))
-        if misaligned:
-            warn_misaligned(misaligned, tracer.input_hw, tracer.common_aligned(sizes))
+        check_tap_alignment(tracer, self.taps, {n: items[0][1][:1] for n, items in captured.items() if items})
 
     # ------------------------------------------------------------------ lifetime
     def remove(self) -> None:
@@ -434,17 +446,3 @@ class EqReg:
     def __repr__(self) -> str:
         return self.describe()
 
-
-def _check_rotated_shape(name: str, a: torch.Tensor, b: torch.Tensor, ta: torch.Tensor | None, layout: str, k: int,
-                         t: int) -> None:
-    """``T_k F(x)`` must have the shape of ``F(R_k x)``; for exact turns the rotated map is not materialised."""
-    if ta is not None:
-        expected = tuple(ta.shape)
-    elif layout != "vector" and swaps_hw(k, t):
-        expected = (*a.shape[:-2], a.shape[-1], a.shape[-2])
-    else:
-        expected = tuple(a.shape)
-    if expected != tuple(b.shape):
-        raise RuntimeError(
-            f"Tap {name!r}: T_k F(x) has shape {expected} but F(R_k x) has {tuple(b.shape)}; the layer's output does "
-            "not rotate with the input (check layouts/prefix_tokens).")

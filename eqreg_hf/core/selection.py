@@ -28,14 +28,14 @@ refuses them only when they are named explicitly).
 from __future__ import annotations
 
 import difflib
-import fnmatch
 import logging
 import math
 import warnings
 
 from torch import nn
 
-from eqreg_hf.core.taps import TapSpec, per_layer
+from eqreg_hf.core.groups import regular_channels_ok
+from eqreg_hf.core.taps import OUTPUT_SEP, TapSpec, match_layer, parse_selector, per_layer
 
 __all__ = ["resolve_taps", "auto_taps", "find_backbone", "MAX_TOKEN_TAPS"]
 
@@ -67,6 +67,7 @@ _HF_FAMILIES: dict[str, tuple[str, int | None]] = {
     "swinv2": ("tokens", 0),
     "donut-swin": ("tokens", 0),
 }
+_HF_TUPLE_STAGES = ("swin", "swinv2", "donut-swin")
 # Where the blocks live under the base model, most specific first (ConvNeXtV2 has stages.N.layers).
 _HF_CONTAINERS = ("encoder.stages", "stages", "encoder.layers", "layers", "encoder.layer", "layer")
 
@@ -104,14 +105,14 @@ def _evenly_spaced(n: int, k: int) -> list[int]:
 def _keep_divisible(specs: list[tuple[TapSpec, int | None]], group_order: int, family: str) -> list[TapSpec]:
     kept, skipped = [], []
     for spec, channels in specs:
-        if channels is not None and spec.field == "regular" and channels % group_order:
+        if channels is not None and spec.field == "regular" and not regular_channels_ok(channels, group_order):
             skipped.append(f"{spec.name} ({channels} channels)")
         else:
             kept.append(spec)
     if skipped:
         warnings.warn(
             f"EQ-Reg auto taps for {family}: skipped {', '.join(skipped)}: channels not divisible by "
-            f"group_order={group_order}. Name layers explicitly or mark them trivial to use them.",
+            f"{group_order} (the channels of one regular field). Name layers explicitly or mark them trivial to use them.",
             UserWarning, stacklevel=4,
         )
     return kept
@@ -177,8 +178,10 @@ def _transformers_taps(prefix: str, model: nn.Module, group_order: int) -> list[
         return None
     n = len(base.get_submodule(container_name))
     indices = _evenly_spaced(n, MAX_TOKEN_TAPS) if layout == "tokens" and prefix_tokens else list(range(n))
+    # Swin stages return (hidden states, states before downsampling, sizes): the first is the stage's output.
+    output = (0,) if model_type in _HF_TUPLE_STAGES else ()
     specs = [(TapSpec(_join(base_name, f"{container_name}.{i}"), field="regular", layout=layout,
-                      prefix_tokens=prefix_tokens if layout == "tokens" else None),
+                      prefix_tokens=prefix_tokens if layout == "tokens" else None, output=output),
               _hf_channels(config, model_type, i, n)) for i in indices]
     return _keep_divisible(specs, group_order, f"transformers {type(model).__name__}")
 
@@ -204,7 +207,8 @@ def auto_taps(model: nn.Module, group_order: int) -> list[TapSpec] | None:
     Args:
         model: a timm model, a transformers vision model, a module that contains one (its names
             are then prefixed, e.g. ``backbone.layer1``), or a model with ``eqreg_layers``.
-        group_order: t of C_t; stages whose channels do not divide by t are skipped with a warning.
+        group_order: the channels of one regular field (t for C_t, 2t for D_t; ``eqreg_layers`` gets the
+            same number); stages whose channels do not divide by it are skipped with a warning.
 
     Returns:
         A list of :class:`~eqreg_hf.core.taps.TapSpec` (``field="regular"``, the layout and prefix
@@ -232,58 +236,100 @@ def auto_taps(model: nn.Module, group_order: int) -> list[TapSpec] | None:
 
 
 def _plain_conv_taps(model: nn.Module, group_order: int) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.out_channels % group_order == 0]
+    """Every ``nn.Conv2d`` whose output channels hold regular fields, except convs that output image channels
+    (as many as the first conv reads: an image-to-image net's output conv is an image, not a regular field)."""
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    image_channels = convs[0][1].in_channels if convs else None
+    return [n for n, m in convs if m.out_channels != image_channels and regular_channels_ok(m.out_channels, group_order)]
+
+
+def _auto_specs(model: nn.Module, config) -> list[TapSpec]:
+    group = config.group_spec
+    field_size = group.size if group.dihedral else config.group_order  # channels of one regular field
+    auto = auto_taps(model, field_size)
+    if auto:
+        for spec in auto:
+            spec.explicit = False
+        return list(auto)
+    names = _plain_conv_taps(model, field_size)
+    if not names:
+        rule = f"{field_size} (a regular {group.name} field)" if group.dihedral else f"group_order={field_size}"
+        raise ValueError(
+            f"layers='auto' found no layer to tap in {type(model).__name__}: no hidden nn.Conv2d has output "
+            f"channels divisible by {rule} (convs that output the image's channels are outputs, not regular "
+            "fields). Choose another group order, or name the layers explicitly (EqRegConfig(layers=[...])) and "
+            "mark non-divisible ones trivial."
+        )
+    return [TapSpec(n, explicit=False) for n in names]
+
+
+def _split_selector(pattern: str, modules: dict) -> tuple[str, tuple]:
+    """``"block:0"`` -> ``("block", (0,))``; a module whose own name holds the separator keeps it whole."""
+    if not isinstance(pattern, str):
+        raise ValueError(f"Layer {pattern!r} is a {type(pattern).__name__}: give module names or glob patterns "
+                         "as strings, e.g. layers=['body.0', 'stages.*'].")
+    if OUTPUT_SEP not in pattern or pattern in modules:
+        return pattern, ()
+    name, _, selector = pattern.partition(OUTPUT_SEP)
+    return name, parse_selector(selector)
+
+
+def _named_specs(model: nn.Module, layers) -> list[TapSpec]:
+    modules = dict(model.named_modules())
+    specs: dict[str, TapSpec] = {}
+    for item in [layers] if isinstance(layers, str) else list(layers):
+        pattern, selector = _split_selector(item, modules)
+        if any(ch in pattern for ch in "*?["):
+            matched = [n for n in modules if n and match_layer(n, pattern)]
+            if not matched:
+                raise ValueError(
+                    f"Layer pattern {pattern!r} matches no module of {type(model).__name__} ('*' matches one level of "
+                    f"the dotted name, '**' any depth). Some module names: {_some_names(modules)}."
+                )
+        else:
+            if pattern not in modules or pattern == "":
+                close = difflib.get_close_matches(pattern, list(modules), n=5)
+                raise ValueError(
+                    f"No module named {pattern!r} in {type(model).__name__}. "
+                    + (f"Did you mean one of {close}? " if close else "")
+                    + "List them with [n for n, _ in model.named_modules()], or use a glob such as 'body.*'."
+                )
+            matched = [pattern]
+        for n in matched:
+            if n in specs and specs[n].output != selector:
+                raise ValueError(f"Layer {n!r} is tapped twice with different output selectors "
+                                 f"({specs[n].label!r} and {TapSpec(n, output=selector).label!r}); tap it once.")
+            specs.setdefault(n, TapSpec(n, output=selector))
+    return list(specs.values())
+
+
+def _check_setting_keys(specs: list[TapSpec], config) -> None:
+    """A ``{layer or glob: value}`` setting whose key matches no tap would be ignored: refuse it."""
+    names = [s.name for s in specs]
+    for setting in ("fields", "layouts", "layer_weights", "prefix_tokens"):
+        value = getattr(config, setting)
+        if not isinstance(value, dict):
+            continue
+        for key in value:
+            if not any(match_layer(n, key) for n in names):
+                shown = names[:8] + (["..."] if len(names) > 8 else [])
+                raise ValueError(
+                    f"{setting}={{{key!r}: ...}} matches none of the {len(names)} tapped layer(s) {shown}, so it would "
+                    f"be ignored. Use a tapped layer's name or a glob that matches one ('*' = one level, '**' = any "
+                    "depth), or add the layer to layers=.")
 
 
 def resolve_taps(model: nn.Module, config) -> list[TapSpec]:
     """Turn ``config.layers`` (names, globs or ``"auto"``) into a list of :class:`TapSpec`.
 
-    Exact names must exist; a glob must match at least one module. ``"auto"`` asks
-    :func:`auto_taps` for a model-specific choice (timm, transformers) and falls
-    back to every ``nn.Conv2d`` whose output channels divide by t.
+    Exact names must exist; a glob must match at least one module (``*`` one level of the dotted name, ``**``
+    any depth, see :func:`~eqreg_hf.core.taps.match_layer`); ``"<layer>:<index or key>"`` picks one element of a
+    layer that returns a tuple / dict / dataclass. ``"auto"`` asks :func:`auto_taps` for a model-specific choice
+    (timm, transformers) and falls back to every hidden ``nn.Conv2d`` whose output channels divide by t. The keys
+    of ``fields`` / ``layouts`` / ``layer_weights`` / ``prefix_tokens`` dicts must each match a tap.
     """
-    modules = dict(model.named_modules())
-    layers = config.layers
-    specs: list[TapSpec] = []
-    if layers == "auto":
-        auto = auto_taps(model, config.group_order)
-        if auto:
-            for spec in auto:
-                spec.explicit = False
-            specs = list(auto)
-        else:
-            names = _plain_conv_taps(model, config.group_order)
-            if not names:
-                raise ValueError(
-                    f"layers='auto' found no layer to tap in {type(model).__name__}: no nn.Conv2d has output "
-                    f"channels divisible by group_order={config.group_order}. Name the layers explicitly "
-                    "(EqRegConfig(layers=[...])) and mark non-divisible ones trivial."
-                )
-            specs = [TapSpec(n, explicit=False) for n in names]
-    else:
-        patterns = [layers] if isinstance(layers, str) else list(layers)
-        seen: set[str] = set()
-        for pattern in patterns:
-            if any(ch in pattern for ch in "*?["):
-                matched = [n for n in modules if n and fnmatch.fnmatchcase(n, pattern)]
-                if not matched:
-                    raise ValueError(
-                        f"Layer pattern {pattern!r} matches no module of {type(model).__name__}. "
-                        f"Some module names: {_some_names(modules)}."
-                    )
-            else:
-                if pattern not in modules or pattern == "":
-                    close = difflib.get_close_matches(pattern, list(modules), n=5)
-                    raise ValueError(
-                        f"No module named {pattern!r} in {type(model).__name__}. "
-                        + (f"Did you mean one of {close}? " if close else "")
-                        + "List them with [n for n, _ in model.named_modules()], or use a glob such as 'body.*'."
-                    )
-                matched = [pattern]
-            for n in matched:
-                if n not in seen:
-                    seen.add(n)
-                    specs.append(TapSpec(n))
+    specs = _auto_specs(model, config) if config.layers == "auto" else _named_specs(model, config.layers)
+    _check_setting_keys(specs, config)
     for spec in specs:
         # A dict or a non-default string from the user wins; otherwise an adapter's choice stands.
         if isinstance(config.fields, dict):

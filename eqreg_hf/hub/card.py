@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from eqreg_hf.core.config import EqRegConfig
+from eqreg_hf.core.groups import Group, as_group
 from eqreg_hf.core.paper import CITATION, PAPER_TITLE, PAPER_URL
 from eqreg_hf.hub.arguments import KINDS, as_eqreg_config
 
@@ -93,14 +94,20 @@ def _clean_dataset(dataset: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def group_name(group_order: int) -> str:
-    """Human-readable name of C_t, e.g. ``"C4 (rotations by multiples of 90°)"``."""
-    t = int(group_order)
+def group_name(group_order: Any) -> str:
+    """Human-readable name of C_t or D_t, e.g. ``"C4 (rotations by multiples of 90°; ...)"``.
+
+    ``group_order``: t (C_t), a group name (``"C4"``, ``"D4"``) or a :class:`~eqreg_hf.core.groups.Group`.
+    """
+    group = as_group(group_order if isinstance(group_order, (str, Group)) else int(group_order))
+    t = group.t
     if t == 1:
-        return "C1 (no rotation: EQ-Reg off)"
+        return "D1 (left-right mirror images)" if group.dihedral else "C1 (no rotation: EQ-Reg off)"
     step = 360 / t
     step_text = f"{step:g}°"
     exact = "exact on the pixel grid" if t in (2, 4) else "interpolated, compared inside the inscribed disk"
+    if group.dihedral:
+        return f"D{t} (rotations by multiples of {step_text} and their mirror images; {exact})"
     return f"C{t} (rotations by multiples of {step_text}; {exact})"
 
 
@@ -122,6 +129,7 @@ def _eqreg_rows(cfg: EqRegConfig) -> list[tuple[str, str]]:
     help_names = {
         "layers": "Tapped layers",
         "group_order": "Group order t",
+        "group": "Group name",
         "weight": "Weight λ",
         "distance": "Distance d",
         "fields": "Field types",
@@ -137,7 +145,7 @@ def _eqreg_rows(cfg: EqRegConfig) -> list[tuple[str, str]]:
         "eps": "eps",
         "capture": "Feature capture",
     }
-    rows = [("Group", group_name(cfg.group_order))]
+    rows = [("Group", group_name(cfg.group_spec))]
     for key, value in cfg.to_dict().items():
         if key == "weight" and value == "auto":
             value = f"auto (share {cfg.target_share:g})"  # the final λ is in the training table
@@ -303,7 +311,7 @@ def _eqreg_section(cfg: EqRegConfig | None) -> dict[str, Any]:
     return {
         "eqreg": cfg,
         "eqreg_active": active,
-        "group": group_name(cfg.group_order) if active else None,
+        "group": group_name(cfg.group_spec) if active else None,
         "eqreg_table": _table(_eqreg_rows(cfg), ("Setting", "Value")) if cfg is not None else None,
     }
 
