@@ -6,6 +6,7 @@
     python scripts/bench_quality.py --quick                  # tiny network, seconds (what the test runs)
     python scripts/bench_quality.py --groups 2 --lambdas relative=1e-4 --auto relative=0.01,0.05,0.2
                                                              # + weight="auto" runs at three target shares
+    python scripts/bench_quality.py --groups 4 D4            # C4 and D4 (rotations and flips) side by side
 
 Writes (default --out-dir docs/results, --name quality): quality.json (every run; rewritten after each run, so a
 killed sweep leaves a usable file; rerunning the same command skips finished runs),
@@ -18,15 +19,19 @@ on the built-in synthetic rain benchmark, and is scored on full held-out photos:
 * PSNR / SSIM on the Y channel (:func:`eqreg_hf.tasks.derain.recipe.evaluate_derainer`);
 * the per-layer equivariance error ``||T_k F_l(x) - F_l(R_k x)|| / ||F_l(R_k x)||``
   (:func:`eqreg_hf.equivariance_error`) of the network's default taps, under C4 *and* C2, so
-  runs regularised for C2 and C4 are measured on the same scale.
+  runs regularised for C2 and C4 are measured on the same scale (and under D4 too when the sweep
+  has D4 runs: ``equivariance_error_d4`` / ``layer_errors_d4`` in every record).
 
 Methods (one "config" each; every config is run for every seed):
 
     plain                       FastDerainer, MSE loss
     rot-aug                     the same + random 90° rotations of the crops
     rot-aug-c2                  the same + random 180° rotations (with C2 runs: C2 EQ-Reg's fair baseline)
+    rot-aug-d4                  the same + random 90° rotations and left-right flips (with D4 runs: the
+                                D4 augmentation next to the C4 one)
     eqreg-c{t}-{distance}-{λ}   the same + EQ-Reg (C_t, the network's body convs, task loss on the
                                 rotated half too, as in the paper)
+    eqreg-d4-{distance}-{λ}     the same with D4 (rotations and flips; --groups D4)
     strict-c4                   StrictC4Derainer: exactly C4-equivariant (e2cnn), ~same parameters
 
 Results go to one JSON file, rewritten atomically after every run (a killed sweep leaves a
@@ -88,7 +93,7 @@ class QualitySettings:
         seeds: seeds; each config is trained once per seed (default 0, 1, 2).
         steps: optimizer steps per run (default 150, the demo's).
         lambdas: ``{distance: [λ, ...]}`` for the EQ-Reg runs (default :data:`DEFAULT_LAMBDAS`).
-        groups: group orders t of the EQ-Reg runs (default C4 and C2).
+        groups: groups of the EQ-Reg runs: t for C_t (4, 2) or ``"D4"`` (default C4 and C2).
         strict: include the strictly C4-equivariant StrictC4Derainer.
         quick: a tiny network on 32² images (seconds; for tests).
         crop_size, batch_size, lr: training settings (default: the demo's, ``demo_arguments()``).
@@ -98,7 +103,7 @@ class QualitySettings:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     steps: int = 150
     lambdas: dict[str, list[float]] = field(default_factory=lambda: {d: list(v) for d, v in DEFAULT_LAMBDAS.items()})
-    groups: list[int] = field(default_factory=lambda: [4, 2])
+    groups: list[int | str] = field(default_factory=lambda: [4, 2])
     strict: bool = True
     quick: bool = False
     crop_size: int | None = None
@@ -120,9 +125,7 @@ class QualitySettings:
             bad = [w for w in self.lambdas[dist] if not float(w) > 0]
             if bad:
                 raise ValueError(f"λ values {bad} for {dist!r} must be > 0 (plain training is always included).")
-        bad_t = [t for t in self.groups if t not in (2, 4)]
-        if bad_t:
-            raise ValueError(f"groups={self.groups}: {bad_t} unsupported; use 2 and/or 4 (exact rotations).")
+        self.groups = [_group_arg(g) for g in self.groups]
         if int(self.steps) < 1 or not self.seeds:
             raise ValueError(f"steps={self.steps!r} must be >= 1 and seeds={self.seeds!r} non-empty.")
 
@@ -149,18 +152,24 @@ class QualitySettings:
 class QualityRun:
     """One training run of the sweep."""
 
-    method: str  # "plain" | "rot-aug" | "rot-aug-c2" | "eqreg" | "eqreg-auto" | "strict-c4"
+    method: str  # "plain" | "rot-aug" | "rot-aug-c2" | "rot-aug-d4" | "eqreg" | "eqreg-auto" | "strict-c4"
     seed: int
     group_order: int = 1
     distance: str | None = None
     weight: float = 0.0  # λ; for "eqreg-auto" the target share of weight="auto"
+    dihedral: bool = False  # EQ-Reg with D_t (rotations and flips) instead of C_t
+
+    @property
+    def group(self) -> str | None:
+        """The EQ-Reg group's name ("C4", "D4"), None for runs without EQ-Reg."""
+        return f"{'D' if self.dihedral else 'C'}{self.group_order}" if self.method.startswith("eqreg") else None
 
     @property
     def config_id(self) -> str:
         if self.method == "eqreg":
-            return f"eqreg-c{self.group_order}-{self.distance}-{self.weight:g}"
+            return f"eqreg-{self.group.lower()}-{self.distance}-{self.weight:g}"
         if self.method == "eqreg-auto":
-            return f"eqreg-c{self.group_order}-{self.distance}-auto-share{self.weight:g}"
+            return f"eqreg-{self.group.lower()}-{self.distance}-auto-share{self.weight:g}"
         return self.method
 
     @property
@@ -179,24 +188,43 @@ def plan_runs(settings: QualitySettings) -> list[QualityRun]:
         runs.append(QualityRun("rot-aug", seed))
         if 2 in settings.groups:  # the fair baseline of C2 EQ-Reg: 180° turns only
             runs.append(QualityRun("rot-aug-c2", seed))
+        if "D4" in settings.groups:  # the baseline of D4 EQ-Reg: 90° turns and flips
+            runs.append(QualityRun("rot-aug-d4", seed))
         if settings.strict:
             runs.append(QualityRun("strict-c4", seed))
-        for t in settings.groups:
+        for g in settings.groups:
+            t, dih = (int(g[1:]), True) if isinstance(g, str) else (g, False)
             for dist, weights in settings.lambdas.items():
                 for w in weights:
-                    runs.append(QualityRun("eqreg", seed, group_order=t, distance=dist, weight=float(w)))
+                    runs.append(QualityRun("eqreg", seed, group_order=t, distance=dist, weight=float(w), dihedral=dih))
             for dist, shares in settings.auto.items():
                 for share in shares:
-                    runs.append(QualityRun("eqreg-auto", seed, group_order=t, distance=dist, weight=float(share)))
+                    runs.append(QualityRun("eqreg-auto", seed, group_order=t, distance=dist, weight=float(share),
+                                           dihedral=dih))
     return runs
 
 
-def _layer_errors(model: torch.nn.Module, pairs: list, group_order: int, n: int) -> dict[str, float]:
+def _group_arg(value: int | str) -> int | str:
+    """A group of the sweep: 2 / 4 (C_t, also "C2" / "C4") or "D4"; anything else is refused by name."""
+    text = str(value).strip().upper()
+    if text in ("2", "4", "C2", "C4"):
+        return int(text[-1])
+    if text == "D4":
+        return "D4"
+    raise ValueError(f"groups: {value!r} is unsupported; use 2, 4 (exact rotations, C2 / C4) and/or D4 (90° turns and "
+                     "flips).")
+
+
+def _layer_errors(model: torch.nn.Module, pairs: list, group_order: int | str, n: int) -> dict[str, float]:
     from eqreg_hf.core.measure import equivariance_error
 
     ref = pairs[0][0].shape
     batch = torch.stack([r for r, _ in pairs[:n] if r.shape == ref])
-    if group_order == 2 and type(model).__name__ == "StrictC4Derainer":
+    if group_order == "D4":
+        # The body taps of C4 (their channels divide by 8 here too). StrictC4Derainer's C4 fields are read two
+        # by two as D4 fields: its rotations act on them as the D4 rotations do, its flips are unconstrained.
+        report = equivariance_error(model, batch, layers=model.eqreg_layers(4), group="D4")
+    elif group_order == 2 and type(model).__name__ == "StrictC4Derainer":
         # Its hidden fields are C4-regular (4 channels each): the 180° rotation acts on them as the
         # C4 element k = 2 (shift by 2 within each 4-block), not as a C2-regular field of size 2.
         report = equivariance_error(model, batch, layers=model.eqreg_layers(4), group_order=4, ks=[2])
@@ -208,6 +236,7 @@ def _layer_errors(model: torch.nn.Module, pairs: list, group_order: int, n: int)
 def _train_one(run: QualityRun, settings: QualitySettings, train_ds: Any, eval_pairs: list) -> dict[str, Any]:
     base = settings.training_arguments()
     args = dataclasses.replace(base, seed=run.seed, rot_aug=run.method.startswith("rot-aug"),
+                               hflip=run.method == "rot-aug-d4",  # with random 90° turns: uniform over D4
                                model="strict-c4" if run.method == "strict-c4" else "fast")
     if run.method == "strict-c4":
         # the default (24 fields, 4 blocks: 111,675 parameters) matches FastDerainer's budget (112,739)
@@ -217,17 +246,16 @@ def _train_one(run: QualityRun, settings: QualitySettings, train_ds: Any, eval_p
         args = dataclasses.replace(args, rot_aug_order=2)
     cfg = None
     if run.method == "eqreg":
-        cfg = EqRegConfig(layers="auto", group_order=run.group_order, distance=run.distance,
-                          weight=run.weight, seed=run.seed)
+        cfg = EqRegConfig(layers="auto", group=run.group, distance=run.distance, weight=run.weight, seed=run.seed)
     elif run.method == "eqreg-auto":  # weight="auto" at its default warm-up, the share of this run
-        cfg = EqRegConfig(layers="auto", group_order=run.group_order, distance=run.distance,
-                          weight="auto", target_share=run.weight, seed=run.seed)
+        cfg = EqRegConfig(layers="auto", group=run.group, distance=run.distance, weight="auto",
+                          target_share=run.weight, seed=run.seed)
     result = train_derainer(args, cfg, train_dataset=train_ds, eval_dataset=eval_pairs, save=False,
                             desc=run.run_id)
     model = result.model
     m = result.metrics
-    # train_derainer already measured the run's own group (C4 for plain / rot-aug / strict, C_t for
-    # EQ-Reg) on the same images and taps: reuse it, measure only the other group.
+    # train_derainer already measured the C_t of the run (C4 for plain / rot-aug / strict, C_t for
+    # EQ-Reg with C_t or D_t) on the same images and taps: reuse it, measure only the other groups.
     own = {int(result.report.group_order): {n: float(v) for n, v in result.report.items()}}
     if run.method == "strict-c4":
         own.pop(2, None)  # its C2 error needs the C4-field action (see _layer_errors)
@@ -245,10 +273,13 @@ def _train_one(run: QualityRun, settings: QualitySettings, train_ds: Any, eval_p
         "layer_errors_c4": c4, "layer_errors_c2": c2,
         "final_task_loss": statistics.fmean(log.get("task_loss", math.nan) for log in tail),
         "final_eqreg_loss": statistics.fmean(log.get("eqreg_loss", 0.0) for log in tail),
-        "train_time_s": result.train_time_s,
+        "train_time_s": result.train_time_s, "group": run.group,
         # the live λ at the end (weight="auto": where the automatic weight settled)
         "final_weight": (result.history.series("eqreg_weight") or [run.weight if run.method == "eqreg" else 0.0])[-1],
     }
+    if "D4" in settings.groups:  # every run of a sweep with D4 runs is measured under D4 too
+        d4 = _layer_errors(model, eval_pairs, "D4", settings.equiv_images)
+        record.update(equivariance_error_d4=statistics.fmean(d4.values()), layer_errors_d4=d4)
     return record
 
 
@@ -381,11 +412,14 @@ def summarize(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for cid, recs in groups.items():
         first = recs[0]
         row: dict[str, Any] = {k: first[k] for k in ("method", "model", "group_order", "distance", "weight", "params")}
+        row["group"] = _group_of(first)
         row["n_seeds"] = len(recs)
-        for key in ("psnr_y", "ssim_y", "equivariance_error_c4", "equivariance_error_c2",
+        for key in ("psnr_y", "ssim_y", "equivariance_error_c4", "equivariance_error_c2", "equivariance_error_d4",
                     "output_equivariance_error", "train_time_s", "final_task_loss", "final_eqreg_loss", "final_weight"):
             row[key + "_mean"], row[key + "_std"] = _mean_std([r.get(key, math.nan) for r in recs])
-        for t in ("c4", "c2"):
+        for t in ("c4", "c2", "d4"):
+            if f"layer_errors_{t}" not in first:  # D4 errors: only in sweeps with D4 runs
+                continue
             names = list(first[f"layer_errors_{t}"])
             row[f"layer_errors_{t}"] = {n: _mean_std([r[f"layer_errors_{t}"][n] for r in recs])[0] for n in names}
         row["rainy_psnr_y"] = first["rainy_psnr_y"]
@@ -393,11 +427,17 @@ def summarize(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return summary
 
 
+def _group_of(row: dict[str, Any]) -> str | None:
+    """The EQ-Reg group of a record or summary row ("C4", "D4"; None without EQ-Reg), also for files written before
+    rows had one."""
+    return row.get("group") or (f"C{row['group_order']}" if row["method"].startswith("eqreg") else None)
+
+
 def _order(summary: dict[str, dict[str, Any]]) -> list[str]:
-    head = [c for c in ("plain", "rot-aug", "rot-aug-c2", "strict-c4") if c in summary]
+    head = [c for c in ("plain", "rot-aug", "rot-aug-c2", "rot-aug-d4", "strict-c4") if c in summary]
     rest = sorted((c for c in summary if c not in head),
-                  key=lambda c: (-summary[c]["group_order"], summary[c]["distance"] or "", summary[c]["method"],
-                                 summary[c]["weight"]))
+                  key=lambda c: (-summary[c]["group_order"], _group_of(summary[c]) or "", summary[c]["distance"] or "",
+                                 summary[c]["method"], summary[c]["weight"]))
     return head + rest
 
 
@@ -406,11 +446,12 @@ def format_quality_tables(payload: dict[str, Any]) -> str:
     summary = payload.get("summary") or summarize(payload["runs"])
     if not summary:
         return "(no runs yet)"
+    d4 = any("layer_errors_d4" in s for s in summary.values())  # a column of its own in sweeps with D4 runs
     lines = ["| method | t | distance | λ | params | seeds | PSNR-Y (dB) | SSIM-Y | equiv. err. C4 (taps) | "
-             "equiv. err. C2 (taps) | equiv. err. output C4 | EQ-Reg / task loss (end) | time / run (s) |",
-             "|" + "---|" * 13]
+             "equiv. err. C2 (taps) | " + ("equiv. err. D4 (taps) | " if d4 else "")
+             + "equiv. err. output C4 | EQ-Reg / task loss (end) | time / run (s) |", "|" + "---|" * (13 + d4)]
     rainy = next(iter(summary.values()))["rainy_psnr_y"]
-    lines.append(f"| rainy input (do nothing) | | | | | | {rainy:.2f} | | | | | | |")
+    lines.append(f"| rainy input (do nothing) | | | | | | {rainy:.2f} | | | | | | |" + (" |" if d4 else ""))
     for cid in _order(summary):
         s = summary[cid]
         eqreg = s["method"].startswith("eqreg")
@@ -418,13 +459,15 @@ def format_quality_tables(payload: dict[str, Any]) -> str:
                  if eqreg and s["final_task_loss_mean"] else math.nan)
         weight = (f"auto, share {s['weight']:g} (end: λ = {s['final_weight_mean']:.2g})"
                   if s["method"] == "eqreg-auto" else f"{s['weight']:g}")
+        group = _group_of(s) if (_group_of(s) or "").startswith("D") else s["group_order"]
         lines.append(
-            f"| {s['method']} | {s['group_order'] if eqreg else ('4 (exact)' if s['method'] == 'strict-c4' else '')} "
+            f"| {s['method']} | {group if eqreg else ('4 (exact)' if s['method'] == 'strict-c4' else '')} "
             f"| {s['distance'] or ''} | {weight} | {s['params']:,} | {s['n_seeds']} "
             f"| {s['psnr_y_mean']:.2f} ± {s['psnr_y_std']:.2f} | {s['ssim_y_mean']:.4f} ± {s['ssim_y_std']:.4f} "
             f"| {s['equivariance_error_c4_mean']:.3f} ± {s['equivariance_error_c4_std']:.3f} "
             f"| {s['equivariance_error_c2_mean']:.3f} ± {s['equivariance_error_c2_std']:.3f} "
-            f"| {s['output_equivariance_error_mean']:.4f} "
+            + (f"| {s['equivariance_error_d4_mean']:.3f} ± {s['equivariance_error_d4_std']:.3f} " if d4 else "")
+            + f"| {s['output_equivariance_error_mean']:.4f} "
             f"| {'' if math.isnan(share) else f'{share:.2f}'} | {s['train_time_s_mean']:.0f} |")
     return "\n".join(lines)
 
@@ -448,16 +491,16 @@ def plot_psnr_vs_lambda(payload: dict[str, Any], path: str | os.PathLike) -> str
     dists = sorted({s["distance"] for s in summary.values() if s["method"].startswith("eqreg")}) or ["(none)"]
     fig, axes = plt.subplots(1, len(dists), figsize=(5.2 * len(dists), 3.8), squeeze=False)
     refs = [("plain", "black", "-"), ("rot-aug", "tab:green", "--"), ("rot-aug-c2", "tab:olive", "-."),
-            ("strict-c4", "tab:purple", ":")]
+            ("rot-aug-d4", "tab:cyan", "--"), ("strict-c4", "tab:purple", ":")]
     for ax, dist in zip(axes[0], dists):
         rows = [s for s in summary.values() if s["method"] == "eqreg" and s["distance"] == dist]
-        for t, color in ((4, "tab:blue"), (2, "tab:orange")):
-            pts = sorted((s["weight"], s["psnr_y_mean"], s["psnr_y_std"]) for s in rows if s["group_order"] == t)
+        for name, color in (("C4", "tab:blue"), ("C2", "tab:orange"), ("D4", "tab:red")):
+            pts = sorted((s["weight"], s["psnr_y_mean"], s["psnr_y_std"]) for s in rows if _group_of(s) == name)
             if pts:
                 w, m, sd = zip(*pts)
-                ax.errorbar(w, m, yerr=sd, marker="o", color=color, capsize=3, label=f"EQ-Reg C{t}")
+                ax.errorbar(w, m, yerr=sd, marker="o", color=color, capsize=3, label=f"EQ-Reg {name}")
             for s in (s for s in summary.values() if s["method"] == "eqreg-auto" and s["distance"] == dist
-                      and s["group_order"] == t and s["final_weight_mean"] > 0):
+                      and _group_of(s) == name and s["final_weight_mean"] > 0):
                 # weight="auto": drawn at the λ it settled on, labelled with its share
                 ax.errorbar([s["final_weight_mean"]], [s["psnr_y_mean"]], yerr=[s["psnr_y_std"]], marker="x",
                             color=color, capsize=3, linestyle="none", markersize=8)
@@ -479,8 +522,9 @@ def plot_psnr_vs_lambda(payload: dict[str, Any], path: str | os.PathLike) -> str
     return _save_fig(fig, os.fspath(path))
 
 
-def plot_layer_errors(payload: dict[str, Any], path: str | os.PathLike, group_order: int = 4) -> str:
-    """PNG: per-layer C_t equivariance error of plain / rot-aug / EQ-Reg (each λ) / strict, one panel per distance.
+def plot_layer_errors(payload: dict[str, Any], path: str | os.PathLike, group_order: int | str = 4) -> str:
+    """PNG: per-layer C_t (or D4: ``group_order="D4"``) equivariance error of plain / rot-aug / EQ-Reg of that group
+    (each λ) / strict, one panel per distance.
 
     Taps are the networks' body convolutions in order (FastDerainer ``body.i.conv1/2``;
     StrictC4Derainer ``body.i.feat1/2``, drawn at the same block positions).
@@ -491,7 +535,8 @@ def plot_layer_errors(payload: dict[str, Any], path: str | os.PathLike, group_or
     import matplotlib.pyplot as plt
 
     summary = payload.get("summary") or summarize(payload["runs"])
-    key = f"layer_errors_c{group_order}"
+    name = group_order if isinstance(group_order, str) else f"C{group_order}"
+    key = f"layer_errors_{name.lower()}"
     dists = sorted({s["distance"] for s in summary.values() if s["method"] == "eqreg"}) or ["(none)"]
     fig, axes = plt.subplots(1, len(dists), figsize=(5.8 * len(dists), 3.9), squeeze=False)
     ref_names = list(summary["plain"][key]) if "plain" in summary else []
@@ -505,21 +550,22 @@ def plot_layer_errors(payload: dict[str, Any], path: str | os.PathLike, group_or
         return out
 
     for ax, dist in zip(axes[0], dists):
-        for cid, color, marker in (("plain", "black", "o"), ("rot-aug", "tab:green", "s"), ("strict-c4", "tab:purple", "^")):
-            if cid in summary:
+        for cid, color, marker in (("plain", "black", "o"), ("rot-aug", "tab:green", "s"), ("rot-aug-d4", "tab:cyan", "v"),
+                                   ("strict-c4", "tab:purple", "^")):
+            if cid in summary and key in summary[cid]:
                 errs = summary[cid][key]
                 ax.plot(xs_of(list(errs)), list(errs.values()), color=color, marker=marker, label=cid)
         rows = sorted((s for s in summary.values() if s["method"] == "eqreg" and s["distance"] == dist
-                       and s["group_order"] == group_order), key=lambda s: s["weight"])
+                       and _group_of(s) == name), key=lambda s: s["weight"])
         cmap = plt.get_cmap("Blues")
         for i, s in enumerate(rows):
             errs = s[key]
             ax.plot(xs_of(list(errs)), list(errs.values()), color=cmap(0.4 + 0.6 * (i + 1) / len(rows)), marker=".",
-                    label=f"EQ-Reg C{group_order} λ={s['weight']:g}")
+                    label=f"EQ-Reg {name} λ={s['weight']:g}")
         if ref_names:
             ax.set_xticks(range(len(ref_names)))
             ax.set_xticklabels([n.replace("body.", "") for n in ref_names], rotation=60, fontsize=7)
-        ax.set_ylabel(f"C{group_order} equivariance error (held-out)")
+        ax.set_ylabel(f"{name} equivariance error (held-out)")
         ax.set_title(f"EQ-Reg distance = {dist}")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
@@ -530,7 +576,8 @@ def plot_layer_errors(payload: dict[str, Any], path: str | os.PathLike, group_or
 
 
 def write_report_files(payload: dict[str, Any], out_dir: str | os.PathLike, prefix: str = "quality") -> list[str]:
-    """Write ``{prefix}_table.md``, ``{prefix}_psnr_vs_lambda.png`` and ``{prefix}_layers_c4.png`` into ``out_dir``."""
+    """Write ``{prefix}_table.md``, ``{prefix}_psnr_vs_lambda.png`` and ``{prefix}_layers_c4.png`` into ``out_dir``
+    (and ``{prefix}_layers_d4.png`` when the runs were measured under D4)."""
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     files = []
@@ -543,6 +590,8 @@ def write_report_files(payload: dict[str, Any], out_dir: str | os.PathLike, pref
     if payload["runs"]:
         files.append(plot_psnr_vs_lambda(payload, os.path.join(out_dir, f"{prefix}_psnr_vs_lambda.png")))
         files.append(plot_layer_errors(payload, os.path.join(out_dir, f"{prefix}_layers_c4.png"), group_order=4))
+        if any("layer_errors_d4" in r for r in payload["runs"].values()):
+            files.append(plot_layer_errors(payload, os.path.join(out_dir, f"{prefix}_layers_d4.png"), group_order="D4"))
     return files
 
 
@@ -560,6 +609,13 @@ def parse_lambdas(items: list[str]) -> dict[str, list[float]]:
     return out
 
 
+def _group_cli(text: str) -> int | str:
+    try:
+        return _group_arg(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Seeds (default 0 1 2).")
@@ -567,7 +623,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lambdas", nargs="+", default=None, metavar="DIST=λ,λ",
                     help="EQ-Reg weights per distance (default: "
                          + " ".join(f"{d}={','.join(f'{w:g}' for w in ws)}" for d, ws in DEFAULT_LAMBDAS.items()) + ").")
-    ap.add_argument("--groups", type=int, nargs="+", default=[4, 2], help="Group orders of the EQ-Reg runs (default 4 2).")
+    ap.add_argument("--groups", type=_group_cli, nargs="+", default=[4, 2],
+                    help="Groups of the EQ-Reg runs: 4, 2 (C4, C2) and/or D4 (rotations and flips; adds the D4 "
+                         "augmentation baseline and D4 errors of every run) (default 4 2).")
     ap.add_argument("--auto", nargs="+", default=None, metavar="DIST=s,s",
                     help="weight='auto' runs: target shares per distance, e.g. relative=0.01,0.05,0.2 (default: none).")
     ap.add_argument("--no-strict", action="store_true", help="Leave out the strictly C4-equivariant network.")

@@ -87,3 +87,33 @@ def test_quick_end_to_end_then_resume_skips(tmp_path, monkeypatch):
     # Other settings must not be mixed into the same file.
     with pytest.raises(ValueError, match="steps"):
         script.main([a if a != "1" else "2" for a in argv])
+
+
+def test_d4_plan_adds_the_d4_augmentation_and_d4_runs():
+    runs = plan_runs(QualitySettings(seeds=[0], lambdas={"relative": [1e-3]}, groups=[4, "d4"], strict=False))
+    assert [r.config_id for r in runs] == ["plain", "rot-aug", "rot-aug-d4", "eqreg-c4-relative-0.001",
+                                           "eqreg-d4-relative-0.001"]
+    assert [r.group for r in runs] == [None, None, None, "C4", "D4"]
+    assert QualitySettings(groups=["C2", "4", "D4"]).groups == [2, 4, "D4"]
+    with pytest.raises(ValueError, match="groups: 'D8' is unsupported"):
+        QualitySettings(groups=["D8"])
+
+
+@pytest.mark.slow  # ~15 s CPU: 5 tiny training runs, each measured under C4, C2 and D4
+def test_quick_d4_sweep(tmp_path):
+    script = _script()
+    payload = script.main(["--quick", "--steps", "1", "--seeds", "0", "--lambdas", "relative=1e-3", "--groups", "D4",
+                           "--equiv-images", "1", "--out-dir", str(tmp_path), "--no-progress"])
+    runs = payload["runs"]
+    assert sorted(runs) == ["eqreg-d4-relative-0.001/seed0", "plain/seed0", "rot-aug-d4/seed0", "rot-aug/seed0",
+                            "strict-c4/seed0"]
+    for rec in runs.values():
+        assert set(RESULT_KEYS) <= set(rec) and sorted(rec["layer_errors_d4"]) == sorted(rec["layer_errors_c4"])
+    assert runs["eqreg-d4-relative-0.001/seed0"]["group"] == "D4" and runs["plain/seed0"]["group"] is None
+    assert runs["eqreg-d4-relative-0.001/seed0"]["final_eqreg_loss"] > 0
+    # the strict C4 network: exact under C4, but not under the flips of D4 (its kernels are not mirror-symmetric)
+    strict = runs["strict-c4/seed0"]
+    assert strict["equivariance_error_c4"] < 1e-4 and strict["equivariance_error_d4"] > 0.1
+    table = (tmp_path / "quality_table.md").read_text()
+    assert "equiv. err. D4 (taps)" in table and "| rot-aug-d4 |" in table and "| eqreg | D4 |" in table
+    assert (tmp_path / "quality_layers_d4.png").stat().st_size > 0
