@@ -251,3 +251,14 @@ def test_classifier_and_derain_arguments_share_the_trainer_names():
     trainer = {f.name for f in dataclasses.fields(TrainingArguments)}
     for cls in (ClassifierArgs, DerainTrainingArguments):
         assert shared <= {f.name for f in dataclasses.fields(cls)} and shared <= trainer, cls.__name__
+
+
+@pytest.mark.parametrize("group", ["D1", "D4", "C1"])
+def test_aligned_input_size_works_for_every_group(group):
+    import timm
+
+    from eqreg_hf.tasks.classify.recipe import aligned_input_size
+
+    model = timm.create_model("resnet18", pretrained=False, num_classes=3)
+    size = aligned_input_size(model, 32, EqRegConfig(group=group, weight=0.1))
+    assert size is not None and abs(size - 32) <= 8

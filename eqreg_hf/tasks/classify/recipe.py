@@ -155,7 +155,9 @@ def aligned_input_size(model: nn.Module, size: int, config: EqRegConfig, radius:
     from eqreg_hf.core.selection import resolve_taps
     from eqreg_hf.core.taps import FeatureTaps
 
-    cfg = dataclasses.replace(config, weight=1.0, group_order=max(2, config.group_order))
+    # any non-trivial group: the taps are what matters here (C2 when the config's group is trivial)
+    cfg = dataclasses.replace(config, weight=1.0) if config.group_spec.size > 1 else \
+        dataclasses.replace(config, weight=1.0, group=None, group_order=2)
     specs = resolve_taps(model, cfg)
     was_training = model.training
     model.eval()
