@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from eqreg_hf.core.config_checks import check_fields
 from eqreg_hf.core.distance import DISTANCES
 from eqreg_hf.core.groups import Group, as_group
 from eqreg_hf.core.io import atomic_write_text, read_json_object
@@ -110,6 +111,7 @@ class EqRegConfig:
 
     def validate(self) -> None:
         self._resolve_group()
+        check_fields(self)  # types and ranges of the other fields (core/config_checks.py)
         if not isinstance(self.group_order, int) or isinstance(self.group_order, bool) or self.group_order < 1:
             raise ValueError(
                 f"group_order={self.group_order!r} is not valid: use a positive integer "
