@@ -39,7 +39,9 @@ class EqRegConfig:
 
     layers: Any = field(
         default="auto",
-        metadata={"help": "Layers to tap: 'auto', a module name, a glob pattern, or a list of them."},
+        metadata={"help": "Layers to tap: 'auto', a module name, a glob pattern ('*' = one level of the dotted name, "
+                  "'**' = any depth), or a list of them; '<layer>:<index or key>' picks one tensor of a layer that "
+                  "returns a tuple or dict."},
     )
     group_order: int | None = field(
         default=None, metadata={"help": "t, the number of rotations (2, 4 exact; others interpolated): the shortcut "
