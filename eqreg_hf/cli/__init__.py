@@ -15,6 +15,8 @@ import importlib
 import os
 import sys
 
+from eqreg_hf.cli.flags import add_config_argument, parse_args_with_config
+
 # (module under eqreg_hf.cli); a module that is missing is simply not offered.
 COMMANDS = ["demo", "train_derain", "train_classifier", "measure", "push"]
 
@@ -51,12 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    for command_parser in sub.choices.values():
+        add_config_argument(command_parser)  # every command takes --config FILE (YAML / JSON of its flags)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args_with_config(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -30,7 +30,8 @@ import math
 import typing
 from typing import Any
 
-__all__ = ["add_dataclass_arguments", "dataclass_from_args", "parse_bool", "parse_free"]
+__all__ = ["add_dataclass_arguments", "dataclass_from_args", "parse_bool", "parse_free", "add_config_argument",
+           "load_config_file", "config_file_tokens", "parse_args_with_config"]
 
 _TRUE = ("1", "true", "yes", "y", "on")
 _FALSE = ("0", "false", "no", "n", "off")
@@ -203,3 +204,140 @@ def dataclass_from_args(cls: type, args: argparse.Namespace, prefix: str = "", *
     values = {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls) if hasattr(args, prefix + f.name)}
     values.update(overrides)
     return cls(**values)
+
+
+# ---------------------------------------------------------------------------- --config FILE
+CONFIG_FLAG = "--config"
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config FILE`` to a command: a YAML or JSON object of its flags (flags on the command line win)."""
+    parser.add_argument(CONFIG_FLAG, metavar="FILE", default=None, dest="config",
+                        help="YAML or JSON file holding any of this command's flags, e.g. 'max_steps: 300' and "
+                             "'eqreg: {weight: 0.1}' (or 'eqreg.weight: 0.1'); flags given on the command line win.")
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """The mapping in a ``.yaml`` / ``.yml`` / ``.json`` file; a ``ValueError`` naming the file otherwise."""
+    import os
+
+    if not os.path.isfile(path):
+        raise ValueError(f"--config {path!r}: no such file; give a YAML or JSON file of flags.")
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    try:
+        if path.lower().endswith(".json"):
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as err:  # yaml.YAMLError / json.JSONDecodeError
+        raise ValueError(f"--config {path!r} does not parse ({one_line_text(err)}); write a YAML or JSON "
+                         "object of flags, e.g. 'max_steps: 300'.") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path!r} holds a {type(data).__name__}, not a mapping of flags: write e.g. "
+                         "'max_steps: 300' (YAML) or '{\"max_steps\": 300}' (JSON).")
+    return data
+
+
+def one_line_text(value: object) -> str:
+    return " ".join(str(value).split())
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``{"eqreg": {"weight": 0.1}}`` -> ``[("eqreg.weight", 0.1)]`` (a nested mapping is a flag prefix)."""
+    out = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and not name.startswith("--") and not _is_free_dict_key(name):
+            out.extend(_flatten(value, name + "."))
+        else:
+            out.append((name, value))
+    return out
+
+
+_FREE_DICT_KEYS = ("fields", "layouts", "layer_weights", "prefix_tokens", "model_kwargs")
+
+
+def _is_free_dict_key(name: str) -> bool:
+    """Keys whose value is itself a mapping (a free-form flag), not a group of flags."""
+    return name.rsplit(".", 1)[-1].replace("-", "_") in _FREE_DICT_KEYS
+
+
+def _option_index(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """Every long option of ``parser`` (``--max-steps``, ``--eqreg.group-order``, aliases) -> its action."""
+    return {opt: action for action in parser._actions for opt in action.option_strings
+            if opt.startswith("--") and not (opt.startswith("--no-") and isinstance(action, _Switch))}
+
+
+def _value_tokens(option: str, action: argparse.Action, value: Any, path: str) -> list[str]:
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise ValueError(f"--config {path!r}: {option} is a switch; give true or false, not {value!r}.")
+        wanted = isinstance(action, argparse._StoreTrueAction)
+        return [option] if value == wanted else []
+    if action.nargs == 0:
+        raise ValueError(f"--config {path!r}: {option} takes no value; leave it out of the file.")
+    if isinstance(value, bool):
+        return [option, "true" if value else "false"]
+    if value is None:
+        return [option, "none"]
+    if isinstance(value, (list, dict)):
+        return [option, json.dumps(value)]
+    return [option, str(value)]
+
+
+def config_file_tokens(parser: argparse.ArgumentParser, data: dict[str, Any], path: str = "config") -> list[str]:
+    """The command-line tokens a config mapping stands for (``{"max_steps": 3}`` -> ``["--max-steps", "3"]``).
+
+    Keys are flag names with or without the dashes, in snake or kebab case; a nested mapping is a prefix
+    (``eqreg: {group_order: 2}`` is ``--eqreg.group-order 2``). An unknown key is a ``ValueError`` that
+    names it and the valid keys.
+    """
+    options = _option_index(parser)
+    tokens: list[str] = []
+    for key, value in _flatten(data):
+        bare = str(key).lstrip("-")
+        option = next((o for o in ("--" + bare, "--" + bare.replace("_", "-")) if o in options), None)
+        if option is None or options[option].dest in ("help", "config"):
+            valid = sorted({o[2:].replace("-", "_") for o, a in options.items()
+                            if a.dest not in ("help", "config") and a.help != argparse.SUPPRESS})
+            raise ValueError(f"--config {path!r}: unknown key {key!r}; valid keys are the command's flags: "
+                             f"{', '.join(valid)}.")
+        tokens += _value_tokens(option, options[option], value, path)
+    return tokens
+
+
+def _command_parser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(command)
+    return None
+
+
+def parse_args_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, with the flags of a command's ``--config FILE`` read first.
+
+    The file's flags are placed before the command line's, so a flag given on the command line wins
+    (argparse keeps the last value). Values go through the same parsing and checks as typed flags. A
+    file that is missing, does not parse or names an unknown flag is an error of the command (one
+    line, exit code 2).
+    """
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    path = getattr(args, "config", None)
+    command = getattr(args, "command", None)
+    sub = _command_parser(parser, command)
+    if not path or sub is None:
+        return args
+    try:
+        tokens = config_file_tokens(sub, load_config_file(path), path)
+    except ValueError as err:
+        sub.error(str(err))
+    at = argv.index(command) + 1
+    return parser.parse_args(argv[:at] + tokens + argv[at:])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from eqreg_hf.cli.eqreg_args import add_eqreg_arguments, eqreg_config_from_args
 from eqreg_hf.cli.flags import add_dataclass_arguments, dataclass_from_args
@@ -35,6 +36,8 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from eqreg_hf.cli import one_line
+    from eqreg_hf.hub import HubPushError
     from eqreg_hf.tasks.classify.recipe import ClassifierArgs, train_classifier
 
     # A bad value raises ValueError here (the dataclasses validate on construction); the eqreg-hf entry
@@ -42,7 +45,13 @@ def run(args: argparse.Namespace) -> int:
     run_args = dataclass_from_args(ClassifierArgs, args)
     eqreg = eqreg_config_from_args(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    result = train_classifier(run_args, eqreg)
+    try:
+        result = train_classifier(run_args, eqreg)
+    except HubPushError as err:  # trained and saved, but the Hub refused: exit 1, as `eqreg-hf push` does
+        folder = f"{run_args.output_dir}/model"
+        print(f"eqreg-hf train-classifier: error: {one_line(err)} (the model is saved in {folder}; push it later "
+              f"with: eqreg-hf push {folder} {run_args.hub_model_id})", file=sys.stderr)
+        return 1
     m = result["metrics"]
     print(f"\ninput size {result['image_size']}, taps: {', '.join(result['taps']) or '(none: EQ-Reg off)'}")
     print(f"top-1 accuracy       {m.get('eval_accuracy', float('nan')):.4f}")
@@ -53,4 +62,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {k[len('eval_equiv_error/'):]:<32s} {v:.4f}")
     if result["model_dir"]:
         print(f"model folder: {result['model_dir']}  (push with: eqreg-hf push {result['model_dir']} USER/NAME)")
+    if result.get("hub_url"):
+        print(f"pushed to https://huggingface.co/{run_args.hub_model_id}: {result['hub_url']}")
     return 0

@@ -11,6 +11,7 @@ dataclasses and their ``help`` metadata, so the command never drifts from the li
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from eqreg_hf.cli.eqreg_args import PREFIX, add_eqreg_arguments, eqreg_config_from_args
@@ -38,11 +39,18 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from eqreg_hf.cli import one_line
+    from eqreg_hf.hub import HubPushError
     from eqreg_hf.tasks.derain.recipe import DerainTrainingArguments, train_derainer
 
     train_args = dataclass_from_args(DerainTrainingArguments, args)
     cfg = eqreg_config_from_args(args, PREFIX)
-    result = train_derainer(train_args, cfg if cfg.active else None)
+    try:
+        result = train_derainer(train_args, cfg if cfg.active else None)
+    except HubPushError as err:  # trained and saved, but the Hub refused: exit 1, as `eqreg-hf push` does
+        print(f"eqreg-hf train-derain: error: {one_line(err)} (the model is saved in {train_args.output_dir}; "
+              f"push it later with: eqreg-hf push {train_args.output_dir} {train_args.hub_model_id})", file=sys.stderr)
+        return 1
     m = result.metrics
     print(
         f"{train_args.model} on {train_args.dataset} ({train_args.eval_split}): "
@@ -53,4 +61,6 @@ def run(args: argparse.Namespace) -> int:
     print(result.report.table())
     if result.output_dir:
         print(f"saved to {result.output_dir}")
+    if result.hub_url:
+        print(f"pushed to https://huggingface.co/{train_args.hub_model_id}: {result.hub_url}")
     return 0

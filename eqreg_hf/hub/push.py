@@ -14,7 +14,7 @@ from typing import Any
 from eqreg_hf.hub.folder import CARD_NAME, validate_hub_folder
 from eqreg_hf.hub.offline import hub_offline
 
-__all__ = ["HubPushError", "push_folder", "fill_repo_id"]
+__all__ = ["HubPushError", "push_folder", "fill_repo_id", "check_push_ready"]
 
 
 class HubPushError(RuntimeError):
@@ -94,13 +94,19 @@ def push_folder(
     return getattr(info, "commit_url", None) or str(info)
 
 
-def _ready_to_push(path: str | os.PathLike, repo_id: str, token: str | None) -> tuple[list[str], str]:
-    """The files to upload and the token, once the repo id, the folder, online mode and a token are checked."""
+def check_push_ready(repo_id: str, token: str | None = None) -> str:
+    """Everything :func:`push_folder` checks except the folder (the repo id, online mode, a token); returns the token.
+
+    For commands that push at the end of training (``--push-to-hub``): run it first, so a missing token
+    stops the command before the training, not after it.
+
+    Raises:
+        ValueError: a malformed repo id.
+        HubPushError: offline or no token (one line, says what to do).
+    """
     import huggingface_hub
 
-    if not isinstance(repo_id, str) or repo_id.count("/") > 1 or not repo_id.strip("/"):
-        raise ValueError(f"repo_id={repo_id!r} is not valid: use 'user/name' or 'org/name'.")
-    files = validate_hub_folder(path)
+    _check_repo_id(repo_id)
     if hub_offline():
         raise HubPushError(
             "HF_HUB_OFFLINE is set, so nothing was uploaded: unset it (unset HF_HUB_OFFLINE) and run the push again."
@@ -111,7 +117,19 @@ def _ready_to_push(path: str | os.PathLike, repo_id: str, token: str | None) -> 
             "No Hugging Face token found, so nothing was uploaded: run `hf auth login` or set HF_TOKEN "
             "(a token with write access from https://huggingface.co/settings/tokens)."
         )
-    return files, token
+    return token
+
+
+def _check_repo_id(repo_id: str) -> None:
+    if not isinstance(repo_id, str) or repo_id.count("/") > 1 or not repo_id.strip("/"):
+        raise ValueError(f"repo_id={repo_id!r} is not valid: use 'user/name' or 'org/name'.")
+
+
+def _ready_to_push(path: str | os.PathLike, repo_id: str, token: str | None) -> tuple[list[str], str]:
+    """The files to upload and the token, once the repo id, the folder, online mode and a token are checked."""
+    _check_repo_id(repo_id)
+    files = validate_hub_folder(path)
+    return files, check_push_ready(repo_id, token)
 
 
 def _commit_files(api: Any, root: str, files: list[str], repo_id: str, *, private: bool, revision: str | None,

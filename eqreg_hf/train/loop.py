@@ -78,7 +78,10 @@ def _split_batch(batch: Any, input_key: str, target_key: str) -> tuple[torch.Ten
     )
 
 
-def _make_accelerator(gradient_accumulation_steps: int, mixed_precision: str):
+def make_accelerator(gradient_accumulation_steps: int = 1, mixed_precision: str = "no", log_with: Any = None,
+                     project_dir: str | None = None):
+    """An ``accelerate.Accelerator`` for :func:`train_loop`; ``log_with`` (tracker names or ``GeneralTracker``s)
+    and ``project_dir`` (where TensorBoard writes) are Accelerate's; call ``init_trackers`` before training."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
 
@@ -88,7 +91,8 @@ def _make_accelerator(gradient_accumulation_steps: int, mixed_precision: str):
     if AcceleratorState._shared_state and PartialState().num_processes == 1:
         if AcceleratorState().mixed_precision != mixed_precision:
             AcceleratorState._reset_state()
-    return Accelerator(gradient_accumulation_steps=gradient_accumulation_steps, mixed_precision=mixed_precision)
+    return Accelerator(gradient_accumulation_steps=gradient_accumulation_steps, mixed_precision=mixed_precision,
+                       log_with=log_with, project_dir=project_dir)
 
 
 class _LogWindow:
@@ -137,6 +141,17 @@ def _check_loop_arguments(mixed_precision: str, max_steps: Any, gradient_accumul
         raise TypeError(f"weight_schedule={weight_schedule!r} must be an eqreg_hf.WeightSchedule (or None).")
 
 
+def _check_checkpointing(save_steps: Any, checkpoint_dir: str | None, resume: str | None) -> str | None:
+    """The checkpoint to resume from (None: a fresh start), once the checkpoint arguments are checked."""
+    from eqreg_hf.train.checkpoint import resolve_checkpoint
+
+    if save_steps is not None and (not isinstance(save_steps, int) or isinstance(save_steps, bool) or save_steps < 1):
+        raise ValueError(f"save_steps={save_steps!r} must be a positive integer (optimizer steps) or None.")
+    if save_steps is not None and checkpoint_dir is None:
+        raise ValueError(f"save_steps={save_steps} needs checkpoint_dir= (where checkpoint-<step> folders go).")
+    return resolve_checkpoint(resume, checkpoint_dir)
+
+
 def _warn_if_dominant(log: dict[str, float], reg: EqReg, config: EqRegConfig, step: int) -> bool:
     """One warning when λ·L_eq outweighs the task loss DOMINANCE_RATIO : 1; returns whether it fired."""
     ratio = log["eqreg_loss"] / max(log["task_loss"], 1e-30)
@@ -175,6 +190,9 @@ def train_loop(
     seed: int | None = None,
     desc: str = "train",
     weight_schedule: WeightSchedule | None = None,
+    save_steps: int | None = None,
+    checkpoint_dir: str | None = None,
+    resume_from_checkpoint: str | None = None,
 ) -> TrainHistory:
     """Train ``model`` for ``max_steps`` optimizer steps with Accelerate, adding EQ-Reg if configured.
 
@@ -210,6 +228,12 @@ def train_loop(
         weight_schedule: a :class:`~eqreg_hf.WeightSchedule` for λ (its peak defaults to
             ``eqreg_config.weight``); the live λ is set on the regulariser before each optimizer step
             and logged as ``eqreg_weight``. The config itself is never changed.
+        save_steps: write ``<checkpoint_dir>/checkpoint-<step>`` every this many steps (:mod:`eqreg_hf.train.checkpoint`).
+        checkpoint_dir: where checkpoints go (needed by ``save_steps`` and ``resume_from_checkpoint="latest"``).
+        resume_from_checkpoint: a checkpoint folder or ``"latest"``: continue from it exactly.
+
+    Logs and evaluations also go to the accelerator's trackers (``Accelerator(log_with=...)`` and
+    ``init_trackers``), as ``train/<name>`` and ``eval/<name>`` at the optimizer step.
 
     Returns:
         A :class:`TrainHistory` (``logs``, ``evals``, ``steps``, ``train_time_s``).
@@ -228,6 +252,7 @@ def train_loop(
     """
     _check_loop_arguments(mixed_precision, max_steps, gradient_accumulation_steps, log_every, eval_every,
                           weight_schedule)
+    resume = _check_checkpointing(save_steps, checkpoint_dir, resume_from_checkpoint)
     if weight_schedule is not None and eqreg_config is not None and eqreg_config.auto_weight:
         raise ValueError("weight_schedule and EqRegConfig(weight='auto') both set λ: drop the schedule (auto has its "
                          "own warm-up, auto_warmup) or give a number as the weight.")
@@ -236,7 +261,7 @@ def train_loop(
 
         set_seed(seed)
     if accelerator is None:
-        accelerator = _make_accelerator(gradient_accumulation_steps, mixed_precision)
+        accelerator = make_accelerator(gradient_accumulation_steps, mixed_precision)
     # Hooks go on the inner modules before prepare(): they still fire through DDP / FSDP.
     reg = EqReg(accelerator.unwrap_model(model), eqreg_config) \
         if eqreg_config is not None and eqreg_config.active else None
@@ -249,7 +274,10 @@ def train_loop(
     lr_scheduler = prepared[3] if lr_scheduler is not None else None
     run = _Run(accelerator, model, optimizer, lr_scheduler, reg, step, eqreg_config, weight_schedule,
                max_steps=max_steps, log_every=log_every, max_grad_norm=max_grad_norm, desc=desc,
-               progress=progress, eval_fn=eval_fn, eval_every=eval_every)
+               progress=progress, eval_fn=eval_fn, eval_every=eval_every, save_steps=save_steps,
+               checkpoint_dir=checkpoint_dir)
+    if resume is not None:
+        run.resume(resume)
     try:
         run.train(train_dataloader, task_loss_fn, input_key, target_key)
     finally:
@@ -268,18 +296,33 @@ class _Run:
     def __init__(self, accelerator: Any, model: Any, optimizer: Any, lr_scheduler: Any, reg: EqReg | None,
                  step: EqRegStep, config: EqRegConfig | None, schedule: WeightSchedule | None, *, max_steps: int,
                  log_every: int, max_grad_norm: float | None, desc: str, progress: bool,
-                 eval_fn: Callable | None, eval_every: int | None):
+                 eval_fn: Callable | None, eval_every: int | None, save_steps: int | None = None,
+                 checkpoint_dir: str | None = None):
         self.accelerator, self.model, self.optimizer, self.lr_scheduler = accelerator, model, optimizer, lr_scheduler
         self.reg, self.step_fn, self.config, self.schedule = reg, step, config, schedule
         self.peak = float(config.weight) if config is not None and not config.auto_weight else 0.0
         self.max_steps, self.log_every, self.max_grad_norm, self.desc = max_steps, log_every, max_grad_norm, desc
         self.eval_fn, self.eval_every = eval_fn, eval_every
+        self.save_steps, self.checkpoint_dir = save_steps, checkpoint_dir
+        self.skip = 0  # micro-batches a resumed run draws again without training on them
         self.history = TrainHistory()
         self.window = _LogWindow(list(reg.tap_names) if reg is not None else [], accelerator.device)
         self.warned = False
         self.done = 0
         self.bar = tqdm(total=max_steps, desc=desc, disable=not (progress and accelerator.is_local_main_process),
                         dynamic_ncols=True)
+
+    def resume(self, path: str) -> None:
+        """Continue from a checkpoint: prepared objects, RNG, EQ-Reg state and the step counter."""
+        from eqreg_hf.train.checkpoint import load_loop_checkpoint
+
+        self.done = load_loop_checkpoint(self.accelerator, path, self.reg)
+        if self.done >= self.max_steps:
+            raise ValueError(f"The checkpoint {path!r} is at step {self.done}, not before max_steps={self.max_steps}: "
+                             "raise max_steps to train on, or start without resume_from_checkpoint.")
+        self.step_fn.reset()
+        self.skip = self.done * self.accelerator.gradient_accumulation_steps
+        self.bar.update(self.done)
 
     def train(self, dataloader: Any, task_loss_fn: Callable, input_key: str, target_key: str) -> None:
         start = time.perf_counter()
@@ -288,6 +331,9 @@ class _Run:
             n_batches = 0
             for batch in dataloader:
                 n_batches += 1
+                if self.skip:  # resumed: the batches the checkpoint had trained on come again, unused
+                    self.skip -= 1
+                    continue
                 self.micro_batch(batch, task_loss_fn, input_key, target_key)
                 if self.accelerator.sync_gradients:
                     self.after_optimizer_step()
@@ -326,6 +372,10 @@ class _Run:
         if self.eval_every is not None and self.done % self.eval_every == 0 and self.done < self.max_steps:
             self.evaluate()
         self.step_fn.end_optimizer_step()  # weight="auto": λ for the next step (a no-op otherwise)
+        if self.save_steps and self.done % self.save_steps == 0:
+            from eqreg_hf.train.checkpoint import save_loop_checkpoint
+
+            save_loop_checkpoint(self.accelerator, self.checkpoint_dir, self.done, self.reg)
 
     def log(self) -> None:
         log = {"step": self.done, **self.window.means(self.accelerator)}
@@ -335,6 +385,8 @@ class _Run:
             else self.optimizer.param_groups[0]["lr"]
         log["lr"] = float(source)
         self.history.logs.append(log)
+        if self.accelerator.trackers:
+            self.accelerator.log({f"train/{k}": v for k, v in log.items() if k != "step"}, step=self.done)
         share = log["eqreg_loss"] / max(log["task_loss"], 1e-30)
         self.bar.set_postfix(task=f"{log['task_loss']:.3g}", eqreg=f"{log['eqreg_loss']:.3g}",
                              eq_share=f"{100 * share:.1f}%", refresh=False)
@@ -353,6 +405,9 @@ class _Run:
             inner.train(was_training)
         if metrics:
             self.history.evals.append({"step": self.done, **metrics})
+            if self.accelerator.trackers:
+                self.accelerator.log({f"eval/{k}": float(v) for k, v in metrics.items()
+                                      if isinstance(v, (int, float)) and not isinstance(v, bool)}, step=self.done)
             if not self.bar.disable:
                 shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
                 self.bar.write(f"[{self.desc}] step {self.done}: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))

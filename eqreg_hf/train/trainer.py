@@ -39,7 +39,7 @@ except ImportError as err:  # pragma: no cover - transformers is a hard dependen
 
 __all__ = ["EqRegTrainerMixin", "EqRegTrainer", "EQREG_STATE_NAME"]
 
-EQREG_STATE_NAME = "eqreg_state.pt"
+from eqreg_hf.train.checkpoint import EQREG_STATE_NAME  # noqa: E402 (one name for both paths)
 
 
 class EqRegTrainerMixin:

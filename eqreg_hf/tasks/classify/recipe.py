@@ -34,6 +34,7 @@ from eqreg_hf.core.io import atomic_write_json, check_output_dir
 from eqreg_hf.core.unwrap import model_device
 from eqreg_hf.data.splits import check_disjoint
 from eqreg_hf.data.transforms import RandomRot90  # noqa: F401 (the augmentation baseline; importable here)
+from eqreg_hf.tasks import conventions as hf
 from eqreg_hf.tasks.validation import check_choice, check_non_negative, check_positive_ints
 
 __all__ = ["ClassifierArgs", "train_classifier", "load_classification_data", "aligned_input_size",
@@ -49,7 +50,7 @@ _POSITIVE_OR_NONE = ("train_samples", "eval_samples")
 
 
 @dataclass
-class ClassifierArgs:
+class ClassifierArgs(hf.HFRunArguments):
     """Settings of one classification fine-tuning run (the EQ-Reg settings live in :class:`EqRegConfig`)."""
 
     model: str = field(default="resnet18", metadata={"help": "timm model name, or 'hf:<config.json, folder or id>' "
@@ -95,6 +96,7 @@ class ClassifierArgs:
         check_choice("dataset", self.dataset, DATASETS,
                      "For your own data use EqRegTrainer directly (see docs/classification.md).")
         check_choice("label", self.label, LABELS)
+        self.check_conventions()  # report_to, save_steps, push_to_hub / hub_model_id
         if self.max_steps <= 0 and self.epochs <= 0:
             raise ValueError(f"Nothing to train: max_steps={self.max_steps} and epochs={self.epochs}; set one > 0.")
         check_positive_ints(self, _POSITIVE + _POSITIVE_OR_NONE, optional=_POSITIVE_OR_NONE)
@@ -232,14 +234,16 @@ def train_classifier(args: ClassifierArgs, eqreg: EqRegConfig | None = None) -> 
     args.validate()  # again: the fields may have been changed since construction
     eqreg = eqreg if eqreg is not None else EqRegConfig(weight=0.0)
     check_output_dir(args.output_dir, "output_dir")  # before the model, the data and the training
+    hf.preflight(args, os.path.join(args.output_dir, "model") if args.save_model else None, args.output_dir, trainer=True)
     set_seed(args.seed)
     model, image_size, (train_ds, test_ds, data_info) = _model_and_data(args, eqreg)
     train_ds, test_ds = _with_transforms(args, model, image_size, train_ds, test_ds)
     os.makedirs(args.output_dir, exist_ok=True)  # only once the model and the data are there
     trainer, callback = _make_trainer(args, eqreg, model, train_ds, test_ds)
     taps = _tap_names(model, eqreg)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=hf.trainer_checkpoint(args, args.output_dir))
     metrics = trainer.evaluate()
+    hf.report_trainer_images(trainer, callback.last_report)  # the equivariance plot to the trackers; close them
     if eqreg.auto_weight:  # where the automatic λ settled, for the card
         metrics["final_eqreg_weight"] = next((h["eqreg_weight"] for h in reversed(trainer.state.log_history)
                                               if "eqreg_weight" in h), None)
@@ -253,6 +257,7 @@ def train_classifier(args: ClassifierArgs, eqreg: EqRegConfig | None = None) -> 
         "log_history": trainer.state.log_history,
         "args": dataclasses.asdict(args),
         "eqreg": eqreg.to_dict(),
+        "hub_url": hf.push_trained(args, model_dir, "a classifier") if model_dir else None,  # after a successful run
     }
     atomic_write_json(os.path.join(args.output_dir, "results.json"), result, indent=2, sort_keys=True)
     return result
@@ -306,7 +311,7 @@ def _preprocessing(args: ClassifierArgs, image_size: int) -> dict[str, Any]:
 
 
 def _training_arguments(args: ClassifierArgs) -> Any:
-    """``transformers.TrainingArguments`` of the run (cosine schedule, no checkpoints, no reporting)."""
+    """``transformers.TrainingArguments`` of the run (cosine schedule; --save-steps checkpoints; --report-to)."""
     from transformers import TrainingArguments
 
     return TrainingArguments(
@@ -321,8 +326,9 @@ def _training_arguments(args: ClassifierArgs) -> Any:
         lr_scheduler_type="cosine",
         logging_steps=args.logging_steps,
         eval_strategy="no",
-        save_strategy="no",
-        report_to=[],
+        save_strategy="steps" if args.save_steps else "no", save_steps=args.save_steps or 500,
+        report_to=args.report_to_list() or "none", run_name=hf.run_name(args, "train-classifier"),
+        project=hf.TRACKER_PROJECT,
         remove_unused_columns=False,
         seed=args.seed,
         data_seed=args.seed,

@@ -16,11 +16,10 @@ import time
 from typing import Any
 
 import torch
-from torch import nn
 
 from eqreg_hf.core.config import EqRegConfig
-from eqreg_hf.core.io import atomic_write_json, atomic_write_text, check_output_dir, save_figure
-from eqreg_hf.core.unwrap import model_device
+from eqreg_hf.core.io import atomic_write_json, atomic_write_text, check_output_dir
+from eqreg_hf.tasks.derain.evaluate import plot_examples  # noqa: F401 (public here too)
 from eqreg_hf.tasks.derain.recipe import (DerainResult, DerainTrainingArguments, held_out_pairs, load_rain_split,
                                           save_derainer, train_derainer)
 
@@ -66,45 +65,6 @@ def format_results_table(results: dict[str, dict[str, float]], rainy_psnr: float
             f"{m['equivariance_error']:.4f} | {m['output_equivariance_error']:.4f} | {m['train_time_s']:.0f} |"
         )
     return "\n".join(lines)
-
-
-def plot_examples(
-    models: dict[str, nn.Module],
-    pairs: list[tuple[torch.Tensor, torch.Tensor]],
-    path: str | os.PathLike,
-    crop: int = 96,
-    max_rows: int = 3,
-) -> str:
-    """Save a PNG grid: one row per image, columns rainy | each model's output | clean (centre crops)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    rows = pairs[:max_rows]
-    cols = ["rainy"] + list(models) + ["clean"]
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.2 * len(cols), 2.3 * len(rows)), squeeze=False)
-    for r, (rainy, clean) in enumerate(rows):
-        h, w = rainy.shape[-2:]
-        c = min(crop, h, w)
-        top, left = (h - c) // 2, (w - c) // 2
-        images = [rainy]
-        for model in models.values():
-            was_training = model.training
-            model.eval()
-            with torch.no_grad():
-                images.append(model(rainy.unsqueeze(0).to(model_device(model)))[0].float().cpu())
-            model.train(was_training)
-        images.append(clean)
-        for col, (name, img) in enumerate(zip(cols, images)):
-            ax = axes[r][col]
-            ax.imshow(img[:, top:top + c, left:left + c].clamp(0, 1).permute(1, 2, 0).numpy())
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(name, fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=100)
 
 
 def run_demo(

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import os
+
 import torch
 from torch import nn
 
+from eqreg_hf.core.io import save_figure
 from eqreg_hf.core.unwrap import model_device
 
-__all__ = ["evaluate_derainer", "held_out_pairs"]
+__all__ = ["evaluate_derainer", "held_out_pairs", "plot_examples", "tracker_images"]
 
 
 def held_out_pairs(dataset: Any, max_images: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -104,3 +107,51 @@ def _equivariance_report(model: nn.Module, pairs: list[tuple[torch.Tensor, torch
     ref = pairs[0][0].shape
     batch = torch.stack([r for r, _ in pairs if r.shape == ref]).to(model_device(model))
     return equivariance_error(model, batch, layers=taps, group_order=group_order, include_output=True)
+
+
+def plot_examples(
+    models: dict[str, nn.Module],
+    pairs: list[tuple[torch.Tensor, torch.Tensor]],
+    path: str | os.PathLike,
+    crop: int = 96,
+    max_rows: int = 3,
+) -> str:
+    """Save a PNG grid: one row per image, columns rainy | each model's output | clean (centre crops)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    rows = pairs[:max_rows]
+    cols = ["rainy"] + list(models) + ["clean"]
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.2 * len(cols), 2.3 * len(rows)), squeeze=False)
+    for r, (rainy, clean) in enumerate(rows):
+        h, w = rainy.shape[-2:]
+        c = min(crop, h, w)
+        top, left = (h - c) // 2, (w - c) // 2
+        images = [rainy]
+        for model in models.values():
+            was_training = model.training
+            model.eval()
+            with torch.no_grad():
+                images.append(model(rainy.unsqueeze(0).to(model_device(model)))[0].float().cpu())
+            model.train(was_training)
+        images.append(clean)
+        for col, (name, img) in enumerate(zip(cols, images)):
+            ax = axes[r][col]
+            ax.imshow(img[:, top:top + c, left:left + c].clamp(0, 1).permute(1, 2, 0).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(name, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=100)
+
+
+def tracker_images(model: nn.Module, pairs: list[tuple[torch.Tensor, torch.Tensor]], report: Any) -> dict[str, Any]:
+    """What a run logs as images to its trackers: ``{name: draw(path) -> path}``, the rainy | restored | clean
+    crops of two held-out images and the per-layer equivariance plot."""
+    images = {"eval/examples": lambda path: plot_examples({"restored": model}, pairs[:2], path, crop=96, max_rows=2)}
+    if report:
+        images["eval/equivariance_per_layer"] = report.plot
+    return images

@@ -29,7 +29,8 @@ from eqreg_hf.core.config import EqRegConfig
 from eqreg_hf.core.io import atomic_write_json, check_output_dir
 from eqreg_hf.core.unwrap import unwrap_model
 from eqreg_hf.data.splits import check_disjoint
-from eqreg_hf.tasks.derain.evaluate import evaluate_derainer, held_out_pairs
+from eqreg_hf.tasks import conventions as hf
+from eqreg_hf.tasks.derain.evaluate import evaluate_derainer, held_out_pairs, tracker_images
 from eqreg_hf.tasks.validation import check_choice, check_non_negative, check_positive_ints
 from eqreg_hf.train.loop import TrainHistory, train_loop
 
@@ -58,7 +59,7 @@ MIXED_PRECISION = ("no", "bf16", "fp16")
 
 
 @dataclass
-class DerainTrainingArguments:
+class DerainTrainingArguments(hf.HFRunArguments):
     """Settings of a deraining run (everything except EQ-Reg, which is an :class:`EqRegConfig`).
 
     Each field becomes a ``--flag`` of ``eqreg-hf train-derain`` (underscores -> dashes). Fields that
@@ -107,6 +108,8 @@ class DerainTrainingArguments:
     logging_steps: int = field(default=10, metadata={"help": "Steps per logging window.", "aliases": ["log_every"]})
     seed: int = field(default=0, metadata={"help": "Seed of weights, crops and sampling."})
     output_dir: str | None = field(default=None, metadata={"help": "Save the model here (Hub folder + eqreg_config.json)."})
+    run_dir: str | None = field(default=None, metadata={
+        "help": "Checkpoints and TensorBoard logs (default: <output_dir>-run, beside the Hub folder)."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
     def __post_init__(self) -> None:
@@ -124,6 +127,7 @@ class DerainTrainingArguments:
         check_non_negative(self, ("learning_rate",))
         check_non_negative(self, ("seed",), integer=True)
         check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        self.check_conventions()  # report_to, save_steps, push_to_hub / hub_model_id
         if self.train_split == self.eval_split:
             raise ValueError(f"train_split and eval_split are both {self.train_split!r}: the evaluation would measure "
                              "training data. Give two different splits (default: 'train' and 'test').")
@@ -152,6 +156,7 @@ class DerainResult:
     eqreg_config: EqRegConfig | None
     train_time_s: float
     output_dir: str | None = None
+    hub_url: str | None = None
 
 
 def build_derainer(name: str = "fast", **kwargs: Any) -> nn.Module:
@@ -275,6 +280,7 @@ def train_derainer(
     """
     if save and args.output_dir:
         check_output_dir(args.output_dir, "output_dir")  # before training, not after it
+    hf.preflight(args, args.output_dir if save else None, hf.loop_run_dir(args))  # trackers installed, push possible
     torch.manual_seed(args.seed)
     if model is None:
         model = build_derainer(args.model, **args.model_kwargs())
@@ -286,14 +292,18 @@ def train_derainer(
         eval_dataset = load_rain_split(args.dataset, args.eval_split, args.data_dir, args.synthetic_size)
         check_disjoint(train_dataset, eval_dataset, args.train_split, args.eval_split, args.dataset)
     held_out = _held_out(args, model, eqreg_config, eval_dataset)
+    accelerator = hf.start_loop_run(args, accelerator, {**args.to_dict(), **(eqreg_config or EqRegConfig(weight=0.0))
+                                                        .to_dict()})
     history, train_time = _fit(model, train_dataset, args, eqreg_config, held_out, accelerator, desc)
     model = unwrap_model(model)  # evaluate and save the network, not a DDP / compile wrapper
     metrics, report = held_out.evaluate(model)
+    hf.end_loop_run(accelerator, history, metrics, report, tracker_images(model, held_out.pairs, report))
     metrics["train_time_s"] = train_time
     result = DerainResult(model=model, metrics=metrics, report=report, history=history,
                           eqreg_config=eqreg_config, train_time_s=train_time)
     if save and args.output_dir and _is_main_process(accelerator):
         result.output_dir = save_derainer(result, args.output_dir, args)
+        result.hub_url = hf.push_trained(args, result.output_dir, "a derainer")  # only after a successful run
     return result
 
 
@@ -311,8 +321,9 @@ class _HeldOut:
                                  equiv_images=self.equiv_images)
 
     def eval_fn(self, model: nn.Module, step: int) -> dict[str, float]:
-        """``train_loop``'s periodic evaluation."""
-        return self.evaluate(model)[0]
+        """``train_loop``'s periodic evaluation (with the per-layer equivariance error)."""
+        metrics, report = self.evaluate(model)
+        return {**metrics, **{f"equiv_error/{k}": v for k, v in dict(report).items()}}
 
 
 def _held_out(args: DerainTrainingArguments, model: nn.Module, eqreg_config: EqRegConfig | None,
@@ -349,6 +360,8 @@ def _fit(model: nn.Module, train_dataset: Any, args: DerainTrainingArguments, eq
             mixed_precision=args.mixed_precision, lr_scheduler=scheduler,
             eval_fn=held_out.eval_fn if args.eval_every else None, eval_every=args.eval_every,
             log_every=args.logging_steps, accelerator=accelerator, progress=args.progress, seed=args.seed, desc=desc,
+            save_steps=args.save_steps, checkpoint_dir=hf.loop_run_dir(args),
+            resume_from_checkpoint=args.resume_from_checkpoint,
         )
     finally:
         if args.stage_loss:
