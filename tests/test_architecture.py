@@ -25,7 +25,8 @@ ALLOWED = {
     "callbacks": {"core", "train", "callbacks"},
     "hub": {"core", "hub"},
     "tasks": {"core", "data", "train", "callbacks", "hub", "tasks"},
-    "cli": {"core", "data", "train", "callbacks", "hub", "tasks", "cli"},
+    "app": {"core", "data", "hub", "tasks", "app"},  # the web demo and its Space (gradio, optional)
+    "cli": {"core", "data", "train", "callbacks", "hub", "tasks", "app", "cli"},
     "model_cards": set(),  # card templates (package data), no code
 }
 MAX_FILE_LINES = 450

@@ -1,0 +1,103 @@
+"""The Gradio web demo: pick or upload an image, degrade it, restore it, and see what EQ-Reg changes.
+
+Three views, side by side: input / restored / clean with PSNR; the rotation-consistency view (restore
+the image turned by k·90°, turn the result back, show the difference map and its size); the model's
+per-layer equivariance error as a bar chart. Needs the optional extra: ``pip install -e ".[app]"``.
+
+    from eqreg_hf.app import build_app
+    build_app("eqreg-demo/model").launch()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from eqreg_hf.app.restore import (DEGRADATIONS, AppModel, bar_chart_html, example_image, layer_errors, load_app_model,
+                                  restore_image, rotation_consistency)
+
+__all__ = ["build_app", "launch_app", "require_gradio"]
+
+TURNS = {"90°": 1, "180°": 2, "270°": 3}
+
+
+def require_gradio() -> Any:
+    """``gradio``, or a one-line error naming the extra that installs it."""
+    try:
+        import gradio
+    except ModuleNotFoundError:
+        raise ValueError('The web demo needs gradio, which is not installed: pip install -e ".[app]" '
+                         "(or pip install gradio).") from None
+    return gradio
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a (no clean image)" if value is None else f"{value:.2f}"
+
+
+def _handler(app: AppModel):
+    def run(image: np.ndarray | None, degradation: str, turn: str):
+        if image is None:
+            image = example_image()
+        bars = bar_chart_html(layer_errors(app, image), f"Equivariance error per layer (C{app.group_order})")
+        if not app.restorer:
+            note = f"{app.name} is a classifier: the restoration and consistency views need a restorer."
+            return image, None, None, "n/a", "n/a", None, None, note, bars
+        out = restore_image(app, image, degradation)
+        view = rotation_consistency(app, out["input"], TURNS[turn])
+        consistency = (f"restore(x) vs turn back(restore(turn {turn}(x))): relative difference "
+                       f"{view['relative_error']:.4f}, largest pixel difference {view['max_abs']:.4f} "
+                       "(0 = a perfectly rotation-consistent restorer)")
+        return (out["input"], out["restored"], out["clean"], _fmt(out["psnr_input"]), _fmt(out["psnr_restored"]),
+                view["restored_rotated"], view["difference"], consistency, bars)
+
+    return run
+
+
+def build_app(source: str | AppModel) -> Any:
+    """The Gradio ``Blocks`` of the demo for a saved model folder, a Hub id, or a loaded :class:`AppModel`."""
+    gr = require_gradio()
+    app = source if isinstance(source, AppModel) else load_app_model(source)
+    kind = "restorer" if app.restorer else "classifier"
+    with gr.Blocks(title=f"EQ-Reg demo: {app.name}") as demo:
+        gr.Markdown(f"# EQ-Reg demo: `{app.name}` ({kind}, {len(app.taps)} tapped layers, C{app.group_order})\n"
+                    "Upload an image (it is taken as the clean one), choose a degradation and press **Run**.")
+        with gr.Row():
+            image = gr.Image(type="numpy", label="image (clean; empty: the example photo)", elem_id="upload",
+                             sources=["upload", "clipboard"])
+            with gr.Column():
+                example = gr.Button("Use the example photo", elem_id="example")
+                degradation = gr.Dropdown(list(DEGRADATIONS), value=DEGRADATIONS[0], label="degradation",
+                                          elem_id="degradation")
+                turn = gr.Radio(list(TURNS), value="90°", label="rotation for the consistency view", elem_id="turn")
+                button = gr.Button("Run", variant="primary", elem_id="run")
+        with gr.Row():
+            shown_input = gr.Image(label="input (degraded)", elem_id="input-image", interactive=False)
+            restored = gr.Image(label="restored", elem_id="restored-image", interactive=False)
+            clean = gr.Image(label="clean", elem_id="clean-image", interactive=False)
+        with gr.Row():
+            psnr_in = gr.Textbox(label="PSNR of the input (dB)", elem_id="psnr-input", interactive=False)
+            psnr_out = gr.Textbox(label="PSNR of the restored image (dB)", elem_id="psnr-restored", interactive=False)
+        gr.Markdown("## Rotation consistency")
+        with gr.Row():
+            turned = gr.Image(label="restore the turned image, turn back", elem_id="turned-image", interactive=False)
+            difference = gr.Image(label="difference map (black = equal, yellow = largest)", elem_id="difference-image",
+                                  interactive=False)
+        consistency = gr.Markdown(elem_id="consistency")
+        bars = gr.HTML(elem_id="layer-bars")
+        example.click(example_image, outputs=image)
+        button.click(_handler(app), inputs=[image, degradation, turn],
+                     outputs=[shown_input, restored, clean, psnr_in, psnr_out, turned, difference, consistency, bars])
+    return demo
+
+
+def launch_app(source: str | AppModel, host: str = "127.0.0.1", port: int | None = None, block: bool = True) -> Any:
+    """Build and serve the demo (system fonts only: nothing is fetched from the internet). Returns the Blocks."""
+    gr = require_gradio()
+    demo = build_app(source)
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                              font_mono=["ui-monospace", "monospace"])
+    demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, theme=theme, quiet=not block,
+                footer_links=[])
+    return demo
