@@ -201,11 +201,13 @@ def test_derain_tensorboard_and_trackio(tmp_path):
 @pytest.mark.slow
 def test_classifier_tensorboard_and_trackio(tmp_path):
     out = tmp_path / "run"
-    rows = _run_with_trackers(tmp_path, [*TINY_CLASSIFIER, "--max-steps", "2", "--output-dir", str(out)])
+    rows = _run_with_trackers(tmp_path, [*TINY_CLASSIFIER, "--max-steps", "2", "--eval-steps", "1",
+                                         "--output-dir", str(out)])
     scalars, images = _tensorboard(out / "runs")
     assert len(scalars["train/eqreg_loss"]) == 2 and "train/task_loss" in scalars and "train/eqreg_weight" in scalars
     taps = json.loads((out / "results.json").read_text())["taps"]
-    assert taps and all(f"eval/equiv_error/{tap}" in scalars for tap in taps)
+    # at each evaluation: steps 1 and 2 during training, then the final one
+    assert taps and all(len(scalars[f"eval/equiv_error/{tap}"]) == 3 for tap in taps)
     assert "eval/equiv_error" in scalars and "eval/accuracy" in scalars
     assert images == {"eval/equivariance_per_layer"}
     keys = {k for row in rows for k in row}

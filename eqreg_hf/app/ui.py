@@ -10,6 +10,7 @@ per-layer equivariance error as a bar chart. Needs the optional extra: ``pip ins
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ TURNS = {"90°": 1, "180°": 2, "270°": 3}
 
 def require_gradio() -> Any:
     """``gradio``, or a one-line error naming the extra that installs it."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the demo sends nothing anywhere unless asked
     try:
         import gradio
     except ModuleNotFoundError:

@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 DATASETS = ("shapes", "cifar100")
 LABELS = ("fine", "coarse")
 _POSITIVE = ("batch_size", "logging_steps", "equiv_eval_batches")
-_POSITIVE_OR_NONE = ("train_samples", "eval_samples")
+_POSITIVE_OR_NONE = ("train_samples", "eval_samples", "eval_steps")
 
 
 @dataclass
@@ -83,6 +83,8 @@ class ClassifierArgs(hf.HFRunArguments):
     save_model: bool = field(default=True, metadata={"help": "Write the Hub folder <output_dir>/model."})
     equiv_eval_batches: int = field(default=4, metadata={"help": "Eval batches for the equivariance error."})
     logging_steps: int = field(default=20, metadata={"help": "Log every N steps."})
+    eval_steps: int | None = field(default=None, metadata={"help": "Also evaluate (accuracy, equivariance error) "
+                                                                    "every N steps (default: only at the end)."})
     num_workers: int = field(default=0, metadata={"help": "DataLoader workers."})
     model_kwargs: dict = field(default_factory=dict, metadata={"help": "More model constructor arguments (JSON), "
                                                                        "e.g. '{\"drop_path_rate\": 0.1}'."})
@@ -325,7 +327,7 @@ def _training_arguments(args: ClassifierArgs) -> Any:
         warmup_steps=args.warmup_steps,
         lr_scheduler_type="cosine",
         logging_steps=args.logging_steps,
-        eval_strategy="no",
+        eval_strategy="steps" if args.eval_steps else "no", eval_steps=args.eval_steps,
         save_strategy="steps" if args.save_steps else "no", save_steps=args.save_steps or 500,
         report_to=args.report_to_list() or "none", run_name=hf.run_name(args, "train-classifier"),
         project=hf.TRACKER_PROJECT,
