@@ -90,3 +90,22 @@ def test_bad_input_is_named(capsys, argv, message):
     assert main(["measure", *argv]) == 2
     out, err = capsys.readouterr()
     assert message in err and err.startswith("eqreg-hf measure: error:") and not out
+
+
+def test_group_flag_measures_flips_too(capsys):
+    """--group D4 measures every rotation and mirror image; a net whose fields are C4 fields is refused under D4."""
+    pytest.importorskip("e2cnn", reason="the strict C4 derainer is built with e2cnn")
+    assert main(["measure", "strict-c4", "--size", "17", "--group", "C4", "--no-output"]) == 0
+    assert max(_rows(capsys.readouterr().out).values()) < 1e-4
+    assert main(["measure", "fast", "--size", "17", "--group", "D4", "--no-output"]) == 0
+    out = capsys.readouterr().out
+    assert "(D4" in out and "s·r1" in out and min(_rows(out).values()) > 0.05
+    assert main(["measure", "strict-c4", "--size", "17", "--group", "D4", "--no-output"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "C4 regular fields" in err[0] and "'C4'" in err[0]
+
+
+def test_unknown_group_is_one_line(capsys):
+    assert main(["measure", "fast", "--size", "17", "--group", "X4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'C<t>'" in err[0]

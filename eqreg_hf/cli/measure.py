@@ -91,10 +91,10 @@ def load_image(path: str | None, size: int | tuple[int, int], model: nn.Module |
 
 def measure_model(
     source: str, image: str | None = None, size: int | None = None, layers: Any = "auto", group_order: int = 4,
-    pretrained: bool = True, include_output: bool = True,
+    pretrained: bool = True, include_output: bool = True, group: str | None = None,
 ):
     """Load ``source``, pick the input size (aligned near the model's default unless ``size``), and return
-    ``(EquivarianceReport, model, input size)``.
+    ``(EquivarianceReport, model, input size)``. ``group`` ("C4", "D4", ...) replaces ``group_order`` when given.
 
     Example:
         >>> rep, _, size = measure_model("fast", size=33, pretrained=False)  # doctest: +SKIP
@@ -104,6 +104,8 @@ def measure_model(
     from eqreg_hf.core.config import EqRegConfig
     from eqreg_hf.core.measure import equivariance_error
 
+    if group is not None:
+        group_order = None  # the group names its own t
     model, family = load_any_model(source, pretrained=pretrained)
     if size is None:
         base = DEFAULT_SIZE[family]
@@ -113,14 +115,14 @@ def measure_model(
             base = int(cfg_size[-1]) if cfg_size else base
             img_size = getattr(getattr(model, "config", None), "image_size", None)
             base = int(img_size) if isinstance(img_size, int) else base
-        cfg = EqRegConfig(layers=layers, group_order=group_order)
+        cfg = EqRegConfig(layers=layers, group_order=group_order, group=group)
         size = aligned_input_size(model, base, cfg) or base
     fit_input_size(model, size, source)
     x = load_image(image, size, model, normalize=(family == "classifier"))
     input_key = "pixel_values" if type(model).__module__.startswith("transformers.") else None
     try:
         report = equivariance_error(model, x, layers=layers, group_order=group_order, include_output=include_output,
-                                    input_key=input_key)
+                                    input_key=input_key, group=group)
     except (AssertionError, RuntimeError) as err:  # a model's own size check (timm asserts) or a size mismatch
         if isinstance(err, RuntimeError) and "size" not in str(err):
             raise
@@ -193,6 +195,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--layers", type=_layers_arg, default="auto",
                         help="'auto', a module name, a glob ('stages.*') or a comma-separated list.")
     parser.add_argument("--group-order", type=positive_int, default=4, help="t of C_t (2 and 4 exact, others interpolated).")
+    parser.add_argument("--group", default=None, help="The group by name instead: C<t> or D<t> (e.g. D4: rotations "
+                                                      "and mirror images). Replaces --group-order.")
     parser.add_argument("--output", default=None, help="Write a PNG plot here (e.g. eq.png).")
     parser.add_argument("--json", default=None, help="Write the report as JSON here.")
     parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",
@@ -211,10 +215,10 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.json, "--json")
     report, _, size = measure_model(args.model, image=args.image, size=args.size, layers=args.layers,
                                     group_order=args.group_order, pretrained=args.pretrained,
-                                    include_output=args.include_output)
+                                    include_output=args.include_output, group=args.group)
     print(report.table())
     if args.output:
-        path = report.plot(args.output, title=f"{args.model}: equivariance error per layer (C{args.group_order}, "
+        path = report.plot(args.output, title=f"{args.model}: equivariance error per layer ({args.group or f'C{args.group_order}'}, "
                                                f"{size}x{size})")
         print(f"plot: {path}")
     if args.json:

@@ -57,7 +57,7 @@ class EquivarianceReport(dict):
         """A plain-text table, one row per layer, with a bar for the eye."""
         width = max([len(n) for n in self] + [11])
         lines = [f"Equivariance error ({self.group}, input {self.input_hw[0]}x{self.input_hw[1]}, "
-                 f"k in {self.ks})", f"{'layer':<{width}}  rel. error", "-" * (width + 32)]
+                 f"{_elements_text(self.ks)})", f"{'layer':<{width}}  rel. error", "-" * (width + 32)]
         for name, err in self.items():
             bar = "#" * min(20, int(round(err * 20 / 1.5)))
             mark = "  (misaligned)" if name in self.misaligned else ""
@@ -221,3 +221,11 @@ def _rel(a: torch.Tensor, b: torch.Tensor, masked: bool) -> float:
         mask = rotation_mask(a.shape[-2], a.shape[-1], device=a.device)
         a, b = a * mask, b * mask
     return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b).clamp_min(1e-12))
+
+
+def _elements_text(ks: list) -> str:
+    """``k in [1, 2, 3]`` for rotations; ``g in [r1, r2, r3, s, s·r1, ...]`` when flips are among them."""
+    if all(not getattr(g, "flip", 0) for g in ks):
+        return f"k in {[getattr(g, 'k', g) for g in ks]}"
+    names = [("s" if g.flip else "") + ("·" if g.flip and g.k else "") + (f"r{g.k}" if g.k else "") for g in ks]
+    return "g in [" + ", ".join(names) + "] (r: one rotation step, s: the flip)"

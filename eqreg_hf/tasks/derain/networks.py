@@ -327,8 +327,9 @@ class StrictC4Derainer(nn.Module, PyTorchModelHubMixin, tags=["deraining", "equi
         regular fields, 4 channels each), the layout the EQ-Reg convention uses.
         """
         if group_order not in (2, 4):
-            raise ValueError(f"StrictC4Derainer is equivariant to C4 and its subgroup C2; group_order={group_order} "
-                             "is neither. Use 4 or 2.")
+            raise ValueError(f"StrictC4Derainer holds C4 regular fields (4 channels each), so it can be measured or "
+                             f"regularised under C4 or C2, not under a group whose regular field has {group_order} "
+                             "channels (D4 has 8: flips are not in its fields). Use group 'C4' or 'C2'.")
         return [f"body.{i}.feat{j}" for i in range(len(self.body)) for j in (1, 2)]
 
 
