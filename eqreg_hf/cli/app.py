@@ -2,6 +2,10 @@
 
     eqreg-hf app                          # the folder `eqreg-hf demo` wrote (eqreg-demo/model), if there
     eqreg-hf app runs/derain --port 7861  # any saved model folder, or a Hub id (user/name)
+
+Serve the EQ-Reg web demo for a saved model folder or a Hub id: pick or upload an image, choose a
+degradation, see input / restored / clean with PSNR, the rotation-consistency view and the per-layer
+equivariance error. Trains nothing; needs the [app] extra (gradio).
 """
 
 from __future__ import annotations
@@ -11,13 +15,8 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "app",
-        help="Web demo (Gradio): restore an image, see the rotation consistency and the per-layer equivariance error.",
-        description="Serve the EQ-Reg web demo for a saved model folder or a Hub id: pick or upload an image, choose a "
-                    "degradation, see input / restored / clean with PSNR, the rotation-consistency view and the "
-                    "per-layer equivariance error. Trains nothing; needs the [app] extra (gradio).",
-    )
+    parser = subparsers.add_parser("app", help="Web demo (Gradio): restore an image, see the rotation consistency and the per-layer equivariance error.", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", nargs="?", default=None, metavar="MODEL_FOLDER_OR_HUB_ID",
                         help="A folder written by eqreg-hf (or save_folder), or a Hub id. Default: eqreg-demo/model.")
     parser.add_argument("--host", default="127.0.0.1", help="Address to serve on (default: 127.0.0.1).")

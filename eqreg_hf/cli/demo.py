@@ -2,6 +2,10 @@
 
 Trains the FastDerainer on the built-in synthetic rain benchmark (real photographs shipped
 with scikit-image) three ways, prints the table and writes plots and the EQ-Reg checkpoint.
+
+Train a small derainer three ways (plain, rotation augmentation, EQ-Reg) on synthetic rain over
+scikit-image's photographs; print PSNR/SSIM on held-out photos, the equivariance error and the time;
+write the EQ-Reg checkpoint, a per-layer equivariance plot and example crops.
 """
 
 from __future__ import annotations
@@ -13,13 +17,8 @@ from typing import Any
 def register(subparsers: Any) -> None:
     from eqreg_hf.tasks.derain.demo import DEMO_STEPS
 
-    parser = subparsers.add_parser(
-        "demo",
-        help="Offline demo: plain vs rotation augmentation vs EQ-Reg deraining on built-in data (a few CPU minutes).",
-        description="Train a small derainer three ways (plain, rotation augmentation, EQ-Reg) on synthetic rain "
-                    "over scikit-image's photographs; print PSNR/SSIM on held-out photos, the equivariance error "
-                    "and the time; write the EQ-Reg checkpoint, a per-layer equivariance plot and example crops.",
-    )
+    parser = subparsers.add_parser("demo", help="Offline demo: plain vs rotation augmentation vs EQ-Reg deraining on built-in data (a few CPU minutes).", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=None,
                         help=f"Optimizer steps per run (default: {DEMO_STEPS}; 2 with --quick).")
     parser.add_argument("--output-dir", default="eqreg-demo", help="Output folder (default: ./eqreg-demo).")

@@ -2,6 +2,9 @@
 
 Example:
     eqreg-hf push runs/derain/hub me/derain-eqreg --private --commit-message "C4, λ=1e-2"
+
+Check a folder written by eqreg_hf.hub.write_hub_folder / save_folder, create the repository (and
+branch) and upload every file in ONE commit. Needs a token: `hf auth login` or HF_TOKEN.
 """
 
 from __future__ import annotations
@@ -11,13 +14,8 @@ import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "push",
-        help="Publish a saved model folder (weights, card, eqreg_config.json) to the Hugging Face Hub.",
-        description="Check a folder written by eqreg_hf.hub.write_hub_folder / save_folder, create the "
-        "repository (and branch) and upload every file in ONE commit. Needs a token: `hf auth login` "
-        "or HF_TOKEN.",
-    )
+    parser = subparsers.add_parser("push", help="Publish a saved model folder (weights, card, eqreg_config.json) to the Hugging Face Hub.", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", metavar="PATH", help="The folder to publish.")
     parser.add_argument("repo_id", metavar="REPO_ID", help="Target repository, 'user/name' or 'org/name'.")
     parser.add_argument("--private", action="store_true", help="Create the repository private.")

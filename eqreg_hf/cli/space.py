@@ -2,6 +2,10 @@
 
     eqreg-hf space eqreg-demo/model my-space                      # write the folder (app.py, requirements.txt, ...)
     eqreg-hf space eqreg-demo/model my-space --push me/eqreg-demo  # and upload it as a Gradio Space
+
+Write SPACE_DIR: app.py, requirements.txt, the Space card header (sdk: gradio), the model folder and
+this library's source, so the folder runs as a Hugging Face Space; --push uploads it in one commit
+(the checks of eqreg-hf push: id, online mode, token).
 """
 
 from __future__ import annotations
@@ -12,13 +16,8 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "space",
-        help="Write (and optionally push) a Hugging Face Space that runs the web demo around a saved model.",
-        description="Write SPACE_DIR: app.py, requirements.txt, the Space card header (sdk: gradio), the model folder "
-                    "and this library's source, so the folder runs as a Hugging Face Space; --push uploads it in "
-                    "one commit (the checks of eqreg-hf push: id, online mode, token).",
-    )
+    parser = subparsers.add_parser("space", help="Write (and optionally push) a Hugging Face Space that runs the web demo around a saved model.", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_folder", metavar="MODEL_FOLDER", help="A saved model folder (eqreg-demo/model, ...).")
     parser.add_argument("space_dir", metavar="SPACE_DIR", help="A new folder for the Space.")
     parser.add_argument("--title", default=None, help="Title of the Space (default: from the folder name).")
