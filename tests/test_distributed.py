@@ -89,3 +89,5 @@ def test_fsdp2_and_accelerate_loop(dist_out):
     assert res["loop_logs"].shape == (2, 2) and res["loop_hooks_left"] == 0
     # weight="auto": the same λ on both ranks (checked in the script), set from the second step on
     assert res["auto_weights"].shape == (3,) and res["auto_weights"][0] == 0 and res["auto_weights"][-1] > 0
+    # D4 under DDP: ranks identical (checked in the script) and the EQ-Reg term is really there
+    assert len(res["d4_eqreg_loss"]) == 2 and min(res["d4_eqreg_loss"]) > 0

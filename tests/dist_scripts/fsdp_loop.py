@@ -114,6 +114,16 @@ def loop_part(results: dict, out_dir: str) -> None:
     assert torch.equal(wa, wb) and float(wa[-1]) > 0, (wa, wb)
     results["auto_weights"] = weights
 
+    # D4 (rotations and mirror images) under DDP: one element per optimizer step on both ranks, ranks identical
+    torch.manual_seed(0)
+    model = TinyDerainer(channels=8)
+    cfg = EqRegConfig(layers=TINY_DERAIN_LAYERS, group="D4", weight=0.5, distance="mse")
+    hist = train_loop(model, loader, torch.optim.SGD(model.parameters(), lr=0.05), F.l1_loss, cfg, max_steps=2,
+                      log_every=1, progress=False)
+    a, b = gathered(flat_params(model))
+    assert torch.equal(a, b), "train_loop with D4: parameters differ between ranks"
+    results["d4_eqreg_loss"] = hist.series("eqreg_loss")
+
 
 def main(out_dir: str) -> None:
     torch.set_num_threads(1)
