@@ -288,3 +288,14 @@ def test_train_derain_with_the_automatic_weight(tmp_path, capsys):
     assert log["logs"][0]["eqreg_weight"] == 0.0 and final > 0
     card = (out / "README.md").read_text()
     assert "auto (share 0.1)" in card and "final_eqreg_weight" in card and f"{final:.4g}"[:4] in card
+
+
+def test_a_dihedral_run_is_evaluated_under_its_group():
+    """A D4 run's held-out equivariance error covers the mirror images too (the report names D4)."""
+    args = DerainTrainingArguments(channels=8, num_blocks=1, synthetic_size=24, crop_size=12, batch_size=2,
+                                   max_steps=1, equiv_images=1, progress=False)
+    result = train_derainer(args, EqRegConfig(layers="auto", group="D4", weight=0.1, distance="mse"))
+    assert result.report.group == "D4" and len(result.report.ks) == 7
+    assert sorted(result.report) == ["body.0.conv1", "body.0.conv2"]
+    plain = train_derainer(args, None)
+    assert plain.report.group == "C4"

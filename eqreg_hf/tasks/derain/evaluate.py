@@ -40,6 +40,7 @@ def evaluate_derainer(
     group_order: int = 4,
     equiv_images: int = 2,
     max_images: int | None = None,
+    group: str | None = None,
 ) -> tuple[dict[str, float], Any]:
     """PSNR / SSIM (Y and RGB) on full held-out images, and the layer-wise equivariance error.
 
@@ -48,6 +49,8 @@ def evaluate_derainer(
         images: a paired ``datasets.Dataset`` or a list of ``(rainy, clean)`` tensors ``[3, H, W]``.
         taps: layers for the equivariance error (default: ``model.eqreg_layers(group_order)``).
         group_order: t of C_t for the equivariance error (default 4).
+        group: the group by name instead ("D4": rotations and mirror images); its regular fields have
+            ``group.size`` channels, which is what ``model.eqreg_layers`` is asked for.
         equiv_images: how many images the equivariance error is measured on (default 2).
         max_images: evaluate at most this many images (default: all).
 
@@ -72,8 +75,11 @@ def evaluate_derainer(
     model.eval()
     try:
         quality, rainy_psnr = _image_quality(model, pairs)
-        taps = taps if taps is not None else model.eqreg_layers(group_order)
-        report = _equivariance_report(model, pairs[:equiv_images], taps, group_order)
+        if taps is None:
+            from eqreg_hf.core.groups import as_group
+
+            taps = model.eqreg_layers(as_group(group).size if group is not None else group_order)
+        report = _equivariance_report(model, pairs[:equiv_images], taps, group_order, group)
     finally:
         model.train(was_training)
     output_err = report.pop("output", float("nan"))
@@ -99,13 +105,15 @@ def _image_quality(model: nn.Module, pairs: list[tuple[torch.Tensor, torch.Tenso
 
 
 def _equivariance_report(model: nn.Module, pairs: list[tuple[torch.Tensor, torch.Tensor]], taps: list[str],
-                         group_order: int) -> Any:
+                         group_order: int, group: str | None = None) -> Any:
     """The equivariance error of ``taps`` (and the output) on the rainy images of ``pairs`` shaped like the first."""
     from eqreg_hf.core.measure import equivariance_error
 
     # Same-size images batch together; the first few are enough for a stable mean.
     ref = pairs[0][0].shape
     batch = torch.stack([r for r, _ in pairs if r.shape == ref]).to(model_device(model))
+    if group is not None:
+        return equivariance_error(model, batch, layers=taps, group=group, include_output=True)
     return equivariance_error(model, batch, layers=taps, group_order=group_order, include_output=True)
 
 

@@ -315,10 +315,11 @@ class _HeldOut:
     taps: list[str] | None
     group_order: int
     equiv_images: int
+    group: str | None = None  # a dihedral run's group ("D4"): measured under it, flips included
 
     def evaluate(self, model: nn.Module) -> tuple[dict[str, float], Any]:
         return evaluate_derainer(model, self.pairs, taps=self.taps, group_order=self.group_order,
-                                 equiv_images=self.equiv_images)
+                                 equiv_images=self.equiv_images, group=self.group)
 
     def eval_fn(self, model: nn.Module, step: int) -> dict[str, float]:
         """``train_loop``'s periodic evaluation (with the per-layer equivariance error)."""
@@ -331,14 +332,16 @@ def _held_out(args: DerainTrainingArguments, model: nn.Module, eqreg_config: EqR
     """Evaluation data and taps: the model's default taps for EQ-Reg's group (else C4), so plain,
     augmented and EQ-Reg runs are measured on the same layers."""
     group_order = eqreg_config.group_order if eqreg_config is not None and eqreg_config.group_order > 1 else 4
+    group = eqreg_config.group_spec if eqreg_config is not None and eqreg_config.group_spec.dihedral else None
     if args.eval_group_order is not None:
-        group_order = args.eval_group_order
-    taps = model.eqreg_layers(group_order) if hasattr(model, "eqreg_layers") else None
+        group_order, group = args.eval_group_order, None
+    field_channels = group.size if group is not None else group_order  # D_t: regular fields of 2t channels
+    taps = model.eqreg_layers(field_channels) if hasattr(model, "eqreg_layers") else None
     if eval_dataset is None:
         eval_dataset = load_rain_split(args.dataset, args.eval_split, args.data_dir, args.synthetic_size)
     pairs = (eval_dataset[: args.eval_max_images] if isinstance(eval_dataset, list)
              else held_out_pairs(eval_dataset, args.eval_max_images))
-    return _HeldOut(pairs, taps, group_order, args.equiv_images)
+    return _HeldOut(pairs, taps, group_order, args.equiv_images, group.name if group is not None else None)
 
 
 def _fit(model: nn.Module, train_dataset: Any, args: DerainTrainingArguments, eqreg_config: EqRegConfig | None,
