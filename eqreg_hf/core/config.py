@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from eqreg_hf.core.config_checks import check_fields
+from eqreg_hf.core.config_checks import check_fields, is_finite_number
 from eqreg_hf.core.distance import DISTANCES
 from eqreg_hf.core.groups import Group, as_group
 from eqreg_hf.core.io import atomic_write_text, read_json_object
@@ -121,13 +120,7 @@ class EqRegConfig:
             )
         if self.distance not in DISTANCES:
             raise ValueError(f"Unknown distance {self.distance!r}. Choose between {list(DISTANCES)}.")
-        if not (0.0 < float(self.rotated_fraction) <= 1.0):
-            raise ValueError(
-                f"rotated_fraction={self.rotated_fraction!r} must lie in (0, 1]: it is the share of the "
-                "batch that gets a rotated copy (1.0 = the whole batch, as in the paper)."
-            )
-        if self.weight != "auto" and not (isinstance(self.weight, (int, float)) and not isinstance(self.weight, bool)
-                                          and math.isfinite(self.weight) and self.weight >= 0):
+        if self.weight != "auto" and not (is_finite_number(self.weight) and self.weight >= 0):
             raise ValueError(f"weight={self.weight!r} is not valid: give a finite number >= 0 (0 turns EQ-Reg off) "
                              "or 'auto' (λ set each step to hold the EQ-Reg term at target_share of the task loss).")
         _check_number("target_share", self.target_share, low=0.0, low_open=True)
@@ -140,11 +133,6 @@ class EqRegConfig:
             )
         if self.capture not in CAPTURES:
             raise ValueError(f"Unknown capture {self.capture!r}. Choose between {list(CAPTURES)}.")
-        if not (isinstance(self.layers, (str, list)) and self.layers):
-            raise ValueError(
-                f"layers={self.layers!r} is not valid: give 'auto', a module name, a glob pattern "
-                "(e.g. 'body.*.conv1') or a non-empty list of them."
-            )
 
     def _resolve_group(self) -> None:
         """``group`` and ``group_order`` agree: group_order=t alone means C_t; group alone sets t; both must match."""

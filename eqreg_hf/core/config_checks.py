@@ -14,7 +14,7 @@ import dataclasses
 import math
 from typing import Any
 
-__all__ = ["check_fields"]
+__all__ = ["check_fields", "is_finite_number"]
 
 
 def _kind(value: Any) -> str:
@@ -33,7 +33,8 @@ def _string_hint(value: Any) -> str:
     return ""
 
 
-def _is_number(value: Any) -> bool:
+def is_finite_number(value: Any) -> bool:
+    """A real int or float (not a bool, not a quoted string), finite."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -54,7 +55,7 @@ def _check_name(name: str, value: Any, what: str) -> None:
 
 
 def _check_weight(name: str, value: Any) -> None:
-    if not (_is_number(value) and value >= 0):
+    if not (is_finite_number(value) and value >= 0):
         raise ValueError(f"{name}={value!r} is not valid{_string_hint(value)}: a layer weight must be a finite number "
                          ">= 0 (0 leaves the layer out of the loss; negative or NaN weights would make it meaningless).")
 
@@ -104,14 +105,14 @@ def check_fields(cfg: Any) -> None:
     for name in ("fields", "layouts"):
         if isinstance(getattr(cfg, name), dict) and not getattr(cfg, name):
             raise ValueError(f"{name}={{}} is an empty dict: leave it out, or map layer names or globs to values.")
-    if not (_is_number(cfg.rotated_fraction) and 0 < cfg.rotated_fraction <= 1):
+    if not (is_finite_number(cfg.rotated_fraction) and 0 < cfg.rotated_fraction <= 1):
         raise ValueError(f"rotated_fraction={cfg.rotated_fraction!r} is not valid{_string_hint(cfg.rotated_fraction)}: "
                          "give a number in (0, 1], the share of the batch that gets a rotated copy (1.0 = the whole "
                          "batch, as in the paper).")
     if not (isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool) and 0 <= cfg.seed < 2 ** 63):
         raise ValueError(f"seed={cfg.seed!r} is not valid{_string_hint(cfg.seed)}: give an integer in [0, 2**63) "
                          "(the seed of the k sampler).")
-    if not (_is_number(cfg.eps) and cfg.eps > 0):
+    if not (is_finite_number(cfg.eps) and cfg.eps > 0):
         raise ValueError(f"eps={cfg.eps!r} is not valid{_string_hint(cfg.eps)}: give a finite number > 0 (the "
                          "stabiliser of the 'relative' distance, e.g. 1e-8).")
     _check_bool("include_identity", cfg.include_identity)

@@ -91,15 +91,10 @@ class WeightSchedule:
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"Unknown EQ-Reg weight schedule {self.schedule!r}. Choose between {list(SCHEDULES)}.")
-        w = self.warmup_steps
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0 or (
-                isinstance(w, float) and w >= 1 and not w.is_integer()):
-            raise ValueError(f"warmup_steps={w!r}: give a number of steps (int >= 0) or a fraction of max_steps "
-                             "in [0, 1).")
+        _check_warmup(self.warmup_steps, name="warmup_steps")
         for name in ("start_weight", "final_weight", "weight"):
-            v = getattr(self, name)
-            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise ValueError(f"{name}={v!r} must be a finite number >= 0.")
+            if getattr(self, name) is not None:
+                _check_number(name, getattr(self, name), low=0.0)
 
     def warmup_for(self, max_steps: int | None) -> int:
         """Warm-up length in steps (a fraction is taken of ``max_steps``)."""
