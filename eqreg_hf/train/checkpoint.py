@@ -25,7 +25,7 @@ import torch
 from eqreg_hf.core.io import atomic_torch_save, atomic_write_json
 
 __all__ = ["CHECKPOINT_PREFIX", "LOOP_STATE_NAME", "EQREG_STATE_NAME", "last_checkpoint", "resolve_checkpoint",
-           "save_loop_checkpoint", "load_loop_checkpoint"]
+           "save_loop_checkpoint", "load_loop_checkpoint", "save_eqreg_state", "load_eqreg_state"]
 
 CHECKPOINT_PREFIX = "checkpoint"
 LOOP_STATE_NAME = "eqreg_loop.json"
@@ -64,13 +64,28 @@ def resolve_checkpoint(value: str | None, folder: str | os.PathLike | None) -> s
     return value
 
 
+def save_eqreg_state(reg: Any, folder: str | os.PathLike, **extra: Any) -> str:
+    """``<folder>/eqreg_state.pt``: the regulariser's state (k sampler, live λ, automatic-λ statistics) and
+    ``extra``, written atomically. The one writer for the loop's and the Trainer's checkpoints."""
+    return atomic_torch_save({**reg.state_dict(), **extra}, os.path.join(os.fspath(folder), EQREG_STATE_NAME))
+
+
+def load_eqreg_state(reg: Any, folder: str | os.PathLike) -> bool:
+    """Restore :func:`save_eqreg_state` into ``reg``; False (nothing changed) when the folder has no state file."""
+    path = os.path.join(os.fspath(folder), EQREG_STATE_NAME)
+    if not os.path.isfile(path):
+        return False
+    reg.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return True
+
+
 def save_loop_checkpoint(accelerator: Any, checkpoint_dir: str | os.PathLike, step: int, reg: Any = None) -> str:
     """Write ``<checkpoint_dir>/checkpoint-<step>``: Accelerate's state, the step and the EQ-Reg state."""
     path = os.path.join(os.fspath(checkpoint_dir), f"{CHECKPOINT_PREFIX}-{step}")
     accelerator.save_state(path)  # every process takes part; the main one writes
     if accelerator.is_main_process:
         if reg is not None:
-            atomic_torch_save(reg.state_dict(), os.path.join(path, EQREG_STATE_NAME))
+            save_eqreg_state(reg, path)
         atomic_write_json(os.path.join(path, LOOP_STATE_NAME), {"step": int(step)})  # last: marks it complete
     accelerator.wait_for_everyone()
     return path
@@ -82,7 +97,6 @@ def load_loop_checkpoint(accelerator: Any, path: str | os.PathLike, reg: Any = N
     accelerator.load_state(path)
     with open(os.path.join(path, LOOP_STATE_NAME), encoding="utf-8") as fh:
         step = int(json.load(fh)["step"])
-    state_file = os.path.join(path, EQREG_STATE_NAME)
-    if reg is not None and os.path.isfile(state_file):
-        reg.load_state_dict(torch.load(state_file, map_location="cpu", weights_only=True))
+    if reg is not None:
+        load_eqreg_state(reg, path)
     return step

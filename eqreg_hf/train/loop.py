@@ -152,9 +152,8 @@ def _check_checkpointing(save_steps: Any, checkpoint_dir: str | None, resume: st
     return resolve_checkpoint(resume, checkpoint_dir)
 
 
-def _warn_if_dominant(log: dict[str, float], reg: EqReg, config: EqRegConfig, step: int) -> bool:
-    """One warning when λ·L_eq outweighs the task loss DOMINANCE_RATIO : 1; returns whether it fired."""
-    ratio = log["eqreg_loss"] / max(log["task_loss"], 1e-30)
+def _warn_if_dominant(ratio: float, log: dict[str, float], reg: EqReg, config: EqRegConfig, step: int) -> bool:
+    """One warning when λ·L_eq outweighs the task loss DOMINANCE_RATIO : 1 (``ratio``); returns whether it fired."""
     if ratio <= DOMINANCE_RATIO:
         return False
     suggested = reg.weight * 0.05 / ratio
@@ -391,7 +390,7 @@ class _Run:
         self.bar.set_postfix(task=f"{log['task_loss']:.3g}", eqreg=f"{log['eqreg_loss']:.3g}",
                              eq_share=f"{100 * share:.1f}%", refresh=False)
         if self.reg is not None and not self.warned:
-            self.warned = _warn_if_dominant(log, self.reg, self.config, self.done)
+            self.warned = _warn_if_dominant(share, log, self.reg, self.config, self.done)
 
     def evaluate(self) -> None:
         if self.eval_fn is None:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from eqreg_hf.core.regularizer import EqReg, split_rows
+from eqreg_hf.core.regularizer import EqReg
 
 __all__ = ["EqRegStep", "to_float32", "accepts_keyword"]
 

@@ -27,9 +27,9 @@ import torch
 from torch import nn
 
 from eqreg_hf.core.config import EqRegConfig
-from eqreg_hf.core.io import atomic_torch_save
 from eqreg_hf.core.regularizer import EqReg
 from eqreg_hf.core.unwrap import unwrap_model
+from eqreg_hf.train.checkpoint import EQREG_STATE_NAME, load_eqreg_state, save_eqreg_state
 from eqreg_hf.train.step import EqRegStep, accepts_keyword
 
 try:
@@ -38,8 +38,6 @@ except ImportError as err:  # pragma: no cover - transformers is a hard dependen
     raise ImportError("eqreg_hf.train.trainer needs transformers: pip install transformers") from err
 
 __all__ = ["EqRegTrainerMixin", "EqRegTrainer", "EQREG_STATE_NAME"]
-
-from eqreg_hf.train.checkpoint import EQREG_STATE_NAME  # noqa: E402 (one name for both paths)
 
 
 class EqRegTrainerMixin:
@@ -204,16 +202,13 @@ class EqRegTrainerMixin:
 
     # ------------------------------------------------------------------ checkpoints
     def _eqreg_load_state(self, checkpoint: str) -> None:
-        path = os.path.join(checkpoint, EQREG_STATE_NAME)
-        if not os.path.isfile(path):
+        if not load_eqreg_state(self.eqreg, checkpoint):
             import warnings
 
             warnings.warn(
                 f"Resuming from {checkpoint!r} without {EQREG_STATE_NAME}: the EQ-Reg k sampler restarts from "
                 "its seed, so the resumed run will not repeat the uninterrupted one exactly.", stacklevel=3)
             return
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        self.eqreg.load_state_dict(state)
         self._eqreg_step.reset()
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
@@ -225,9 +220,7 @@ class EqRegTrainerMixin:
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
         folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-        state = self.eqreg.state_dict()
-        state["global_step"] = int(self.state.global_step)
-        atomic_torch_save(state, os.path.join(folder, EQREG_STATE_NAME))
+        save_eqreg_state(self.eqreg, folder, global_step=int(self.state.global_step))
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """``Trainer.save_model`` plus ``eqreg_config.json`` (the base config, as given) beside the weights."""
