@@ -95,3 +95,25 @@ class PlainCNN(nn.Module):
 
     def forward(self, x):
         return x - self.body(x)
+
+
+def check_exact_distance_against_autograd(shape, elements, group, field, layout, distance, grad_tolerance):
+    """``ExactDistance`` (hand-written backward) against autograd through ``transform_feature`` and
+    ``equivariance_distance``, for each element: the value within rtol 1e-5, both gradients within
+    ``grad_tolerance(reference_gradient) -> (rtol, atol)``."""
+    from eqreg_hf import equivariance_distance
+    from eqreg_hf.core.distance import ExactDistance
+    from eqreg_hf.core.layouts import transform_feature
+
+    torch.manual_seed(0)
+    fa = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    fb = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    for g in elements:
+        ours = ExactDistance.apply(fa, fb, lambda f, i: f, g, 4, field, layout, distance, 1e-8)
+        ref = equivariance_distance(transform_feature(fa, g, group, field, layout, "nearest"), fb, distance)
+        assert torch.allclose(ours.double(), ref.double(), rtol=1e-5), g
+        g1 = torch.autograd.grad(ours * 1.7, (fa, fb))
+        g2 = torch.autograd.grad(ref * 1.7, (fa, fb))
+        for x, y in zip(g1, g2):
+            rtol, atol = grad_tolerance(y)
+            assert torch.allclose(x.double(), y.double(), rtol=rtol, atol=atol), g

@@ -7,7 +7,7 @@ from torch import nn
 from eqreg_hf.core import regularizer
 from eqreg_hf import EqReg, EqRegAlignmentWarning, EqRegConfig, equivariance_distance, rotate_features, rotate_image
 
-from nets import REGULAR_TAPS, TRIVIAL_TAPS, ExactC4Net, PlainCNN
+from nets import REGULAR_TAPS, TRIVIAL_TAPS, ExactC4Net, PlainCNN, check_exact_distance_against_autograd
 
 FIELDS = {n: "trivial" for n in TRIVIAL_TAPS}
 ALL_TAPS = REGULAR_TAPS + TRIVIAL_TAPS
@@ -272,20 +272,8 @@ def test_distance_function_values():
 @pytest.mark.parametrize("field", ["regular", "trivial"])
 @pytest.mark.parametrize("layout", ["nchw", "vector"])
 def test_hand_written_backward_matches_autograd(distance, field, layout):
-    from eqreg_hf.core.distance import ExactDistance as _ExactDistance
-    from eqreg_hf.core.layouts import transform_feature
-    torch.manual_seed(0)
-    shape = (3, 8, 5, 5) if layout == "nchw" else (3, 8)
-    fa = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
-    fb = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
-    for k in (1, 2, 3):
-        ours = _ExactDistance.apply(fa, fb, lambda f, i: f, k, 4, field, layout, distance, 1e-8)
-        ref = equivariance_distance(transform_feature(fa, k, 4, field, layout, "nearest"), fb, distance)
-        assert torch.allclose(ours.double(), ref.double(), rtol=1e-5)
-        g1 = torch.autograd.grad(ours * 1.7, (fa, fb))
-        g2 = torch.autograd.grad(ref * 1.7, (fa, fb))
-        for x, y in zip(g1, g2):
-            assert torch.allclose(x.double(), y.double(), rtol=1e-4, atol=1e-7)
+    check_exact_distance_against_autograd((3, 8, 5, 5) if layout == "nchw" else (3, 8), (1, 2, 3), 4, field, layout,
+                                          distance, lambda y: (1e-4, 1e-7))
 
 
 @pytest.mark.parametrize("distance", ["fro", "mse", "relative"])
