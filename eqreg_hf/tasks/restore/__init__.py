@@ -1,0 +1,1 @@
+"""Restoration (denoising, inpainting, super-resolution) with EQ-Reg: data, networks, baselines, recipe."""
