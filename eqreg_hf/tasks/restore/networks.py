@@ -309,10 +309,11 @@ class StrictRestorer(_ResidualChain, PyTorchModelHubMixin, tags=_TAGS + ["equiva
         ok = wanted is not None and (wanted == self.group or wanted == Group(False, 4))
         if not ok:
             label = wanted.name if wanted is not None else f"fields of {group} channels"
+            usable = "C4 or D4" if self.group.dihedral else "C4"
+            fix = "" if self.group.dihedral else " (or build StrictRestorer('D4') to have flips)"
             raise ValueError(f"StrictRestorer({self.group.name!r}) holds {self.group.name} regular fields "
                              f"({self.group.size} channels each), so it can be measured or regularised under "
-                             f"{'C4 or D4' if self.group.dihedral else 'C4'} only, not {label}. "
-                             f"Use group {'C4 or D4' if self.group.dihedral else 'C4'}, or build StrictRestorer('D4') for flips.")
+                             f"{usable} only, not {label}: use group {usable}{fix}.")
         return _tap_names(len(self.body) + 2)
 
 
