@@ -6,6 +6,11 @@ pixel). A flip of the width axis has the same condition on that axis alone, so D
 both axes like C_t, and D1 (a flip only) the width axis. :class:`AlignmentTracer` follows the grid
 through one forward pass; :func:`warn_misaligned` says which taps are off and which input size would
 fix them.
+
+Window transformers that pad (transformers' Swin2SR pads its input to a multiple of ``window_size``,
+bottom/right) are checked before the forward, by :func:`window_problem`: such padding is not mapped
+onto itself by a rotation or flip (and transformers 5.x even fails on those sizes), and shifted windows
+(shift ``window_size // 2``) split the grid symmetrically only for an even ``window_size``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from eqreg_hf.core.groups import Group
 from eqreg_hf.core.layouts import feature_to_nchw
 from eqreg_hf.core.taps import TapSpec
 
-__all__ = ["EqRegAlignmentWarning", "AlignmentTracer", "warn_misaligned", "check_tap_alignment"]
+__all__ = ["EqRegAlignmentWarning", "AlignmentTracer", "warn_misaligned", "check_tap_alignment", "window_problem"]
 
 
 class EqRegAlignmentWarning(UserWarning):
@@ -147,6 +152,10 @@ class AlignmentTracer:
         self.maps: dict[tuple[int, int], dict[tuple, tuple[_AxisMap, _AxisMap]]] = {self.input_hw: {_key(start): start}}
         self._handles = [m.register_forward_hook(self._hook) for m in model.modules()
                          if isinstance(m, _SPATIAL) or _conv_like(m)]
+        # A padding window transformer: warned now, before a forward that transformers may refuse.
+        self.window_problem, self.window_fix = window_problem(model, self.input_hw, self.axes, self.motion)
+        if self.window_problem:
+            warnings.warn(self.window_problem, EqRegAlignmentWarning, stacklevel=3)
 
     def _hook(self, module, args, output):
         x = args[0] if args else None
@@ -172,6 +181,8 @@ class AlignmentTracer:
 
     def check(self, hw: tuple[int, int]) -> tuple[bool, tuple[int, int] | None] | None:
         """For a map of spatial size ``hw``: (aligned?, nearest aligned input size) or None if unknown."""
+        if self.window_problem:  # the padded / shifted window grid is behind every map of the model
+            return False, self.window_fix
         maps = self.maps.get(tuple(hw))
         if not maps:
             return None
@@ -261,6 +272,50 @@ def check_tap_alignment(tracer: AlignmentTracer, specs: list[TapSpec], maps: dic
             sizes.append(hw)
             if not res[0]:
                 misaligned.append((spec.name, hw, res[1]))
-    if misaligned and warn:
+    if misaligned and warn and not tracer.window_problem:  # a window problem was warned about already
         warn_misaligned(misaligned, tracer.input_hw, tracer.common_aligned(sizes), tracer.motion)
     return misaligned
+
+
+def _window_model(model: nn.Module) -> nn.Module | None:
+    """The first transformers Swin2SR base model inside ``model`` (recognised by its class's module and its
+    ``pad_and_normalize``: it pads inputs to a multiple of ``config.window_size``), or None."""
+    for m in model.modules():
+        pads = callable(getattr(m, "pad_and_normalize", None))
+        if pads and type(m).__module__.startswith("transformers.models.swin2sr") \
+                and isinstance(getattr(getattr(m, "config", None), "window_size", None), int):
+            return m
+    return None
+
+
+def window_problem(model: nn.Module, input_hw: tuple[int, int], axes: tuple = (0, 1),
+                   motion: str = "a 90° rotation") -> tuple[str | None, tuple[int, int] | None]:
+    """``(message, nearest input size that fixes it)`` when a padding window transformer inside ``model`` cannot be
+    exact for ``input_hw`` on the ``axes`` the group moves; ``(None, None)`` when it can (or there is none).
+
+    Two causes: a side that is not a multiple of ``window_size`` (Swin2SR pads it bottom/right, which
+    ``motion`` does not map onto itself; the fix is the nearest multiple), and an odd ``window_size`` with
+    shifted windows (the shift ``window_size // 2`` leaves strips of ``window_size // 2`` and
+    ``window_size - window_size // 2`` at the two ends; the fix is an even ``window_size``).
+    """
+    base = _window_model(model)
+    if base is None:
+        return None, None
+    w = base.config.window_size
+    hw = tuple(int(n) for n in input_hw)
+    off = [i for i in axes if hw[i] % w]
+    if off:
+        fix = tuple(max(w, round(n / w) * w) if i in axes else n for i, n in enumerate(hw))
+        size = "x".join(map(str, fix))
+        return (f"EQ-Reg: for input size {hw[0]}x{hw[1]}, Swin2SR pads its input to a multiple of window_size={w} "
+                f"(bottom/right), which {motion} does not map onto itself, so no tapped map can line up (and "
+                f"transformers 5.x fails on such sizes). Crop inputs to {size}: sides multiples of window_size={w} "
+                "(for super-resolution the degraded, low-resolution input; the clean crop a multiple of "
+                "window_size x scale)."), fix
+    odd = sorted({m.window_size for m in base.modules()
+                  if getattr(m, "shift_size", 0) and m.window_size - m.shift_size != m.shift_size})
+    if odd:
+        return (f"EQ-Reg: Swin2SR's shifted windows (window_size={odd[0]}, shift {odd[0] // 2}) split the token grid "
+                f"asymmetrically (an odd window_size), so {motion} of its maps cannot line up for any input size. "
+                "Build it with an even window_size."), None
+    return None, None

@@ -17,7 +17,12 @@ transformers ViT / DeiT / DINOv2   ``<base>.layers.N`` (or           tokens   1 
 transformers ConvNeXt / ResNet /   ``<base>.encoder.stages.N``       NCHW     -
 RegNet / BiT / ConvNeXtV2
 transformers Swin / SwinV2         ``<base>.encoder.layers.N``       tokens   0
+transformers Swin2SR (restoration) ``swin2sr.encoder.stages.N:0``    tokens   0 (the input grid)
 =================================  ================================  =======  ==============
+
+Swin2SR (patch size 1) keeps its tokens on the input grid when the input's sides are multiples of
+``window_size``; otherwise it pads bottom/right and :func:`~eqreg_hf.core.alignment.window_problem` warns
+(transformers 5.x then fails on the size anyway).
 
 Stages are the natural place for EQ-Reg in a classifier: they are the features a downstream head
 sees, there are few of them (cheap), and each has a channel count that is usually divisible by 2 and 4.
@@ -66,8 +71,10 @@ _HF_FAMILIES: dict[str, tuple[str, int | None]] = {
     "swin": ("tokens", 0),
     "swinv2": ("tokens", 0),
     "donut-swin": ("tokens", 0),
+    # Swin2SR stages (residual Swin blocks) keep embed_dim channels and the full resolution: every one is tapped.
+    "swin2sr": ("tokens", 0),
 }
-_HF_TUPLE_STAGES = ("swin", "swinv2", "donut-swin")
+_HF_TUPLE_STAGES = ("swin", "swinv2", "donut-swin", "swin2sr")
 # Where the blocks live under the base model, most specific first (ConvNeXtV2 has stages.N.layers).
 _HF_CONTAINERS = ("encoder.stages", "stages", "encoder.layers", "layers", "encoder.layer", "layer")
 
@@ -178,7 +185,8 @@ def _transformers_taps(prefix: str, model: nn.Module, group_order: int) -> list[
         return None
     n = len(base.get_submodule(container_name))
     indices = _evenly_spaced(n, MAX_TOKEN_TAPS) if layout == "tokens" and prefix_tokens else list(range(n))
-    # Swin stages return (hidden states, states before downsampling, sizes): the first is the stage's output.
+    # Swin stages return (hidden states, states before downsampling, sizes), Swin2SR's (tokens, sizes): the first
+    # is the stage's output.
     output = (0,) if model_type in _HF_TUPLE_STAGES else ()
     specs = [(TapSpec(_join(base_name, f"{container_name}.{i}"), field="regular", layout=layout,
                       prefix_tokens=prefix_tokens if layout == "tokens" else None, output=output),

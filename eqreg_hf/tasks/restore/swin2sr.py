@@ -67,6 +67,9 @@ def build_swin2sr(task: str = "denoise", scale: int = 2, **config_kwargs: Any) -
         raise ValueError(f"Unknown Swin2SRConfig field(s) {unknown}; use fields of transformers.Swin2SRConfig such "
                          "as embed_dim, depths, num_heads, window_size, mlp_ratio, upsampler.")
     _set_upsampling(kwargs, task, scale)
+    if len(kwargs["depths"]) != len(kwargs["num_heads"]):
+        raise ValueError(f"depths={list(kwargs['depths'])} and num_heads={list(kwargs['num_heads'])} must have one entry "
+                         "per stage each; pass both with the same length.")
     window, image = int(kwargs["window_size"]), kwargs["image_size"]
     side = min(image) if isinstance(image, (list, tuple)) else int(image)
     if window < 1 or window > side:
