@@ -1,4 +1,5 @@
-"""Data for eqreg-hf: paired rain datasets, the built-in synthetic benchmark, CIFAR-100, shapes, transforms.
+"""Data for eqreg-hf: paired rain datasets, the built-in synthetic benchmark, CIFAR-100, shapes, transforms,
+clean images and their degradations for restoration (denoising, inpainting, super-resolution).
 
 Names are resolved lazily (PEP 562), so ``import eqreg_hf.data`` does not import torch, datasets or timm.
 
@@ -28,6 +29,11 @@ _EXPORTS = {
     "CIFAR100_FINE_NAMES": "cifar", "CIFAR100_COARSE_NAMES": "cifar", "CIFAR100_FINE_TO_COARSE": "cifar",
     # shapes.py
     "load_shapes": "shapes", "render_shape": "shapes", "SHAPE_NAMES": "shapes", "SHAPE_COARSE_NAMES": "shapes",
+    # restore.py, clean_images.py (restore.TASKS is not re-exported: eqreg_hf.hub.card.TASKS means card tasks)
+    "Degradation": "restore", "load_clean_images": "clean_images", "select_training_set": "clean_images",
+    "RestoreTransform": "restore", "restore_collate": "restore", "held_out_pairs": "restore", "sr_filter": "restore",
+    "DEFAULT_SIGMA": "restore", "DEFAULT_MASK_RATIO": "restore", "DEFAULT_SCALE": "restore", "SCALES": "restore",
+    "SR_FILTERS": "restore", "RESTORE_AUGMENTS": "restore",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -54,8 +60,12 @@ if TYPE_CHECKING:  # for IDEs and type checkers
     from eqreg_hf.data.cifar import (CIFAR100_COARSE_NAMES, CIFAR100_FINE_NAMES, CIFAR100_FINE_TO_COARSE, CIFAR100_HUB_ID,
                         ClassificationTransform, cifar_transform, classification_transform, load_cifar100,
                         num_classes)
+    from eqreg_hf.data.clean_images import load_clean_images, select_training_set
     from eqreg_hf.data.rain import BENCHMARKS, DATA_DIR_ENV, load_rain
     from eqreg_hf.data.rain_layouts import RAIN_LAYOUTS, detect_layout, find_pairs
+    from eqreg_hf.data.restore import (DEFAULT_MASK_RATIO, DEFAULT_SCALE, DEFAULT_SIGMA, RESTORE_AUGMENTS, SCALES,
+                                       SR_FILTERS, Degradation, RestoreTransform, held_out_pairs, restore_collate,
+                                       sr_filter)
     from eqreg_hf.data.shapes import SHAPE_COARSE_NAMES, SHAPE_NAMES, load_shapes, render_shape
     from eqreg_hf.data.synthetic import (DEFAULT_RAIN, TEST_PHOTOS, TRAIN_PHOTOS, add_rain, load_photo, make_synthetic_rain,
                             rain_streaks)
