@@ -27,9 +27,17 @@ __all__ = ["TASKS", "METRIC_NAMES", "group_name", "make_model_card"]
 TASKS: dict[str, tuple[str, str, str]] = {
     "derain": ("derain.md", "image-to-image", "Image Deraining"),
     "classification": ("classification.md", "image-classification", "Image Classification"),
+    "denoise": ("restore.md", "image-to-image", "Image Denoising"),
+    "inpaint": ("restore.md", "image-to-image", "Image Inpainting"),
+    "sr": ("restore.md", "image-to-image", "Image Super-Resolution"),
 }
 _TASK_ALIASES = {"deraining": "derain", "rain": "derain", "image-classification": "classification",
-                 "classify": "classification"}
+                 "classify": "classification", "denoising": "denoise", "inpainting": "inpaint",
+                 "super-resolution": "sr"}
+# task -> its Hub tags (besides EQ-Reg's own)
+_TASK_TAGS = {"derain": ["image-deraining"], "classification": ["image-classification"],
+              "denoise": ["image-restoration", "image-denoising"], "inpaint": ["image-restoration", "image-inpainting"],
+              "sr": ["image-restoration", "super-resolution"]}
 
 # metric key -> display name (model-index ``name``); other keys are kept under their own name.
 METRIC_NAMES = {
@@ -43,6 +51,8 @@ METRIC_NAMES = {
     "ssim_y": "SSIM Y",
     "psnr_rgb": "PSNR RGB (dB)",
     "ssim_rgb": "SSIM RGB",
+    "output_equivariance_error": "Output equivariance error",
+    "degraded_psnr": "PSNR of the degraded input (dB)",
 }
 # Bookkeeping numbers the Trainer puts in its metric dicts; they are not results.
 _NOT_METRICS = {"runtime", "samples_per_second", "steps_per_second", "epoch"}
@@ -154,22 +164,12 @@ def _eqreg_rows(cfg: EqRegConfig) -> list[tuple[str, str]]:
 
 
 def make_model_card(
-    task: str,
-    *,
-    model_name: str,
-    metrics: Mapping[str, Any],
-    dataset: Mapping[str, Any] | str,
-    eqreg_config: EqRegConfig | Mapping[str, Any] | None,
-    training: Mapping[str, Any] | None = None,
-    base_model: str | None = None,
-    architecture: str | None = None,
-    kind: str | None = None,
-    repo_id: str | None = None,
-    equivariance_report: Mapping[str, float] | None = None,
-    license: str = "apache-2.0",
-    tags: list[str] | None = None,
-    description: str | None = None,
-    library_name: str | None = None,
+    task: str, *, model_name: str, metrics: Mapping[str, Any], dataset: Mapping[str, Any] | str,
+    eqreg_config: EqRegConfig | Mapping[str, Any] | None, training: Mapping[str, Any] | None = None,
+    base_model: str | None = None, architecture: str | None = None, kind: str | None = None,
+    repo_id: str | None = None, equivariance_report: Mapping[str, float] | None = None, license: str = "apache-2.0",
+    tags: list[str] | None = None, description: str | None = None, library_name: str | None = None,
+    degradation: Mapping[str, Any] | None = None, equivariance_group: str | None = None,
 ) -> Any:
     """Build the model card (README.md) of an EQ-Reg model from the task's template.
 
@@ -179,7 +179,8 @@ def make_model_card(
     limitations and the citation of Bai, Fu, Xie, Meng, CVPR 2025 (arXiv 2505.19799).
 
     Args:
-        task: "derain" or "classification" (template ``eqreg_hf/model_cards/<task>.md``).
+        task: "derain", "classification" or a restoration task, "denoise" / "inpaint" / "sr" (template
+            ``eqreg_hf/model_cards/<task>.md``; the three restoration tasks share ``restore.md``).
         model_name: name shown on the card and in ``model-index``.
         metrics: measured values, e.g. ``{"psnr": 31.2, "ssim": 0.93, "equivariance_error": 0.04}``
             or ``{"accuracy": 0.71, ...}``; ``eval_``/``test_`` prefixes are dropped and the
@@ -197,6 +198,8 @@ def make_model_card(
         license, tags: card metadata.
         library_name: Hub ``library_name`` (default: "timm" / "transformers" from ``kind``).
         description: an extra paragraph under the summary (e.g. how the metrics were computed).
+        degradation: a restoration task's forward model (``Degradation.to_dict()``), named and tabled.
+        equivariance_group: the group of the equivariance error (default: the config's ``C<t>``).
 
     Returns:
         ``huggingface_hub.ModelCard``; ``card.save(path)`` or pass it to :func:`eqreg_hf.hub.save_folder`.
@@ -216,7 +219,7 @@ def make_model_card(
     if kind is not None and kind not in KINDS:
         raise ValueError(f"Unknown kind {kind!r}. Choose between {list(KINDS)} (or None).")
     card_data = _front_matter(task, model_name, values, data, cfg, kind=kind, license=license, tags=tags,
-                              base_model=base_model, library_name=library_name)
+                              base_model=base_model, library_name=library_name, equivariance_group=equivariance_group)
     content = _render(
         TASKS[task][0],
         card_data=card_data.to_yaml(),
@@ -228,13 +231,15 @@ def make_model_card(
         repo_id=repo_id or f"YOUR_USER/{model_name}",
         dataset=data,
         training_table=_training_table(training),
+        **_degradation_section(task, degradation),
         **_results_section(values, equivariance_report),
         **_eqreg_section(cfg),
     )
     return ModelCard(content)
 
 
-def _eval_results(task: str, values: dict[str, float], data: dict[str, Any], cfg: EqRegConfig | None) -> list[Any]:
+def _eval_results(task: str, values: dict[str, float], data: dict[str, Any], cfg: EqRegConfig | None,
+                  equivariance_group: str | None = None) -> list[Any]:
     """``model-index``: one ``EvalResult`` per metric, all on the card's dataset and split."""
     from huggingface_hub import EvalResult
 
@@ -244,7 +249,9 @@ def _eval_results(task: str, values: dict[str, float], data: dict[str, Any], cfg
     results = []
     for key, value in values.items():
         name = METRIC_NAMES.get(key, key)
-        if key == "equivariance_error" and cfg is not None:
+        if key == "equivariance_error" and equivariance_group is not None:
+            name = f"{name} ({equivariance_group}, relative)"
+        elif key == "equivariance_error" and cfg is not None:
             name = f"{name} (C{cfg.group_order}, relative)"
         results.append(EvalResult(
             task_type=pipeline_tag, task_name=task_name, dataset_type=dataset_type, dataset_name=data["name"],
@@ -256,8 +263,7 @@ def _eval_results(task: str, values: dict[str, float], data: dict[str, Any], cfg
 
 def _card_tags(task: str, kind: str | None, tags: list[str] | None) -> list[str]:
     """The Hub tags: EQ-Reg's, the task's, the framework's (as the mixin itself tags) and the caller's."""
-    card_tags = ["eqreg", "rotation-equivariance", "equivariance-regularization",
-                 "image-deraining" if task == "derain" else "image-classification"]
+    card_tags = ["eqreg", "rotation-equivariance", "equivariance-regularization", *_TASK_TAGS[task]]
     if kind == "mixin":
         card_tags += ["model_hub_mixin", "pytorch_model_hub_mixin"]
     elif kind is not None:
@@ -278,6 +284,7 @@ def _front_matter(
     tags: list[str] | None,
     base_model: str | None,
     library_name: str | None,
+    equivariance_group: str | None = None,
 ) -> Any:
     """The card's YAML metadata (``ModelCardData``), with the ``model-index`` of the measured metrics."""
     from huggingface_hub import ModelCardData
@@ -290,7 +297,7 @@ def _front_matter(
         tags=_card_tags(task, kind, tags),
         datasets=[data["id"]] if data["id"] else None,
         base_model=base_model,
-        eval_results=_eval_results(task, values, data, cfg),
+        eval_results=_eval_results(task, values, data, cfg, equivariance_group),
     )
 
 
@@ -314,6 +321,28 @@ def _eqreg_section(cfg: EqRegConfig | None) -> dict[str, Any]:
         "group": group_name(cfg.group_spec) if active else None,
         "eqreg_table": _table(_eqreg_rows(cfg), ("Setting", "Value")) if cfg is not None else None,
     }
+
+
+_DEGRADATION_WORDS = {"denoise": "denoising", "inpaint": "inpainting", "sr": "super-resolution"}
+
+
+def _degradation_section(task: str, degradation: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The template's forward model: one sentence (``degradation_text``) and a table; None for other tasks."""
+    if not degradation:
+        return {"degradation_text": None, "degradation_table": None}
+    d = dict(degradation)
+    sigma = float(d.get("sigma") or 0.0)
+    noise = f"Gaussian noise of σ = {sigma:.4g} ({sigma * 255:.3g}/255)" if sigma > 0 else "no noise"
+    kind = d.get("task", task)
+    if kind == "inpaint":
+        text = f"{100 * float(d.get('mask_ratio', 0)):.3g}% of the pixels missing (a random mask per image), {noise}"
+    elif kind == "sr":
+        text = f"×{d.get('scale')} downsampling after a {d.get('sr_filter', 'bicubic')} anti-aliasing filter, {noise}"
+    else:
+        text = f"additive {noise}" if sigma > 0 else "no degradation"
+    rows = [(f"`{k}`", _md(v)) for k, v in d.items()]
+    return {"degradation_text": f"{_DEGRADATION_WORDS.get(kind, kind)}: {text}",
+            "degradation_table": _table(rows, ("Setting", "Value"))}
 
 
 def _training_table(training: Mapping[str, Any] | None) -> str | None:
