@@ -132,12 +132,13 @@ def test_trainer_path_logs_eqreg_and_evaluations():
     assert sum(len(m._forward_hooks) for m in model.modules()) == 0
 
 
-def test_plain_training_and_super_resolution():
+def test_plain_training_and_super_resolution(capsys):
     torch.manual_seed(0)
     model = build_swin2sr("sr", scale=2)
     before = _params(model)
     log, _ = _fit(model, Pairs(size=16, scale=2), None, max_steps=1)
     assert "loss" in log[0] and "eqreg_loss" not in log[0]
+    assert capsys.readouterr().out == ""  # progress=False prints nothing (no bar, no log dicts)
     assert not torch.equal(before, _params(model))
 
 

@@ -68,8 +68,8 @@ def build_swin2sr(task: str = "denoise", scale: int = 2, **config_kwargs: Any) -
                          "as embed_dim, depths, num_heads, window_size, mlp_ratio, upsampler.")
     _set_upsampling(kwargs, task, scale)
     if len(kwargs["depths"]) != len(kwargs["num_heads"]):
-        raise ValueError(f"depths={list(kwargs['depths'])} and num_heads={list(kwargs['num_heads'])} must have one entry "
-                         "per stage each; pass both with the same length.")
+        raise ValueError(f"depths={list(kwargs['depths'])} and num_heads={list(kwargs['num_heads'])} must have one "
+                         "entry per stage each; pass both with the same length.")
     window, image = int(kwargs["window_size"]), kwargs["image_size"]
     side = min(image) if isinstance(image, (list, tuple)) else int(image)
     if window < 1 or window > side:
@@ -220,9 +220,10 @@ def fit_with_trainer(model: nn.Module, train_dataset: Any, eqreg_config: EqRegCo
     dataset with ``RestoreTransform``), repeated to ``max_steps * batch_size * gradient_accumulation_steps``
     items so that a one-image training set still fills every batch. The task loss is the MSE between
     :func:`reconstruction` and the targets (rotated with the input by the mixin); ``eqreg_config=None`` (or an
-    inactive one) trains plainly. Cosine learning rate, AdamW, no checkpoints (``save_strategy="no"``).
-    ``eval_fn(model, step) -> dict`` runs every ``eval_every`` optimizer steps (eval mode, no gradient) and its
-    dict is logged (``log_history`` entries with ``step``). ``seconds`` is the wall time of ``train()`` without
+    inactive one) trains plainly. Cosine learning rate, AdamW, no checkpoints (``save_strategy="no"``);
+    ``progress=False``: no progress bar and nothing printed. ``eval_fn(model, step) -> dict`` runs every
+    ``eval_every`` optimizer steps (eval mode, no gradient) and its dict is logged (``log_history`` entries
+    with ``step``). ``seconds`` is the wall time of ``train()`` without
     the time spent in ``eval_fn``. ``output_dir=None``: a temporary folder (nothing is saved there anyway).
     """
     from transformers import TrainingArguments
@@ -245,6 +246,10 @@ def fit_with_trainer(model: nn.Module, train_dataset: Any, eqreg_config: EqRegCo
         trainer = EqRegTrainer(model=model, args=args, train_dataset=data, eqreg=eqreg_config,
                                task_loss=reconstruction_mse, callbacks=callbacks)
         ref[0] = trainer
+        if not progress:  # no bar, and no log dict printed per logging step either (the bar's stand-in)
+            from transformers.trainer_callback import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start - sum(cb.seconds for cb in callbacks)
