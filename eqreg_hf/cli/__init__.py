@@ -18,7 +18,7 @@ import sys
 from eqreg_hf.cli.flags import add_config_argument, parse_args_with_config
 
 # (module under eqreg_hf.cli); a module that is missing is simply not offered.
-COMMANDS = ["demo", "train_derain", "train_classifier", "measure", "push", "app", "space"]
+COMMANDS = ["demo", "train_derain", "train_restore", "train_classifier", "measure", "push", "app", "space"]
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -149,8 +149,10 @@ class RestoreTrainingArguments(hf.HFRunArguments):
         self.check_conventions()  # report_to, save_steps, push_to_hub / hub_model_id
 
     def _check_degradation(self, scales: tuple[int, ...]) -> None:
-        if self.sigma is not None:
-            check_non_negative(self, ("sigma",))
+        if self.sigma is not None and (isinstance(self.sigma, bool) or not isinstance(self.sigma, (int, float))
+                                       or not 0 <= self.sigma < math.inf):
+            raise ValueError(f"sigma={self.sigma!r} is not valid: give the noise std on [0, 1] images, >= 0 (e.g. "
+                             "--sigma 0.098 for 25/255, 0 for none), or leave it out for the task's default.")
         if isinstance(self.mask_ratio, bool) or not isinstance(self.mask_ratio, (int, float)) \
                 or not 0 <= self.mask_ratio < 1:
             raise ValueError(f"mask_ratio={self.mask_ratio!r} is not valid: give the fraction of missing pixels in "
