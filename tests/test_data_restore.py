@@ -6,6 +6,7 @@ from __future__ import annotations
 import doctest
 import importlib
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -118,6 +119,10 @@ def test_degradation_defaults_shapes_and_dict():
     assert Degradation("sr")(torch.rand(2, 3, 8, 6)).shape == (2, 3, 4, 3)
     assert type(Degradation("sr").physics).__name__ == "Downsampling"
     assert type(Degradation("inpaint").physics).__name__ == "Inpainting"
+    used = Degradation("inpaint", sigma=0.1)
+    used(clean)  # builds its deepinv operator, which does not pickle; the Degradation still does (spawned workers)
+    copy = pickle.loads(pickle.dumps(used))
+    assert copy.to_dict() == used.to_dict() and torch.equal(copy(clean, _gen()), used(clean, _gen()))
 
 
 @pytest.mark.parametrize("kwargs,words", [

@@ -133,7 +133,7 @@ def test_replays_from_its_seed_and_weight_zero_is_plain_mse():
     deg = Degradation("denoise", sigma=0.0)  # no noise: the transforms are the only randomness
     clean = torch.rand(1, 3, 8, 8)
     out = conv(clean)
-    runs = [[float(f(out, clean)) for _ in range(6)]
+    runs = [[float(f(out, clean).detach()) for _ in range(6)]
             for f in (EquivariantImagingLoss(conv, deg, seed=4), EquivariantImagingLoss(conv, deg, seed=4),
                       EquivariantImagingLoss(conv, deg, seed=5))]
     assert runs[0] == runs[1] and runs[0] != runs[2]

@@ -150,6 +150,9 @@ class Degradation:
                                              padding="circular", noise_model=noise)
         return self._physics
 
+    def __getstate__(self) -> dict:  # picklable (spawned DataLoader workers): the operator is rebuilt there
+        return {**self.__dict__, "_physics": None}
+
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         """Spatial size of ``A(x)`` for an image ``h x w``."""
         return (h // self.scale, w // self.scale) if self.task == "sr" else (h, w)
@@ -195,7 +198,10 @@ class Degradation:
         if self.sigma > 0:
             device = generator.device if generator is not None else torch.device("cpu")
             seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=device))
-            y = self.physics.noise(y, seed=seed)  # deepinv's own generator, reseeded from ours
+            noise_model = self.physics.noise_model  # deepinv's own generator, reseeded from ours on every call
+            if noise_model.rng.device != y.device:  # deepinv cannot carry a CPU generator's state to a GPU
+                noise_model.rng = torch.Generator(device=y.device)
+            y = self.physics.noise(y, seed=seed)
         return y[0] if single else y
 
 
