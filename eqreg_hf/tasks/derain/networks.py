@@ -326,10 +326,13 @@ class StrictC4Derainer(nn.Module, PyTorchModelHubMixin, tags=["deraining", "equi
         ``feat`` identities carry the same values as torch tensors, channels field-major (C4
         regular fields, 4 channels each), the layout the EQ-Reg convention uses.
         """
-        if group_order not in (2, 4):
-            raise ValueError(f"StrictC4Derainer holds C4 regular fields (4 channels each), so it can be measured or "
-                             f"regularised under C4 or C2, not under a group whose regular field has {group_order} "
-                             "channels (D4 has 8: flips are not in its fields). Use group 'C4' or 'C2'.")
+        if group_order != 4:
+            # A C4 field read as two C2 fields of 2 channels would be wrong, not just loose: the 180° turn moves
+            # channel r to r + 2 (across the two halves), the C2 convention swaps inside each half.
+            raise ValueError(f"StrictC4Derainer holds C4 regular fields (4 channels each), so its taps can be measured "
+                             f"or regularised under C4 only, not under a group whose regular field has {group_order} "
+                             "channels (C2: 2, D4: 8). Use group 'C4' (for the 180° turn alone: "
+                             "equivariance_error(..., group_order=4, ks=[2])).")
         return [f"body.{i}.feat{j}" for i in range(len(self.body)) for j in (1, 2)]
 
 
