@@ -50,7 +50,7 @@ def no_training(monkeypatch):
     ({}, EqRegConfig(group="D4", **EQREG)),
     ({"augment": "D4", "task": "inpaint"}, None),
     ({"task": "sr", "scale": 2, "train_size": "region16"}, EqRegConfig(group="C4", **EQREG)),
-    ({"model": "strict-c4"}, None),
+    ({"model": "strict-c4", "curve_errors": True}, None),
 ], ids=["eqreg-c4", "eqreg-d4", "augment-inpaint", "eqreg-sr-region", "strict-c4"])
 def test_methods_train_and_record_both_curves(kw, cfg):
     result = train_restorer(_args(eval_every=1, **kw), cfg)
@@ -59,6 +59,8 @@ def test_methods_train_and_record_both_curves(kw, cfg):
     for key in ("psnr", "ssim", "train_psnr", "degraded_psnr", "equivariance_error", "train_time_s", "time_per_step_s"):
         assert math.isfinite(result.metrics[key]), key
     assert result.history.steps == 2 and result.history.logs
+    first, last = result.history.evals[0], result.history.evals[-1]
+    assert "equivariance_error" in last and ("equivariance_error" in first) == kw.get("curve_errors", False)
     if cfg is not None:
         assert result.eqreg_config.layers == result.model.eqreg_layers(cfg.group_spec.size)  # "auto", written out
         assert result.history.logs[-1]["eqreg_loss"] > 0 and result.eval_group == cfg.group_spec.name

@@ -150,8 +150,9 @@ class RunEvaluation:
     """What one training run is measured on, and its curve: fixed held-out and training pairs, taps, group.
 
     Called as ``eval_fn(model, step)`` (the loop's and the Trainer's periodic evaluation) it appends one row
-    to :attr:`history`: ``step, train_psnr, train_ssim, eval_psnr, eval_ssim, equivariance_error,
-    output_equivariance_error``; :attr:`seconds` is the time those evaluations took (not training).
+    to :attr:`history`: ``step, train_psnr, train_ssim, eval_psnr, eval_ssim`` (and ``equivariance_error,
+    output_equivariance_error`` when :attr:`curve_errors` is set; the final row always has them);
+    :attr:`seconds` is the time those evaluations took (not training).
     """
 
     eval_pairs: Pairs
@@ -159,33 +160,39 @@ class RunEvaluation:
     taps: Any
     group: str
     equiv_images: int
+    curve_errors: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
     def final(self, model: nn.Module, step: int) -> tuple[dict[str, float], Any]:
-        """The full evaluation at ``step`` (``metrics`` with ``train_psnr``/``train_ssim``, the report); recorded
-        in the history unless a row for this step is there already."""
+        """The full evaluation at ``step`` (``metrics`` with ``train_psnr``/``train_ssim``, the report), recorded
+        in the history (replacing a periodic row of the same step)."""
         metrics, report = evaluate_restorer(model, self.eval_pairs, taps=self.taps, group=self.group,
                                             equiv_images=self.equiv_images)
         train = image_quality(model, self.train_pairs)
         metrics.update(train_psnr=train["psnr"], train_ssim=train["ssim"])
-        if not (self.history and self.history[-1]["step"] == step):
-            self.history.append({
-                "step": int(step), "train_psnr": metrics["train_psnr"], "train_ssim": metrics["train_ssim"],
-                "eval_psnr": metrics["psnr"], "eval_ssim": metrics["ssim"],
-                "equivariance_error": metrics["equivariance_error"],
-                "output_equivariance_error": metrics["output_equivariance_error"]})
+        if self.history and self.history[-1]["step"] == step:
+            self.history.pop()  # the periodic row of the last step: replaced by the full one
+        self.history.append({
+            "step": int(step), "train_psnr": metrics["train_psnr"], "train_ssim": metrics["train_ssim"],
+            "eval_psnr": metrics["psnr"], "eval_ssim": metrics["ssim"], "equivariance_error": metrics["equivariance_error"],
+            "output_equivariance_error": metrics["output_equivariance_error"]})
         return metrics, report
 
     def __call__(self, model: nn.Module, step: int) -> dict[str, float]:
         start = time.perf_counter()
-        self.final(model, step)
+        if self.curve_errors:
+            self.final(model, step)
+        else:  # the curves need the PSNRs only: skip the equivariance measurement (most of the cost)
+            held_out, train = image_quality(model, self.eval_pairs), image_quality(model, self.train_pairs)
+            self.history.append({"step": int(step), "train_psnr": train["psnr"], "train_ssim": train["ssim"],
+                                 "eval_psnr": held_out["psnr"], "eval_ssim": held_out["ssim"]})
         self.seconds += time.perf_counter() - start
         return dict(self.history[-1])
 
 
 def run_evaluation(model: nn.Module, degradation: Any, clean_train: Any, clean_eval: Any, *, group: str = "C4",
-                   max_images: int | None = None, equiv_images: int = 2) -> RunEvaluation:
+                   max_images: int | None = None, equiv_images: int = 2, curve_errors: bool = False) -> RunEvaluation:
     """A :class:`RunEvaluation`: the held-out images (a clean ``datasets.Dataset``, or ready ``(degraded, clean)``
     pairs) and the training images, each whole and degraded once with its fixed seed; the taps of ``group``."""
     from eqreg_hf.data.restore import held_out_pairs
@@ -193,7 +200,7 @@ def run_evaluation(model: nn.Module, degradation: Any, clean_train: Any, clean_e
     pairs = (list(clean_eval)[:max_images] if isinstance(clean_eval, list)
              else held_out_pairs(clean_eval, degradation, seed=EVAL_DEGRADATION_SEED, max_images=max_images))
     train_pairs = held_out_pairs(clean_train, degradation, seed=_TRAIN_EVAL_SEED, max_images=max_images)
-    return RunEvaluation(pairs, train_pairs, default_taps(model, group), group, equiv_images)
+    return RunEvaluation(pairs, train_pairs, default_taps(model, group), group, equiv_images, curve_errors)
 
 
 @torch.no_grad()

@@ -46,7 +46,6 @@ _AUGMENTS = ("none", "C2", "C4", "D4")
 _EI_GROUPS = ("C4", "D4")
 _MIXED_PRECISION = ("no", "bf16", "fp16")
 _TRAIN_SIZE = re.compile(r"^(all|[1-9][0-9]*|region[1-9][0-9]*)$")
-# --quick: caps that make a run take seconds (CI), and tiny networks.
 _QUICK_CAPS = {"photo_size": 32, "crop_size": 16, "batch_size": 2, "max_steps": 3, "logging_steps": 1,
                "equiv_images": 1}
 _QUICK_MODELS = {"dncnn": {"channels": 8, "depth": 3}, "strict-c4": {"num_fields": 2, "depth": 3},
@@ -106,6 +105,8 @@ class RestoreTrainingArguments(hf.HFRunArguments):
     eval_group: str | None = field(default=None, metadata={
         "help": "Group of the equivariance error: 'C4', 'D4', ... (default: EQ-Reg's group, else C4)."})
     equiv_images: int = field(default=2, metadata={"help": "Held-out images the equivariance error is measured on."})
+    curve_errors: bool = field(default=False, metadata={
+        "help": "Also measure the equivariance error at every eval_every evaluation (slower; default: at the end)."})
     logging_steps: int = field(default=10, metadata={"help": "Steps per logging window.", "aliases": ["log_every"]})
     seed: int = field(default=0, metadata={"help": "Seed of weights, crops, degradations and sampling."})
     output_dir: str | None = field(default=None, metadata={"help": "Save the model here (a Hub folder)."})
@@ -379,7 +380,8 @@ def train_restorer(
     group = args.eval_group or (eqreg_config.group_spec.name if eqreg_config is not None and eqreg_config.active
                                 else "C4")
     evaluation = run_evaluation(model, degradation, clean_train, clean_eval, group=group,
-                                max_images=args.eval_max_images, equiv_images=args.equiv_images)
+                                max_images=args.eval_max_images, equiv_images=args.equiv_images,
+                                curve_errors=args.curve_errors)
     data = _train_data(clean_train, degradation, args)
     periodic = evaluation if args.eval_every else None
     start, accelerator = time.perf_counter(), None
