@@ -1,0 +1,87 @@
+"""scripts/bench_restore.py: the --quick sweep end to end (every section), resume, the settings guard, the plan."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("bench_restore", os.path.join(ROOT, "scripts", "bench_restore.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and the worker pool look the module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _script()
+
+
+def test_plan_has_every_method_size_and_seed():
+    s = bench.BenchSettings(seeds=[0, 1, 2])
+    runs = bench.plan_runs(s, weight=1e-3, ei_weight=0.5)
+    ids = [r.run_id for r in runs]
+    assert len(ids) == len(set(ids))
+    for size in s.sizes:
+        for method in bench.METHODS:
+            assert {r.seed for r in runs if r.section == "denoise" and r.config == method and r.size == size} == {0, 1, 2}
+    # the pilot's λ reaches every EQ-Reg run that has no λ of its own; auto runs keep "auto"
+    assert all(r.weight == 1e-3 for r in runs if r.config == "eqreg-c4" and r.section == "denoise")
+    assert all(r.weight == "auto" for r in runs if r.section == "auto")
+    assert all(r.ei_weight == 0.5 for r in runs if r.config == "ei-c4")
+    assert [r.config for r in runs if r.section == "pilot"] == (
+        [f"eqreg-c4-{lam:g}" for lam in s.lambdas] + [f"ei-c4-{w:g}" for w in s.ei_weights])
+    # the default share runs on every seed, the other shares on the first one
+    assert sorted(r.seed for r in runs if r.config == "eqreg-c4-auto-0.05") == [0, 1, 2]
+    assert [r.seed for r in runs if r.config == "eqreg-c4-auto-0.2"] == [0]
+
+
+def test_unknown_section_is_refused():
+    with pytest.raises(ValueError, match="sections"):
+        bench.BenchSettings(sections=["denoise", "nope"])
+
+
+@pytest.mark.slow
+def test_quick_sweep_end_to_end_and_resume(tmp_path):
+    payload = bench.main(["--quick", "--seeds", "0", "--workers", "1", "--out-dir", str(tmp_path)])
+    runs = payload["runs"]
+    sections = {r["section"] for r in runs.values()}
+    assert sections == set(bench.SECTIONS)
+    for rec in runs.values():
+        assert math.isfinite(rec["psnr"]) and rec["train_time_s"] > 0, rec["run_id"]
+    # the pilot's best λ is the one the EQ-Reg runs used
+    lam = payload["meta"]["pilot_weight"]
+    pilot = [r for r in runs.values() if r["section"] == "pilot" and r["group"]]
+    assert lam == max(pilot, key=lambda r: r["psnr"])["weight"]
+    assert all(r["weight"] == lam for r in runs.values() if r["section"] == "denoise" and r["config"] == "eqreg-c4")
+    assert payload["meta"]["pilot_ei_weight"] == 1.0
+    # a strict net reads ~0 under its own group; training and held-out curves were recorded
+    strict = [r for r in runs.values() if r["config"] == "strict-c4" and r["section"] == "denoise"]
+    assert all(r["error_c4"] < 1e-4 for r in strict)
+    plain = next(r for r in runs.values() if r["section"] == "denoise" and r["config"] == "plain")
+    assert len(plain["curves"]["train_psnr"]) >= 2 and len(plain["curves"]["eval_psnr"]) >= 2
+    shift = next(r for r in runs.values() if r["section"] == "shift")
+    assert math.isfinite(shift["psnr_shift"])
+    for name in ("restore.json", "restore_tables.md", "restore_psnr_vs_size.png", "restore_overfit.png",
+                 "restore_shift.png", "restore_frontier.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    table = (tmp_path / "restore_tables.md").read_text()
+    assert "### denoise" in table and "### shift" in table
+    # resume: the same command runs nothing new
+    before = json.loads((tmp_path / "restore.json").read_text())["runs"]
+    again = bench.main(["--quick", "--seeds", "0", "--workers", "1", "--out-dir", str(tmp_path)])
+    assert {k: v["wall_s"] for k, v in again["runs"].items()} == {k: v["wall_s"] for k, v in before.items()}
+
+
+def test_other_settings_are_not_mixed(tmp_path):
+    path = tmp_path / "restore.json"
+    path.write_text(json.dumps({"meta": {"settings": {"max_steps": 1}}, "runs": {}}))
+    with pytest.raises(ValueError, match="other settings"):
+        bench.run_benchmark(bench.BenchSettings(quick=True, sections=["denoise"]), str(path), workers=1)
