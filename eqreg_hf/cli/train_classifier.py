@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 from eqreg_hf.cli.eqreg_args import add_eqreg_arguments, eqreg_config_from_args
 from eqreg_hf.cli.flags import add_dataclass_arguments, dataclass_from_args
@@ -36,8 +35,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from eqreg_hf.cli import one_line
-    from eqreg_hf.hub import HubPushError
+    from eqreg_hf.cli.training import train_or_report
     from eqreg_hf.tasks.classify.recipe import ClassifierArgs, train_classifier
 
     # A bad value raises ValueError here (the dataclasses validate on construction); the eqreg-hf entry
@@ -45,12 +43,9 @@ def run(args: argparse.Namespace) -> int:
     run_args = dataclass_from_args(ClassifierArgs, args)
     eqreg = eqreg_config_from_args(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        result = train_classifier(run_args, eqreg)
-    except HubPushError as err:  # trained and saved, but the Hub refused: exit 1, as `eqreg-hf push` does
-        folder = f"{run_args.output_dir}/model"
-        print(f"eqreg-hf train-classifier: error: {one_line(err)} (the model is saved in {folder}; push it later "
-              f"with: eqreg-hf push {folder} {run_args.hub_model_id})", file=sys.stderr)
+    result = train_or_report("train-classifier", lambda: train_classifier(run_args, eqreg),
+                             f"{run_args.output_dir}/model", run_args.hub_model_id)
+    if result is None:
         return 1
     m = result["metrics"]
     print(f"\ninput size {result['image_size']}, taps: {', '.join(result['taps']) or '(none: EQ-Reg off)'}")

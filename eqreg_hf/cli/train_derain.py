@@ -11,7 +11,6 @@ dataclasses and their ``help`` metadata, so the command never drifts from the li
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from eqreg_hf.cli.eqreg_args import PREFIX, add_eqreg_arguments, eqreg_config_from_args
@@ -39,17 +38,14 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from eqreg_hf.cli import one_line
-    from eqreg_hf.hub import HubPushError
+    from eqreg_hf.cli.training import print_saved, train_or_report
     from eqreg_hf.tasks.derain.recipe import DerainTrainingArguments, train_derainer
 
     train_args = dataclass_from_args(DerainTrainingArguments, args)
     cfg = eqreg_config_from_args(args, PREFIX)
-    try:
-        result = train_derainer(train_args, cfg if cfg.active else None)
-    except HubPushError as err:  # trained and saved, but the Hub refused: exit 1, as `eqreg-hf push` does
-        print(f"eqreg-hf train-derain: error: {one_line(err)} (the model is saved in {train_args.output_dir}; "
-              f"push it later with: eqreg-hf push {train_args.output_dir} {train_args.hub_model_id})", file=sys.stderr)
+    result = train_or_report("train-derain", lambda: train_derainer(train_args, cfg if cfg.active else None),
+                             train_args.output_dir, train_args.hub_model_id)
+    if result is None:
         return 1
     m = result.metrics
     print(
@@ -59,8 +55,5 @@ def run(args: argparse.Namespace) -> int:
         f"(rainy input: {m['rainy_psnr_y']:.2f} dB), {result.train_time_s:.0f} s"
     )
     print(result.report.table())
-    if result.output_dir:
-        print(f"saved to {result.output_dir}")
-    if result.hub_url:
-        print(f"pushed to https://huggingface.co/{train_args.hub_model_id}: {result.hub_url}")
+    print_saved(result.output_dir, result.hub_url, train_args.hub_model_id)
     return 0
