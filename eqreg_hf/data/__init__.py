@@ -29,11 +29,11 @@ _EXPORTS = {
     "CIFAR100_FINE_NAMES": "cifar", "CIFAR100_COARSE_NAMES": "cifar", "CIFAR100_FINE_TO_COARSE": "cifar",
     # shapes.py
     "load_shapes": "shapes", "render_shape": "shapes", "SHAPE_NAMES": "shapes", "SHAPE_COARSE_NAMES": "shapes",
-    # restore.py, clean_images.py (restore.TASKS is not re-exported: eqreg_hf.hub.card.TASKS means card tasks)
+    # restore.py, clean_images.py
     "Degradation": "restore", "load_clean_images": "clean_images", "select_training_set": "clean_images",
     "RestoreTransform": "restore", "restore_collate": "restore", "held_out_pairs": "restore", "sr_filter": "restore",
     "DEFAULT_SIGMA": "restore", "DEFAULT_MASK_RATIO": "restore", "DEFAULT_SCALE": "restore", "SCALES": "restore",
-    "SR_FILTERS": "restore", "RESTORE_AUGMENTS": "restore",
+    "SR_FILTERS": "restore", "RESTORE_AUGMENTS": "restore", "RESTORE_TASKS": "restore",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -39,11 +39,11 @@ import torch
 from eqreg_hf.data.clean_images import _require_images, load_clean_images, select_training_set
 from eqreg_hf.data.transforms import to_tensor
 
-__all__ = ["TASKS", "DEFAULT_SIGMA", "DEFAULT_MASK_RATIO", "DEFAULT_SCALE", "SCALES", "SR_FILTERS",
+__all__ = ["RESTORE_TASKS", "DEFAULT_SIGMA", "DEFAULT_MASK_RATIO", "DEFAULT_SCALE", "SCALES", "SR_FILTERS",
            "RESTORE_AUGMENTS", "Degradation", "sr_filter", "load_clean_images", "select_training_set",
            "RestoreTransform", "restore_collate", "held_out_pairs"]
 
-TASKS = ("denoise", "inpaint", "sr")
+RESTORE_TASKS = ("denoise", "inpaint", "sr")
 DEFAULT_SIGMA = 25 / 255
 DEFAULT_MASK_RATIO = 0.5
 DEFAULT_SCALE = 2
@@ -118,8 +118,8 @@ class Degradation:
 
     def __init__(self, task: str = "denoise", *, sigma: float | None = None, mask_ratio: float = DEFAULT_MASK_RATIO,
                  scale: int = DEFAULT_SCALE, sr_filter: str = "bicubic"):
-        if task not in TASKS:
-            raise ValueError(f"Unknown task={task!r}; choose one of {TASKS}, e.g. task='denoise'.")
+        if task not in RESTORE_TASKS:
+            raise ValueError(f"Unknown task={task!r}; choose one of {RESTORE_TASKS}, e.g. task='denoise'.")
         if sigma is None:
             sigma = DEFAULT_SIGMA if task == "denoise" else 0.0
         self.task = task

@@ -21,6 +21,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 from torch.nn import functional as F
 
+from eqreg_hf.data.restore import RESTORE_TASKS
 from eqreg_hf.core.groups import Group, as_group, check_regular_channels, compose, rotate_image
 from eqreg_hf.core.paper import PAPER_URL
 
@@ -31,7 +32,6 @@ _TAGS = ["image-restoration", "denoising", "inpainting", "super-resolution", "eq
 
 RESTORER_CHOICES = ("dncnn", "strict-c4", "strict-d4")
 STRICT_GROUPS = ("C4", "D4")  # the groups StrictRestorer is built for (exact quarter turns, and mirror images)
-_RESTORE_TASKS = ("denoise", "inpaint", "sr")
 
 
 def _check_shape(in_channels: int, channels: int, depth: int, kernel_size: int, scale: int, what: str) -> None:
@@ -333,8 +333,8 @@ def build_restorer(name: str, task: str = "denoise", scale: int = 2, **kwargs) -
     """
     if name not in RESTORER_CHOICES:
         raise ValueError(f"Unknown restorer {name!r}: choose one of {RESTORER_CHOICES}.")
-    if task not in _RESTORE_TASKS:
-        raise ValueError(f"Unknown task {task!r}: choose one of {_RESTORE_TASKS}.")
+    if task not in RESTORE_TASKS:
+        raise ValueError(f"Unknown task {task!r}: choose one of {RESTORE_TASKS}.")
     kwargs = {**kwargs, "scale": scale if task == "sr" else 1}
     if name == "dncnn":
         return DnCNN(**kwargs)

@@ -127,9 +127,9 @@ class RestoreTrainingArguments(hf.HFRunArguments):
 
     def validate(self) -> None:
         """Refuse bad values (called on construction): the message names the value, the choices and the fix."""
-        from eqreg_hf.data.restore import SCALES, TASKS
+        from eqreg_hf.data.restore import RESTORE_TASKS, SCALES
 
-        check_choice("task", self.task, TASKS, "(denoise: Gaussian noise, inpaint: missing pixels, sr: x2-x4 "
+        check_choice("task", self.task, RESTORE_TASKS, "(denoise: Gaussian noise, inpaint: missing pixels, sr: x2-x4 "
                                                "super-resolution); pass --task denoise|inpaint|sr.")
         check_choice("model", self.model, restore_model_choices())
         check_choice("augment", self.augment, _AUGMENTS, "('none' turns the augmentation off.)")

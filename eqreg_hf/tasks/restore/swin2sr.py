@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from eqreg_hf.data.restore import RESTORE_TASKS
 from eqreg_hf.core.config import EqRegConfig
 
 __all__ = ["build_swin2sr", "reconstruction", "fit_with_trainer", "check_input_size", "TINY_SWIN2SR"]
 
-_TASKS = ("denoise", "inpaint", "sr")
 # transformers' upsamplers and the factors each one builds (Upsample: powers of two and 3; nearest+conv: 4).
 _UPSAMPLER_SCALES = {"pixelshuffle": (2, 3, 4, 8), "pixelshuffledirect": (2, 3, 4, 8),
                      "pixelshuffle_aux": (2, 3, 4, 8), "nearest+conv": (4,)}
@@ -58,8 +58,8 @@ def build_swin2sr(task: str = "denoise", scale: int = 2, **config_kwargs: Any) -
     """
     from transformers import Swin2SRConfig, Swin2SRForImageSuperResolution
 
-    if task not in _TASKS:
-        raise ValueError(f"task={task!r} is not a restoration task; choose one of {list(_TASKS)}.")
+    if task not in RESTORE_TASKS:
+        raise ValueError(f"task={task!r} is not a restoration task; choose one of {list(RESTORE_TASKS)}.")
     kwargs = {**TINY_SWIN2SR, **config_kwargs}
     defaults = Swin2SRConfig()
     unknown = sorted(k for k in config_kwargs if not hasattr(defaults, k))
