@@ -163,9 +163,14 @@ def test_one_name_for_one_constant():
     values: dict[str, set[str]] = {}
     for module, path in MODULES.items():
         for node in ast.parse(open(path, encoding="utf-8").read()).body:
-            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-                name = node.targets[0].id
-                if name.isupper() and not name.startswith("_"):
-                    values.setdefault(name, set()).add(ast.unparse(node.value))
+            # plain and annotated assignments alike (`TASKS: dict[...] = {...}` once hid a second TASKS)
+            if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                target, value = node.targets[0], node.value
+            elif isinstance(node, ast.AnnAssign) and node.value is not None:
+                target, value = node.target, node.value
+            else:
+                continue
+            if isinstance(target, ast.Name) and target.id.isupper() and not target.id.startswith("_"):
+                values.setdefault(target.id, set()).add(ast.unparse(value))
     clashes = {n: v for n, v in values.items() if len(v) > 1}
     assert not clashes, clashes
