@@ -53,7 +53,7 @@ from typing import Any, Callable
 
 import torch
 
-from eqreg_hf.core.io import atomic_write_text
+from eqreg_hf.core.io import atomic_write_json, atomic_write_text
 
 __all__ = ["BenchSettings", "Run", "plan_runs", "run_benchmark", "summarize", "format_tables", "write_report_files",
            "SECTIONS"]
@@ -248,9 +248,14 @@ def _held_out(run: Run, s: BenchSettings) -> list:
 
 
 def _restore_record(result: Any, pairs: list) -> dict[str, Any]:
+    """The run's record. The recipe already measured its own group's error on these held-out images (the
+    first ``equiv_images`` = 2 pairs); only the other of C4 / D4 is measured here."""
     m = result.metrics
-    c4, layers_c4 = _errors(result.model, pairs, "C4")
-    d4, layers_d4 = _errors(result.model, pairs, "D4")
+    errors = {result.eval_group: (float(m["equivariance_error"]), {k: float(v) for k, v in dict(result.report).items()})}
+    for group in ("C4", "D4"):
+        if group not in errors:
+            errors[group] = _errors(result.model, pairs, group)
+    (c4, layers_c4), (d4, layers_d4) = errors["C4"], errors["D4"]
     return {"psnr": m["psnr"], "ssim": m["ssim"], "train_psnr": m.get("train_psnr", math.nan),
             "degraded_psnr": m.get("degraded_psnr", math.nan), "error_c4": c4, "error_d4": d4,
             "layers_c4": layers_c4, "layers_d4": layers_d4, "train_time_s": result.train_time_s,
@@ -296,11 +301,6 @@ def execute(run: Run, s: BenchSettings, threads: int = 1) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------------------- sweep
-def _write_json(path: str, payload: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(
-        payload, indent=1, default=lambda v: None if isinstance(v, float) and not math.isfinite(v) else str(v)))
-
-
 def machine_description() -> str:
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, torch {torch.__version__}, {dev}"
@@ -336,8 +336,7 @@ def _run_batch(todo: list[Run], s: BenchSettings, workers: int, payload: dict, p
 
     def done(record: dict[str, Any]) -> None:
         payload["runs"][record["run_id"]] = record
-        payload["meta"]["elapsed_s"] = payload["meta"].get("elapsed_s", 0.0) + record["wall_s"] / max(workers, 1)
-        _write_json(path, payload)
+        atomic_write_json(path, payload, indent=1)
         bar.update(1)
         print_fn(f"{record['run_id']}: PSNR {record['psnr']:.2f} dB, C4 error {record['error_c4']:.3f}, "
                  f"{record['train_time_s']:.0f} s")
@@ -374,7 +373,7 @@ def run_benchmark(s: BenchSettings, path: str, *, workers: int = 2, command: str
     _run_batch(todo, s, workers, payload, path, print_fn)
     payload["meta"]["wall_s"] = payload["meta"].get("wall_s", 0.0) + time.perf_counter() - wall
     payload["summary"] = summarize(payload["runs"])
-    _write_json(path, payload)
+    atomic_write_json(path, payload, indent=1)
     return payload
 
 
