@@ -225,6 +225,7 @@ def _restore_run(run: Run, s: BenchSettings) -> dict[str, Any]:
         learning_rate=(s.strict_learning_rate if run.model.startswith("strict") else s.swin_learning_rate if swin
                        else s.learning_rate),
         augment=run.augment, ei_weight=run.ei_weight, eval_every=s.eval_every, seed=run.seed, progress=False)
+    torch.manual_seed(run.seed)  # before the network is built: the same seed gives the same initial weights
     model = None
     if run.model == "dncnn":
         model = build_restorer("dncnn", task=run.task, channels=s.channels, depth=s.depth)
@@ -232,7 +233,6 @@ def _restore_run(run: Run, s: BenchSettings) -> dict[str, Any]:
         group = run.model.split("-")[1].upper()
         model = build_restorer(run.model, task=run.task, depth=s.depth,
                                num_fields=StrictRestorer.matched_fields(s.channels, s.depth, group))
-    torch.manual_seed(run.seed)
     result = train_restorer(args, _eqreg_config(run, s), model=model, save=False)
     return _restore_record(result, _held_out(run, s))
 

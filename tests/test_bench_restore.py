@@ -85,3 +85,11 @@ def test_other_settings_are_not_mixed(tmp_path):
     path.write_text(json.dumps({"meta": {"settings": {"max_steps": 1}}, "runs": {}}))
     with pytest.raises(ValueError, match="other settings"):
         bench.run_benchmark(bench.BenchSettings(quick=True, sections=["denoise"]), str(path), workers=1)
+
+
+def test_a_run_replays_from_its_seed():
+    # the network is built after seeding: a run done twice in one process (as in a pool worker) gives the same numbers
+    s = bench.BenchSettings(quick=True)
+    run = bench.Run("denoise", "eqreg-c4", "region32", 0, group="C4", weight=1e-3)
+    first, second = bench.execute(run, s), bench.execute(run, s)
+    assert (first["psnr"], first["error_c4"]) == (second["psnr"], second["error_c4"])
