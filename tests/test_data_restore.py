@@ -13,11 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-datasets = pytest.importorskip("datasets")
-pytest.importorskip("deepinv")
-pytest.importorskip("skimage")
+import datasets  # hard dependencies (pyproject): a missing one must fail here, not skip
+import deepinv  # noqa: F401
+import skimage  # noqa: F401
 
-from eqreg_hf.data.restore import (DEFAULT_SIGMA, SCALES, SR_FILTERS, Degradation, RestoreTransform,  # noqa: E402
+from eqreg_hf.data.restore import (DEFAULT_SIGMA, SCALES, SR_FILTERS, Degradation, RestoreTransform,
                                    held_out_pairs, load_clean_images, restore_collate, select_training_set,
                                    sr_filter)
 

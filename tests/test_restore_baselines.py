@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-pytest.importorskip("deepinv")
+import deepinv  # noqa: F401  (a hard dependency: fail, not skip, when it is missing)
 
-from eqreg_hf.data.restore import Degradation  # noqa: E402
-from eqreg_hf.tasks.restore.baselines import EquivariantImagingLoss, ei_transform  # noqa: E402
+from eqreg_hf.data.restore import Degradation
+from eqreg_hf.tasks.restore.baselines import EquivariantImagingLoss, ei_transform
 
 
 def _d4(x):

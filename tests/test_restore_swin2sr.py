@@ -8,12 +8,12 @@ import warnings
 import pytest
 import torch
 
-pytest.importorskip("transformers", reason="Swin2SR comes from transformers")
+import transformers  # noqa: F401  (Swin2SR comes from transformers, a hard dependency: fail, not skip)
 
-from eqreg_hf import EqReg, EqRegConfig, equivariance_error  # noqa: E402
-from eqreg_hf.core.alignment import EqRegAlignmentWarning  # noqa: E402
-from eqreg_hf.core.selection import auto_taps  # noqa: E402
-from eqreg_hf.tasks.restore.swin2sr import build_swin2sr, fit_with_trainer, reconstruction  # noqa: E402
+from eqreg_hf import EqReg, EqRegConfig, equivariance_error
+from eqreg_hf.core.alignment import EqRegAlignmentWarning
+from eqreg_hf.core.selection import auto_taps
+from eqreg_hf.tasks.restore.swin2sr import build_swin2sr, fit_with_trainer, reconstruction
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -74,7 +74,6 @@ def test_region_training_set_is_the_region_itself():
 
 
 def test_ei_baseline_trains_the_same_model(monkeypatch):
-    pytest.importorskip("eqreg_hf.tasks.restore.baselines")
     seen = {}
     from eqreg_hf.tasks.restore import baselines
 
