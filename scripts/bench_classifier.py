@@ -19,24 +19,45 @@ import sys
 
 import torch
 
-from eqreg_hf.tasks.classify.recipe import COMPARISON, ClassifierArgs, compare_classifiers, comparison_table
 from eqreg_hf.cli.eqreg_args import add_eqreg_arguments, eqreg_config_from_args
 from eqreg_hf.cli.flags import add_dataclass_arguments, dataclass_from_args
+from eqreg_hf.tasks.classify.recipe import COMPARISON, ClassifierArgs, compare_classifiers, comparison_table
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_dataclass_arguments(parser, ClassifierArgs)
     add_eqreg_arguments(parser, defaults={"weight": 0.1})
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", default=[v[0] for v in COMPARISON],
-                        help=f"Subset of {[v[0] for v in COMPARISON]} (to run them as parallel processes).")
-    parser.add_argument("--merge", nargs="+", default=None, metavar="BENCH_JSON",
-                        help="Only merge the bench.json files of earlier (parallel) runs into one table.")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a "
-                                                                 "shared small CPU)")
-    parser.set_defaults(model="regnetx_002", max_steps=300, batch_size=32, learning_rate=3e-3, shapes_train_angle=45.0,
-                        pretrained=False, save_model=False, progress=False, output_dir="runs/bench_classifier")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=[v[0] for v in COMPARISON],
+        help=f"Subset of {[v[0] for v in COMPARISON]} (to run them as parallel processes).",
+    )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="BENCH_JSON",
+        help="Only merge the bench.json files of earlier (parallel) runs into one table.",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a shared small CPU)"
+    )
+    parser.set_defaults(
+        model="regnetx_002",
+        max_steps=300,
+        batch_size=32,
+        learning_rate=3e-3,
+        shapes_train_angle=45.0,
+        pretrained=False,
+        save_model=False,
+        progress=False,
+        output_dir="runs/bench_classifier",
+    )
     args = parser.parse_args(argv)
     if args.merge:
         rows, commands = {}, []
@@ -63,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     command = "python scripts/bench_classifier.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     os.makedirs(run.output_dir, exist_ok=True)
     with open(os.path.join(run.output_dir, "bench.json"), "w", encoding="utf-8") as fh:
-        json.dump({"command": command, "runs": rows, "args": dataclasses.asdict(run), "eqreg": eqreg.to_dict()},
-                  fh, indent=2)
+        json.dump(
+            {"command": command, "runs": rows, "args": dataclasses.asdict(run), "eqreg": eqreg.to_dict()},
+            fh,
+            indent=2,
+        )
     with open(os.path.join(run.output_dir, "bench.md"), "w", encoding="utf-8") as fh:
         fh.write(f"`{command}`\n\n{table}\n")
     print(table)

@@ -27,13 +27,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=64, help="Image side (default 64).")
-    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS),
-                    help="Which networks (default: all).")
+    ap.add_argument(
+        "--models",
+        nargs="+",
+        default=list(MODELS),
+        choices=list(MODELS),
+        help="Which networks (default: all).",
+    )
     args = ap.parse_args(argv)
     torch.manual_seed(0)
 
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, device {args.device}, "
-          f"threads {torch.get_num_threads()}, batch {args.batch}, {args.size}x{args.size}, repeats {args.repeats}\n")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, device {args.device}, "
+        f"threads {torch.get_num_threads()}, batch {args.batch}, {args.size}x{args.size}, repeats {args.repeats}\n"
+    )
     bandwidth = memory_bandwidth_gbs(device=args.device)
     print(f"elementwise bandwidth (z = x + y, 64 MB): {bandwidth:.1f} GB/s\n")
     print(StepCost.HEADER)
@@ -50,15 +57,22 @@ def main(argv: list[str] | None = None) -> None:
         ]
         costs = []
         for label, cfg in settings:
-            costs.append(measure_step_cost(model, make_batch, loss, cfg, repeats=args.repeats,
-                                           label=f"{name}, {label}"))
+            costs.append(
+                measure_step_cost(
+                    model, make_batch, loss, cfg, repeats=args.repeats, label=f"{name}, {label}"
+                )
+            )
             print(costs[-1].row(), flush=True)
         nbytes = tap_bytes(model, settings[0][1], make_batch()[0].to(args.device))  # full fraction
         floor_ms = MIN_PASSES * nbytes / (bandwidth * 1e9) * 1e3
-        floors.append(f"{name}: taps hold {nbytes / 2**20:.0f} MB per step; {MIN_PASSES} passes over them at "
-                      f"{bandwidth:.1f} GB/s take >= {floor_ms:.1f} ms = {floor_ms / costs[0].plain_ms:.2f}x of a "
-                      "plain step")
-    print("\nMemory-traffic floor of the distance at full fraction (any exact implementation, however fused):")
+        floors.append(
+            f"{name}: taps hold {nbytes / 2**20:.0f} MB per step; {MIN_PASSES} passes over them at "
+            f"{bandwidth:.1f} GB/s take >= {floor_ms:.1f} ms = {floor_ms / costs[0].plain_ms:.2f}x of a "
+            "plain step"
+        )
+    print(
+        "\nMemory-traffic floor of the distance at full fraction (any exact implementation, however fused):"
+    )
     print("\n".join("  " + f for f in floors))
 
 
@@ -80,13 +94,20 @@ def _vit(args):
     import timm
 
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=args.size, num_classes=10)
-    return (f"ViT-Tiny/16 {args.size}x{args.size}", vit, [f"blocks.{i}" for i in range(len(vit.blocks))],
-            lambda: (torch.rand(args.batch, 3, args.size, args.size), torch.randint(0, 10, (args.batch,))),
-            F.cross_entropy)
+    return (
+        f"ViT-Tiny/16 {args.size}x{args.size}",
+        vit,
+        [f"blocks.{i}" for i in range(len(vit.blocks))],
+        lambda: (torch.rand(args.batch, 3, args.size, args.size), torch.randint(0, 10, (args.batch,))),
+        F.cross_entropy,
+    )
 
 
 def _images(args):
-    return lambda: (torch.rand(args.batch, 3, args.size, args.size), torch.rand(args.batch, 3, args.size, args.size))
+    return lambda: (
+        torch.rand(args.batch, 3, args.size, args.size),
+        torch.rand(args.batch, 3, args.size, args.size),
+    )
 
 
 MODELS = {"fastderainer": _fast_derainer, "rcdnet": _rcdnet, "vit": _vit}

@@ -56,19 +56,33 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from eqreg_hf.core.io import atomic_write_text, save_figure
 from eqreg_hf.core.config import EqRegConfig
+from eqreg_hf.core.io import atomic_write_text, save_figure
 from eqreg_hf.tasks.derain.demo import demo_arguments
-from eqreg_hf.tasks.derain.recipe import DerainTrainingArguments, held_out_pairs, load_rain_split, train_derainer
+from eqreg_hf.tasks.derain.recipe import (
+    DerainTrainingArguments,
+    held_out_pairs,
+    load_rain_split,
+    train_derainer,
+)
 
 __all__ = [
-    "QualitySettings", "QualityRun", "plan_runs", "run_quality_benchmark", "summarize", "format_quality_tables",
-    "plot_psnr_vs_lambda", "plot_layer_errors", "DEFAULT_LAMBDAS", "RESULT_KEYS",
+    "QualitySettings",
+    "QualityRun",
+    "plan_runs",
+    "run_quality_benchmark",
+    "summarize",
+    "format_quality_tables",
+    "plot_psnr_vs_lambda",
+    "plot_layer_errors",
+    "DEFAULT_LAMBDAS",
+    "RESULT_KEYS",
 ]
 
 # λ grids per distance. λ is not portable between distances (docs/design.md): "fro" is an unsquared
@@ -79,10 +93,30 @@ __all__ = [
 DEFAULT_LAMBDAS: dict[str, list[float]] = {"fro": [1e-6, 1e-5, 1e-4], "relative": [1e-4, 1e-3, 1e-2]}
 DISTANCE_CHOICES = ("fro", "relative", "mse")
 # Keys every run record in the JSON has (tests pin them).
-RESULT_KEYS = ("run_id", "config_id", "method", "model", "group_order", "distance", "weight", "seed", "params",
-               "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "rainy_psnr_y", "output_equivariance_error",
-               "equivariance_error_c4", "equivariance_error_c2", "layer_errors_c4", "layer_errors_c2",
-               "final_task_loss", "final_eqreg_loss", "train_time_s")
+RESULT_KEYS = (
+    "run_id",
+    "config_id",
+    "method",
+    "model",
+    "group_order",
+    "distance",
+    "weight",
+    "seed",
+    "params",
+    "psnr_y",
+    "ssim_y",
+    "psnr_rgb",
+    "ssim_rgb",
+    "rainy_psnr_y",
+    "output_equivariance_error",
+    "equivariance_error_c4",
+    "equivariance_error_c2",
+    "layer_errors_c4",
+    "layer_errors_c2",
+    "final_task_loss",
+    "final_eqreg_loss",
+    "train_time_s",
+)
 
 
 @dataclass
@@ -102,7 +136,9 @@ class QualitySettings:
 
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     steps: int = 150
-    lambdas: dict[str, list[float]] = field(default_factory=lambda: {d: list(v) for d, v in DEFAULT_LAMBDAS.items()})
+    lambdas: dict[str, list[float]] = field(
+        default_factory=lambda: {d: list(v) for d, v in DEFAULT_LAMBDAS.items()}
+    )
     groups: list[int | str] = field(default_factory=lambda: [4, 2])
     strict: bool = True
     quick: bool = False
@@ -115,16 +151,24 @@ class QualitySettings:
     def __post_init__(self) -> None:
         for dist, shares in self.auto.items():
             if dist not in DISTANCE_CHOICES:
-                raise ValueError(f"Unknown distance {dist!r} in auto. Choose between {list(DISTANCE_CHOICES)}.")
+                raise ValueError(
+                    f"Unknown distance {dist!r} in auto. Choose between {list(DISTANCE_CHOICES)}."
+                )
             bad = [v for v in shares if not 0 < float(v) < 10]
             if bad:
-                raise ValueError(f"target shares {bad} for {dist!r} must lie in (0, 10) (e.g. 0.01, 0.05, 0.2).")
+                raise ValueError(
+                    f"target shares {bad} for {dist!r} must lie in (0, 10) (e.g. 0.01, 0.05, 0.2)."
+                )
         for dist in self.lambdas:
             if dist not in DISTANCE_CHOICES:
-                raise ValueError(f"Unknown distance {dist!r} in lambdas. Choose between {list(DISTANCE_CHOICES)}.")
+                raise ValueError(
+                    f"Unknown distance {dist!r} in lambdas. Choose between {list(DISTANCE_CHOICES)}."
+                )
             bad = [w for w in self.lambdas[dist] if not float(w) > 0]
             if bad:
-                raise ValueError(f"λ values {bad} for {dist!r} must be > 0 (plain training is always included).")
+                raise ValueError(
+                    f"λ values {bad} for {dist!r} must be > 0 (plain training is always included)."
+                )
         self.groups = [_group_arg(g) for g in self.groups]
         if int(self.steps) < 1 or not self.seeds:
             raise ValueError(f"steps={self.steps!r} must be >= 1 and seeds={self.seeds!r} non-empty.")
@@ -162,7 +206,9 @@ class QualityRun:
     @property
     def group(self) -> str | None:
         """The EQ-Reg group's name ("C4", "D4"), None for runs without EQ-Reg."""
-        return f"{'D' if self.dihedral else 'C'}{self.group_order}" if self.method.startswith("eqreg") else None
+        return (
+            f"{'D' if self.dihedral else 'C'}{self.group_order}" if self.method.startswith("eqreg") else None
+        )
 
     @property
     def config_id(self) -> str:
@@ -196,11 +242,21 @@ def plan_runs(settings: QualitySettings) -> list[QualityRun]:
             t, dih = (int(g[1:]), True) if isinstance(g, str) else (g, False)
             for dist, weights in settings.lambdas.items():
                 for w in weights:
-                    runs.append(QualityRun("eqreg", seed, group_order=t, distance=dist, weight=float(w), dihedral=dih))
+                    runs.append(
+                        QualityRun("eqreg", seed, group_order=t, distance=dist, weight=float(w), dihedral=dih)
+                    )
             for dist, shares in settings.auto.items():
                 for share in shares:
-                    runs.append(QualityRun("eqreg-auto", seed, group_order=t, distance=dist, weight=float(share),
-                                           dihedral=dih))
+                    runs.append(
+                        QualityRun(
+                            "eqreg-auto",
+                            seed,
+                            group_order=t,
+                            distance=dist,
+                            weight=float(share),
+                            dihedral=dih,
+                        )
+                    )
     return runs
 
 
@@ -211,8 +267,10 @@ def _group_arg(value: int | str) -> int | str:
         return int(text[-1])
     if text == "D4":
         return "D4"
-    raise ValueError(f"groups: {value!r} is unsupported; use 2, 4 (exact rotations, C2 / C4) and/or D4 (90° turns and "
-                     "flips).")
+    raise ValueError(
+        f"groups: {value!r} is unsupported; use 2, 4 (exact rotations, C2 / C4) and/or D4 (90° turns and "
+        "flips)."
+    )
 
 
 def _layer_errors(model: torch.nn.Module, pairs: list, group_order: int | str, n: int) -> dict[str, float]:
@@ -229,29 +287,47 @@ def _layer_errors(model: torch.nn.Module, pairs: list, group_order: int | str, n
         # C4 element k = 2 (shift by 2 within each 4-block), not as a C2-regular field of size 2.
         report = equivariance_error(model, batch, layers=model.eqreg_layers(4), group_order=4, ks=[2])
     else:
-        report = equivariance_error(model, batch, layers=model.eqreg_layers(group_order), group_order=group_order)
+        report = equivariance_error(
+            model, batch, layers=model.eqreg_layers(group_order), group_order=group_order
+        )
     return {name: float(v) for name, v in report.items()}
 
 
 def _train_one(run: QualityRun, settings: QualitySettings, train_ds: Any, eval_pairs: list) -> dict[str, Any]:
     base = settings.training_arguments()
-    args = dataclasses.replace(base, seed=run.seed, rot_aug=run.method.startswith("rot-aug"),
-                               hflip=run.method == "rot-aug-d4",  # with random 90° turns: uniform over D4
-                               model="strict-c4" if run.method == "strict-c4" else "fast")
+    args = dataclasses.replace(
+        base,
+        seed=run.seed,
+        rot_aug=run.method.startswith("rot-aug"),
+        hflip=run.method == "rot-aug-d4",  # with random 90° turns: uniform over D4
+        model="strict-c4" if run.method == "strict-c4" else "fast",
+    )
     if run.method == "strict-c4":
         # the default (24 fields, 4 blocks: 111,675 parameters) matches FastDerainer's budget (112,739)
-        args = dataclasses.replace(args, num_fields=4, num_blocks=1) if settings.quick else \
-            dataclasses.replace(args, num_fields=24, num_blocks=None)
+        args = (
+            dataclasses.replace(args, num_fields=4, num_blocks=1)
+            if settings.quick
+            else dataclasses.replace(args, num_fields=24, num_blocks=None)
+        )
     if run.method == "rot-aug-c2":
         args = dataclasses.replace(args, rot_aug_order=2)
     cfg = None
     if run.method == "eqreg":
-        cfg = EqRegConfig(layers="auto", group=run.group, distance=run.distance, weight=run.weight, seed=run.seed)
+        cfg = EqRegConfig(
+            layers="auto", group=run.group, distance=run.distance, weight=run.weight, seed=run.seed
+        )
     elif run.method == "eqreg-auto":  # weight="auto" at its default warm-up, the share of this run
-        cfg = EqRegConfig(layers="auto", group=run.group, distance=run.distance, weight="auto",
-                          target_share=run.weight, seed=run.seed)
-    result = train_derainer(args, cfg, train_dataset=train_ds, eval_dataset=eval_pairs, save=False,
-                            desc=run.run_id)
+        cfg = EqRegConfig(
+            layers="auto",
+            group=run.group,
+            distance=run.distance,
+            weight="auto",
+            target_share=run.weight,
+            seed=run.seed,
+        )
+    result = train_derainer(
+        args, cfg, train_dataset=train_ds, eval_dataset=eval_pairs, save=False, desc=run.run_id
+    )
     model = result.model
     m = result.metrics
     # train_derainer already measured the C_t of the run (C4 for plain / rot-aug / strict, C_t for
@@ -264,18 +340,33 @@ def _train_one(run: QualityRun, settings: QualitySettings, train_ds: Any, eval_p
     # The last logging windows: how large the EQ-Reg term was next to the task loss.
     tail = result.history.logs[-3:] or [{}]
     record = {
-        "run_id": run.run_id, "config_id": run.config_id, "method": run.method, "model": args.model,
-        "group_order": run.group_order, "distance": run.distance, "weight": run.weight, "seed": run.seed,
+        "run_id": run.run_id,
+        "config_id": run.config_id,
+        "method": run.method,
+        "model": args.model,
+        "group_order": run.group_order,
+        "distance": run.distance,
+        "weight": run.weight,
+        "seed": run.seed,
         "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "psnr_y": m["psnr_y"], "ssim_y": m["ssim_y"], "psnr_rgb": m["psnr_rgb"], "ssim_rgb": m["ssim_rgb"],
-        "rainy_psnr_y": m["rainy_psnr_y"], "output_equivariance_error": m["output_equivariance_error"],
-        "equivariance_error_c4": statistics.fmean(c4.values()), "equivariance_error_c2": statistics.fmean(c2.values()),
-        "layer_errors_c4": c4, "layer_errors_c2": c2,
+        "psnr_y": m["psnr_y"],
+        "ssim_y": m["ssim_y"],
+        "psnr_rgb": m["psnr_rgb"],
+        "ssim_rgb": m["ssim_rgb"],
+        "rainy_psnr_y": m["rainy_psnr_y"],
+        "output_equivariance_error": m["output_equivariance_error"],
+        "equivariance_error_c4": statistics.fmean(c4.values()),
+        "equivariance_error_c2": statistics.fmean(c2.values()),
+        "layer_errors_c4": c4,
+        "layer_errors_c2": c2,
         "final_task_loss": statistics.fmean(log.get("task_loss", math.nan) for log in tail),
         "final_eqreg_loss": statistics.fmean(log.get("eqreg_loss", 0.0) for log in tail),
-        "train_time_s": result.train_time_s, "group": run.group,
+        "train_time_s": result.train_time_s,
+        "group": run.group,
         # the live λ at the end (weight="auto": where the automatic weight settled)
-        "final_weight": (result.history.series("eqreg_weight") or [run.weight if run.method == "eqreg" else 0.0])[-1],
+        "final_weight": (
+            result.history.series("eqreg_weight") or [run.weight if run.method == "eqreg" else 0.0]
+        )[-1],
     }
     if "D4" in settings.groups:  # every run of a sweep with D4 runs is measured under D4 too
         d4 = _layer_errors(model, eval_pairs, "D4", settings.equiv_images)
@@ -285,8 +376,14 @@ def _train_one(run: QualityRun, settings: QualitySettings, train_ds: Any, eval_p
 
 def _write_json(path: str, payload: dict[str, Any]) -> None:
     # atomic: never a half-written file, even when the sweep is killed
-    atomic_write_text(path, json.dumps(
-        payload, indent=1, default=lambda v: None if isinstance(v, float) and not math.isfinite(v) else str(v)))
+    atomic_write_text(
+        path,
+        json.dumps(
+            payload,
+            indent=1,
+            default=lambda v: None if isinstance(v, float) and not math.isfinite(v) else str(v),
+        ),
+    )
 
 
 def load_results(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -300,8 +397,10 @@ def load_results(path: str | os.PathLike) -> dict[str, Any] | None:
 def machine_description() -> str:
     """CPU / GPU, core count and torch version, for the results."""
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads), {dev}")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), {dev}"
+    )
 
 
 # DerainTrainingArguments fields renamed to transformers.TrainingArguments' names (files written before keep the old).
@@ -362,25 +461,37 @@ def run_quality_benchmark(
             raise ValueError(
                 f"{output} holds runs made with other settings ({', '.join(diff)}: {_show(old, diff)} -> "
                 f"{_show(comparable, diff)}). "
-                "Resume with the same settings, or write to another file (--output).")
+                "Resume with the same settings, or write to another file (--output)."
+            )
     else:
         payload = {"meta": {}, "runs": {}}
-    payload["meta"].update({
-        "settings": comparable, "machine": machine_description(),
-        # Several invocations may fill one file (e.g. a C2 sweep added to a C4 one): keep them all.
-        "invocations": payload["meta"].get("invocations", []) + [
-            {"command": command, "seeds": settings.seeds, "lambdas": settings.lambdas, "groups": settings.groups,
-             "strict": settings.strict}],
-        "benchmark": "synthetic rain (eqreg-hf built-in), PSNR/SSIM on Y of full held-out images",
-    })
+    payload["meta"].update(
+        {
+            "settings": comparable,
+            "machine": machine_description(),
+            # Several invocations may fill one file (e.g. a C2 sweep added to a C4 one): keep them all.
+            "invocations": payload["meta"].get("invocations", [])
+            + [
+                {
+                    "command": command,
+                    "seeds": settings.seeds,
+                    "lambdas": settings.lambdas,
+                    "groups": settings.groups,
+                    "strict": settings.strict,
+                }
+            ],
+            "benchmark": "synthetic rain (eqreg-hf built-in), PSNR/SSIM on Y of full held-out images",
+        }
+    )
     runs = plan_runs(settings)
     todo = [r for r in runs if r.run_id not in payload["runs"]]
     if len(todo) < len(runs):
         print_fn(f"Resuming: {len(runs) - len(todo)} of {len(runs)} runs already in {output}.")
     args = settings.training_arguments()
     train_ds = load_rain_split("synthetic", "train", synthetic_size=args.synthetic_size)
-    eval_pairs = held_out_pairs(load_rain_split("synthetic", "test", synthetic_size=args.synthetic_size),
-                                args.eval_max_images)
+    eval_pairs = held_out_pairs(
+        load_rain_split("synthetic", "test", synthetic_size=args.synthetic_size), args.eval_max_images
+    )
     start = time.perf_counter()
     for run in tqdm(todo, desc="bench_quality", disable=not progress):
         record = _train_one(run, settings, train_ds, eval_pairs)
@@ -389,8 +500,10 @@ def run_quality_benchmark(
         payload["meta"]["elapsed_s"] = payload["meta"].get("elapsed_s", 0.0) + (time.perf_counter() - start)
         start = time.perf_counter()
         _write_json(output, payload)
-        print_fn(f"{run.run_id}: PSNR-Y {record['psnr_y']:.2f} dB, SSIM-Y {record['ssim_y']:.4f}, "
-                 f"C4 error {record['equivariance_error_c4']:.4f}, {record['train_time_s']:.0f} s")
+        print_fn(
+            f"{run.run_id}: PSNR-Y {record['psnr_y']:.2f} dB, SSIM-Y {record['ssim_y']:.4f}, "
+            f"C4 error {record['equivariance_error_c4']:.4f}, {record['train_time_s']:.0f} s"
+        )
     payload["summary"] = summarize(payload["runs"])
     _write_json(output, payload)
     return payload
@@ -411,17 +524,31 @@ def summarize(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     summary = {}
     for cid, recs in groups.items():
         first = recs[0]
-        row: dict[str, Any] = {k: first[k] for k in ("method", "model", "group_order", "distance", "weight", "params")}
+        row: dict[str, Any] = {
+            k: first[k] for k in ("method", "model", "group_order", "distance", "weight", "params")
+        }
         row["group"] = _group_of(first)
         row["n_seeds"] = len(recs)
-        for key in ("psnr_y", "ssim_y", "equivariance_error_c4", "equivariance_error_c2", "equivariance_error_d4",
-                    "output_equivariance_error", "train_time_s", "final_task_loss", "final_eqreg_loss", "final_weight"):
+        for key in (
+            "psnr_y",
+            "ssim_y",
+            "equivariance_error_c4",
+            "equivariance_error_c2",
+            "equivariance_error_d4",
+            "output_equivariance_error",
+            "train_time_s",
+            "final_task_loss",
+            "final_eqreg_loss",
+            "final_weight",
+        ):
             row[key + "_mean"], row[key + "_std"] = _mean_std([r.get(key, math.nan) for r in recs])
         for t in ("c4", "c2", "d4"):
             if f"layer_errors_{t}" not in first:  # D4 errors: only in sweeps with D4 runs
                 continue
             names = list(first[f"layer_errors_{t}"])
-            row[f"layer_errors_{t}"] = {n: _mean_std([r[f"layer_errors_{t}"][n] for r in recs])[0] for n in names}
+            row[f"layer_errors_{t}"] = {
+                n: _mean_std([r[f"layer_errors_{t}"][n] for r in recs])[0] for n in names
+            }
         row["rainy_psnr_y"] = first["rainy_psnr_y"]
         summary[cid] = row
     return summary
@@ -435,9 +562,16 @@ def _group_of(row: dict[str, Any]) -> str | None:
 
 def _order(summary: dict[str, dict[str, Any]]) -> list[str]:
     head = [c for c in ("plain", "rot-aug", "rot-aug-c2", "rot-aug-d4", "strict-c4") if c in summary]
-    rest = sorted((c for c in summary if c not in head),
-                  key=lambda c: (-summary[c]["group_order"], _group_of(summary[c]) or "", summary[c]["distance"] or "",
-                                 summary[c]["method"], summary[c]["weight"]))
+    rest = sorted(
+        (c for c in summary if c not in head),
+        key=lambda c: (
+            -summary[c]["group_order"],
+            _group_of(summary[c]) or "",
+            summary[c]["distance"] or "",
+            summary[c]["method"],
+            summary[c]["weight"],
+        ),
+    )
     return head + rest
 
 
@@ -447,18 +581,28 @@ def format_quality_tables(payload: dict[str, Any]) -> str:
     if not summary:
         return "(no runs yet)"
     d4 = any("layer_errors_d4" in s for s in summary.values())  # a column of its own in sweeps with D4 runs
-    lines = ["| method | t | distance | λ | params | seeds | PSNR-Y (dB) | SSIM-Y | equiv. err. C4 (taps) | "
-             "equiv. err. C2 (taps) | " + ("equiv. err. D4 (taps) | " if d4 else "")
-             + "equiv. err. output C4 | EQ-Reg / task loss (end) | time / run (s) |", "|" + "---|" * (13 + d4)]
+    lines = [
+        "| method | t | distance | λ | params | seeds | PSNR-Y (dB) | SSIM-Y | equiv. err. C4 (taps) | "
+        "equiv. err. C2 (taps) | "
+        + ("equiv. err. D4 (taps) | " if d4 else "")
+        + "equiv. err. output C4 | EQ-Reg / task loss (end) | time / run (s) |",
+        "|" + "---|" * (13 + d4),
+    ]
     rainy = next(iter(summary.values()))["rainy_psnr_y"]
     lines.append(f"| rainy input (do nothing) | | | | | | {rainy:.2f} | | | | | | |" + (" |" if d4 else ""))
     for cid in _order(summary):
         s = summary[cid]
         eqreg = s["method"].startswith("eqreg")
-        share = (s["final_eqreg_loss_mean"] / s["final_task_loss_mean"]
-                 if eqreg and s["final_task_loss_mean"] else math.nan)
-        weight = (f"auto, share {s['weight']:g} (end: λ = {s['final_weight_mean']:.2g})"
-                  if s["method"] == "eqreg-auto" else f"{s['weight']:g}")
+        share = (
+            s["final_eqreg_loss_mean"] / s["final_task_loss_mean"]
+            if eqreg and s["final_task_loss_mean"]
+            else math.nan
+        )
+        weight = (
+            f"auto, share {s['weight']:g} (end: λ = {s['final_weight_mean']:.2g})"
+            if s["method"] == "eqreg-auto"
+            else f"{s['weight']:g}"
+        )
         group = _group_of(s) if (_group_of(s) or "").startswith("D") else s["group_order"]
         lines.append(
             f"| {s['method']} | {group if eqreg else ('4 (exact)' if s['method'] == 'strict-c4' else '')} "
@@ -466,9 +610,14 @@ def format_quality_tables(payload: dict[str, Any]) -> str:
             f"| {s['psnr_y_mean']:.2f} ± {s['psnr_y_std']:.2f} | {s['ssim_y_mean']:.4f} ± {s['ssim_y_std']:.4f} "
             f"| {s['equivariance_error_c4_mean']:.3f} ± {s['equivariance_error_c4_std']:.3f} "
             f"| {s['equivariance_error_c2_mean']:.3f} ± {s['equivariance_error_c2_std']:.3f} "
-            + (f"| {s['equivariance_error_d4_mean']:.3f} ± {s['equivariance_error_d4_std']:.3f} " if d4 else "")
+            + (
+                f"| {s['equivariance_error_d4_mean']:.3f} ± {s['equivariance_error_d4_std']:.3f} "
+                if d4
+                else ""
+            )
             + f"| {s['output_equivariance_error_mean']:.4f} "
-            f"| {'' if math.isnan(share) else f'{share:.2f}'} | {s['train_time_s_mean']:.0f} |")
+            f"| {'' if math.isnan(share) else f'{share:.2f}'} | {s['train_time_s_mean']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -490,22 +639,49 @@ def plot_psnr_vs_lambda(payload: dict[str, Any], path: str | os.PathLike) -> str
     summary = payload.get("summary") or summarize(payload["runs"])
     dists = sorted({s["distance"] for s in summary.values() if s["method"].startswith("eqreg")}) or ["(none)"]
     fig, axes = plt.subplots(1, len(dists), figsize=(5.2 * len(dists), 3.8), squeeze=False)
-    refs = [("plain", "black", "-"), ("rot-aug", "tab:green", "--"), ("rot-aug-c2", "tab:olive", "-."),
-            ("rot-aug-d4", "tab:cyan", "--"), ("strict-c4", "tab:purple", ":")]
+    refs = [
+        ("plain", "black", "-"),
+        ("rot-aug", "tab:green", "--"),
+        ("rot-aug-c2", "tab:olive", "-."),
+        ("rot-aug-d4", "tab:cyan", "--"),
+        ("strict-c4", "tab:purple", ":"),
+    ]
     for ax, dist in zip(axes[0], dists):
         rows = [s for s in summary.values() if s["method"] == "eqreg" and s["distance"] == dist]
         for name, color in (("C4", "tab:blue"), ("C2", "tab:orange"), ("D4", "tab:red")):
-            pts = sorted((s["weight"], s["psnr_y_mean"], s["psnr_y_std"]) for s in rows if _group_of(s) == name)
+            pts = sorted(
+                (s["weight"], s["psnr_y_mean"], s["psnr_y_std"]) for s in rows if _group_of(s) == name
+            )
             if pts:
                 w, m, sd = zip(*pts)
                 ax.errorbar(w, m, yerr=sd, marker="o", color=color, capsize=3, label=f"EQ-Reg {name}")
-            for s in (s for s in summary.values() if s["method"] == "eqreg-auto" and s["distance"] == dist
-                      and _group_of(s) == name and s["final_weight_mean"] > 0):
+            for s in (
+                s
+                for s in summary.values()
+                if s["method"] == "eqreg-auto"
+                and s["distance"] == dist
+                and _group_of(s) == name
+                and s["final_weight_mean"] > 0
+            ):
                 # weight="auto": drawn at the λ it settled on, labelled with its share
-                ax.errorbar([s["final_weight_mean"]], [s["psnr_y_mean"]], yerr=[s["psnr_y_std"]], marker="x",
-                            color=color, capsize=3, linestyle="none", markersize=8)
-                ax.annotate(f"auto {s['weight']:g}", (s["final_weight_mean"], s["psnr_y_mean"]), fontsize=7,
-                            textcoords="offset points", xytext=(4, -10), color=color)
+                ax.errorbar(
+                    [s["final_weight_mean"]],
+                    [s["psnr_y_mean"]],
+                    yerr=[s["psnr_y_std"]],
+                    marker="x",
+                    color=color,
+                    capsize=3,
+                    linestyle="none",
+                    markersize=8,
+                )
+                ax.annotate(
+                    f"auto {s['weight']:g}",
+                    (s["final_weight_mean"], s["psnr_y_mean"]),
+                    fontsize=7,
+                    textcoords="offset points",
+                    xytext=(4, -10),
+                    color=color,
+                )
         for cid, color, style in refs:
             if cid in summary:
                 m, sd = summary[cid]["psnr_y_mean"], summary[cid]["psnr_y_std"]
@@ -546,22 +722,41 @@ def plot_layer_errors(payload: dict[str, Any], path: str | os.PathLike, group_or
         out = []
         for n in names:
             parts = n.split(".")
-            out.append(2 * int(parts[1]) + int(parts[2][-1]) - 1 if len(parts) == 3 and parts[1].isdigit() else len(out))
+            out.append(
+                2 * int(parts[1]) + int(parts[2][-1]) - 1
+                if len(parts) == 3 and parts[1].isdigit()
+                else len(out)
+            )
         return out
 
     for ax, dist in zip(axes[0], dists):
-        for cid, color, marker in (("plain", "black", "o"), ("rot-aug", "tab:green", "s"), ("rot-aug-d4", "tab:cyan", "v"),
-                                   ("strict-c4", "tab:purple", "^")):
+        for cid, color, marker in (
+            ("plain", "black", "o"),
+            ("rot-aug", "tab:green", "s"),
+            ("rot-aug-d4", "tab:cyan", "v"),
+            ("strict-c4", "tab:purple", "^"),
+        ):
             if cid in summary and key in summary[cid]:
                 errs = summary[cid][key]
                 ax.plot(xs_of(list(errs)), list(errs.values()), color=color, marker=marker, label=cid)
-        rows = sorted((s for s in summary.values() if s["method"] == "eqreg" and s["distance"] == dist
-                       and _group_of(s) == name), key=lambda s: s["weight"])
+        rows = sorted(
+            (
+                s
+                for s in summary.values()
+                if s["method"] == "eqreg" and s["distance"] == dist and _group_of(s) == name
+            ),
+            key=lambda s: s["weight"],
+        )
         cmap = plt.get_cmap("Blues")
         for i, s in enumerate(rows):
             errs = s[key]
-            ax.plot(xs_of(list(errs)), list(errs.values()), color=cmap(0.4 + 0.6 * (i + 1) / len(rows)), marker=".",
-                    label=f"EQ-Reg {name} λ={s['weight']:g}")
+            ax.plot(
+                xs_of(list(errs)),
+                list(errs.values()),
+                color=cmap(0.4 + 0.6 * (i + 1) / len(rows)),
+                marker=".",
+                label=f"EQ-Reg {name} λ={s['weight']:g}",
+            )
         if ref_names:
             ax.set_xticks(range(len(ref_names)))
             ax.set_xticklabels([n.replace("body.", "") for n in ref_names], rotation=60, fontsize=7)
@@ -570,12 +765,16 @@ def plot_layer_errors(payload: dict[str, Any], path: str | os.PathLike, group_or
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("Per-layer relative equivariance error ||T_k F(x) - F(R_k x)|| / ||F(R_k x)|| (mean over seeds)",
-                 fontsize=10)
+    fig.suptitle(
+        "Per-layer relative equivariance error ||T_k F(x) - F(R_k x)|| / ||F(R_k x)|| (mean over seeds)",
+        fontsize=10,
+    )
     return _save_fig(fig, os.fspath(path))
 
 
-def write_report_files(payload: dict[str, Any], out_dir: str | os.PathLike, prefix: str = "quality") -> list[str]:
+def write_report_files(
+    payload: dict[str, Any], out_dir: str | os.PathLike, prefix: str = "quality"
+) -> list[str]:
     """Write ``{prefix}_table.md``, ``{prefix}_psnr_vs_lambda.png`` and ``{prefix}_layers_c4.png`` into ``out_dir``
     (and ``{prefix}_layers_d4.png`` when the runs were measured under D4)."""
     out_dir = os.fspath(out_dir)
@@ -589,9 +788,13 @@ def write_report_files(payload: dict[str, Any], out_dir: str | os.PathLike, pref
     files.append(md)
     if payload["runs"]:
         files.append(plot_psnr_vs_lambda(payload, os.path.join(out_dir, f"{prefix}_psnr_vs_lambda.png")))
-        files.append(plot_layer_errors(payload, os.path.join(out_dir, f"{prefix}_layers_c4.png"), group_order=4))
+        files.append(
+            plot_layer_errors(payload, os.path.join(out_dir, f"{prefix}_layers_c4.png"), group_order=4)
+        )
         if any("layer_errors_d4" in r for r in payload["runs"].values()):
-            files.append(plot_layer_errors(payload, os.path.join(out_dir, f"{prefix}_layers_d4.png"), group_order="D4"))
+            files.append(
+                plot_layer_errors(payload, os.path.join(out_dir, f"{prefix}_layers_d4.png"), group_order="D4")
+            )
     return files
 
 
@@ -601,11 +804,15 @@ def parse_lambdas(items: list[str]) -> dict[str, list[float]]:
     for item in items:
         dist, sep, values = item.partition("=")
         if not sep or not values:
-            raise SystemExit(f"--lambdas item {item!r} is not DISTANCE=λ1,λ2 (e.g. fro=1e-6,1e-5 relative=1e-3).")
+            raise SystemExit(
+                f"--lambdas item {item!r} is not DISTANCE=λ1,λ2 (e.g. fro=1e-6,1e-5 relative=1e-3)."
+            )
         try:
             out[dist] = [float(v) for v in values.split(",") if v]
         except ValueError:
-            raise SystemExit(f"--lambdas item {item!r}: the λ values must be numbers (e.g. fro=1e-6,1e-5).") from None
+            raise SystemExit(
+                f"--lambdas item {item!r}: the λ values must be numbers (e.g. fro=1e-6,1e-5)."
+            ) from None
     return out
 
 
@@ -620,33 +827,69 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Seeds (default 0 1 2).")
     ap.add_argument("--steps", type=int, default=None, help="Steps per run (default 150; 2 with --quick).")
-    ap.add_argument("--lambdas", nargs="+", default=None, metavar="DIST=λ,λ",
-                    help="EQ-Reg weights per distance (default: "
-                         + " ".join(f"{d}={','.join(f'{w:g}' for w in ws)}" for d, ws in DEFAULT_LAMBDAS.items()) + ").")
-    ap.add_argument("--groups", type=_group_cli, nargs="+", default=[4, 2],
-                    help="Groups of the EQ-Reg runs: 4, 2 (C4, C2) and/or D4 (rotations and flips; adds the D4 "
-                         "augmentation baseline and D4 errors of every run) (default 4 2).")
-    ap.add_argument("--auto", nargs="+", default=None, metavar="DIST=s,s",
-                    help="weight='auto' runs: target shares per distance, e.g. relative=0.01,0.05,0.2 (default: none).")
+    ap.add_argument(
+        "--lambdas",
+        nargs="+",
+        default=None,
+        metavar="DIST=λ,λ",
+        help="EQ-Reg weights per distance (default: "
+        + " ".join(f"{d}={','.join(f'{w:g}' for w in ws)}" for d, ws in DEFAULT_LAMBDAS.items())
+        + ").",
+    )
+    ap.add_argument(
+        "--groups",
+        type=_group_cli,
+        nargs="+",
+        default=[4, 2],
+        help="Groups of the EQ-Reg runs: 4, 2 (C4, C2) and/or D4 (rotations and flips; adds the D4 "
+        "augmentation baseline and D4 errors of every run) (default 4 2).",
+    )
+    ap.add_argument(
+        "--auto",
+        nargs="+",
+        default=None,
+        metavar="DIST=s,s",
+        help="weight='auto' runs: target shares per distance, e.g. relative=0.01,0.05,0.2 (default: none).",
+    )
     ap.add_argument("--no-strict", action="store_true", help="Leave out the strictly C4-equivariant network.")
-    ap.add_argument("--crop-size", type=int, default=None, help="Training crop size (default: the demo's, 48).")
+    ap.add_argument(
+        "--crop-size", type=int, default=None, help="Training crop size (default: the demo's, 48)."
+    )
     ap.add_argument("--batch-size", type=int, default=None, help="Crops per batch (default: the demo's, 8).")
     ap.add_argument("--equiv-images", type=int, default=1, help="Held-out images for the equivariance error.")
-    ap.add_argument("--quick", action="store_true", help="Tiny network and 32x32 images (seconds; for tests).")
-    ap.add_argument("--out-dir", default="docs/results", help="Folder of the table and plots (default docs/results).")
-    ap.add_argument("--name", default="quality", help="File name prefix of the JSON, table and plots (default quality).")
+    ap.add_argument(
+        "--quick", action="store_true", help="Tiny network and 32x32 images (seconds; for tests)."
+    )
+    ap.add_argument(
+        "--out-dir", default="docs/results", help="Folder of the table and plots (default docs/results)."
+    )
+    ap.add_argument(
+        "--name", default="quality", help="File name prefix of the JSON, table and plots (default quality)."
+    )
     ap.add_argument("--output", default=None, help="The JSON file (default OUT_DIR/NAME.json).")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
-    lambdas = parse_lambdas(args.lambdas) if args.lambdas else {d: list(v) for d, v in DEFAULT_LAMBDAS.items()}
+    lambdas = (
+        parse_lambdas(args.lambdas) if args.lambdas else {d: list(v) for d, v in DEFAULT_LAMBDAS.items()}
+    )
     steps = args.steps if args.steps is not None else (2 if args.quick else 150)
-    settings = QualitySettings(seeds=args.seeds, steps=steps, lambdas=lambdas, groups=args.groups,
-                               strict=not args.no_strict, quick=args.quick, crop_size=args.crop_size,
-                               batch_size=args.batch_size, equiv_images=args.equiv_images,
-                               auto=parse_lambdas(args.auto) if args.auto else {})
+    settings = QualitySettings(
+        seeds=args.seeds,
+        steps=steps,
+        lambdas=lambdas,
+        groups=args.groups,
+        strict=not args.no_strict,
+        quick=args.quick,
+        crop_size=args.crop_size,
+        batch_size=args.batch_size,
+        equiv_images=args.equiv_images,
+        auto=parse_lambdas(args.auto) if args.auto else {},
+    )
     output = args.output or os.path.join(args.out_dir, f"{args.name}.json")
-    command = "python scripts/bench_quality.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = "python scripts/bench_quality.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
     payload = run_quality_benchmark(settings, output, command=command.strip(), progress=not args.no_progress)
     files = write_report_files(payload, args.out_dir, prefix=args.name)
     print(format_quality_tables(payload))

@@ -47,16 +47,25 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from eqreg_hf.core.io import atomic_write_json, atomic_write_text
 
-__all__ = ["BenchSettings", "Run", "plan_runs", "run_benchmark", "summarize", "format_tables", "write_report_files",
-           "SECTIONS"]
+__all__ = [
+    "BenchSettings",
+    "Run",
+    "plan_runs",
+    "run_benchmark",
+    "summarize",
+    "format_tables",
+    "write_report_files",
+    "SECTIONS",
+]
 
 SECTIONS = ("pilot", "denoise", "dihedral", "auto", "frontier", "inpaint", "swin2sr", "shift")
 METHODS = ("plain", "aug-c4", "eqreg-c4", "ei-c4", "strict-c4")
@@ -93,7 +102,9 @@ class BenchSettings:
     eval_every: int = 100
     swin_steps: int = 500
     swin_crop: int = 32
-    swin_learning_rate: float = 5e-4  # AdamW on a transformer: 2e-3 trains too, 0.4 dB lower at 200 steps (one seed)
+    swin_learning_rate: float = (
+        5e-4  # AdamW on a transformer: 2e-3 trains too, 0.4 dB lower at 200 steps (one seed)
+    )
     swin_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     rain_steps: int = 300
     rain_crop: int = 48
@@ -106,7 +117,12 @@ class BenchSettings:
         if self.quick:  # tiny everything: the test suite's end-to-end check of this harness
             self.sizes, self.max_steps, self.crop_size, self.batch_size = ["region32", "2"], 6, 16, 2
             self.photo_size, self.channels, self.depth, self.eval_every = 32, 8, 3, 3
-            self.lambdas, self.shares, self.fractions, self.ei_weights = [1e-3, 1e-2], [0.05, 0.2], [0.5], [1.0]
+            self.lambdas, self.shares, self.fractions, self.ei_weights = (
+                [1e-3, 1e-2],
+                [0.05, 0.2],
+                [0.5],
+                [1.0],
+            )
             self.swin_steps, self.swin_crop, self.rain_steps, self.rain_crop = 3, 16, 3, 16
 
     def comparable(self) -> dict[str, Any]:
@@ -128,7 +144,7 @@ class Run:
     task: str = "denoise"
     model: str = "dncnn"
     augment: str = "none"
-    group: str | None = None          # EQ-Reg group (None: no EQ-Reg)
+    group: str | None = None  # EQ-Reg group (None: no EQ-Reg)
     weight: float | str | None = None  # EQ-Reg λ, "auto", or None: the pilot's λ
     share: float | None = None
     fraction: float = 1.0
@@ -145,11 +161,13 @@ def _smallest(s: BenchSettings) -> str:
 
 def _method_runs(section: str, task: str, size: str, seed: int) -> list[Run]:
     """The five methods of the denoise / inpaint sections (EQ-Reg's λ and EI's weight: the pilot's, filled in later)."""
-    return [Run(section, "plain", size, seed, task),
-            Run(section, "aug-c4", size, seed, task, augment="C4"),
-            Run(section, "eqreg-c4", size, seed, task, group="C4"),
-            Run(section, "ei-c4", size, seed, task, ei_weight=math.nan),
-            Run(section, "strict-c4", size, seed, task, model="strict-c4")]
+    return [
+        Run(section, "plain", size, seed, task),
+        Run(section, "aug-c4", size, seed, task, augment="C4"),
+        Run(section, "eqreg-c4", size, seed, task, group="C4"),
+        Run(section, "ei-c4", size, seed, task, ei_weight=math.nan),
+        Run(section, "strict-c4", size, seed, task, model="strict-c4"),
+    ]
 
 
 def plan_runs(s: BenchSettings, weight: float | None = None, ei_weight: float | None = None) -> list[Run]:
@@ -157,33 +175,49 @@ def plan_runs(s: BenchSettings, weight: float | None = None, ei_weight: float | 
     EQ-Reg λ and EI weight, filled into the runs that take them (None until the pilot has run)."""
     small, runs = _smallest(s), []
     if "pilot" in s.sections:
-        runs += [Run("pilot", f"eqreg-c4-{lam:g}", small, s.seeds[0], group="C4", weight=lam) for lam in s.lambdas]
+        runs += [
+            Run("pilot", f"eqreg-c4-{lam:g}", small, s.seeds[0], group="C4", weight=lam) for lam in s.lambdas
+        ]
         runs += [Run("pilot", f"ei-c4-{w:g}", small, s.seeds[0], ei_weight=w) for w in s.ei_weights]
     for seed in s.seeds:
         if "denoise" in s.sections:
             for size in s.sizes:
                 runs += _method_runs("denoise", "denoise", size, seed)
         if "dihedral" in s.sections:
-            runs += [Run("dihedral", "aug-d4", small, seed, augment="D4"),
-                     Run("dihedral", "eqreg-d4", small, seed, group="D4"),
-                     Run("dihedral", "strict-d4", small, seed, model="strict-d4")]
+            runs += [
+                Run("dihedral", "aug-d4", small, seed, augment="D4"),
+                Run("dihedral", "eqreg-d4", small, seed, group="D4"),
+                Run("dihedral", "strict-d4", small, seed, model="strict-d4"),
+            ]
         if "auto" in s.sections:
             shares = s.shares if seed == s.seeds[0] else s.shares[:1]
-            runs += [Run("auto", f"eqreg-c4-auto-{sh:g}", small, seed, group="C4", weight="auto", share=sh)
-                     for sh in shares]
+            runs += [
+                Run("auto", f"eqreg-c4-auto-{sh:g}", small, seed, group="C4", weight="auto", share=sh)
+                for sh in shares
+            ]
         if "frontier" in s.sections:
-            runs += [Run("frontier", f"eqreg-c4-f{f:g}", small, seed, group="C4", fraction=f) for f in s.fractions]
+            runs += [
+                Run("frontier", f"eqreg-c4-f{f:g}", small, seed, group="C4", fraction=f) for f in s.fractions
+            ]
         if "inpaint" in s.sections:
             runs += _method_runs("inpaint", "inpaint", small, seed)
         if "shift" in s.sections:
-            runs += [Run("shift", "plain", "rain", seed, "derain", "fast"),
-                     Run("shift", "aug-c4", "rain", seed, "derain", "fast", augment="C4"),
-                     Run("shift", "eqreg-c4", "rain", seed, "derain", "fast", group="C4", weight="auto", share=0.05),
-                     Run("shift", "strict-c4", "rain", seed, "derain", "strict-c4")]
+            runs += [
+                Run("shift", "plain", "rain", seed, "derain", "fast"),
+                Run("shift", "aug-c4", "rain", seed, "derain", "fast", augment="C4"),
+                Run(
+                    "shift", "eqreg-c4", "rain", seed, "derain", "fast", group="C4", weight="auto", share=0.05
+                ),
+                Run("shift", "strict-c4", "rain", seed, "derain", "strict-c4"),
+            ]
     if "swin2sr" in s.sections:
         for seed in s.swin_seeds:
-            runs += [Run("swin2sr", "plain", small, seed, model="swin2sr"),
-                     Run("swin2sr", "eqreg-c4", small, seed, model="swin2sr", group="C4", weight="auto", share=0.05)]
+            runs += [
+                Run("swin2sr", "plain", small, seed, model="swin2sr"),
+                Run(
+                    "swin2sr", "eqreg-c4", small, seed, model="swin2sr", group="C4", weight="auto", share=0.05
+                ),
+            ]
     if weight is not None:
         runs = [dataclasses.replace(r, weight=weight) if r.group and r.weight is None else r for r in runs]
     if ei_weight is not None:
@@ -198,8 +232,15 @@ def _eqreg_config(run: Run, s: BenchSettings):
     if run.group is None:
         return None
     kw = {"target_share": run.share} if run.weight == "auto" else {}
-    return EqRegConfig(layers="auto", group=run.group, weight=run.weight, distance=s.distance,
-                       rotated_fraction=run.fraction, seed=run.seed, **kw)
+    return EqRegConfig(
+        layers="auto",
+        group=run.group,
+        weight=run.weight,
+        distance=s.distance,
+        rotated_fraction=run.fraction,
+        seed=run.seed,
+        **kw,
+    )
 
 
 def _errors(model: torch.nn.Module, pairs: list, group: str) -> tuple[float, dict[str, float]]:
@@ -219,20 +260,40 @@ def _restore_run(run: Run, s: BenchSettings) -> dict[str, Any]:
 
     swin = run.model == "swin2sr"
     args = RestoreTrainingArguments(
-        task=run.task, sigma=s.sigma if run.task == "denoise" else None, mask_ratio=s.mask_ratio, model=run.model,
-        photo_size=s.photo_size, train_size=run.size, crop_size=s.swin_crop if swin else s.crop_size,
-        batch_size=s.batch_size, max_steps=s.swin_steps if swin else s.max_steps,
-        learning_rate=(s.strict_learning_rate if run.model.startswith("strict") else s.swin_learning_rate if swin
-                       else s.learning_rate),
-        augment=run.augment, ei_weight=run.ei_weight, eval_every=s.eval_every, seed=run.seed, progress=False)
+        task=run.task,
+        sigma=s.sigma if run.task == "denoise" else None,
+        mask_ratio=s.mask_ratio,
+        model=run.model,
+        photo_size=s.photo_size,
+        train_size=run.size,
+        crop_size=s.swin_crop if swin else s.crop_size,
+        batch_size=s.batch_size,
+        max_steps=s.swin_steps if swin else s.max_steps,
+        learning_rate=(
+            s.strict_learning_rate
+            if run.model.startswith("strict")
+            else s.swin_learning_rate
+            if swin
+            else s.learning_rate
+        ),
+        augment=run.augment,
+        ei_weight=run.ei_weight,
+        eval_every=s.eval_every,
+        seed=run.seed,
+        progress=False,
+    )
     torch.manual_seed(run.seed)  # before the network is built: the same seed gives the same initial weights
     model = None
     if run.model == "dncnn":
         model = build_restorer("dncnn", task=run.task, channels=s.channels, depth=s.depth)
     elif run.model.startswith("strict"):
         group = run.model.split("-")[1].upper()
-        model = build_restorer(run.model, task=run.task, depth=s.depth,
-                               num_fields=StrictRestorer.matched_fields(s.channels, s.depth, group))
+        model = build_restorer(
+            run.model,
+            task=run.task,
+            depth=s.depth,
+            num_fields=StrictRestorer.matched_fields(s.channels, s.depth, group),
+        )
     result = train_restorer(args, _eqreg_config(run, s), model=model, save=False)
     return _restore_record(result, _held_out(run, s))
 
@@ -242,53 +303,98 @@ def _held_out(run: Run, s: BenchSettings) -> list:
     from eqreg_hf.data.restore import Degradation, held_out_pairs, load_clean_images
     from eqreg_hf.tasks.restore.evaluate import EVAL_DEGRADATION_SEED
 
-    degradation = Degradation(run.task, sigma=s.sigma if run.task == "denoise" else None, mask_ratio=s.mask_ratio)
-    return held_out_pairs(load_clean_images("photos", "test", photo_size=s.photo_size), degradation,
-                          seed=EVAL_DEGRADATION_SEED, max_images=2)
+    degradation = Degradation(
+        run.task, sigma=s.sigma if run.task == "denoise" else None, mask_ratio=s.mask_ratio
+    )
+    return held_out_pairs(
+        load_clean_images("photos", "test", photo_size=s.photo_size),
+        degradation,
+        seed=EVAL_DEGRADATION_SEED,
+        max_images=2,
+    )
 
 
 def _restore_record(result: Any, pairs: list) -> dict[str, Any]:
     """The run's record. The recipe already measured its own group's error on these held-out images (the
     first ``equiv_images`` = 2 pairs); only the other of C4 / D4 is measured here."""
     m = result.metrics
-    errors = {result.eval_group: (float(m["equivariance_error"]), {k: float(v) for k, v in dict(result.report).items()})}
+    errors = {
+        result.eval_group: (
+            float(m["equivariance_error"]),
+            {k: float(v) for k, v in dict(result.report).items()},
+        )
+    }
     for group in ("C4", "D4"):
         if group not in errors:
             errors[group] = _errors(result.model, pairs, group)
     (c4, layers_c4), (d4, layers_d4) = errors["C4"], errors["D4"]
-    return {"psnr": m["psnr"], "ssim": m["ssim"], "train_psnr": m.get("train_psnr", math.nan),
-            "degraded_psnr": m.get("degraded_psnr", math.nan), "error_c4": c4, "error_d4": d4,
-            "layers_c4": layers_c4, "layers_d4": layers_d4, "train_time_s": result.train_time_s,
-            "params": sum(p.numel() for p in result.model.parameters()),
-            "final_weight": m.get("eqreg_weight", math.nan), "curves": _curves(result.history)}
+    return {
+        "psnr": m["psnr"],
+        "ssim": m["ssim"],
+        "train_psnr": m.get("train_psnr", math.nan),
+        "degraded_psnr": m.get("degraded_psnr", math.nan),
+        "error_c4": c4,
+        "error_d4": d4,
+        "layers_c4": layers_c4,
+        "layers_d4": layers_d4,
+        "train_time_s": result.train_time_s,
+        "params": sum(p.numel() for p in result.model.parameters()),
+        "final_weight": m.get("eqreg_weight", math.nan),
+        "curves": _curves(result.history),
+    }
 
 
 def _curves(history: Any) -> dict[str, list[float]]:
     """Training-set and held-out PSNR against the step, from the run's evaluation records."""
     records = getattr(history, "evals", None) or []
-    return {"step": [r["step"] for r in records], "train_psnr": [r.get("train_psnr", math.nan) for r in records],
-            "eval_psnr": [r.get("eval_psnr", math.nan) for r in records]}
+    return {
+        "step": [r["step"] for r in records],
+        "train_psnr": [r.get("train_psnr", math.nan) for r in records],
+        "eval_psnr": [r.get("eval_psnr", math.nan) for r in records],
+    }
 
 
 def _rain_run(run: Run, s: BenchSettings) -> dict[str, Any]:
     """A FastDerainer / strict C4 run on the built-in rain, scored on the usual and the 90°-turned rain."""
     from eqreg_hf.data.synthetic import make_synthetic_rain
-    from eqreg_hf.tasks.derain.recipe import DerainTrainingArguments, evaluate_derainer, held_out_pairs, train_derainer
+    from eqreg_hf.tasks.derain.recipe import (
+        DerainTrainingArguments,
+        evaluate_derainer,
+        held_out_pairs,
+        train_derainer,
+    )
 
     size = 32 if s.quick else 128
     kw = dict(channels=8, num_blocks=1, num_fields=2) if s.quick else {}
-    args = DerainTrainingArguments(model=run.model, max_steps=s.rain_steps, crop_size=s.rain_crop, batch_size=s.batch_size,
-                                   learning_rate=s.learning_rate, synthetic_size=size, rot_aug=run.augment != "none",
-                                   rot_aug_order=4, seed=run.seed, progress=False, **kw)
+    args = DerainTrainingArguments(
+        model=run.model,
+        max_steps=s.rain_steps,
+        crop_size=s.rain_crop,
+        batch_size=s.batch_size,
+        learning_rate=s.learning_rate,
+        synthetic_size=size,
+        rot_aug=run.augment != "none",
+        rot_aug_order=4,
+        seed=run.seed,
+        progress=False,
+        **kw,
+    )
     result = train_derainer(args, _eqreg_config(run, s), save=False)
     shifted = held_out_pairs(make_synthetic_rain("test", size=size, angle_range=SHIFTED_ANGLES))
     metrics_shift, _ = evaluate_derainer(result.model, shifted, group_order=4)
     m = result.metrics
-    return {"psnr": m["psnr_y"], "ssim": m["ssim_y"], "psnr_shift": metrics_shift["psnr_y"],
-            "ssim_shift": metrics_shift["ssim_y"], "degraded_psnr": m.get("rainy_psnr_y", math.nan),
-            "degraded_psnr_shift": metrics_shift.get("rainy_psnr_y", math.nan), "error_c4": m["equivariance_error"],
-            "train_time_s": result.train_time_s, "params": sum(p.numel() for p in result.model.parameters()),
-            "final_weight": m.get("eqreg_weight", math.nan)}
+    return {
+        "psnr": m["psnr_y"],
+        "ssim": m["ssim_y"],
+        "psnr_shift": metrics_shift["psnr_y"],
+        "ssim_shift": metrics_shift["ssim_y"],
+        "degraded_psnr": m.get("rainy_psnr_y", math.nan),
+        "degraded_psnr_shift": metrics_shift.get("rainy_psnr_y", math.nan),
+        "error_c4": m["equivariance_error"],
+        "train_time_s": result.train_time_s,
+        "params": sum(p.numel() for p in result.model.parameters()),
+        "final_weight": m.get("eqreg_weight", math.nan),
+    }
 
 
 def execute(run: Run, s: BenchSettings, threads: int = 1) -> dict[str, Any]:
@@ -314,8 +420,10 @@ def _load(path: str, s: BenchSettings) -> dict[str, Any]:
     old = payload.get("meta", {}).get("settings", {})
     diff = sorted(k for k in set(old) | set(s.comparable()) if old.get(k) != s.comparable().get(k))
     if diff:
-        raise ValueError(f"{path} holds runs made with other settings ({', '.join(diff)}); resume with the same "
-                         "settings, or write to another file (--name).")
+        raise ValueError(
+            f"{path} holds runs made with other settings ({', '.join(diff)}); resume with the same "
+            "settings, or write to another file (--name)."
+        )
     return payload
 
 
@@ -327,8 +435,9 @@ def pilot_weights(runs: dict[str, dict[str, Any]]) -> tuple[float | None, float 
     return best(eqreg, "weight"), best(ei, "ei_weight")
 
 
-def _run_batch(todo: list[Run], s: BenchSettings, workers: int, payload: dict, path: str,
-               print_fn: Callable[[str], Any]) -> None:
+def _run_batch(
+    todo: list[Run], s: BenchSettings, workers: int, payload: dict, path: str, print_fn: Callable[[str], Any]
+) -> None:
     """Run ``todo`` (``workers`` processes of one thread each, or in-process), saving after every run."""
     from tqdm.auto import tqdm
 
@@ -338,8 +447,10 @@ def _run_batch(todo: list[Run], s: BenchSettings, workers: int, payload: dict, p
         payload["runs"][record["run_id"]] = record
         atomic_write_json(path, payload, indent=1)
         bar.update(1)
-        print_fn(f"{record['run_id']}: PSNR {record['psnr']:.2f} dB, C4 error {record['error_c4']:.3f}, "
-                 f"{record['train_time_s']:.0f} s")
+        print_fn(
+            f"{record['run_id']}: PSNR {record['psnr']:.2f} dB, C4 error {record['error_c4']:.3f}, "
+            f"{record['train_time_s']:.0f} s"
+        )
 
     if workers <= 1:
         for run in todo:
@@ -353,23 +464,38 @@ def _run_batch(todo: list[Run], s: BenchSettings, workers: int, payload: dict, p
     bar.close()
 
 
-def run_benchmark(s: BenchSettings, path: str, *, workers: int = 2, command: str | None = None,
-                  print_fn: Callable[[str], Any] = print) -> dict[str, Any]:
+def run_benchmark(
+    s: BenchSettings,
+    path: str,
+    *,
+    workers: int = 2,
+    command: str | None = None,
+    print_fn: Callable[[str], Any] = print,
+) -> dict[str, Any]:
     """Run (or resume) the sweep: the pilot first, then every other run with the pilot's λ."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     payload = _load(path, s)
-    payload["meta"].update(settings=s.comparable(), machine=machine_description(),
-                           invocations=payload["meta"].get("invocations", []) + [
-                               {"command": command, "seeds": s.seeds, "sections": s.sections, "workers": workers}])
+    payload["meta"].update(
+        settings=s.comparable(),
+        machine=machine_description(),
+        invocations=payload["meta"].get("invocations", [])
+        + [{"command": command, "seeds": s.seeds, "sections": s.sections, "workers": workers}],
+    )
     wall = time.perf_counter()
     # the pilot always runs first (the other sections need its choices): done once, then skipped on resume
-    pilot = [r for r in plan_runs(dataclasses.replace(s, sections=["pilot"])) if r.run_id not in payload["runs"]]
+    pilot = [
+        r for r in plan_runs(dataclasses.replace(s, sections=["pilot"])) if r.run_id not in payload["runs"]
+    ]
     _run_batch(pilot, s, workers, payload, path, print_fn)
     weight, ei_weight = pilot_weights(payload["runs"])
     payload["meta"].update(pilot_weight=weight, pilot_ei_weight=ei_weight)
     if weight is None or ei_weight is None:
-        raise ValueError("The pilot has not run: run the 'pilot' section first (it picks EQ-Reg's λ and EI's weight).")
-    todo = [r for r in plan_runs(s, weight, ei_weight) if r.run_id not in payload["runs"] and r.section != "pilot"]
+        raise ValueError(
+            "The pilot has not run: run the 'pilot' section first (it picks EQ-Reg's λ and EI's weight)."
+        )
+    todo = [
+        r for r in plan_runs(s, weight, ei_weight) if r.run_id not in payload["runs"] and r.section != "pilot"
+    ]
     _run_batch(todo, s, workers, payload, path, print_fn)
     payload["meta"]["wall_s"] = payload["meta"].get("wall_s", 0.0) + time.perf_counter() - wall
     payload["summary"] = summarize(payload["runs"])
@@ -385,8 +511,19 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-SUMMARY_KEYS = ("psnr", "ssim", "train_psnr", "psnr_shift", "ssim_shift", "error_c4", "error_d4", "train_time_s",
-                "final_weight", "degraded_psnr", "degraded_psnr_shift")
+SUMMARY_KEYS = (
+    "psnr",
+    "ssim",
+    "train_psnr",
+    "psnr_shift",
+    "ssim_shift",
+    "error_c4",
+    "error_d4",
+    "train_time_s",
+    "final_weight",
+    "degraded_psnr",
+    "degraded_psnr_shift",
+)
 
 
 def summarize(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -416,29 +553,47 @@ def _table(rows: list[dict[str, Any]], cols: list[tuple[str, str, int]]) -> str:
     lines = [head, "|" + "---|" * (4 + len(cols))]
     for r in rows:
         cells = [_pm(r, key, d) if key != "params" else f"{r['params']:,}" for _, key, d in cols]
-        lines.append(f"| {r['section']} | {r['config']} | {r['size']} | {r['n_seeds']} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {r['section']} | {r['config']} | {r['size']} | {r['n_seeds']} | " + " | ".join(cells) + " |"
+        )
     return "\n".join(lines)
 
 
-RESTORE_COLS = [("PSNR (dB)", "psnr", 2), ("SSIM", "ssim", 4), ("train PSNR (dB)", "train_psnr", 2),
-                ("C4 err. (taps)", "error_c4", 3), ("D4 err. (taps)", "error_d4", 3), ("final λ", "final_weight", 5),
-                ("time / run (s)", "train_time_s", 0), ("params", "params", 0)]
-SHIFT_COLS = [("PSNR-Y usual rain (dB)", "psnr", 2), ("PSNR-Y rain turned 90° (dB)", "psnr_shift", 2),
-              ("SSIM-Y turned", "ssim_shift", 4), ("C4 err. (taps)", "error_c4", 3),
-              ("time / run (s)", "train_time_s", 0), ("params", "params", 0)]
+RESTORE_COLS = [
+    ("PSNR (dB)", "psnr", 2),
+    ("SSIM", "ssim", 4),
+    ("train PSNR (dB)", "train_psnr", 2),
+    ("C4 err. (taps)", "error_c4", 3),
+    ("D4 err. (taps)", "error_d4", 3),
+    ("final λ", "final_weight", 5),
+    ("time / run (s)", "train_time_s", 0),
+    ("params", "params", 0),
+]
+SHIFT_COLS = [
+    ("PSNR-Y usual rain (dB)", "psnr", 2),
+    ("PSNR-Y rain turned 90° (dB)", "psnr_shift", 2),
+    ("SSIM-Y turned", "ssim_shift", 4),
+    ("C4 err. (taps)", "error_c4", 3),
+    ("time / run (s)", "train_time_s", 0),
+    ("params", "params", 0),
+]
 
 
 def format_tables(payload: dict[str, Any]) -> str:
     """Markdown: one table per section, rows in plan order."""
     summary, meta = payload.get("summary") or summarize(payload["runs"]), payload["meta"]
-    parts = [f"Machine: {meta.get('machine')}. Pilot (best held-out PSNR, one seed): EQ-Reg λ = "
-             f"{meta.get('pilot_weight')} ({payload['meta']['settings']['distance']}), EI weight = "
-             f"{meta.get('pilot_ei_weight')}. "
-             f"Sweep wall time: {meta.get('wall_s', math.nan) / 60:.1f} min."]
+    parts = [
+        f"Machine: {meta.get('machine')}. Pilot (best held-out PSNR, one seed): EQ-Reg λ = "
+        f"{meta.get('pilot_weight')} ({payload['meta']['settings']['distance']}), EI weight = "
+        f"{meta.get('pilot_ei_weight')}. "
+        f"Sweep wall time: {meta.get('wall_s', math.nan) / 60:.1f} min."
+    ]
     for section in SECTIONS:
         rows = [r for r in summary.values() if r["section"] == section]
         if rows:
-            parts.append(f"### {section}\n\n" + _table(rows, SHIFT_COLS if section == "shift" else RESTORE_COLS))
+            parts.append(
+                f"### {section}\n\n" + _table(rows, SHIFT_COLS if section == "shift" else RESTORE_COLS)
+            )
     return "\n\n".join(parts) + "\n"
 
 
@@ -466,8 +621,14 @@ def plot_psnr_vs_size(payload: dict[str, Any], path: str) -> str:
     for i, method in enumerate(METHODS):
         rows = [summary.get(f"denoise/{method}/{size}") for size in sizes]
         xs = [j + (i - 2) * 0.06 for j, r in enumerate(rows) if r]
-        ax.errorbar(xs, [r["psnr_mean"] for r in rows if r], yerr=[r["psnr_std"] for r in rows if r], marker="o",
-                    capsize=3, label=method)
+        ax.errorbar(
+            xs,
+            [r["psnr_mean"] for r in rows if r],
+            yerr=[r["psnr_std"] for r in rows if r],
+            marker="o",
+            capsize=3,
+            label=method,
+        )
     ax.set_xticks(range(len(sizes)), [_size_label(z) for z in sizes])
     ax.set_ylabel("held-out PSNR (dB)")
     ax.set_title("Denoising σ=25/255: PSNR vs training-set size")
@@ -483,10 +644,20 @@ def plot_overfit(payload: dict[str, Any], path: str) -> str:
         for rec in payload["runs"].values():
             if rec["section"] == "denoise" and rec["config"] == "plain" and rec["size"] == size:
                 c = rec["curves"]
-                ax.plot(c["step"], c["train_psnr"], color="tab:red", alpha=0.7,
-                        label="training images" if rec["seed"] == 0 else None)
-                ax.plot(c["step"], c["eval_psnr"], color="tab:blue", alpha=0.7,
-                        label="held-out photos" if rec["seed"] == 0 else None)
+                ax.plot(
+                    c["step"],
+                    c["train_psnr"],
+                    color="tab:red",
+                    alpha=0.7,
+                    label="training images" if rec["seed"] == 0 else None,
+                )
+                ax.plot(
+                    c["step"],
+                    c["eval_psnr"],
+                    color="tab:blue",
+                    alpha=0.7,
+                    label="held-out photos" if rec["seed"] == 0 else None,
+                )
         ax.set_title(f"plain, {_size_label(size)}")
         ax.set_xlabel("step")
     axes[0][0].set_ylabel("PSNR (dB)")
@@ -498,8 +669,15 @@ def plot_shift(payload: dict[str, Any], path: str) -> str:
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for row in (r for r in payload["summary"].values() if r["section"] == "shift"):
-        ax.errorbar(row["psnr_mean"], row["psnr_shift_mean"], xerr=row["psnr_std"], yerr=row["psnr_shift_std"],
-                    marker="o", capsize=3, label=row["config"])
+        ax.errorbar(
+            row["psnr_mean"],
+            row["psnr_shift_mean"],
+            xerr=row["psnr_std"],
+            yerr=row["psnr_shift_std"],
+            marker="o",
+            capsize=3,
+            label=row["config"],
+        )
     ax.set_xlabel("PSNR-Y, usual rain (dB)")
     ax.set_ylabel("PSNR-Y, rain turned by 90° (dB)")
     ax.set_title("Orientation shift (rain benchmark)")
@@ -510,13 +688,25 @@ def plot_frontier(payload: dict[str, Any], path: str) -> str:
     import matplotlib.pyplot as plt
 
     summary, small = payload["summary"], payload["meta"]["settings"]["sizes"][0]
-    points = [("plain", summary.get(f"denoise/plain/{small}")), ("fraction 1", summary.get(f"denoise/eqreg-c4/{small}"))]
-    points += [(f"fraction {r['config'].split('-f')[-1]}", r) for r in summary.values() if r["section"] == "frontier"]
+    points = [
+        ("plain", summary.get(f"denoise/plain/{small}")),
+        ("fraction 1", summary.get(f"denoise/eqreg-c4/{small}")),
+    ]
+    points += [
+        (f"fraction {r['config'].split('-f')[-1]}", r) for r in summary.values() if r["section"] == "frontier"
+    ]
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for label, row in points:
         if row:
-            ax.errorbar(row["train_time_s_mean"], row["psnr_mean"], xerr=row["train_time_s_std"], yerr=row["psnr_std"],
-                        marker="o", capsize=3, label=label)
+            ax.errorbar(
+                row["train_time_s_mean"],
+                row["psnr_mean"],
+                xerr=row["train_time_s_std"],
+                yerr=row["psnr_std"],
+                marker="o",
+                capsize=3,
+                label=label,
+            )
     ax.set_xlabel("training time per run (s, one thread)")
     ax.set_ylabel("held-out PSNR (dB)")
     ax.set_title(f"EQ-Reg C4 rotated_fraction: cost vs effect ({_size_label(small)})")
@@ -528,19 +718,27 @@ def write_report_files(payload: dict[str, Any], out_dir: str, name: str = "resto
     paths = [os.path.join(out_dir, f"{name}_tables.md")]
     atomic_write_text(paths[0], format_tables(payload))
     sections = {r["section"] for r in payload["runs"].values()}
-    for section, plot, suffix in (("denoise", plot_psnr_vs_size, "psnr_vs_size"), ("denoise", plot_overfit, "overfit"),
-                                  ("shift", plot_shift, "shift"), ("frontier", plot_frontier, "frontier")):
+    for section, plot, suffix in (
+        ("denoise", plot_psnr_vs_size, "psnr_vs_size"),
+        ("denoise", plot_overfit, "overfit"),
+        ("shift", plot_shift, "shift"),
+        ("frontier", plot_frontier, "frontier"),
+    ):
         if section in sections:
             paths.append(plot(payload, os.path.join(out_dir, f"{name}_{suffix}.png")))
     return paths
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="tiny networks and images (seconds per run)")
     p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--workers", type=int, default=2, help="runs at once, one thread each (1: in this process)")
+    p.add_argument(
+        "--workers", type=int, default=2, help="runs at once, one thread each (1: in this process)"
+    )
     p.add_argument("--out-dir", default="docs/results")
     p.add_argument("--name", default="restore")
     a = p.parse_args(argv)

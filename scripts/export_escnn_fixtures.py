@@ -41,8 +41,10 @@ def build(group: str, fields: int, seed: int):
     image = enn.FieldType(gspace, 3 * [gspace.trivial_repr])
     regular = enn.FieldType(gspace, fields * [gspace.regular_repr])
     net = enn.SequentialModule(
-        enn.R2Conv(image, regular, 3, padding=1), enn.ReLU(regular),
-        enn.R2Conv(regular, regular, 3, padding=1), enn.ReLU(regular),
+        enn.R2Conv(image, regular, 3, padding=1),
+        enn.ReLU(regular),
+        enn.R2Conv(regular, regular, 3, padding=1),
+        enn.ReLU(regular),
         enn.R2Conv(regular, enn.FieldType(gspace, 3 * [gspace.trivial_repr]), 3, padding=1),
     )
     net.eval()
@@ -53,13 +55,24 @@ def describe(plain: torch.nn.Sequential, last: str) -> list[dict]:
     """One entry per layer: what the tests need to rebuild it (the last conv's output is trivial)."""
     layers = []
     for name, module in plain.named_children():
-        entry = {"name": name, "type": type(module).__name__, "field": "trivial" if name == last else "regular"}
+        entry = {
+            "name": name,
+            "type": type(module).__name__,
+            "field": "trivial" if name == last else "regular",
+        }
         if isinstance(module, torch.nn.Conv2d):
-            entry.update(in_channels=module.in_channels, out_channels=module.out_channels,
-                         kernel_size=list(module.kernel_size), stride=list(module.stride),
-                         padding=list(module.padding), bias=module.bias is not None)
+            entry.update(
+                in_channels=module.in_channels,
+                out_channels=module.out_channels,
+                kernel_size=list(module.kernel_size),
+                stride=list(module.stride),
+                padding=list(module.padding),
+                bias=module.bias is not None,
+            )
         elif not isinstance(module, torch.nn.ReLU):
-            raise TypeError(f"export() gave a {type(module).__name__}; the fixtures hold Conv2d and ReLU only.")
+            raise TypeError(
+                f"export() gave a {type(module).__name__}; the fixtures hold Conv2d and ReLU only."
+            )
         layers.append(entry)
     return layers
 
@@ -86,17 +99,31 @@ def main(argv: list[str] | None = None) -> None:
     import escnn
 
     nets = {"D4": 2, "D2": 2, "C4": 2}  # regular fields per hidden layer: 16, 8 and 8 channels
-    weights, spec = {}, {"made_by": "scripts/export_escnn_fixtures.py", "escnn": escnn.__version__,
-                         "torch": torch.__version__.split("+")[0], "seed": args.seed, "nets": {}}
+    weights, spec = (
+        {},
+        {
+            "made_by": "scripts/export_escnn_fixtures.py",
+            "escnn": escnn.__version__,
+            "torch": torch.__version__.split("+")[0],
+            "seed": args.seed,
+            "nets": {},
+        },
+    )
     for group, fields in nets.items():
         net, plain = build(group, fields, args.seed)
         last = list(dict(plain.named_children()))[-1]
         err = check(net, plain, group)
         weights[group] = {k: v.detach().clone().contiguous() for k, v in plain.state_dict().items()}
         t = int(group[1:])
-        spec["nets"][group] = {"group": group, "field_size": 2 * t if group.startswith("D") else t,
-                               "fields": fields, "layers": describe(plain, last)}
-        print(f"{group}: {sum(v.numel() for v in weights[group].values())} parameters, export error {err:.1e}")
+        spec["nets"][group] = {
+            "group": group,
+            "field_size": 2 * t if group.startswith("D") else t,
+            "fields": fields,
+            "layers": describe(plain, last),
+        }
+        print(
+            f"{group}: {sum(v.numel() for v in weights[group].values())} parameters, export error {err:.1e}"
+        )
     os.makedirs(args.out, exist_ok=True)
     torch.save(weights, os.path.join(args.out, "escnn_nets.pt"))
     with open(os.path.join(args.out, "escnn_nets.json"), "w", encoding="utf-8") as fh:

@@ -32,16 +32,22 @@ class LiftingConv(nn.Module):
 
 
 class GroupConv(nn.Module):
-    def __init__(self, fields_in: int, fields_out: int, t: int = 4, k: int = 3, stride: int = 1, padding: int = 1):
+    def __init__(
+        self, fields_in: int, fields_out: int, t: int = 4, k: int = 3, stride: int = 1, padding: int = 1
+    ):
         super().__init__()
         self.t, self.stride, self.padding, self.kernel_size = t, stride, padding, k
-        self.weight = nn.Parameter(torch.randn(fields_out, fields_in, t, k, k) / (fields_in * t * k * k) ** 0.5)
+        self.weight = nn.Parameter(
+            torch.randn(fields_out, fields_in, t, k, k) / (fields_in * t * k * k) ** 0.5
+        )
         self.bias = nn.Parameter(torch.randn(fields_out) * 0.1)
 
     def forward(self, x):
         t = self.t
         # output (i, j): input group axis rolled by j, kernel rotated j steps
-        w = torch.stack([_rot(self.weight.roll(j, dims=2), j, t) for j in range(t)], dim=1)  # [n, t, m, t, k, k]
+        w = torch.stack(
+            [_rot(self.weight.roll(j, dims=2), j, t) for j in range(t)], dim=1
+        )  # [n, t, m, t, k, k]
         w = w.flatten(0, 1).flatten(1, 2)
         b = self.bias.repeat_interleave(t)
         return F.conv2d(x, w, b, stride=self.stride, padding=self.padding)

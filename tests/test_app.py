@@ -23,8 +23,15 @@ import torch
 from eqreg_hf.cli import main
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -35,23 +42,41 @@ def model_folder(tmp_path_factory):
     from eqreg_hf.tasks.derain.recipe import DerainTrainingArguments, train_derainer
 
     out = tmp_path_factory.mktemp("app") / "tiny-derainer"
-    args = DerainTrainingArguments(channels=8, num_blocks=1, synthetic_size=48, crop_size=24, batch_size=4,
-                                   max_steps=30, learning_rate=3e-3, equiv_images=1, eval_max_images=1,
-                                   progress=False, output_dir=str(out))
+    args = DerainTrainingArguments(
+        channels=8,
+        num_blocks=1,
+        synthetic_size=48,
+        crop_size=24,
+        batch_size=4,
+        max_steps=30,
+        learning_rate=3e-3,
+        equiv_images=1,
+        eval_max_images=1,
+        progress=False,
+        output_dir=str(out),
+    )
     train_derainer(args, EqRegConfig(layers="auto", group_order=2, weight=1e-3, distance="relative"))
     return str(out)
 
 
 def test_restore_rotation_consistency_and_layer_errors(model_folder):
-    from eqreg_hf.app.restore import (bar_chart_html, example_image, layer_errors, load_app_model, restore_image,
-                                      rotation_consistency)
+    from eqreg_hf.app.restore import (
+        bar_chart_html,
+        example_image,
+        layer_errors,
+        load_app_model,
+        restore_image,
+        rotation_consistency,
+    )
 
     app = load_app_model(model_folder)
     assert app.restorer and app.group_order == 2 and app.taps == ["body.0.conv1", "body.0.conv2"]
     image = example_image()
     out = restore_image(app, image, "rain streaks")
     assert out["input"].shape == out["restored"].shape == out["clean"].shape
-    assert out["psnr_restored"] > out["psnr_input"] - 3  # a few steps of training: not worse than the rain by much
+    assert (
+        out["psnr_restored"] > out["psnr_input"] - 3
+    )  # a few steps of training: not worse than the rain by much
     view = rotation_consistency(app, image, k=2)
     assert view["difference"].shape == out["clean"].shape and 0 < view["relative_error"] < 1
     assert restore_image(app, image, "none (the image is already degraded)")["psnr_input"] is None
@@ -81,12 +106,15 @@ def test_an_exactly_consistent_restorer_reads_zero():
     assert view["relative_error"] == 0.0 and view["max_abs"] == 0.0 and not view["difference"].any()
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["app", "no/such/thing/here"], "neither a model folder nor a Hub id"),
-    (["app"], "run `eqreg-hf demo` first"),
-    (["app", "--port", "0", "x"], "--port 0"),
-    (["space", "no-such-folder", "out"], "No folder"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["app", "no/such/thing/here"], "neither a model folder nor a Hub id"),
+        (["app"], "run `eqreg-hf demo` first"),
+        (["app", "--port", "0", "x"], "--port 0"),
+        (["space", "no-such-folder", "out"], "No folder"),
+    ],
+)
 def test_app_and_space_errors_are_one_line(tmp_path, monkeypatch, capsys, argv, match):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
@@ -99,18 +127,38 @@ def test_space_folder_runs_as_a_space(tmp_path, model_folder):
 
     space = tmp_path / "space"
     assert main(["space", model_folder, str(space), "--model-id", "me/tiny-derainer"]) == 0
-    for name in ("README.md", "app.py", "requirements.txt", "model/model.safetensors", "model/eqreg_config.json",
-                 "eqreg_hf/app/ui.py"):
+    for name in (
+        "README.md",
+        "app.py",
+        "requirements.txt",
+        "model/model.safetensors",
+        "model/eqreg_config.json",
+        "eqreg_hf/app/ui.py",
+    ):
         assert (space / name).is_file(), name
     header = yaml.safe_load((space / "README.md").read_text(encoding="utf-8").split("---")[1])
-    assert header["sdk"] == "gradio" and header["app_file"] == "app.py" and header["models"] == ["me/tiny-derainer"]
+    assert (
+        header["sdk"] == "gradio"
+        and header["app_file"] == "app.py"
+        and header["models"] == ["me/tiny-derainer"]
+    )
     requirements = (space / "requirements.txt").read_text().split()
-    assert any(r.startswith("gradio") for r in requirements) and any(r.startswith("torch") for r in requirements)
+    assert any(r.startswith("gradio") for r in requirements) and any(
+        r.startswith("torch") for r in requirements
+    )
     # the Space's app.py builds the demo from the vendored package and ./model (launch stubbed)
-    code = ("import sys; sys.path.insert(0, '.'); import eqreg_hf.app.ui as ui; "
-            "ui.launch_app = lambda source, **kw: print('APP', ui.build_app(source).title); exec(open('app.py').read())")
-    run = subprocess.run([sys.executable, "-c", code], cwd=space, capture_output=True, text=True, timeout=300,
-                         env=dict(os.environ, GRADIO_ANALYTICS_ENABLED="False"))
+    code = (
+        "import sys; sys.path.insert(0, '.'); import eqreg_hf.app.ui as ui; "
+        "ui.launch_app = lambda source, **kw: print('APP', ui.build_app(source).title); exec(open('app.py').read())"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=space,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, GRADIO_ANALYTICS_ENABLED="False"),
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "APP EQ-Reg demo: model" in run.stdout
     assert main(["space", model_folder, str(space)]) == 2  # never into a folder that holds files
@@ -124,15 +172,25 @@ def test_space_push_one_commit(tmp_path, model_folder, monkeypatch, capsys):
 
     calls = []
     monkeypatch.setattr(HfApi, "create_repo", lambda self, *a, **k: calls.append(("create_repo", a, k)))
-    monkeypatch.setattr(HfApi, "create_commit", lambda self, *a, **k: calls.append(("create_commit", a, k)) or
-                        types.SimpleNamespace(commit_url="https://huggingface.co/spaces/me/demo/commit/1"))
+    monkeypatch.setattr(
+        HfApi,
+        "create_commit",
+        lambda self, *a, **k: (
+            calls.append(("create_commit", a, k))
+            or types.SimpleNamespace(commit_url="https://huggingface.co/spaces/me/demo/commit/1")
+        ),
+    )
     monkeypatch.setenv("HF_TOKEN", "hf_test")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     space = tmp_path / "space"
     assert main(["space", model_folder, str(space), "--push", "me/demo", "--private"]) == 0
     assert [c[0] for c in calls] == ["create_repo", "create_commit"]
-    assert calls[0][2]["repo_type"] == "space" and calls[0][2]["space_sdk"] == "gradio" and calls[0][2]["private"]
+    assert (
+        calls[0][2]["repo_type"] == "space"
+        and calls[0][2]["space_sdk"] == "gradio"
+        and calls[0][2]["private"]
+    )
     paths = {op.path_in_repo for op in calls[1][2]["operations"]}
     assert {"app.py", "README.md", "requirements.txt", "model/model.safetensors"} <= paths
     monkeypatch.delenv("HF_TOKEN")
@@ -172,8 +230,13 @@ def test_web_demo_in_a_real_browser(tmp_path, model_folder):
     Image.fromarray(example_image()).save(photo)
     port = _free_port()
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    server = subprocess.Popen([sys.executable, "-m", "eqreg_hf", "app", model_folder, "--port", str(port)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "eqreg_hf", "app", model_folder, "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.time() + 90
@@ -183,7 +246,9 @@ def test_web_demo_in_a_real_browser(tmp_path, model_folder):
                 break
             except OSError:
                 if server.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"the app did not start: {server.stdout.read()[-2000:] if server.poll() is not None else 'timeout'}")
+                    pytest.fail(
+                        f"the app did not start: {server.stdout.read()[-2000:] if server.poll() is not None else 'timeout'}"
+                    )
                 time.sleep(0.5)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
@@ -194,15 +259,25 @@ def test_web_demo_in_a_real_browser(tmp_path, model_folder):
             page.locator("#run").click()
             page.wait_for_function(
                 "() => { const t = document.querySelector('#psnr-restored textarea, #psnr-restored input');"
-                " return t && /^-?\\d+(\\.\\d+)?$/.test(t.value.trim()); }", timeout=45_000)
-            for element in ("#restored-image img", "#input-image img", "#turned-image img", "#difference-image img"):
+                " return t && /^-?\\d+(\\.\\d+)?$/.test(t.value.trim()); }",
+                timeout=45_000,
+            )
+            for element in (
+                "#restored-image img",
+                "#input-image img",
+                "#turned-image img",
+                "#difference-image img",
+            ):
                 page.locator(element).first.wait_for(timeout=15_000)
             psnr = page.locator("#psnr-restored textarea, #psnr-restored input").first.input_value()
             assert re.fullmatch(r"-?\d+(\.\d+)?", psnr.strip()) and 5 < float(psnr) < 60
             assert "relative difference" in page.locator("#consistency").inner_text()
             bars = page.locator("#layer-bars .eq-bar")
             assert bars.count() == 2
-            assert sorted(bars.nth(i).get_attribute("data-tap") for i in range(2)) == ["body.0.conv1", "body.0.conv2"]
+            assert sorted(bars.nth(i).get_attribute("data-tap") for i in range(2)) == [
+                "body.0.conv1",
+                "body.0.conv2",
+            ]
             shot = tmp_path / "app_screenshot.png"
             page.screenshot(path=str(shot), full_page=True)
             browser.close()

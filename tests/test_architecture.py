@@ -93,8 +93,13 @@ def test_every_module_is_in_a_layer():
 
 
 def test_imports_only_go_down():
-    upward = [f"{m} -> {d}" for m, deps in GRAPH.items() if _layer(m) for d in deps
-              if d == "eqreg_hf" or _layer(d) not in ALLOWED[_layer(m)]]
+    upward = [
+        f"{m} -> {d}"
+        for m, deps in GRAPH.items()
+        if _layer(m)
+        for d in deps
+        if d == "eqreg_hf" or _layer(d) not in ALLOWED[_layer(m)]
+    ]
     assert not upward, "imports that go up or sideways: " + ", ".join(sorted(upward))
 
 
@@ -108,7 +113,7 @@ def test_no_import_cycle():
         path.append(m)
         for d in sorted(graph.get(m, ())):
             if state.get(d) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(path[path.index(d):] + [d]))
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(d) :] + [d]))
             if d not in state:
                 visit(d)
         path.pop()
@@ -120,8 +125,10 @@ def test_no_import_cycle():
 
 
 def test_core_needs_only_torch():
-    code = ("import eqreg_hf.core, eqreg_hf, sys; eqreg_hf.EqReg; "
-            "print([m for m in ('transformers', 'timm', 'datasets', 'accelerate') if m in sys.modules])")
+    code = (
+        "import eqreg_hf.core, eqreg_hf, sys; eqreg_hf.EqReg; "
+        "print([m for m in ('transformers', 'timm', 'datasets', 'accelerate') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -138,8 +145,11 @@ def test_files_and_functions_are_small(module):
     text = open(path, encoding="utf-8").read()
     assert text.count("\n") <= MAX_FILE_LINES, f"{path}: {text.count(chr(10))} lines > {MAX_FILE_LINES}"
     rel = os.path.relpath(path, PACKAGE).replace(os.sep, "/")
-    long = [f"{name} ({n} lines)" for name, n in _functions(ast.parse(text))
-            if n > MAX_FUNCTION_LINES and (rel, name) not in LONG_FUNCTIONS]
+    long = [
+        f"{name} ({n} lines)"
+        for name, n in _functions(ast.parse(text))
+        if n > MAX_FUNCTION_LINES and (rel, name) not in LONG_FUNCTIONS
+    ]
     assert not long, f"{rel}: functions over {MAX_FUNCTION_LINES} lines: {long}"
 
 

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from eqreg_hf import EqReg, EqRegConfig, equivariance_error
-from eqreg_hf.core.selection import auto_taps, find_backbone
 from eqreg_hf.core.alignment import EqRegAlignmentWarning
+from eqreg_hf.core.selection import auto_taps, find_backbone
 
 timm = pytest.importorskip("timm", reason="timm is needed for the timm adapter tests")
 
@@ -28,12 +28,33 @@ TIMM_CASES = [
     ("ghostnet_050", {}, 33, "auto", None),
     ("densenet121", {"growth_rate": 8, "block_config": (1, 1, 1, 1)}, 29, "auto", None),
     ("test_vit", {"img_size": 32, "depth": 2}, 32, "tokens", 1),
-    ("deit_tiny_distilled_patch16_224", {"img_size": 48, "depth": 5, "embed_dim": 32, "num_heads": 2}, 48,
-     "tokens", 2),
-    ("vit_tiny_patch16_224", {"img_size": (32, 48), "depth": 2, "reg_tokens": 2, "dynamic_img_size": True},
-     (32, 48), "tokens", 3),
-    ("swin_tiny_patch4_window7_224", {"img_size": 32, "window_size": 2, "embed_dim": 16, "depths": (1, 1, 1, 1),
-                                      "num_heads": (1, 1, 1, 1)}, 32, "nhwc", None),
+    (
+        "deit_tiny_distilled_patch16_224",
+        {"img_size": 48, "depth": 5, "embed_dim": 32, "num_heads": 2},
+        48,
+        "tokens",
+        2,
+    ),
+    (
+        "vit_tiny_patch16_224",
+        {"img_size": (32, 48), "depth": 2, "reg_tokens": 2, "dynamic_img_size": True},
+        (32, 48),
+        "tokens",
+        3,
+    ),
+    (
+        "swin_tiny_patch4_window7_224",
+        {
+            "img_size": 32,
+            "window_size": 2,
+            "embed_dim": 16,
+            "depths": (1, 1, 1, 1),
+            "num_heads": (1, 1, 1, 1),
+        },
+        32,
+        "nhwc",
+        None,
+    ),
     ("mambaout_femto", {"dims": (8, 16, 24, 32), "depths": (1, 1, 1, 1)}, 33, "nhwc", None),
 ]
 
@@ -55,7 +76,9 @@ def _check_regularizer(model: nn.Module, x: torch.Tensor, group_order: int = 4):
             model.zero_grad()
             eq.backward()
             grads = [p.grad for p in model.parameters() if p.grad is not None]
-            assert grads and any(float(g.abs().sum()) > 0 for g in grads), "no gradient reached the parameters"
+            assert grads and any(float(g.abs().sum()) > 0 for g in grads), (
+                "no gradient reached the parameters"
+            )
             names = list(reg.tap_names)
         report = equivariance_error(model, x[:1], layers="auto", group_order=group_order)
     assert set(report) == set(names)
@@ -98,7 +121,9 @@ def test_model_with_eqreg_layers_names_its_own_taps():
     _check_regularizer(net, _input((17, 17), batch=1))
 
 
-@pytest.mark.parametrize("group_order, skipped", [(2, set()), (16, {"stages.0"}), (32, {"stages.0", "stages.1"})])
+@pytest.mark.parametrize(
+    "group_order, skipped", [(2, set()), (16, {"stages.0"}), (32, {"stages.0", "stages.1"})]
+)
 def test_channels_not_divisible_are_skipped_with_a_note(group_order, skipped):
     model = timm.create_model("convnext_atto", pretrained=False)  # stages: 40, 80, 160, 320 channels
     with warnings.catch_warnings(record=True) as caught:
@@ -131,8 +156,13 @@ def test_wrapped_backbone_names_are_prefixed():
 
 
 def test_plain_conv_net_falls_back_to_conv_layers():
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 6, 3, padding=1), nn.ReLU(),
-                        nn.Conv2d(6, 4, 3, padding=1))
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(6, 4, 3, padding=1),
+    )
     assert auto_taps(net, 4) is None
     reg = EqReg(net, EqRegConfig(layers="auto", group_order=4, weight=1.0))
     assert reg.tap_names == ["0", "4"]  # the 6-channel conv does not fit C4
@@ -141,10 +171,14 @@ def test_plain_conv_net_falls_back_to_conv_layers():
 
 ALIGNMENT_CASES = [
     # stride-32 CNNs with 3x3/stride-2/pad-1 downsampling: aligned at 32 m + 1
-    ("resnet18", 32, "33x33"), ("resnet18", 40, "33x33"), ("resnet18", 33, None), ("resnet18", 65, None),
+    ("resnet18", 32, "33x33"),
+    ("resnet18", 40, "33x33"),
+    ("resnet18", 33, None),
+    ("resnet18", 65, None),
     ("regnetx_002", 64, "65x65"),
     # patchify stem (4x4/stride 4) and 2x2/stride-2 downsampling: aligned at multiples of 32
-    ("test_convnext", 33, "32x32"), ("test_convnext", 64, None),
+    ("test_convnext", 33, "32x32"),
+    ("test_convnext", 64, None),
 ]
 
 
@@ -170,28 +204,65 @@ def test_alignment_warning_names_nearest_aligned_size(name, size, aligned):
 
 # ---------------------------------------------------------------------------------------------- transformers
 
+
 def _hf_cases():
     transformers = pytest.importorskip("transformers", reason="transformers is needed for its adapter tests")
     T = transformers
-    vit = T.ViTConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                      image_size=32, patch_size=8, num_labels=3)
-    deit = T.DeiTConfig(hidden_size=16, num_hidden_layers=6, num_attention_heads=2, intermediate_size=32,
-                        image_size=32, patch_size=8, num_labels=3)
+    vit = T.ViTConfig(
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        image_size=32,
+        patch_size=8,
+        num_labels=3,
+    )
+    deit = T.DeiTConfig(
+        hidden_size=16,
+        num_hidden_layers=6,
+        num_attention_heads=2,
+        intermediate_size=32,
+        image_size=32,
+        patch_size=8,
+        num_labels=3,
+    )
     convnext = T.ConvNextConfig(hidden_sizes=[8, 16, 16, 24], depths=[1, 1, 1, 1], num_labels=3)
-    resnet = T.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 16, 24], depths=[1, 1, 1, 1],
-                            layer_type="basic", num_labels=3)
-    swin = T.SwinConfig(image_size=32, patch_size=2, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=4,
-                        num_labels=3)
+    resnet = T.ResNetConfig(
+        embedding_size=8, hidden_sizes=[8, 16, 16, 24], depths=[1, 1, 1, 1], layer_type="basic", num_labels=3
+    )
+    swin = T.SwinConfig(
+        image_size=32, patch_size=2, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=4, num_labels=3
+    )
     return {
         "vit": (T.ViTForImageClassification, vit, ["vit.layers.0", "vit.layers.1"], "tokens", 1),
-        "deit": (T.DeiTForImageClassificationWithTeacher, deit,
-                 ["deit.layers.1", "deit.layers.2", "deit.layers.4", "deit.layers.5"], "tokens", 2),
-        "convnext": (T.ConvNextForImageClassification, convnext,
-                     [f"convnext.encoder.stages.{i}" for i in range(4)], "nchw", None),
-        "resnet": (T.ResNetForImageClassification, resnet, [f"resnet.encoder.stages.{i}" for i in range(4)],
-                   "nchw", None),
-        "swin": (T.SwinForImageClassification, swin, ["swin.encoder.layers.0", "swin.encoder.layers.1"],
-                 "tokens", 0),
+        "deit": (
+            T.DeiTForImageClassificationWithTeacher,
+            deit,
+            ["deit.layers.1", "deit.layers.2", "deit.layers.4", "deit.layers.5"],
+            "tokens",
+            2,
+        ),
+        "convnext": (
+            T.ConvNextForImageClassification,
+            convnext,
+            [f"convnext.encoder.stages.{i}" for i in range(4)],
+            "nchw",
+            None,
+        ),
+        "resnet": (
+            T.ResNetForImageClassification,
+            resnet,
+            [f"resnet.encoder.stages.{i}" for i in range(4)],
+            "nchw",
+            None,
+        ),
+        "swin": (
+            T.SwinForImageClassification,
+            swin,
+            ["swin.encoder.layers.0", "swin.encoder.layers.1"],
+            "tokens",
+            0,
+        ),
         "swin-base-model": (T.SwinModel, swin, ["encoder.layers.0", "encoder.layers.1"], "tokens", 0),
     }
 
@@ -215,7 +286,9 @@ def test_transformers_auto_taps(case):
 
 def test_transformers_swin_skips_stages_not_divisible():
     T = pytest.importorskip("transformers")
-    config = T.SwinConfig(image_size=32, patch_size=2, embed_dim=6, depths=[1, 1], num_heads=[1, 2], window_size=4)
+    config = T.SwinConfig(
+        image_size=32, patch_size=2, embed_dim=6, depths=[1, 1], num_heads=[1, 2], window_size=4
+    )
     # Stage 0 ends with patch merging -> 12 channels; stage 1 keeps 12: C8 fits neither, C4 both.
     assert len(auto_taps(T.SwinModel(config), 4)) == 2
     with pytest.warns(UserWarning, match="not divisible"):

@@ -17,8 +17,13 @@ from eqreg_hf.train.step import EqRegStep
 
 def _net(seed=0):
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(8, 3, 3, padding=1))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 3, 3, padding=1),
+    )
 
 
 def _data(n=32, size=9, seed=0):
@@ -49,11 +54,14 @@ def test_micro_batches_of_a_step_are_averaged():
     assert a.step() == pytest.approx(b.step())
 
 
-@pytest.mark.parametrize("warmup,max_steps,shares", [
-    (4, None, [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]),
-    (0.5, 8, [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]),
-    (0, None, [1.0] * 6),
-])
+@pytest.mark.parametrize(
+    "warmup,max_steps,shares",
+    [
+        (4, None, [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]),
+        (0.5, 8, [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]),
+        (0, None, [1.0] * 6),
+    ],
+)
 def test_share_ramps_over_the_warmup(warmup, max_steps, shares):
     auto = AutoWeight(0.1, warmup=warmup)
     assert [auto.share_at(s, max_steps) / 0.1 for s in range(6)] == pytest.approx(shares)
@@ -63,14 +71,14 @@ def test_bounds_hold_when_the_eqreg_term_vanishes():
     auto = AutoWeight(target_share=0.05, warmup=0, floor=1e-3)
     peak_weight = None
     for i in range(200):
-        auto.observe(torch.tensor(1.0), torch.tensor(10.0 * 0.5 ** i))  # L_eq -> 0 (an equivariant network)
+        auto.observe(torch.tensor(1.0), torch.tensor(10.0 * 0.5**i))  # L_eq -> 0 (an equivariant network)
         w = auto.step()
         peak_weight = peak_weight or w
         assert math.isfinite(w) and w >= 0
     assert w <= 0.05 * 1.0 / (1e-3 * 10.0) * 1.0001  # at most 1/floor times the weight at the largest term
     capped = AutoWeight(target_share=0.05, warmup=0, max_weight=0.5)
     for i in range(50):
-        capped.observe(torch.tensor(1.0), torch.tensor(10.0 * 0.5 ** i))
+        capped.observe(torch.tensor(1.0), torch.tensor(10.0 * 0.5**i))
         assert capped.step() <= 0.5
 
 
@@ -96,12 +104,18 @@ def test_state_round_trip():
     assert a.step() == b.step()
 
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(weight="0.1"), "'auto'"), (dict(weight=float("nan")), "finite"), (dict(weight=-1.0), "finite"),
-    (dict(weight="auto", target_share=0.0), "target_share"), (dict(weight="auto", target_share=float("inf")),
-                                                               "target_share"),
-    (dict(weight="auto", auto_warmup=-1), "auto_warmup"), (dict(weight="auto", auto_warmup=2.5), "auto_warmup"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(weight="0.1"), "'auto'"),
+        (dict(weight=float("nan")), "finite"),
+        (dict(weight=-1.0), "finite"),
+        (dict(weight="auto", target_share=0.0), "target_share"),
+        (dict(weight="auto", target_share=float("inf")), "target_share"),
+        (dict(weight="auto", auto_warmup=-1), "auto_warmup"),
+        (dict(weight="auto", auto_warmup=2.5), "auto_warmup"),
+    ],
+)
 def test_bad_settings_are_refused(kw, match):
     with pytest.raises(ValueError, match=match):
         EqRegConfig(**kw)
@@ -112,9 +126,17 @@ def test_bad_settings_are_refused(kw, match):
 def test_share_converges_to_the_target_in_the_loop(share):
     """Once the losses settle, λ·L_eq / L_task sits at the target (the running averages lag a falling loss)."""
     net = _net()
-    hist = train_loop(net, DataLoader(TensorDataset(*_data()), batch_size=8, shuffle=True),
-                      torch.optim.Adam(net.parameters(), 3e-3), F.mse_loss,
-                      _auto_cfg(target_share=share, auto_warmup=5), max_steps=150, log_every=1, progress=False, seed=0)
+    hist = train_loop(
+        net,
+        DataLoader(TensorDataset(*_data()), batch_size=8, shuffle=True),
+        torch.optim.Adam(net.parameters(), 3e-3),
+        F.mse_loss,
+        _auto_cfg(target_share=share, auto_warmup=5),
+        max_steps=150,
+        log_every=1,
+        progress=False,
+        seed=0,
+    )
     ratios = [h["eqreg_loss"] / h["task_loss"] for h in hist.logs[-30:]]
     assert sum(ratios) / len(ratios) == pytest.approx(share, rel=0.2), ratios
     weights = hist.series("eqreg_weight")
@@ -132,11 +154,16 @@ def test_the_estimate_only_scales_the_eqreg_gradient():
     lam = step.reg.weight
     assert lam > 0 and isinstance(lam, float)
     params = list(net.parameters())
-    grads = [torch.autograd.grad(v, params, retain_graph=True, allow_unused=True) for v in (task + eq, task, eq / lam)]
+    grads = [
+        torch.autograd.grad(v, params, retain_graph=True, allow_unused=True)
+        for v in (task + eq, task, eq / lam)
+    ]
     grads = [[torch.zeros_like(p) if g is None else g for g, p in zip(gs, params)] for gs in grads]
     for gt, ga, ge in zip(*grads):
         assert torch.allclose(gt, ga + lam * ge, atol=1e-6)
-    assert any(not torch.equal(gt, ga) for gt, ga in zip(grads[0], grads[1]))  # the EQ-Reg term does contribute
+    assert any(
+        not torch.equal(gt, ga) for gt, ga in zip(grads[0], grads[1])
+    )  # the EQ-Reg term does contribute
 
 
 def test_gradient_accumulation_gives_the_same_weights():
@@ -144,9 +171,17 @@ def test_gradient_accumulation_gives_the_same_weights():
     series = {}
     for ga, bs in ((1, 8), (2, 4)):
         net = _net()
-        hist = train_loop(net, DataLoader(TensorDataset(x, y), batch_size=bs), torch.optim.SGD(net.parameters(), 0.05),
-                          F.mse_loss, _auto_cfg(target_share=0.1, auto_warmup=0), max_steps=4, log_every=1,
-                          gradient_accumulation_steps=ga, progress=False)
+        hist = train_loop(
+            net,
+            DataLoader(TensorDataset(x, y), batch_size=bs),
+            torch.optim.SGD(net.parameters(), 0.05),
+            F.mse_loss,
+            _auto_cfg(target_share=0.1, auto_warmup=0),
+            max_steps=4,
+            log_every=1,
+            gradient_accumulation_steps=ga,
+            progress=False,
+        )
         series[ga] = hist.series("eqreg_weight")
     assert series[2] == pytest.approx(series[1], rel=1e-4)
     assert series[1][-1] > 0
@@ -155,8 +190,16 @@ def test_gradient_accumulation_gives_the_same_weights():
 def test_auto_refuses_a_second_way_of_setting_lambda():
     net = _net()
     with pytest.raises(ValueError, match="both set λ"):
-        train_loop(net, DataLoader(TensorDataset(*_data(n=8)), batch_size=4), torch.optim.SGD(net.parameters(), 0.1),
-                   F.mse_loss, _auto_cfg(), max_steps=1, progress=False, weight_schedule=WeightSchedule())
+        train_loop(
+            net,
+            DataLoader(TensorDataset(*_data(n=8)), batch_size=4),
+            torch.optim.SGD(net.parameters(), 0.1),
+            F.mse_loss,
+            _auto_cfg(),
+            max_steps=1,
+            progress=False,
+            weight_schedule=WeightSchedule(),
+        )
     from eqreg_hf.callbacks import EqRegWeightSchedule
 
     reg = EqReg(net, _auto_cfg())
@@ -175,12 +218,27 @@ def test_trainer_resume_repeats_the_weight_trajectory(tmp_path):
     data = datasets.Dataset.from_dict({"pixel_values": x.tolist(), "labels": y.tolist()}).with_format("torch")
 
     def run(out, max_steps, resume=None, save_steps=None):
-        args = TrainingArguments(str(out), max_steps=max_steps, per_device_train_batch_size=4, report_to=[],
-                                 logging_steps=1, use_cpu=True, remove_unused_columns=False, seed=0,
-                                 save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500,
-                                 learning_rate=1e-3, lr_scheduler_type="constant")
-        trainer = EqRegTrainer(model=_net(), args=args, train_dataset=data, task_loss=F.mse_loss,
-                               eqreg=_auto_cfg(target_share=0.1, auto_warmup=2))
+        args = TrainingArguments(
+            str(out),
+            max_steps=max_steps,
+            per_device_train_batch_size=4,
+            report_to=[],
+            logging_steps=1,
+            use_cpu=True,
+            remove_unused_columns=False,
+            seed=0,
+            save_strategy="steps" if save_steps else "no",
+            save_steps=save_steps or 500,
+            learning_rate=1e-3,
+            lr_scheduler_type="constant",
+        )
+        trainer = EqRegTrainer(
+            model=_net(),
+            args=args,
+            train_dataset=data,
+            task_loss=F.mse_loss,
+            eqreg=_auto_cfg(target_share=0.1, auto_warmup=2),
+        )
         trainer.train(resume_from_checkpoint=resume)
         return [h["eqreg_weight"] for h in trainer.state.log_history if "eqreg_weight" in h]
 
@@ -207,7 +265,13 @@ def test_cli_flags_build_an_auto_config():
 def test_model_card_names_the_automatic_weight():
     from eqreg_hf.hub.card import make_model_card
 
-    card = make_model_card("derain", model_name="m", metrics={"psnr": 30.0}, dataset="synthetic",
-                           eqreg_config=_auto_cfg(target_share=0.05), training={"final_eqreg_weight": 0.0123})
+    card = make_model_card(
+        "derain",
+        model_name="m",
+        metrics={"psnr": 30.0},
+        dataset="synthetic",
+        eqreg_config=_auto_cfg(target_share=0.05),
+        training={"final_eqreg_weight": 0.0123},
+    )
     text = str(card)
     assert "auto (share 0.05)" in text and "0.0123" in text

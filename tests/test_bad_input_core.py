@@ -14,14 +14,12 @@ import warnings
 
 import pytest
 import torch
+from nets import PlainCNN
 from torch import nn
 
 from eqreg_hf import EqReg, EqRegConfig
 from eqreg_hf.core.selection import resolve_taps
 from eqreg_hf.core.taps import FeatureTaps, match_layer, select_output
-
-from nets import PlainCNN
-
 
 # ---------------------------------------------------------------- config values: type and range of every field
 
@@ -93,32 +91,57 @@ def test_non_json_config_file_names_the_file(tmp_path):
 
 
 def test_a_config_that_validates_survives_json(tmp_path):
-    cfg = EqRegConfig(layers=["body.0"], layer_weights={"body.*": 0.0}, prefix_tokens={"body.0": 0}, seed=7,
-                      rotated_fraction=0.5, eps=1e-6)
+    cfg = EqRegConfig(
+        layers=["body.0"],
+        layer_weights={"body.*": 0.0},
+        prefix_tokens={"body.0": 0},
+        seed=7,
+        rotated_fraction=0.5,
+        eps=1e-6,
+    )
     assert EqRegConfig.from_dict(json.loads(cfg.to_json_string())) == cfg
 
 
-@pytest.mark.parametrize("setting, value", [
-    ("layer_weights", {"body.9": 2.0}),     # the example: a weight keyed by a name that matches no tap
-    ("fields", {"bdy.0": "trivial"}),       # a field type keyed by a typo
-    ("layouts", {"head.*": "nhwc"}),
-    ("prefix_tokens", {"blocks.*": 1}),
-])
+@pytest.mark.parametrize(
+    "setting, value",
+    [
+        (
+            "layer_weights",
+            {"body.9": 2.0},
+        ),  # the example: a weight keyed by a name that matches no tap
+        ("fields", {"bdy.0": "trivial"}),  # a field type keyed by a typo
+        ("layouts", {"head.*": "nhwc"}),
+        ("prefix_tokens", {"blocks.*": 1}),
+    ],
+)
 def test_setting_keyed_by_a_name_that_matches_no_tap_is_refused(setting, value):
     cfg = EqRegConfig(layers=["body.0", "body.3"], **{setting: value})
-    with pytest.raises(ValueError, match=rf"{setting}=.*{list(value)[0]!r}.*matches none of the 2 tapped layer"):
+    with pytest.raises(
+        ValueError, match=rf"{setting}=.*{list(value)[0]!r}.*matches none of the 2 tapped layer"
+    ):
         EqReg(PlainCNN(), cfg)
 
 
 def test_setting_keys_that_match_a_tap_are_used():
     reg = EqReg(PlainCNN(), EqRegConfig(layers="body.*", layer_weights={"body.[03]": 2.0, "body.1": 0.0}))
-    assert {t.name: t.weight for t in reg.taps} == {"body.0": 2.0, "body.1": 0.0, "body.2": 1.0, "body.3": 2.0,
-                                                    "body.4": 1.0, "body.5": 1.0}
+    assert {t.name: t.weight for t in reg.taps} == {
+        "body.0": 2.0,
+        "body.1": 0.0,
+        "body.2": 1.0,
+        "body.3": 2.0,
+        "body.4": 1.0,
+        "body.5": 1.0,
+    }
     reg.remove()
 
 
 VALID_CONFIGS = [
-    {}, {"weight": 0.0}, {"group_order": 1}, {"weight": "auto"}, {"rotated_fraction": 1}, {"weight": 1},
+    {},
+    {"weight": 0.0},
+    {"group_order": 1},
+    {"weight": "auto"},
+    {"rotated_fraction": 1},
+    {"weight": 1},
     {"layers": "body.*", "layer_weights": {"body.0": 0}, "fields": {"body.3": "trivial"}},
     {"layers": ["body.0"], "prefix_tokens": {"body.0": 0}, "layouts": {"body.0": "nchw"}},
     {"layers": ["body.0:0"], "group_order": 8, "distance": "fro", "capture": "recompute"},
@@ -197,14 +220,18 @@ def _captured(net, layer, x=None):
 
 def test_tuple_with_an_aux_vector_first_compares_the_feature_map_and_says_so():
     net = Wrap(AuxFirst())
-    with pytest.warns(UserWarning, match=r"'block'.*several tensors.*'0' \(2, 8\).*'1' \(2, 8, 6, 6\).*'block:1'"):
+    with pytest.warns(
+        UserWarning, match=r"'block'.*several tensors.*'0' \(2, 8\).*'1' \(2, 8, 6, 6\).*'block:1'"
+    ):
         got = _captured(net, "block")
     assert got.shape == (2, 8, 6, 6)  # before: the [2, 8] aux vector, silently
 
 
 def test_two_maps_without_a_selector_are_refused():
     net = Wrap(MaskAndMap())
-    with pytest.raises(ValueError, match=r"'block'.*several tensors.*'mask' \(2, 1, 6, 6\).*'features'.*block:mask"):
+    with pytest.raises(
+        ValueError, match=r"'block'.*several tensors.*'mask' \(2, 1, 6, 6\).*'features'.*block:mask"
+    ):
         _captured(net, "block")
 
 
@@ -220,7 +247,9 @@ def test_selector_in_the_layer_spec_picks_the_element(cls):
 
 def test_selector_that_is_not_there_lists_what_is():
     net = Wrap(AuxFirst())
-    with pytest.raises(ValueError, match=r"selector 'features' is not in the tuple.*'0' \(2, 8\), '1' \(2, 8, 6, 6\)"):
+    with pytest.raises(
+        ValueError, match=r"selector 'features' is not in the tuple.*'0' \(2, 8\), '1' \(2, 8, 6, 6\)"
+    ):
         _captured(net, "block:features")
     with pytest.raises(ValueError, match=r"selector 5 is not in"):
         _captured(net, "block:5")
@@ -269,25 +298,42 @@ def test_auto_with_a_group_order_no_hidden_conv_divides_is_refused():
 
 @pytest.mark.parametrize("t, expected", [(2, ["head", "body"]), (4, ["head", "body"]), (8, ["head", "body"])])
 def test_auto_never_taps_the_image_output_conv(t, expected):
-    assert [s.name for s in resolve_taps(TinyRestorer(), EqRegConfig(layers="auto", group_order=t))] == expected
+    assert [
+        s.name for s in resolve_taps(TinyRestorer(), EqRegConfig(layers="auto", group_order=t))
+    ] == expected
 
 
 class Stages(nn.Module):
     def __init__(self):
         super().__init__()
-        self.stages = nn.Sequential(*[nn.Sequential(nn.Conv2d(4, 4, 1), nn.Sequential(nn.Conv2d(4, 4, 1)))
-                                      for _ in range(2)])
+        self.stages = nn.Sequential(
+            *[nn.Sequential(nn.Conv2d(4, 4, 1), nn.Sequential(nn.Conv2d(4, 4, 1))) for _ in range(2)]
+        )
 
 
-@pytest.mark.parametrize("pattern, expected", [
-    ("stages.*", ["stages.0", "stages.1"]),                     # one level (it matched all 8 before)
-    ("stages.*.0", ["stages.0.0", "stages.1.0"]),
-    ("stages.**", ["stages.0", "stages.0.0", "stages.0.1", "stages.0.1.0", "stages.1", "stages.1.0", "stages.1.1",
-                   "stages.1.1.0"]),
-    ("**.0", ["stages.0", "stages.0.0", "stages.0.1.0", "stages.1.0", "stages.1.1.0"]),
-    ("stages.[1]", ["stages.1"]),
-    ("stages.?.1", ["stages.0.1", "stages.1.1"]),
-])
+@pytest.mark.parametrize(
+    "pattern, expected",
+    [
+        ("stages.*", ["stages.0", "stages.1"]),  # one level (it matched all 8 before)
+        ("stages.*.0", ["stages.0.0", "stages.1.0"]),
+        (
+            "stages.**",
+            [
+                "stages.0",
+                "stages.0.0",
+                "stages.0.1",
+                "stages.0.1.0",
+                "stages.1",
+                "stages.1.0",
+                "stages.1.1",
+                "stages.1.1.0",
+            ],
+        ),
+        ("**.0", ["stages.0", "stages.0.0", "stages.0.1.0", "stages.1.0", "stages.1.1.0"]),
+        ("stages.[1]", ["stages.1"]),
+        ("stages.?.1", ["stages.0.1", "stages.1.1"]),
+    ],
+)
 def test_star_matches_one_level_double_star_any_depth(pattern, expected):
     assert [s.name for s in resolve_taps(Stages(), EqRegConfig(layers=pattern, fields="trivial"))] == expected
 

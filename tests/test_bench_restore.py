@@ -14,7 +14,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("bench_restore", os.path.join(ROOT, "scripts", "bench_restore.py"))
+    spec = importlib.util.spec_from_file_location(
+        "bench_restore", os.path.join(ROOT, "scripts", "bench_restore.py")
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses and the worker pool look the module up there
     spec.loader.exec_module(module)
@@ -31,13 +33,16 @@ def test_plan_has_every_method_size_and_seed():
     assert len(ids) == len(set(ids))
     for size in s.sizes:
         for method in bench.METHODS:
-            assert {r.seed for r in runs if r.section == "denoise" and r.config == method and r.size == size} == {0, 1, 2}
+            assert {
+                r.seed for r in runs if r.section == "denoise" and r.config == method and r.size == size
+            } == {0, 1, 2}
     # the pilot's λ reaches every EQ-Reg run that has no λ of its own; auto runs keep "auto"
     assert all(r.weight == 1e-3 for r in runs if r.config == "eqreg-c4" and r.section == "denoise")
     assert all(r.weight == "auto" for r in runs if r.section == "auto")
     assert all(r.ei_weight == 0.5 for r in runs if r.config == "ei-c4")
     assert [r.config for r in runs if r.section == "pilot"] == (
-        [f"eqreg-c4-{lam:g}" for lam in s.lambdas] + [f"ei-c4-{w:g}" for w in s.ei_weights])
+        [f"eqreg-c4-{lam:g}" for lam in s.lambdas] + [f"ei-c4-{w:g}" for w in s.ei_weights]
+    )
     # the default share runs on every seed, the other shares on the first one
     assert sorted(r.seed for r in runs if r.config == "eqreg-c4-auto-0.05") == [0, 1, 2]
     assert [r.seed for r in runs if r.config == "eqreg-c4-auto-0.2"] == [0]
@@ -60,7 +65,9 @@ def test_quick_sweep_end_to_end_and_resume(tmp_path):
     lam = payload["meta"]["pilot_weight"]
     pilot = [r for r in runs.values() if r["section"] == "pilot" and r["group"]]
     assert lam == max(pilot, key=lambda r: r["psnr"])["weight"]
-    assert all(r["weight"] == lam for r in runs.values() if r["section"] == "denoise" and r["config"] == "eqreg-c4")
+    assert all(
+        r["weight"] == lam for r in runs.values() if r["section"] == "denoise" and r["config"] == "eqreg-c4"
+    )
     assert payload["meta"]["pilot_ei_weight"] == 1.0
     # a strict net reads ~0 under its own group; training and held-out curves were recorded
     strict = [r for r in runs.values() if r["config"] == "strict-c4" and r["section"] == "denoise"]
@@ -69,8 +76,14 @@ def test_quick_sweep_end_to_end_and_resume(tmp_path):
     assert len(plain["curves"]["train_psnr"]) >= 2 and len(plain["curves"]["eval_psnr"]) >= 2
     shift = next(r for r in runs.values() if r["section"] == "shift")
     assert math.isfinite(shift["psnr_shift"])
-    for name in ("restore.json", "restore_tables.md", "restore_psnr_vs_size.png", "restore_overfit.png",
-                 "restore_shift.png", "restore_frontier.png"):
+    for name in (
+        "restore.json",
+        "restore_tables.md",
+        "restore_psnr_vs_size.png",
+        "restore_overfit.png",
+        "restore_shift.png",
+        "restore_frontier.png",
+    ):
         assert (tmp_path / name).stat().st_size > 0, name
     table = (tmp_path / "restore_tables.md").read_text()
     assert "### denoise" in table and "### shift" in table

@@ -14,10 +14,10 @@ pytest.importorskip("transformers", reason="the callbacks plug into transformers
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "dist_scripts"))
 
 from common import TINY_DERAIN_LAYERS, PairDataset, TinyDerainer, tiny_args  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
 
 from eqreg_hf import EqRegConfig, EqRegTrainer, equivariance_error  # noqa: E402
 from eqreg_hf.callbacks import EqRegWeightSchedule, EquivarianceEvalCallback, eqreg_weight_at  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
 
 # (kwargs, step, expected)
 SCHEDULE_CASES = [
@@ -63,10 +63,18 @@ def test_schedule_rejects_bad_input(kw, match):
 def _trainer(tmp_path, callbacks, max_steps=3, eval_dataset=None, **kw):
     model = TinyDerainer()
     cfg = EqRegConfig(layers=TINY_DERAIN_LAYERS, weight=0.4, distance="mse")
-    args = tiny_args(str(tmp_path), max_steps=max_steps, per_device_train_batch_size=2,
-                     per_device_eval_batch_size=3, **kw)
-    trainer = EqRegTrainer(model=model, args=args, train_dataset=PairDataset(8), eval_dataset=eval_dataset,
-                           eqreg=cfg, task_loss=F.l1_loss, callbacks=callbacks)
+    args = tiny_args(
+        str(tmp_path), max_steps=max_steps, per_device_train_batch_size=2, per_device_eval_batch_size=3, **kw
+    )
+    trainer = EqRegTrainer(
+        model=model,
+        args=args,
+        train_dataset=PairDataset(8),
+        eval_dataset=eval_dataset,
+        eqreg=cfg,
+        task_loss=F.l1_loss,
+        callbacks=callbacks,
+    )
     return trainer, model, cfg
 
 
@@ -83,8 +91,9 @@ def test_schedule_drives_the_live_weight(tmp_path):
 def test_equivariance_eval_callback_logs_and_matches_direct_measurement(tmp_path):
     eval_ds = PairDataset(5, size=(9, 11), seed=3)  # odd, non-square: 2 batches of 3 + 2
     cb = EquivarianceEvalCallback(num_batches=2, max_images=2)
-    trainer, model, _ = _trainer(tmp_path, [cb], max_steps=1, eval_dataset=eval_ds, eval_strategy="steps",
-                                 eval_steps=1)
+    trainer, model, _ = _trainer(
+        tmp_path, [cb], max_steps=1, eval_dataset=eval_ds, eval_strategy="steps", eval_steps=1
+    )
     trainer.train()
     entry = next(h for h in trainer.state.log_history if "eval_loss" in h)
     per_tap = {n: entry[f"eval_equiv_error/{n}"] for n in TINY_DERAIN_LAYERS}
@@ -105,8 +114,13 @@ def test_equivariance_eval_callback_logs_and_matches_direct_measurement(tmp_path
 def test_equivariance_eval_callback_without_layers_warns(tmp_path):
     cb = EquivarianceEvalCallback()
     model = TinyDerainer()
-    trainer = EqRegTrainer(model=model, args=tiny_args(str(tmp_path), per_device_eval_batch_size=2),
-                           eval_dataset=PairDataset(2), task_loss=F.l1_loss, callbacks=[cb])
+    trainer = EqRegTrainer(
+        model=model,
+        args=tiny_args(str(tmp_path), per_device_eval_batch_size=2),
+        eval_dataset=PairDataset(2),
+        task_loss=F.l1_loss,
+        callbacks=[cb],
+    )
     with pytest.warns(UserWarning, match="no layers to measure"):
         metrics = trainer.evaluate()
     assert "eval_equiv_error" not in metrics and "eval_loss" in metrics
@@ -125,18 +139,30 @@ class _Integration(TrainerCallback):
 @pytest.mark.parametrize("order", ["callback-first", "integration-first", "added-later"])
 def test_reporting_integrations_receive_the_equivariance_error(tmp_path, order):
     integration, cb = _Integration(), EquivarianceEvalCallback(num_batches=1, max_images=2)
-    callbacks = {"callback-first": [cb, integration], "integration-first": [integration, cb],
-                 "added-later": [integration]}[order]
-    trainer, _, _ = _trainer(tmp_path, callbacks, max_steps=2, eval_dataset=PairDataset(3, seed=3),
-                             eval_strategy="steps", eval_steps=1)
+    callbacks = {
+        "callback-first": [cb, integration],
+        "integration-first": [integration, cb],
+        "added-later": [integration],
+    }[order]
+    trainer, _, _ = _trainer(
+        tmp_path,
+        callbacks,
+        max_steps=2,
+        eval_dataset=PairDataset(3, seed=3),
+        eval_strategy="steps",
+        eval_steps=1,
+    )
     if order == "added-later":
         trainer.add_callback(cb)
     trainer.train()
     evals = [e for e in integration.logged if "eval_loss" in e]
     assert len(evals) == 2 and all("eval_equiv_error" in e for e in evals)
     # training log entries and the end-of-training summary are not measured
-    assert not any("eval_equiv_error" in e or "train_equiv_error" in e for e in integration.logged
-                   if "eval_loss" not in e)
+    assert not any(
+        "eval_equiv_error" in e or "train_equiv_error" in e
+        for e in integration.logged
+        if "eval_loss" not in e
+    )
     history = [h for h in trainer.state.log_history if "eval_loss" in h]
     assert [h["eval_equiv_error"] for h in history] == [e["eval_equiv_error"] for e in evals]
     # evaluate() returns them too, and measures once per evaluation (same numbers as the logged entry)

@@ -13,7 +13,9 @@ def test_no_command_prints_help(capsys):
 def test_bad_input_is_one_line_not_a_traceback(capsys, monkeypatch, tmp_path):
     monkeypatch.delenv("EQREG_DATA_DIR", raising=False)
     monkeypatch.delenv("EQREG_DEBUG", raising=False)
-    code = main(["train-derain", "--dataset", "Rain100L", "--max-steps", "1", "--output-dir", str(tmp_path / "out")])
+    code = main(
+        ["train-derain", "--dataset", "Rain100L", "--max-steps", "1", "--output-dir", str(tmp_path / "out")]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("eqreg-hf train-derain: error:") and "Rain100L" in err and "EQREG_DATA_DIR" in err
@@ -25,7 +27,17 @@ def test_debug_env_shows_the_exception(monkeypatch, tmp_path):
     monkeypatch.delenv("EQREG_DATA_DIR", raising=False)
     monkeypatch.setenv("EQREG_DEBUG", "1")
     with pytest.raises(FileNotFoundError):
-        main(["train-derain", "--dataset", "Rain100L", "--max-steps", "1", "--output-dir", str(tmp_path / "out")])
+        main(
+            [
+                "train-derain",
+                "--dataset",
+                "Rain100L",
+                "--max-steps",
+                "1",
+                "--output-dir",
+                str(tmp_path / "out"),
+            ]
+        )
 
 
 @pytest.mark.parametrize("module", ["eqreg_hf", "eqreg_hf.cli"])
@@ -33,5 +45,7 @@ def test_python_dash_m_runs_the_command(module):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0 and "train-derain" in out.stdout

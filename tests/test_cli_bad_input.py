@@ -79,8 +79,14 @@ def test_the_fuzz_covers_every_command_and_type():
 @pytest.mark.parametrize("command, flag, value", FLAG_CASES, ids=[f"{c} {f} {v}" for c, f, v in FLAG_CASES])
 def test_every_flag_refuses_a_value_of_the_wrong_kind(command, flag, value, capsys, tmp_path):
     positional = {"measure": ["fast"], "push": [str(tmp_path), "me/m"]}.get(command, [])
-    argv = [command, *positional, flag, value, "--output-dir" if command != "measure" else "--json",
-            str(tmp_path / "out")]
+    argv = [
+        command,
+        *positional,
+        flag,
+        value,
+        "--output-dir" if command != "measure" else "--json",
+        str(tmp_path / "out"),
+    ]
     if command == "push":
         argv = argv[:-2]
     code, err = _run(argv, capsys)
@@ -125,8 +131,14 @@ def files(tmp_path):
     _rain_folder(both / "test")
     _truncate(both / "test" / "rain-2.png")
     f["corrupt_rain"] = both
-    hub = write_hub_folder(build_derainer("fast", channels=4, num_blocks=1), tmp_path / "hub", task="derain",
-                           eqreg_config=EqRegConfig(), metrics={"psnr": 30.0}, dataset="synthetic")
+    hub = write_hub_folder(
+        build_derainer("fast", channels=4, num_blocks=1),
+        tmp_path / "hub",
+        task="derain",
+        eqreg_config=EqRegConfig(),
+        metrics={"psnr": 30.0},
+        dataset="synthetic",
+    )
     with open(os.path.join(hub, "eqreg_config.json"), "w") as fh:
         fh.write("weight: 0.1\n")  # YAML, not JSON
     f["bad_hub"] = hub
@@ -135,8 +147,21 @@ def files(tmp_path):
     return f
 
 
-TINY = ["--channels", "4", "--num-blocks", "1", "--max-steps", "1", "--crop-size", "8", "--batch-size", "1",
-        "--synthetic-size", "32", "--no-progress"]
+TINY = [
+    "--channels",
+    "4",
+    "--num-blocks",
+    "1",
+    "--max-steps",
+    "1",
+    "--crop-size",
+    "8",
+    "--batch-size",
+    "1",
+    "--synthetic-size",
+    "32",
+    "--no-progress",
+]
 SEMANTIC_CASES = [
     # the examples
     (["train-derain", *TINY, "--output-dir", "{file}"], "is an existing file"),
@@ -160,7 +185,10 @@ SEMANTIC_CASES = [
     (["train-derain", *TINY, "--eqreg.weight", '"0.1"'], "weight='0.1'"),
     (["train-derain", *TINY, "--eqreg.rotated-fraction", "0"], "rotated_fraction=0"),
     (["train-derain", *TINY, "--eqreg.layer-weights", '{"body.0.conv1": -1}'], "layer_weights"),
-    (["train-derain", *TINY, "--eqreg.layer-weights", '{"nope.*": 2}', "--output-dir", "{out}"], "matches none"),
+    (
+        ["train-derain", *TINY, "--eqreg.layer-weights", '{"nope.*": 2}', "--output-dir", "{out}"],
+        "matches none",
+    ),
     (["train-derain", *TINY, "--eqreg.layers", "nope"], "No module named 'nope'"),
     (["train-derain", *TINY, "--eqreg.fields", '{"body.0.conv1": "irregular"}'], "irregular"),
     (["train-derain", *TINY, "--eqreg.group-order", "0"], "group_order=0"),
@@ -174,8 +202,19 @@ SEMANTIC_CASES = [
     (["train-classifier", "--model-kwargs", "3"], "model_kwargs=3"),
     (["train-classifier", "--seed", "-1"], "seed=-1"),
     (["train-classifier", "--model", "resnet_nope", "--output-dir", "{out}"], "Unknown timm model"),
-    (["train-classifier", "--model", "resnet18", "--no-pretrained", "--model-kwargs", '{"bogus_kw": 1}',
-      "--output-dir", "{out}"], "does not take these arguments"),
+    (
+        [
+            "train-classifier",
+            "--model",
+            "resnet18",
+            "--no-pretrained",
+            "--model-kwargs",
+            '{"bogus_kw": 1}',
+            "--output-dir",
+            "{out}",
+        ],
+        "does not take these arguments",
+    ),
     (["measure", "fast", "--output", "{dir}"], "is a folder"),
     (["measure", "fast", "--json", "{dir}"], "is a folder"),
     (["measure", "fast", "--image", "{out}.png"], "No image at"),
@@ -187,7 +226,9 @@ SEMANTIC_CASES = [
 ]
 
 
-@pytest.mark.parametrize("argv, needle", SEMANTIC_CASES, ids=[" ".join(a[:4]) + " " + n for a, n in SEMANTIC_CASES])
+@pytest.mark.parametrize(
+    "argv, needle", SEMANTIC_CASES, ids=[" ".join(a[:4]) + " " + n for a, n in SEMANTIC_CASES]
+)
 def test_bad_value_is_exit_2_and_one_line_before_any_work(argv, needle, files, capsys, tmp_path, monkeypatch):
     monkeypatch.delenv("EQREG_DEBUG", raising=False)
     monkeypatch.chdir(tmp_path)  # nothing may land in the working directory either
@@ -210,7 +251,10 @@ def test_debug_shows_the_traceback(files, monkeypatch, tmp_path):
 
 def test_measure_report_is_json_with_the_misaligned_taps(tmp_path, capsys):
     js = tmp_path / "r.json"
-    assert main(["measure", "test_resnet", "--no-pretrained", "--size", "32", "--no-output", "--json", str(js)]) == 0
+    assert (
+        main(["measure", "test_resnet", "--no-pretrained", "--size", "32", "--no-output", "--json", str(js)])
+        == 0
+    )
     out = capsys.readouterr().out
     report = json.loads(js.read_text())
     assert report["misaligned"] and "warning: misaligned for input 32x32" in out

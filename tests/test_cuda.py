@@ -14,8 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="no CUDA device here; scripts/device_check.sh runs these on a GPU machine")
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="no CUDA device here; scripts/device_check.sh runs these on a GPU machine",
+)
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "dist_scripts"))
 from common import TINY_DERAIN_LAYERS, PairDataset, TinyDerainer, tiny_args  # noqa: E402
@@ -28,9 +30,14 @@ def _trainer(tmp_path, **overrides):
 
     torch.manual_seed(0)
     args = tiny_args(str(tmp_path), use_cpu=False, max_steps=3, **overrides)
-    return EqRegTrainer(model=TinyDerainer(), args=args, train_dataset=PairDataset(16),
-                        eqreg=EqRegConfig(layers=TINY_DERAIN_LAYERS, weight=0.1), task_loss=F.l1_loss,
-                        eqreg_log_taps=True)
+    return EqRegTrainer(
+        model=TinyDerainer(),
+        args=args,
+        train_dataset=PairDataset(16),
+        eqreg=EqRegConfig(layers=TINY_DERAIN_LAYERS, weight=0.1),
+        task_loss=F.l1_loss,
+        eqreg_log_taps=True,
+    )
 
 
 def _check_logs(trainer):
@@ -61,7 +68,9 @@ def test_trainer_fp16_with_a_gradient_scaler(tmp_path):
 @pytest.mark.parametrize("group", ["C4", "D4"])
 def test_exact_distance_on_cuda_matches_cpu(distance, group):
     torch.manual_seed(0)
-    cpu = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3, padding=1))
+    cpu = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3, padding=1)
+    )
     gpu = copy.deepcopy(cpu).cuda()
     x = torch.rand(4, 3, 17, 17)
     results = []
@@ -94,9 +103,18 @@ def test_accelerate_loop_fp16_on_cuda():
     torch.manual_seed(0)
     net = TinyDerainer()
     data = DataLoader(PairDataset(16), batch_size=4)
-    history = train_loop(net, data, torch.optim.Adam(net.parameters(), lr=1e-3), F.mse_loss,
-                         EqRegConfig(layers=TINY_DERAIN_LAYERS, weight=0.1), max_steps=4, log_every=1,
-                         mixed_precision="fp16", progress=False, input_key="pixel_values")
+    history = train_loop(
+        net,
+        data,
+        torch.optim.Adam(net.parameters(), lr=1e-3),
+        F.mse_loss,
+        EqRegConfig(layers=TINY_DERAIN_LAYERS, weight=0.1),
+        max_steps=4,
+        log_every=1,
+        mixed_precision="fp16",
+        progress=False,
+        input_key="pixel_values",
+    )
     assert next(net.parameters()).is_cuda
     assert len(history.logs) == 4 and all(torch.isfinite(torch.tensor(log["loss"])) for log in history.logs)
     assert all(log["eqreg_loss"] > 0 for log in history.logs)

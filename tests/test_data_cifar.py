@@ -14,23 +14,36 @@ from PIL import Image
 datasets = pytest.importorskip("datasets")
 timm = pytest.importorskip("timm")
 
-from eqreg_hf.data import (CIFAR100_COARSE_NAMES, CIFAR100_FINE_NAMES, CIFAR100_FINE_TO_COARSE,  # noqa: E402
-                           SHAPE_COARSE_NAMES, SHAPE_NAMES, classification_transform, load_cifar100,
-                           load_shapes, num_classes, render_shape)
+from eqreg_hf.data import (
+    CIFAR100_COARSE_NAMES,
+    CIFAR100_FINE_NAMES,
+    CIFAR100_FINE_TO_COARSE,  # noqa: E402
+    SHAPE_COARSE_NAMES,
+    SHAPE_NAMES,
+    classification_transform,
+    load_cifar100,
+    load_shapes,
+    num_classes,
+    render_shape,
+)
 
 TRAIN_FINE = [19, 29, 0, 11, 86, 90]
 TEST_FINE = [28, 23, 97, 26]
 
 
 def _tiny(fine: list[int]):
-    feats = datasets.Features({
-        "img": datasets.Image(),
-        "fine_label": datasets.ClassLabel(names=list(CIFAR100_FINE_NAMES)),
-        "coarse_label": datasets.ClassLabel(names=list(CIFAR100_COARSE_NAMES)),
-    })
+    feats = datasets.Features(
+        {
+            "img": datasets.Image(),
+            "fine_label": datasets.ClassLabel(names=list(CIFAR100_FINE_NAMES)),
+            "coarse_label": datasets.ClassLabel(names=list(CIFAR100_COARSE_NAMES)),
+        }
+    )
     imgs = [Image.fromarray(np.full((32, 32, 3), 2 * i, dtype=np.uint8)) for i in fine]
     return datasets.Dataset.from_dict(
-        {"img": imgs, "fine_label": fine, "coarse_label": [CIFAR100_FINE_TO_COARSE[i] for i in fine]}, features=feats)
+        {"img": imgs, "fine_label": fine, "coarse_label": [CIFAR100_FINE_TO_COARSE[i] for i in fine]},
+        features=feats,
+    )
 
 
 def _parquet_file(root, split):
@@ -47,7 +60,9 @@ def _parquet_hub_folder(root, split):
 
 
 def _save_to_disk_dict(root, split):
-    datasets.DatasetDict({"train": _tiny(TRAIN_FINE), "test": _tiny(TEST_FINE)}).save_to_disk(str(root / "dd"))
+    datasets.DatasetDict({"train": _tiny(TRAIN_FINE), "test": _tiny(TEST_FINE)}).save_to_disk(
+        str(root / "dd")
+    )
     return root / "dd"
 
 
@@ -88,8 +103,15 @@ def test_local_copies_have_the_hub_schema(tmp_path, fmt, split):
 def test_class_names_follow_the_hub_card():
     # spot checks against uoft-cs/cifar100 (index -> coarse index)
     assert len(CIFAR100_FINE_NAMES) == 100 and len(CIFAR100_COARSE_NAMES) == 20
-    for fine, name, coarse in [(0, "apple", 4), (19, "cattle", 11), (29, "dinosaur", 15), (90, "train", 18),
-                               (81, "streetcar", 19), (64, "possum", 12), (26, "crab", 13)]:
+    for fine, name, coarse in [
+        (0, "apple", 4),
+        (19, "cattle", 11),
+        (29, "dinosaur", 15),
+        (90, "train", 18),
+        (81, "streetcar", 19),
+        (64, "possum", 12),
+        (26, "crab", 13),
+    ]:
         assert CIFAR100_FINE_NAMES[fine] == name and CIFAR100_FINE_TO_COARSE[fine] == coarse
     assert collections.Counter(CIFAR100_FINE_TO_COARSE) == {c: 5 for c in range(20)}
 
@@ -125,10 +147,17 @@ def test_imagefolder_with_other_class_names_has_no_coarse_labels(tmp_path):
 
 # ---- transforms ---------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny_timm_model():
-    return timm.create_model("resnet10t", pretrained=False, num_classes=4, pretrained_cfg_overlay=dict(
-        input_size=(3, 40, 36), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop_pct=1.0))
+    return timm.create_model(
+        "resnet10t",
+        pretrained=False,
+        num_classes=4,
+        pretrained_cfg_overlay=dict(
+            input_size=(3, 40, 36), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop_pct=1.0
+        ),
+    )
 
 
 @pytest.mark.parametrize("train", [True, False])
@@ -158,6 +187,7 @@ def test_transform_overrides_and_bad_keys():
 
 # ---- the shapes dataset -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("size", [32, (24, 29)])
 def test_shapes_schema_balance_and_determinism(size):
     ds = load_shapes("train", num_samples=40, size=size, seed=1)
@@ -167,7 +197,9 @@ def test_shapes_schema_balance_and_determinism(size):
     assert collections.Counter(ds["fine_label"]) == {c: 4 for c in range(len(SHAPE_NAMES))}
     h, w = (size, size) if isinstance(size, int) else size
     assert ds[0]["img"].size == (w, h)
-    again = load_shapes.__globals__["_MEMORY_CACHE"].clear() or load_shapes("train", num_samples=40, size=size, seed=1)
+    again = load_shapes.__globals__["_MEMORY_CACHE"].clear() or load_shapes(
+        "train", num_samples=40, size=size, seed=1
+    )
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(ds["img"][:5], again["img"][:5]))
     test = load_shapes("test", num_samples=40, size=size, seed=1)
     assert not np.array_equal(np.asarray(ds[0]["img"]), np.asarray(test[0]["img"]))
@@ -189,13 +221,20 @@ def test_shapes_classes_render_differently():
 
 def test_shapes_work_with_the_classification_transform():
     ds = load_shapes("test", num_samples=6, size=16).with_transform(
-        classification_transform(None, train=True, input_size=16, label="coarse"))
+        classification_transform(None, train=True, input_size=16, label="coarse")
+    )
     item = ds[0]
     assert item["pixel_values"].shape == (3, 16, 16) and 0 <= item["labels"] < len(SHAPE_COARSE_NAMES)
 
 
-@pytest.mark.parametrize("kwargs,match", [(dict(split="dev"), "Choose between"), (dict(size=4), "too small"),
-                                          (dict(classes=("circle",)), "Unknown shape")])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(split="dev"), "Choose between"),
+        (dict(size=4), "too small"),
+        (dict(classes=("circle",)), "Unknown shape"),
+    ],
+)
 def test_shapes_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         load_shapes(**{"split": "test", "num_samples": 2, **kwargs})

@@ -11,11 +11,16 @@ from PIL import Image
 
 datasets = pytest.importorskip("datasets")
 
-from eqreg_hf.data import (PairedTransform, detect_layout, find_pairs, load_rain,  # noqa: E402
-                           paired_collate)
+from eqreg_hf.data import (
+    PairedTransform,
+    detect_layout,
+    find_pairs,
+    load_rain,  # noqa: E402
+    paired_collate,
+)
 
 SIZE = (9, 13)  # (H, W): odd and non-square on purpose
-OFFSET = 40     # every rainy image is its clean partner + OFFSET, so a mispairing is visible
+OFFSET = 40  # every rainy image is its clean partner + OFFSET, so a mispairing is visible
 
 
 def _clean_value(i: int) -> int:
@@ -92,12 +97,22 @@ LAYOUT_CASES = [
     ("rain12", _rain12),
     ("imagefolder", _imagefolder),
 ]
-LAYOUT_IDS = ["rain100", "rain100-subfolders", "plain-subfolders", "edsr-style-subfolders", "rain1400", "rain12", "imagefolder"]
+LAYOUT_IDS = [
+    "rain100",
+    "rain100-subfolders",
+    "plain-subfolders",
+    "edsr-style-subfolders",
+    "rain1400",
+    "rain12",
+    "imagefolder",
+]
 
 
 def _assert_paired(ds, n: int) -> None:
     assert ds.column_names == ["rainy", "clean"]
-    assert isinstance(ds.features["rainy"], datasets.Image) and isinstance(ds.features["clean"], datasets.Image)
+    assert isinstance(ds.features["rainy"], datasets.Image) and isinstance(
+        ds.features["clean"], datasets.Image
+    )
     assert len(ds) == n
     for row in ds:
         r = np.asarray(row["rainy"].convert("RGB"), dtype=np.float64)
@@ -128,8 +143,13 @@ def test_rain1400_many_to_one_pairs(tmp_path):
     layout, pairs = find_pairs(tmp_path)
     assert layout == "rain1400"
     assert [(r.name, c.name) for r, c in pairs] == [
-        ("1_1.jpg", "1.jpg"), ("1_2.jpg", "1.jpg"), ("1_3.jpg", "1.jpg"),
-        ("2_1.jpg", "2.jpg"), ("2_2.jpg", "2.jpg"), ("2_3.jpg", "2.jpg")]
+        ("1_1.jpg", "1.jpg"),
+        ("1_2.jpg", "1.jpg"),
+        ("1_3.jpg", "1.jpg"),
+        ("2_1.jpg", "2.jpg"),
+        ("2_2.jpg", "2.jpg"),
+        ("2_3.jpg", "2.jpg"),
+    ]
 
 
 def test_natural_order_and_zero_padding(tmp_path):
@@ -151,8 +171,15 @@ def test_wrapper_folder_is_descended(tmp_path):
     assert len(load_rain(tmp_path / "Rain100L", split="test")) == 3
 
 
-@pytest.mark.parametrize("name,folder", [("Rain100L", "Rain100L"), ("rain100h", "Rain100H"),
-                                         ("Rain12", "rain12"), ("Rain1400", "rainy_image_dataset")])
+@pytest.mark.parametrize(
+    "name,folder",
+    [
+        ("Rain100L", "Rain100L"),
+        ("rain100h", "Rain100H"),
+        ("Rain12", "rain12"),
+        ("Rain1400", "rainy_image_dataset"),
+    ],
+)
 def test_benchmark_name_via_env(tmp_path, monkeypatch, name, folder):
     _rain100(tmp_path / folder / "test")
     monkeypatch.setenv("EQREG_DATA_DIR", str(tmp_path))
@@ -178,6 +205,7 @@ def test_missing_path_is_an_error(tmp_path):
 
 
 # ---- errors -------------------------------------------------------------------------------------
+
 
 def test_unpaired_file_is_named(tmp_path):
     _rain100(tmp_path)
@@ -213,7 +241,9 @@ def test_empty_folder(tmp_path):
 def test_unknown_layout_lists_known_layouts(tmp_path):
     _save(tmp_path / "photo1.png", 10)
     _save(tmp_path / "photo2.png", 10)
-    with pytest.raises(ValueError, match=r"Unknown rain data layout.*photo1\.png.*rain100.*rain1400.*rain12.*imagefolder"):
+    with pytest.raises(
+        ValueError, match=r"Unknown rain data layout.*photo1\.png.*rain100.*rain1400.*rain12.*imagefolder"
+    ):
         load_rain(tmp_path)
 
 
@@ -232,6 +262,7 @@ def test_local_folder_rejects_synthetic_options(tmp_path):
 
 # ---- Hub ids ------------------------------------------------------------------------------------
 
+
 def test_hub_offline_error_is_one_clear_line(monkeypatch):
     import huggingface_hub.constants
 
@@ -247,13 +278,21 @@ def test_hub_offline_error_is_one_clear_line(monkeypatch):
 def _fake_hub(columns: dict[str, str]):
     arr = np.zeros((5, 7, 3), dtype=np.uint8)
     img = Image.fromarray(arr)
-    feats = datasets.Features({c: datasets.Image() for c in columns.values()} | {"id": datasets.Value("int32")})
+    feats = datasets.Features(
+        {c: datasets.Image() for c in columns.values()} | {"id": datasets.Value("int32")}
+    )
     data = {c: [img, img] for c in columns.values()} | {"id": [0, 1]}
     return datasets.Dataset.from_dict(data, features=feats)
 
 
-@pytest.mark.parametrize("cols", [{"rainy": "input", "clean": "target"}, {"rainy": "rain", "clean": "norain"},
-                                  {"rainy": "rainy", "clean": "clean"}])
+@pytest.mark.parametrize(
+    "cols",
+    [
+        {"rainy": "input", "clean": "target"},
+        {"rainy": "rain", "clean": "norain"},
+        {"rainy": "rainy", "clean": "clean"},
+    ],
+)
 def test_hub_columns_are_normalised(monkeypatch, cols):
     calls = []
 
@@ -268,15 +307,20 @@ def test_hub_columns_are_normalised(monkeypatch, cols):
 
 
 def test_hub_unknown_columns_ask_for_mapping(monkeypatch):
-    monkeypatch.setattr(datasets, "load_dataset", lambda name, split=None, **kw: _fake_hub({"a": "foo", "b": "bar"}))
+    monkeypatch.setattr(
+        datasets, "load_dataset", lambda name, split=None, **kw: _fake_hub({"a": "foo", "b": "bar"})
+    )
     with pytest.raises(ValueError, match=r"columns=\{'rainy'"):
         load_rain("someone/odd", split="train")
-    monkeypatch.setattr(datasets, "load_dataset", lambda name, split=None, **kw: _fake_hub({"a": "foo", "b": "bar"}))
+    monkeypatch.setattr(
+        datasets, "load_dataset", lambda name, split=None, **kw: _fake_hub({"a": "foo", "b": "bar"})
+    )
     ds = load_rain("someone/odd", split="train", columns={"rainy": "foo", "clean": "bar"})
     assert ds.column_names == ["rainy", "clean"]
 
 
 # ---- into a DataLoader --------------------------------------------------------------------------
+
 
 def test_local_folder_through_transform_and_collate(tmp_path):
     import torch
@@ -297,8 +341,10 @@ def test_local_folder_through_transform_and_collate(tmp_path):
 
 def test_rotation_order_two_draws_only_half_turns():
     import torch
+
     from eqreg_hf.data import load_rain
     from eqreg_hf.data.transforms import PairedTransform
+
     ds = load_rain("synthetic", split="test", size=40)
     plain = ds.with_transform(PairedTransform())[0]["rainy"]
     aug = ds.with_transform(PairedTransform(rot90=True, rotation_order=2, seed=0))

@@ -8,18 +8,26 @@ import importlib
 import math
 import pickle
 
+import datasets  # hard dependencies (pyproject): a missing one must fail here, not skip
+import deepinv  # noqa: F401
 import numpy as np
 import pytest
+import skimage  # noqa: F401
 import torch
 import torch.nn.functional as F
 
-import datasets  # hard dependencies (pyproject): a missing one must fail here, not skip
-import deepinv  # noqa: F401
-import skimage  # noqa: F401
-
-from eqreg_hf.data.restore import (DEFAULT_SIGMA, SCALES, SR_FILTERS, Degradation, RestoreTransform,
-                                   held_out_pairs, load_clean_images, restore_collate, select_training_set,
-                                   sr_filter)
+from eqreg_hf.data.restore import (
+    DEFAULT_SIGMA,
+    SCALES,
+    SR_FILTERS,
+    Degradation,
+    RestoreTransform,
+    held_out_pairs,
+    load_clean_images,
+    restore_collate,
+    select_training_set,
+    sr_filter,
+)
 
 PHOTO = 32  # photo side in these tests
 
@@ -34,8 +42,11 @@ def _rel(a, b):
 
 def _d4(x):
     """The 8 elements of D4 as (name, function), convention of eqreg_hf.core.groups (flip W, then rot90)."""
-    return [(f"f{f}k{k}", lambda t, f=f, k=k: torch.rot90(t.flip(-1) if f else t, k, (-2, -1)))
-            for f in (0, 1) for k in range(4)]
+    return [
+        (f"f{f}k{k}", lambda t, f=f, k=k: torch.rot90(t.flip(-1) if f else t, k, (-2, -1)))
+        for f in (0, 1)
+        for k in range(4)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +55,7 @@ def photos():
 
 
 # ---- the forward models -----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", SR_FILTERS)
 @pytest.mark.parametrize("scale", SCALES)
@@ -110,7 +122,10 @@ def test_inpainting_mask_is_fresh_per_image_shared_by_channels_and_noise_only_wh
 
 def test_degradation_defaults_shapes_and_dict():
     assert Degradation().sigma == DEFAULT_SIGMA and Degradation("inpaint").sigma == 0.0
-    assert Degradation("sr", scale=3).output_size(12, 9) == (4, 3) and Degradation().output_size(5, 7) == (5, 7)
+    assert Degradation("sr", scale=3).output_size(12, 9) == (4, 3) and Degradation().output_size(5, 7) == (
+        5,
+        7,
+    )
     d = Degradation("sr", scale=4, sigma=0.01).to_dict()
     assert d == {"task": "sr", "sigma": 0.01, "mask_ratio": 0.5, "scale": 4, "sr_filter": "bicubic"}
     assert Degradation(**d).to_dict() == d
@@ -120,22 +135,27 @@ def test_degradation_defaults_shapes_and_dict():
     assert type(Degradation("sr").physics).__name__ == "Downsampling"
     assert type(Degradation("inpaint").physics).__name__ == "Inpainting"
     used = Degradation("inpaint", sigma=0.1)
-    used(clean)  # builds its deepinv operator, which does not pickle; the Degradation still does (spawned workers)
+    used(
+        clean
+    )  # builds its deepinv operator, which does not pickle; the Degradation still does (spawned workers)
     copy = pickle.loads(pickle.dumps(used))
     assert copy.to_dict() == used.to_dict() and torch.equal(copy(clean, _gen()), used(clean, _gen()))
 
 
-@pytest.mark.parametrize("kwargs,words", [
-    (dict(task="deblur"), ["deblur", "denoise", "inpaint", "sr"]),
-    (dict(sigma=-0.1), ["sigma=-0.1", "25/255"]),
-    (dict(sigma=float("nan")), ["sigma=nan"]),
-    (dict(sigma="0.1"), ["sigma='0.1'"]),
-    (dict(task="inpaint", mask_ratio=1.0), ["mask_ratio=1.0", "[0.0, 1.0)", "missing"]),
-    (dict(task="inpaint", mask_ratio=-0.2), ["mask_ratio=-0.2"]),
-    (dict(task="sr", scale=8), ["scale=8", "(2, 3, 4)"]),
-    (dict(task="sr", scale=True), ["scale=True"]),
-    (dict(task="sr", sr_filter="gaussian"), ["gaussian", "bicubic", "box"]),
-])
+@pytest.mark.parametrize(
+    "kwargs,words",
+    [
+        (dict(task="deblur"), ["deblur", "denoise", "inpaint", "sr"]),
+        (dict(sigma=-0.1), ["sigma=-0.1", "25/255"]),
+        (dict(sigma=float("nan")), ["sigma=nan"]),
+        (dict(sigma="0.1"), ["sigma='0.1'"]),
+        (dict(task="inpaint", mask_ratio=1.0), ["mask_ratio=1.0", "[0.0, 1.0)", "missing"]),
+        (dict(task="inpaint", mask_ratio=-0.2), ["mask_ratio=-0.2"]),
+        (dict(task="sr", scale=8), ["scale=8", "(2, 3, 4)"]),
+        (dict(task="sr", scale=True), ["scale=True"]),
+        (dict(task="sr", sr_filter="gaussian"), ["gaussian", "bicubic", "box"]),
+    ],
+)
 def test_bad_degradation_parameters_are_one_line_errors(kwargs, words):
     with pytest.raises(ValueError) as err:
         Degradation(**kwargs)
@@ -151,6 +171,7 @@ def test_bad_sizes_and_inputs():
 
 
 # ---- clean images -----------------------------------------------------------------------------
+
 
 def test_photos_are_disjoint_sized_and_cached(photos):
     test = load_clean_images("photos", "test", photo_size=PHOTO)
@@ -195,8 +216,11 @@ def test_hub_layout_parquet_repo_renames_the_image_column(tmp_path):
     for split, n in (("train", 3), ("test", 2)):
         rows = {"img": [Image.new("RGB", (12, 10), (i * 40, 0, 0)) for i in range(n)], "caption": ["x"] * n}
         datasets.Dataset.from_dict(rows, features=feats).to_parquet(
-            str(tmp_path / "repo" / "data" / f"{split}-00000-of-00001.parquet"))
-    ds = load_clean_images(str(tmp_path / "repo"), "test", image_column="img", cache_dir=str(tmp_path / "cache"))
+            str(tmp_path / "repo" / "data" / f"{split}-00000-of-00001.parquet")
+        )
+    ds = load_clean_images(
+        str(tmp_path / "repo"), "test", image_column="img", cache_dir=str(tmp_path / "cache")
+    )
     assert ds.column_names == ["image"] and len(ds) == 2 and ds[1]["image"].size == (12, 10)
     with pytest.raises(ValueError, match=r"no image column 'image'.*\['img', 'caption'\].*image_column="):
         load_clean_images(str(tmp_path / "repo"), "train", cache_dir=str(tmp_path / "cache"))
@@ -214,6 +238,7 @@ def test_unreachable_hub_id_is_a_one_line_error(monkeypatch):
 
 # ---- training-set selection -------------------------------------------------------------------
 
+
 def test_select_training_set(photos):
     assert select_training_set(photos) is photos and len(select_training_set(photos, 3)) == 3
     one = select_training_set(photos, "1")
@@ -223,10 +248,16 @@ def test_select_training_set(photos):
     assert len(region) == 1 and np.array_equal(np.asarray(region[0]["image"]), full[11:21, 11:21])
 
 
-@pytest.mark.parametrize("size,match", [
-    ("some", r"'some'.*'all'.*'region96'"), (0, "between 1 and the 10"), ("11", "between 1 and the 10"),
-    ("region33", r"Region size 33.*32 x 32.*at most 32"), ("region0", "Region size 0"),
-])
+@pytest.mark.parametrize(
+    "size,match",
+    [
+        ("some", r"'some'.*'all'.*'region96'"),
+        (0, "between 1 and the 10"),
+        ("11", "between 1 and the 10"),
+        ("region33", r"Region size 33.*32 x 32.*at most 32"),
+        ("region0", "Region size 0"),
+    ],
+)
 def test_bad_training_set_sizes(photos, size, match):
     with pytest.raises(ValueError, match=match):
         select_training_set(photos, size)
@@ -234,8 +265,11 @@ def test_bad_training_set_sizes(photos, size, match):
 
 def test_missing_image_column_is_named():
     ds = datasets.Dataset.from_dict({"picture": [1]})
-    for call in (lambda: select_training_set(ds), lambda: held_out_pairs(ds, Degradation()),
-                 lambda: RestoreTransform(Degradation(), 8).check_images(ds)):
+    for call in (
+        lambda: select_training_set(ds),
+        lambda: held_out_pairs(ds, Degradation()),
+        lambda: RestoreTransform(Degradation(), 8).check_images(ds),
+    ):
         with pytest.raises(ValueError, match=r"'image' column.*\['picture'\].*image_column="):
             call()
     with pytest.raises(ValueError, match="'image' column.*'picture'"):
@@ -243,6 +277,7 @@ def test_missing_image_column_is_named():
 
 
 # ---- the transform and the held-out pairs -----------------------------------------------------
+
 
 def test_training_transform_is_fresh_each_call_and_replays_from_the_seed(photos):
     deg = Degradation("denoise")
@@ -252,13 +287,21 @@ def test_training_transform_is_fresh_each_call_and_replays_from_the_seed(photos)
     assert not torch.equal(first["pixel_values"], second["pixel_values"])
     again = photos.select(range(2)).with_transform(RestoreTransform(deg, 16, seed=3, augment="D4"))
     replay = again[0]
-    assert torch.equal(replay["pixel_values"], first["pixel_values"]) and torch.equal(replay["labels"], first["labels"])
+    assert torch.equal(replay["pixel_values"], first["pixel_values"]) and torch.equal(
+        replay["labels"], first["labels"]
+    )
     assert abs(float((first["pixel_values"] - first["labels"]).std()) - DEFAULT_SIGMA) < 0.02
 
 
-@pytest.mark.parametrize("augment,expected", [(None, {"f0k0"}), ("C2", {"f0k0", "f0k2"}),
-                                              ("C4", {f"f0k{k}" for k in range(4)}),
-                                              ("D4", {f"f{f}k{k}" for f in (0, 1) for k in range(4)})])
+@pytest.mark.parametrize(
+    "augment,expected",
+    [
+        (None, {"f0k0"}),
+        ("C2", {"f0k0", "f0k2"}),
+        ("C4", {f"f0k{k}" for k in range(4)}),
+        ("D4", {f"f{f}k{k}" for f in (0, 1) for k in range(4)}),
+    ],
+)
 def test_augmentation_draws_exactly_its_group(augment, expected):
     image = torch.rand(3, 8, 8, generator=_gen())
     elements = dict((name, g(image)) for name, g in _d4(image))
@@ -289,13 +332,16 @@ def test_eval_transform_is_fixed_per_image(photos):
     assert not torch.equal((a["pixel_values"] == 0), (c["pixel_values"] == 0))
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(crop_size=0), "crop_size=0 must be a positive integer"),
-    (dict(crop_size=2.5), "crop_size=2.5"),
-    (dict(crop_size=16, augment="C8"), r"augment='C8'.*'none', 'C2', 'C4', 'D4'"),
-    (dict(crop_size=15, deg=Degradation("sr", scale=2)), r"crop_size=15.*scale 2.*crop_size=14"),
-    (dict(crop_size=2, deg=Degradation("sr", scale=3)), r"crop_size=2.*scale 3.*crop_size=3"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(crop_size=0), "crop_size=0 must be a positive integer"),
+        (dict(crop_size=2.5), "crop_size=2.5"),
+        (dict(crop_size=16, augment="C8"), r"augment='C8'.*'none', 'C2', 'C4', 'D4'"),
+        (dict(crop_size=15, deg=Degradation("sr", scale=2)), r"crop_size=15.*scale 2.*crop_size=14"),
+        (dict(crop_size=2, deg=Degradation("sr", scale=3)), r"crop_size=2.*scale 3.*crop_size=3"),
+    ],
+)
 def test_bad_transform_arguments_fail_at_construction(kwargs, match):
     deg = kwargs.pop("deg", Degradation())
     with pytest.raises(ValueError, match=match):
@@ -315,7 +361,9 @@ def test_held_out_pairs_are_fixed_and_differ_across_images():
     test = load_clean_images("photos", "test", photo_size=PHOTO)
     for deg in (Degradation(), Degradation("inpaint", sigma=0.02), Degradation("sr", scale=3, sigma=0.01)):
         one, two = held_out_pairs(test, deg, seed=0), held_out_pairs(test, deg, seed=0)
-        assert len(one) == 4 and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(one, two))
+        assert len(one) == 4 and all(
+            torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(one, two)
+        )
         residuals = [y - (x if deg.task != "sr" else deg.A(x)) for y, x in one]
         assert not torch.equal(residuals[0], residuals[1])
         other = held_out_pairs(test, deg, seed=1, max_images=2)

@@ -67,12 +67,15 @@ def test_validation_split_and_a_neutral_folder(tmp_path):
     _rain(tmp_path / "bench" / "val", n=2)
     _rain(tmp_path / "bench" / "train")
     assert len(load_rain(tmp_path / "bench", split="validation")) == 2
-    assert len(load_rain(_rain(tmp_path / "only"), split="test")) == 3  # an explicit one-split path still works
+    assert (
+        len(load_rain(_rain(tmp_path / "only"), split="test")) == 3
+    )  # an explicit one-split path still works
 
 
 def test_split_of():
-    assert [split_of(n) for n in ("train", "Testing", "rain_data_test_Heavy", "val", "Rain100L", "latest")] == \
-        ["train", "test", "test", "validation", None, None]
+    assert [
+        split_of(n) for n in ("train", "Testing", "rain_data_test_Heavy", "val", "Rain100L", "latest")
+    ] == ["train", "test", "test", "validation", None, None]
     assert split_of("test_unpaired_0", exact=True) is None
 
 
@@ -129,22 +132,38 @@ def test_cifar_parquet_file_named_after_another_split_is_refused(tmp_path):
 
 def test_check_disjoint_same_data_and_shared_files(tmp_path):
     a = load_rain(_rain(tmp_path / "only"), split="train")
-    with pytest.raises(ValueError, match=r"'test' and 'train' splits of 'x' overlap \(they are the same data\)"):
+    with pytest.raises(
+        ValueError, match=r"'test' and 'train' splits of 'x' overlap \(they are the same data\)"
+    ):
         check_disjoint(a, load_rain(tmp_path / "only", split="test"), "train", "test", "x")
     features = datasets.Features({"rainy": datasets.Image(), "clean": datasets.Image()})
     other = _rain(tmp_path / "other")
-    mixed = datasets.Dataset.from_dict({"rainy": [str(other / "rain-1.png"), str(tmp_path / "only" / "rain-2.png")],
-                                        "clean": [str(other / "norain-1.png"), str(other / "norain-2.png")]},
-                                       features=features)
-    with pytest.raises(ValueError, match=r"overlap \(1 image file\(s\) are in both, e.g. '.*only/rain-2.png'\)"):
+    mixed = datasets.Dataset.from_dict(
+        {
+            "rainy": [str(other / "rain-1.png"), str(tmp_path / "only" / "rain-2.png")],
+            "clean": [str(other / "norain-1.png"), str(other / "norain-2.png")],
+        },
+        features=features,
+    )
+    with pytest.raises(
+        ValueError, match=r"overlap \(1 image file\(s\) are in both, e.g. '.*only/rain-2.png'\)"
+    ):
         check_disjoint(a, mixed, "train", "test", "x")
     check_disjoint(a, load_rain(other, split="test"), "train", "test", "x")
 
 
 def test_train_derain_refuses_to_evaluate_on_its_training_folder(tmp_path):
     folder = _rain(tmp_path / "only")  # one split, no train/test: training and "test" would be the same pairs
-    args = DerainTrainingArguments(dataset=str(folder), channels=4, num_blocks=1, max_steps=1, crop_size=8,
-                                   batch_size=1, progress=False, output_dir=str(tmp_path / "out"))
+    args = DerainTrainingArguments(
+        dataset=str(folder),
+        channels=4,
+        num_blocks=1,
+        max_steps=1,
+        crop_size=8,
+        batch_size=1,
+        progress=False,
+        output_dir=str(tmp_path / "out"),
+    )
     with pytest.raises(ValueError, match="overlap.*would measure training data"):
         train_derainer(args)
     assert not (tmp_path / "out").exists()

@@ -12,9 +12,20 @@ import torch
 datasets = pytest.importorskip("datasets")
 pytest.importorskip("skimage")
 
-from eqreg_hf.data import (TEST_PHOTOS, TRAIN_PHOTOS, PairedTransform, add_rain, load_photo,  # noqa: E402
-                           load_rain, make_synthetic_rain, paired_collate, paired_random_crop,
-                           paired_random_rot_flip, rain_streaks, to_tensor)
+from eqreg_hf.data import (
+    TEST_PHOTOS,
+    TRAIN_PHOTOS,
+    PairedTransform,
+    add_rain,
+    load_photo,  # noqa: E402
+    load_rain,
+    make_synthetic_rain,
+    paired_collate,
+    paired_random_crop,
+    paired_random_rot_flip,
+    rain_streaks,
+    to_tensor,
+)
 
 TINY = dict(size=(20, 27), num_variants=1)  # odd, non-square
 
@@ -24,6 +35,7 @@ def _arrays(ds, col):
 
 
 # ---- the benchmark ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("split,photos", [("train", TRAIN_PHOTOS), ("test", TEST_PHOTOS)])
 @pytest.mark.parametrize("size,variants", [((20, 27), 1), (17, 2)])
@@ -69,8 +81,8 @@ def test_variants_differ_but_share_the_clean_photo():
 def test_additive_rain_only_brightens_and_is_visible():
     ds = make_synthetic_rain("test", size=48, num_variants=1)
     for r, c in zip(_arrays(ds, "rainy"), _arrays(ds, "clean")):
-        assert (r >= c - 1).all()        # O = clip(B + aS) >= B, up to 8-bit rounding
-        assert (r - c).mean() > 1.0      # and there is rain
+        assert (r >= c - 1).all()  # O = clip(B + aS) >= B, up to 8-bit rounding
+        assert (r - c).mean() > 1.0  # and there is rain
 
 
 def test_load_rain_synthetic_passes_options_and_caches():
@@ -89,6 +101,7 @@ def test_disk_cache_round_trip(tmp_path):
 
 
 # ---- the rain model -----------------------------------------------------------------------------
+
 
 def _orientation(s: np.ndarray) -> float:
     """> 0: intensity varies across columns (vertical streaks); < 0: across rows (horizontal)."""
@@ -119,14 +132,17 @@ def test_blends_stay_in_range(blend):
     assert out.shape == photo.shape and out.min() >= 0.0 and out.max() <= 1.0 and (out >= photo - 1e-6).all()
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(split="val"), "Choose between"),
-    (dict(blend="multiply"), "Choose between"),
-    (dict(num_variants=0), "num_variants"),
-    (dict(size=2), "too small"),
-    (dict(density=(0.5, 0.1)), "low must be <= high"),
-    (dict(photos=["not_a_photo"]), "Unknown scikit-image photo"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(split="val"), "Choose between"),
+        (dict(blend="multiply"), "Choose between"),
+        (dict(num_variants=0), "num_variants"),
+        (dict(size=2), "too small"),
+        (dict(density=(0.5, 0.1)), "low must be <= high"),
+        (dict(photos=["not_a_photo"]), "Unknown scikit-image photo"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     kwargs = {"split": "test", "size": 8, "num_variants": 1, **kwargs}
     with pytest.raises(ValueError, match=match):
@@ -134,6 +150,7 @@ def test_bad_arguments(kwargs, match):
 
 
 # ---- paired transforms --------------------------------------------------------------------------
+
 
 def _pair(h=11, w=16):
     clean = torch.rand(3, h, w)
@@ -155,8 +172,14 @@ def test_paired_crop_too_large():
         paired_random_crop(r, c, (12, 4))
 
 
-@pytest.mark.parametrize("opts", [dict(rot90=True, hflip=False), dict(rot90=False, hflip=True, vflip=True),
-                                  dict(rot90=True, hflip=True, vflip=True)])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        dict(rot90=True, hflip=False),
+        dict(rot90=False, hflip=True, vflip=True),
+        dict(rot90=True, hflip=True, vflip=True),
+    ],
+)
 def test_paired_rot_flip_is_aligned_and_covers_the_group(opts):
     r, c = _pair(5, 8)
     g = torch.Generator().manual_seed(0)
@@ -165,7 +188,9 @@ def test_paired_rot_flip_is_aligned_and_covers_the_group(opts):
         rr, rc = paired_random_rot_flip(r, c, g, **opts)
         assert torch.allclose(rr - rc, torch.ones_like(rc))
         seen.add(rc.numpy().tobytes())
-    expected = (4 if opts.get("rot90") else 1) * (2 if opts.get("hflip") else 1) * (2 if opts.get("vflip") else 1)
+    expected = (
+        (4 if opts.get("rot90") else 1) * (2 if opts.get("hflip") else 1) * (2 if opts.get("vflip") else 1)
+    )
     if opts.get("rot90") and opts.get("hflip") and opts.get("vflip"):
         expected = 8  # the dihedral group D4 has 8 elements
     assert len(seen) == expected
@@ -195,23 +220,37 @@ def test_paired_transform_single_item_and_bad_keys():
 
 def test_collate_refuses_mixed_sizes():
     with pytest.raises(ValueError, match="crop_size"):
-        paired_collate([{"rainy": torch.zeros(3, 4, 5), "clean": torch.zeros(3, 4, 5)},
-                        {"rainy": torch.zeros(3, 5, 4), "clean": torch.zeros(3, 5, 4)}])
+        paired_collate(
+            [
+                {"rainy": torch.zeros(3, 4, 5), "clean": torch.zeros(3, 4, 5)},
+                {"rainy": torch.zeros(3, 5, 4), "clean": torch.zeros(3, 5, 4)},
+            ]
+        )
 
 
-@pytest.mark.parametrize("image,shape", [
-    (np.zeros((4, 6), dtype=np.uint8), (3, 4, 6)),
-    (np.zeros((4, 6, 4), dtype=np.uint8), (3, 4, 6)),
-    (np.full((4, 6, 3), 255, dtype=np.uint8), (3, 4, 6)),
-])
+@pytest.mark.parametrize(
+    "image,shape",
+    [
+        (np.zeros((4, 6), dtype=np.uint8), (3, 4, 6)),
+        (np.zeros((4, 6, 4), dtype=np.uint8), (3, 4, 6)),
+        (np.full((4, 6, 3), 255, dtype=np.uint8), (3, 4, 6)),
+    ],
+)
 def test_to_tensor_shapes_and_range(image, shape):
     t = to_tensor(image)
     assert t.shape == shape and t.dtype == torch.float32
     assert float(t.max()) == (1.0 if image.max() == 255 else 0.0)
 
 
-@pytest.mark.parametrize("name", ["eqreg_hf.data.synthetic", "eqreg_hf.data.transforms", "eqreg_hf.data.rain",
-                                  "eqreg_hf.data.rain_layouts"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "eqreg_hf.data.synthetic",
+        "eqreg_hf.data.transforms",
+        "eqreg_hf.data.rain",
+        "eqreg_hf.data.rain_layouts",
+    ],
+)
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), extraglobs={"torch": torch, "np": np})
     assert result.failed == 0 and result.attempted > 0

@@ -8,7 +8,13 @@ import pytest
 
 from eqreg_hf.cli import main
 from eqreg_hf.core.config import EqRegConfig
-from eqreg_hf.tasks.derain.demo import DEMO_DISTANCE, DEMO_GROUP_ORDER, DEMO_METHODS, DEMO_WEIGHT, format_results_table
+from eqreg_hf.tasks.derain.demo import (
+    DEMO_DISTANCE,
+    DEMO_GROUP_ORDER,
+    DEMO_METHODS,
+    DEMO_WEIGHT,
+    format_results_table,
+)
 
 
 @pytest.mark.slow
@@ -35,8 +41,15 @@ def test_demo_quick_writes_table_checkpoint_and_plots(tmp_path, capsys):
 
 
 def test_results_table_has_one_row_per_run():
-    m = {"psnr_y": 30.0, "ssim_y": 0.9, "psnr_rgb": 28.0, "ssim_rgb": 0.88, "equivariance_error": 0.5,
-         "output_equivariance_error": 0.01, "train_time_s": 12.0}
+    m = {
+        "psnr_y": 30.0,
+        "ssim_y": 0.9,
+        "psnr_rgb": 28.0,
+        "ssim_rgb": 0.88,
+        "equivariance_error": 0.5,
+        "output_equivariance_error": 0.01,
+        "train_time_s": 12.0,
+    }
     table = format_results_table({"plain": m, "EQ-Reg": dict(m, psnr_y=31.0)}, rainy_psnr=20.0)
     lines = table.splitlines()
     assert len(lines) == 5 and "| EQ-Reg | 31.00 |" in table and "| rainy input | 20.00 |" in table

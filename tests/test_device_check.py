@@ -36,7 +36,7 @@ def test_it_fits_in_eight_minutes_and_its_training_flags_parse():
     command = re.search(r"train-derain (.*?)--output-dir", text, flags=re.S).group(1)
     argv = [a for a in command.replace("\\\n", " ").split() if a != '"$MP"']
     at = argv.index("--mixed-precision")
-    argv[at + 1:at + 1] = ["bf16"]
+    argv[at + 1 : at + 1] = ["bf16"]
     args = build_parser().parse_args(["train-derain", *argv, "--output-dir", "x"])
     assert args.max_steps == 200 and args.report_to == "tensorboard"
 
@@ -46,7 +46,20 @@ def test_the_cuda_tests_are_collected_and_skip_here():
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA machine runs them for real")
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
-                          os.path.join(ROOT, "tests", "test_cuda.py")], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-rs",
+            os.path.join(ROOT, "tests", "test_cuda.py"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout[-2000:]
     assert re.search(r"(\d+) skipped", run.stdout) and "no CUDA device here" in run.stdout

@@ -6,22 +6,38 @@ import warnings
 
 import pytest
 import torch
+from nets import PlainCNN, check_exact_distance_against_autograd
 from torch import nn
 
 from eqreg_hf import EqReg, EqRegAlignmentWarning, EqRegConfig, equivariance_distance, equivariance_error
 from eqreg_hf.core import regularizer
 from eqreg_hf.core.distance import ExactDistance
-from eqreg_hf.core.groups import (Group, GroupElement, as_element, as_group, compose, is_exact, regular_channels_ok,
-                                  rotate_features, rotate_image, rotation_mask, sample_k, shift_channels, swaps_hw)
+from eqreg_hf.core.groups import (
+    Group,
+    GroupElement,
+    as_element,
+    as_group,
+    compose,
+    is_exact,
+    regular_channels_ok,
+    rotate_features,
+    rotate_image,
+    rotation_mask,
+    sample_k,
+    shift_channels,
+    swaps_hw,
+)
 from eqreg_hf.hub.card import group_name
-
-from nets import PlainCNN, check_exact_distance_against_autograd
 
 DIHEDRAL = ["D1", "D2", "D3", "D4", "D8"]
 
 
 def test_group_names_and_elements():
-    assert as_group("D4") == Group(True, 4) and as_group("c8") == Group(False, 8) and as_group(2) == Group(False, 2)
+    assert (
+        as_group("D4") == Group(True, 4)
+        and as_group("c8") == Group(False, 8)
+        and as_group(2) == Group(False, 2)
+    )
     assert as_group("D4").size == 8 and as_group("D4").name == "D4" and as_group("D1").size == 2
     d4 = as_group("D4").elements(include_identity=True)
     assert [4 * f + k for f, k in d4] == list(range(8))  # indexed f*t + k
@@ -73,7 +89,9 @@ def test_channel_permutation_is_the_pinned_one():
 def test_actions_compose_like_the_group(group, field):
     g_ = as_group(group)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 33), torch.linspace(-1, 1, 33), indexing="ij")
-    f = torch.stack([torch.exp(-((xx - 0.2 * i) ** 2 + (yy + 0.1 * i) ** 2) * 3) for i in range(g_.size)])[None]
+    f = torch.stack([torch.exp(-((xx - 0.2 * i) ** 2 + (yy + 0.1 * i) ** 2) * 3) for i in range(g_.size)])[
+        None
+    ]
     mask = rotation_mask(33, 33, margin=2.0)
     elements = g_.elements(include_identity=True)
     for a in elements:
@@ -83,13 +101,15 @@ def test_actions_compose_like_the_group(group, field):
             exact = is_exact(a, group) and is_exact(b, group)
             assert (lhs - rhs).mul(mask).abs().max() <= (0 if exact else 2e-2) + 1e-6, (a, b)
             img = rotate_image(rotate_image(f, b, group), a, group)
-            assert (img - rotate_image(f, compose(a, b, group), group)).mul(mask).abs().max() <= \
-                (0 if exact else 2e-2) + 1e-6
+            assert (img - rotate_image(f, compose(a, b, group), group)).mul(mask).abs().max() <= (
+                0 if exact else 2e-2
+            ) + 1e-6
     for a in elements:  # mirror images are their own inverses
         if a.flip:
             assert compose(a, a, group) == (0, 0)
-            assert torch.equal(rotate_features(rotate_features(f, a, group, field), a, group, field), f) or not \
-                is_exact(a, group)
+            assert torch.equal(
+                rotate_features(rotate_features(f, a, group, field), a, group, field), f
+            ) or not is_exact(a, group)
 
 
 def test_channel_rule_is_2t_for_dihedral_fields():
@@ -111,7 +131,9 @@ def test_sampler_draws_every_non_identity_element_seeded():
     assert set(draws) == set(as_group("D4").elements()) and all(isinstance(g, GroupElement) for g in draws)
     gen = torch.Generator().manual_seed(0)
     assert [sample_k("D4", gen) for _ in range(300)] == draws
-    assert set(sample_k("D2", gen, include_identity=True) for _ in range(200)) == set(as_group("D2").elements(True))
+    assert set(sample_k("D2", gen, include_identity=True) for _ in range(200)) == set(
+        as_group("D2").elements(True)
+    )
     assert sample_k("C4", torch.Generator().manual_seed(1)) == sample_k(4, torch.Generator().manual_seed(1))
 
 
@@ -133,12 +155,19 @@ def test_cli_flag_comes_from_the_config():
 
     p = argparse.ArgumentParser()
     add_dataclass_arguments(p, EqRegConfig, "eqreg.")
-    assert dataclass_from_args(EqRegConfig, p.parse_args(["--eqreg.group", "D4"]), "eqreg.").group_spec.name == "D4"
-    assert dataclass_from_args(EqRegConfig, p.parse_args(["--eqreg.group-order", "2"]), "eqreg.").group_spec.name \
+    assert (
+        dataclass_from_args(EqRegConfig, p.parse_args(["--eqreg.group", "D4"]), "eqreg.").group_spec.name
+        == "D4"
+    )
+    assert (
+        dataclass_from_args(EqRegConfig, p.parse_args(["--eqreg.group-order", "2"]), "eqreg.").group_spec.name
         == "C2"
+    )
     assert "--eqreg.group" in p.format_help()
     with pytest.raises(ValueError, match="disagree"):
-        dataclass_from_args(EqRegConfig, p.parse_args(["--eqreg.group", "D4", "--eqreg.group-order", "2"]), "eqreg.")
+        dataclass_from_args(
+            EqRegConfig, p.parse_args(["--eqreg.group", "D4", "--eqreg.group-order", "2"]), "eqreg."
+        )
 
 
 def test_card_names_the_group():
@@ -155,9 +184,15 @@ def test_card_names_the_group():
 @pytest.mark.parametrize("layout", ["nchw", "vector"])
 def test_hand_written_backward_covers_the_flips(distance, field, layout):
     # the exact distance computes in float32 (measured: value within 3e-7, gradient within 5e-7 of its max)
-    check_exact_distance_against_autograd((3, 16, 5, 5) if layout == "nchw" else (3, 16), as_group("D4").elements(),
-                                          "D4", field, layout, distance,
-                                          lambda y: (1e-5, 2e-6 * float(y.abs().max())))
+    check_exact_distance_against_autograd(
+        (3, 16, 5, 5) if layout == "nchw" else (3, 16),
+        as_group("D4").elements(),
+        "D4",
+        field,
+        layout,
+        distance,
+        lambda y: (1e-5, 2e-6 * float(y.abs().max())),
+    )
 
 
 @pytest.mark.parametrize("distance", ["fro", "relative"])
@@ -183,8 +218,16 @@ def test_batched_small_maps_and_per_map_path_agree_under_d4(case, monkeypatch):
         monkeypatch.setattr(regularizer, "SMALL_MAP", small)
         torch.manual_seed(0)
         net = PlainCNN(width=16).train()
-        reg = EqReg(net, EqRegConfig(layers=["body.0", "body.3", "body.5"], fields={"body.5": "trivial"}, group="D4",
-                                     weight=1.0, rotated_fraction=0.5 if case == "fraction" else 1.0))
+        reg = EqReg(
+            net,
+            EqRegConfig(
+                layers=["body.0", "body.3", "body.5"],
+                fields={"body.5": "trivial"},
+                group="D4",
+                weight=1.0,
+                rotated_fraction=0.5 if case == "fraction" else 1.0,
+            ),
+        )
         x = torch.randn(4, 3, 8, 10 if case == "two-pass" else 8)
         out, eq = reg(x, k=(1, 1) if case == "two-pass" else (1, 2))
         task = sum(o.pow(2).mean() for o in out) if case == "two-pass" else out.pow(2).mean()
@@ -257,15 +300,21 @@ def test_d4_training_lowers_the_d4_error():
 
 def test_measure_reports_per_element_and_the_group():
     torch.manual_seed(0)
-    rep = equivariance_error(PlainCNN(width=8), torch.randn(1, 3, 9, 9), layers=["body.0"], group="D2",
-                             include_output=True)
-    assert rep.group == "D2" and rep.ks == [(0, 1), (1, 0), (1, 1)] and set(rep.per_k["body.0"]) == set(rep.ks)
+    rep = equivariance_error(
+        PlainCNN(width=8), torch.randn(1, 3, 9, 9), layers=["body.0"], group="D2", include_output=True
+    )
+    assert (
+        rep.group == "D2" and rep.ks == [(0, 1), (1, 0), (1, 1)] and set(rep.per_k["body.0"]) == set(rep.ks)
+    )
     assert "(D2," in rep.table() and rep.to_dict()["ks"] == [[0, 1], [1, 0], [1, 1]]
-    only = equivariance_error(PlainCNN(width=8), torch.randn(1, 3, 9, 9), layers=["body.0"], group="D4",
-                              ks=[(1, 0), 2])
+    only = equivariance_error(
+        PlainCNN(width=8), torch.randn(1, 3, 9, 9), layers=["body.0"], group="D4", ks=[(1, 0), 2]
+    )
     assert only.ks == [(1, 0), (0, 2)]
     with pytest.raises(ValueError, match="disagree"):
-        equivariance_error(PlainCNN(width=8), torch.randn(1, 3, 9, 9), layers=["body.0"], group="D4", group_order=2)
+        equivariance_error(
+            PlainCNN(width=8), torch.randn(1, 3, 9, 9), layers=["body.0"], group="D4", group_order=2
+        )
 
 
 def _strided(stride_hw):
@@ -275,7 +324,9 @@ def _strided(stride_hw):
 def test_alignment_under_flips():
     # A stride-2 conv on an even width is off by one pixel under a flip: D1 (a flip only) warns...
     reg = EqReg(_strided((1, 2)), EqRegConfig(layers=["0"], group="D1", weight=1.0))
-    with pytest.warns(EqRegAlignmentWarning, match=r"'0'.*nearest aligned input size 9x(7|9).*a flip of the map"):
+    with pytest.warns(
+        EqRegAlignmentWarning, match=r"'0'.*nearest aligned input size 9x(7|9).*a flip of the map"
+    ):
         reg(torch.randn(1, 3, 9, 8), k=(1, 0))
     reg.remove()
     # ...a stride-2 conv on an even *height* is not moved by a left-right flip: D1 stays quiet, C2 does not.
@@ -287,7 +338,9 @@ def test_alignment_under_flips():
     assert reg.last_terms["0"] > 0  # a random conv is not flip-equivariant; the point is no false alarm
     reg.remove()
     with pytest.warns(EqRegAlignmentWarning, match="a rotation or flip of the map"):
-        EqReg(_strided(2), EqRegConfig(layers=["0"], group="D4", weight=1.0))(torch.randn(1, 3, 8, 8), k=(1, 0))
+        EqReg(_strided(2), EqRegConfig(layers=["0"], group="D4", weight=1.0))(
+            torch.randn(1, 3, 8, 8), k=(1, 0)
+        )
     with pytest.warns(EqRegAlignmentWarning, match="a 90° rotation of the map"):
         EqReg(_strided((2, 1)), EqRegConfig(layers=["0"], group="C2", weight=1.0))(x, k=1)
 
@@ -301,7 +354,9 @@ def test_alignment_matters_for_a_flip_symmetric_conv():
     for w in (9, 8):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", EqRegAlignmentWarning)
-            errs[w] = equivariance_error(net, torch.randn(2, 3, 7, w), layers=["0"], fields="trivial", group="D1")["0"]
+            errs[w] = equivariance_error(
+                net, torch.randn(2, 3, 7, w), layers=["0"], fields="trivial", group="D1"
+            )["0"]
     assert errs[9] < 1e-6 and errs[8] > 0.1, errs
 
 
@@ -322,11 +377,22 @@ def test_gradient_accumulation_is_exact_under_d4(tmp_path):
         model = TinyDerainer()
         # seed 4 draws (1, 0), (1, 3), (1, 2): three mirror images
         cfg = EqRegConfig(layers=TINY_DERAIN_LAYERS, group="D4", weight=0.1, distance="mse", seed=4)
-        trainer = EqRegTrainer(model=model, args=tiny_args(str(tmp_path / f"ga{ga}"), max_steps=3,
-                                                           per_device_train_batch_size=bs, gradient_accumulation_steps=ga),
-                               train_dataset=PairDataset(12), eqreg=cfg, task_loss=nn.functional.l1_loss)
+        trainer = EqRegTrainer(
+            model=model,
+            args=tiny_args(
+                str(tmp_path / f"ga{ga}"),
+                max_steps=3,
+                per_device_train_batch_size=bs,
+                gradient_accumulation_steps=ga,
+            ),
+            train_dataset=PairDataset(12),
+            eqreg=cfg,
+            task_loss=nn.functional.l1_loss,
+        )
         trainer.train()
-        runs.append(([h["eqreg_loss"] for h in trainer.state.log_history if "eqreg_loss" in h], flat_params(model)))
+        runs.append(
+            ([h["eqreg_loss"] for h in trainer.state.log_history if "eqreg_loss" in h], flat_params(model))
+        )
     (l1, p1), (l2, p2) = runs
     assert len(l1) == 3 and all(v > 0 for v in l1) and l1 == pytest.approx(l2, rel=1e-5)
     assert torch.allclose(p1, p2, rtol=1e-5, atol=1e-6), float((p1 - p2).abs().max())

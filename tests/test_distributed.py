@@ -36,9 +36,18 @@ def _torchrun(script: str, out_dir) -> None:
         pytest.skip("torch.distributed is not available in this build")
     torchrun = shutil.which("torchrun")
     cmd = ([torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]) + [
-        "--standalone", "--nproc_per_node", "2", os.path.join(SCRIPTS, script), str(out_dir)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
-               PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), SCRIPTS, os.environ.get("PYTHONPATH", "")]))
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        os.path.join(SCRIPTS, script),
+        str(out_dir),
+    ]
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), SCRIPTS, os.environ.get("PYTHONPATH", "")]),
+    )
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
     except subprocess.TimeoutExpired as err:
@@ -68,12 +77,19 @@ def test_ddp_trainer_matches_one_process_with_double_batch(dist_out, tmp_path):
     torch.manual_seed(0)  # the script's initialisation
     model = TinyDerainer()
     cfg = EqRegConfig(layers=TINY_DERAIN_LAYERS, weight=0.5, distance="mse")
-    trainer = EqRegTrainer(model=model, args=tiny_args(str(tmp_path / "one"), per_device_train_batch_size=4,
-                                                       max_steps=3),
-                           train_dataset=PairDataset(12), eqreg=cfg, task_loss=F.l1_loss)
+    trainer = EqRegTrainer(
+        model=model,
+        args=tiny_args(str(tmp_path / "one"), per_device_train_batch_size=4, max_steps=3),
+        train_dataset=PairDataset(12),
+        eqreg=cfg,
+        task_loss=F.l1_loss,
+    )
     trainer.train()
-    one = [{k: h[k] for k in ("loss", "task_loss", "eqreg_loss")} for h in trainer.state.log_history
-           if "eqreg_loss" in h]
+    one = [
+        {k: h[k] for k in ("loss", "task_loss", "eqreg_loss")}
+        for h in trainer.state.log_history
+        if "eqreg_loss" in h
+    ]
     assert len(one) == len(res["cnn_logs"]) == 3
     for a, b in zip(one, res["cnn_logs"]):
         assert a == pytest.approx(b, rel=1e-5)

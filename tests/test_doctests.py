@@ -5,14 +5,22 @@ import importlib
 
 import pytest
 
-MODULES = ["eqreg_hf.core.config", "eqreg_hf.core.groups", "eqreg_hf.core.taps", "eqreg_hf.core.regularizer", "eqreg_hf.core.measure",
-           "eqreg_hf.cli.flags"]
+MODULES = [
+    "eqreg_hf.core.config",
+    "eqreg_hf.core.groups",
+    "eqreg_hf.core.taps",
+    "eqreg_hf.core.regularizer",
+    "eqreg_hf.core.measure",
+    "eqreg_hf.cli.flags",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
     module = importlib.import_module(name)
-    result = doctest.testmod(module, extraglobs={"torch": importlib.import_module("torch"),
-                                                 "nn": importlib.import_module("torch.nn")})
+    result = doctest.testmod(
+        module,
+        extraglobs={"torch": importlib.import_module("torch"), "nn": importlib.import_module("torch.nn")},
+    )
     assert result.failed == 0
     assert result.attempted > 0

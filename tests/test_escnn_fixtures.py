@@ -28,8 +28,16 @@ def load_net(name: str) -> tuple[nn.Sequential, list[str], dict[str, str]]:
     modules = []
     for layer in spec["layers"]:
         if layer["type"] == "Conv2d":
-            modules.append(nn.Conv2d(layer["in_channels"], layer["out_channels"], tuple(layer["kernel_size"]),
-                                     stride=tuple(layer["stride"]), padding=tuple(layer["padding"]), bias=layer["bias"]))
+            modules.append(
+                nn.Conv2d(
+                    layer["in_channels"],
+                    layer["out_channels"],
+                    tuple(layer["kernel_size"]),
+                    stride=tuple(layer["stride"]),
+                    padding=tuple(layer["padding"]),
+                    bias=layer["bias"],
+                )
+            )
         else:
             assert layer["type"] == "ReLU", layer
             modules.append(nn.ReLU())
@@ -45,7 +53,9 @@ def test_fixtures_are_small_and_describe_regular_fields():
     for name, field_size in (("D4", 8), ("D2", 4), ("C4", 4)):
         net, names, fields = load_net(name)
         assert [fields[n] for n in names].count("trivial") == 1
-        assert all(m.out_channels % field_size == 0 for m in net if isinstance(m, nn.Conv2d) and m is not net[-1])
+        assert all(
+            m.out_channels % field_size == 0 for m in net if isinstance(m, nn.Conv2d) and m is not net[-1]
+        )
 
 
 @pytest.mark.parametrize("name", ["D4", "D2"])
@@ -53,7 +63,9 @@ def test_fixtures_are_small_and_describe_regular_fields():
 def test_escnn_dihedral_nets_read_zero_at_every_tap_for_every_element(name, hw):
     torch.manual_seed(0)
     net, names, fields = load_net(name)
-    rep = equivariance_error(net, torch.randn(2, 3, *hw), layers=names, fields=fields, group=name, include_output=True)
+    rep = equivariance_error(
+        net, torch.randn(2, 3, *hw), layers=names, fields=fields, group=name, include_output=True
+    )
     assert rep.ks == as_group(name).elements()  # every non-identity element, flips included
     assert set(rep) == set(names) | {"output"}
     worst = max(err for per in rep.per_k.values() for err in per.values())
@@ -67,21 +79,24 @@ def test_eqreg_loss_is_zero_on_escnn_nets_for_every_element(name, small, monkeyp
     monkeypatch.setattr(regularizer, "SMALL_MAP", small)
     torch.manual_seed(0)
     net, names, fields = load_net(name)
-    reg = EqReg(net.train(), EqRegConfig(layers=names, fields=fields, group=name, weight=1.0, distance="relative"))
+    reg = EqReg(
+        net.train(), EqRegConfig(layers=names, fields=fields, group=name, weight=1.0, distance="relative")
+    )
     x = torch.randn(2, 3, 12, 12)
     for g in as_group(name).elements():
         _, eq = reg(x, k=g)
         eq.backward()
         assert set(reg.last_terms) == set(names)
-        assert max(reg.last_terms.values()) < ZERO ** 2, (g, reg.last_terms)  # relative d is a squared ratio
+        assert max(reg.last_terms.values()) < ZERO**2, (g, reg.last_terms)  # relative d is a squared ratio
     reg.remove()
 
 
 def test_c4_only_net_is_caught_by_the_flips():
     torch.manual_seed(0)
     net, names, fields = load_net("C4")
-    rep = equivariance_error(net, torch.randn(2, 3, 11, 11), layers=names, fields=fields, group="D4",
-                             include_output=True)
+    rep = equivariance_error(
+        net, torch.randn(2, 3, 11, 11), layers=names, fields=fields, group="D4", include_output=True
+    )
     for layer, per in rep.per_k.items():
         rotations = [per[g] for g in rep.ks if not g.flip]
         flips = [per[g] for g in rep.ks if g.flip]
@@ -95,11 +110,16 @@ def test_group_c4_is_exactly_what_group_order_4_gives():
     x = torch.randn(3, 3, 12, 12)
     rep = equivariance_error(net, x, layers=names, fields=fields, include_output=True)
     assert rep.group == "C4" and rep.ks == [1, 2, 3] and max(rep.values()) < ZERO
-    assert equivariance_error(net, x, layers=names, fields=fields, group="C4", include_output=True).per_k == rep.per_k
+    assert (
+        equivariance_error(net, x, layers=names, fields=fields, group="C4", include_output=True).per_k
+        == rep.per_k
+    )
     runs = []
     for kw in (dict(group_order=4), dict(group="C4")):
         net.zero_grad()
-        reg = EqReg(net.train(), EqRegConfig(layers=names, fields=fields, weight=1.0, distance="fro", seed=2, **kw))
+        reg = EqReg(
+            net.train(), EqRegConfig(layers=names, fields=fields, weight=1.0, distance="fro", seed=2, **kw)
+        )
         outs = []
         for _ in range(3):
             out, eq = reg(x)

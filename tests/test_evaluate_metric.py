@@ -29,8 +29,14 @@ def test_loads_from_the_file_path_too():
 
 
 # (shape of F(x), k, group order, field)
-EXACT_CASES = [((8, 5, 5), 1, 4, "regular"), ((8, 5, 7), 1, 4, "regular"), ((8, 6, 6), 3, 4, "regular"),
-               ((6, 4, 5), 1, 2, "regular"), ((3, 5, 6), 2, 4, "trivial"), ((12,), 1, 4, "regular")]
+EXACT_CASES = [
+    ((8, 5, 5), 1, 4, "regular"),
+    ((8, 5, 7), 1, 4, "regular"),
+    ((8, 6, 6), 3, 4, "regular"),
+    ((6, 4, 5), 1, 2, "regular"),
+    ((3, 5, 6), 2, 4, "trivial"),
+    ((12,), 1, 4, "regular"),
+]
 
 
 @pytest.mark.parametrize("shape, k, t, field", EXACT_CASES)
@@ -79,10 +85,13 @@ def test_matches_the_library_measurement(metric):
     assert out["equivariance_error"] == pytest.approx(report["2"], rel=1e-5)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"field": "scalar"}, "Unknown field"),
-    ({"ks": [1]}, "one rotation per example"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"field": "scalar"}, "Unknown field"),
+        ({"ks": [1]}, "one rotation per example"),
+    ],
+)
 def test_bad_arguments_are_named(metric, kwargs, message):
     a = np.ones((4, 3, 3), dtype="float32")
     with pytest.raises(ValueError, match=message):
@@ -91,5 +100,8 @@ def test_bad_arguments_are_named(metric, kwargs, message):
 
 def test_shape_mismatch_is_explained(metric):
     with pytest.raises(ValueError, match="same k"):
-        metric.compute(predictions=[np.ones((4, 3, 5), dtype="float32")],
-                       references=[np.ones((4, 3, 5), dtype="float32")], k=1)
+        metric.compute(
+            predictions=[np.ones((4, 3, 5), dtype="float32")],
+            references=[np.ones((4, 3, 5), dtype="float32")],
+            k=1,
+        )

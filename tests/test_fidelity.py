@@ -66,7 +66,8 @@ def test_fro_equals_the_paper_style_loss(t, k, hw):
     xs = torch.cat([x, rotate_image(x, k, t)])
     out_p = paper(xs)
     loss_p = nn.functional.mse_loss(out_p, torch.cat([y, rotate_image(y, k, t)])) + lam * sum(
-        paper.body[i][0].stored for i in range(3))
+        paper.body[i][0].stored for i in range(3)
+    )
     loss_p.backward()
 
     reg = EqReg(plain, EqRegConfig(layers=taps, group_order=t, weight=lam, distance="fro"))
@@ -82,6 +83,9 @@ def test_fro_equals_the_paper_style_loss(t, k, hw):
     # identical gradients everywhere, BatchNorm included (it saw both halves in one batch in both)
     pp = dict(paper.named_parameters())
     for n, p in plain.named_parameters():
-        q = pp[n.replace(".0.weight", ".0.conv.weight").replace(".0.bias", ".0.conv.bias")
-               if n.split(".")[-2] == "0" and n.startswith("body") else n]
+        q = pp[
+            n.replace(".0.weight", ".0.conv.weight").replace(".0.bias", ".0.conv.bias")
+            if n.split(".")[-2] == "0" and n.startswith("body")
+            else n
+        ]
         assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-7), n

@@ -3,8 +3,16 @@ import math
 import pytest
 import torch
 
-from eqreg_hf.core.groups import (_rotate_interp, is_exact, rotate_features, rotate_image, rotation_mask, sample_k,
-                                  shift_channels, swaps_hw)
+from eqreg_hf.core.groups import (
+    _rotate_interp,
+    is_exact,
+    rotate_features,
+    rotate_image,
+    rotation_mask,
+    sample_k,
+    shift_channels,
+    swaps_hw,
+)
 from eqreg_hf.core.layouts import from_nchw, to_nchw
 
 SIZES = [(7, 7), (8, 8), (5, 9), (6, 4)]
@@ -23,8 +31,12 @@ def test_interpolated_direction_matches_rot90():
     # The grid_sample path at 90° must agree with rot90: pins counter-clockwise for both paths.
     for hw in [(7, 7), (6, 6)]:
         x = torch.randn(1, 2, *hw)
-        assert torch.allclose(_rotate_interp(x, math.pi / 2, "bilinear"), torch.rot90(x, 1, (-2, -1)), atol=1e-5)
-        assert torch.allclose(_rotate_interp(x, -math.pi / 2, "bilinear"), torch.rot90(x, -1, (-2, -1)), atol=1e-5)
+        assert torch.allclose(
+            _rotate_interp(x, math.pi / 2, "bilinear"), torch.rot90(x, 1, (-2, -1)), atol=1e-5
+        )
+        assert torch.allclose(
+            _rotate_interp(x, -math.pi / 2, "bilinear"), torch.rot90(x, -1, (-2, -1)), atol=1e-5
+        )
 
 
 @pytest.mark.parametrize("t", ORDERS)
@@ -36,7 +48,9 @@ def test_identity(t):
 
 def _smooth(h, w, c=2):
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-    return torch.stack([torch.exp(-((xx - 0.2 * i) ** 2 + (yy + 0.1) ** 2) * 3) for i in range(c)]).unsqueeze(0)
+    return torch.stack([torch.exp(-((xx - 0.2 * i) ** 2 + (yy + 0.1) ** 2) * 3) for i in range(c)]).unsqueeze(
+        0
+    )
 
 
 @pytest.mark.parametrize("t", ORDERS)
@@ -125,8 +139,20 @@ def test_interpolated_rotation_is_differentiable():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("t, k, swaps", [(4, 1, True), (4, 2, False), (4, 3, True), (4, -1, True), (2, 1, False),
-                                         (8, 2, True), (8, 1, False), (8, 4, False), (1, 0, False)])
+@pytest.mark.parametrize(
+    "t, k, swaps",
+    [
+        (4, 1, True),
+        (4, 2, False),
+        (4, 3, True),
+        (4, -1, True),
+        (2, 1, False),
+        (8, 2, True),
+        (8, 1, False),
+        (8, 4, False),
+        (1, 0, False),
+    ],
+)
 def test_swaps_hw_matches_what_rotation_does(t, k, swaps):
     x = torch.randn(1, 1, 3, 5)
     assert swaps_hw(k, t) is swaps

@@ -21,12 +21,54 @@ import torch
 from eqreg_hf.cli import build_parser, main
 from eqreg_hf.cli.flags import parse_args_with_config
 
-TINY_DERAIN = ["train-derain", "--channels", "8", "--num-blocks", "1", "--synthetic-size", "24", "--crop-size", "12",
-               "--batch-size", "2", "--max-steps", "4", "--logging-steps", "1", "--equiv-images", "1",
-               "--eval-max-images", "2", "--progress", "false", "--eqreg.weight", "1e-3", "--eqreg.group-order", "2"]
-TINY_CLASSIFIER = ["train-classifier", "--model", "test_resnet", "--dataset", "shapes", "--no-pretrained",
-                   "--train-samples", "16", "--eval-samples", "8", "--batch-size", "8", "--equiv-eval-batches", "1",
-                   "--no-progress", "--logging-steps", "1", "--eqreg.weight", "0.1"]
+TINY_DERAIN = [
+    "train-derain",
+    "--channels",
+    "8",
+    "--num-blocks",
+    "1",
+    "--synthetic-size",
+    "24",
+    "--crop-size",
+    "12",
+    "--batch-size",
+    "2",
+    "--max-steps",
+    "4",
+    "--logging-steps",
+    "1",
+    "--equiv-images",
+    "1",
+    "--eval-max-images",
+    "2",
+    "--progress",
+    "false",
+    "--eqreg.weight",
+    "1e-3",
+    "--eqreg.group-order",
+    "2",
+]
+TINY_CLASSIFIER = [
+    "train-classifier",
+    "--model",
+    "test_resnet",
+    "--dataset",
+    "shapes",
+    "--no-pretrained",
+    "--train-samples",
+    "16",
+    "--eval-samples",
+    "8",
+    "--batch-size",
+    "8",
+    "--equiv-eval-batches",
+    "1",
+    "--no-progress",
+    "--logging-steps",
+    "1",
+    "--eqreg.weight",
+    "0.1",
+]
 DERAIN_TAPS = ["body.0.conv1", "body.0.conv2"]
 
 
@@ -56,8 +98,18 @@ def _tensorboard(folder) -> tuple[dict[str, list[float]], set[str]]:
 # ---------------------------------------------------------------------------- --config FILE
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])
 def test_config_file_holds_any_flag_and_the_command_line_wins(tmp_path, suffix):
-    values = {"max_steps": 7, "learning-rate": 0.002, "progress": False, "eqreg": {"weight": 0.05, "group_order": 2,
-              "layers": ["body.0.conv1"], "fields": {"body.0.conv1": "regular"}}, "--logging-steps": 3}
+    values = {
+        "max_steps": 7,
+        "learning-rate": 0.002,
+        "progress": False,
+        "eqreg": {
+            "weight": 0.05,
+            "group_order": 2,
+            "layers": ["body.0.conv1"],
+            "fields": {"body.0.conv1": "regular"},
+        },
+        "--logging-steps": 3,
+    }
     path = tmp_path / f"run{suffix}"
     if suffix == ".json":
         path.write_text(json.dumps(values))
@@ -72,7 +124,9 @@ def test_config_file_holds_any_flag_and_the_command_line_wins(tmp_path, suffix):
     assert getattr(args, "eqreg.layers") == ["body.0.conv1"]
     assert getattr(args, "eqreg.fields") == {"body.0.conv1": "regular"}
     # the flag order does not matter: the file is read first wherever --config stands
-    later = parse_args_with_config(build_parser(), ["train-derain", "--max-steps", "9", "--config", str(path)])
+    later = parse_args_with_config(
+        build_parser(), ["train-derain", "--max-steps", "9", "--config", str(path)]
+    )
     assert later.max_steps == 9
     plain = parse_args_with_config(build_parser(), ["train-derain", "--config", str(path)])
     assert plain.max_steps == 7
@@ -94,15 +148,18 @@ def test_yaml_scientific_notation_and_switches(tmp_path):
     assert getattr(args, "eqreg.weight") == 1e-3 and args.hflip is True and args.rot_aug is True
 
 
-@pytest.mark.parametrize("text, name, match", [
-    ("bogus: 1\n", "c.yaml", "unknown key 'bogus'.*max_steps"),
-    ("max_steps: [1\n", "c.yaml", "does not parse"),
-    ("- 1\n- 2\n", "c.yaml", "not a mapping"),
-    ('{"max_steps": }', "c.json", "does not parse"),
-    ("max_steps: many\n", "c.yaml", "max.steps.*many"),
-    ("no_progress: true\n", "c.yaml", "unknown key 'no_progress'"),
-    (None, "missing.yaml", "no such file"),
-])
+@pytest.mark.parametrize(
+    "text, name, match",
+    [
+        ("bogus: 1\n", "c.yaml", "unknown key 'bogus'.*max_steps"),
+        ("max_steps: [1\n", "c.yaml", "does not parse"),
+        ("- 1\n- 2\n", "c.yaml", "not a mapping"),
+        ('{"max_steps": }', "c.json", "does not parse"),
+        ("max_steps: many\n", "c.yaml", "max.steps.*many"),
+        ("no_progress: true\n", "c.yaml", "unknown key 'no_progress'"),
+        (None, "missing.yaml", "no such file"),
+    ],
+)
 def test_bad_config_files_are_one_line_errors(tmp_path, capsys, text, name, match):
     import re
 
@@ -118,17 +175,20 @@ def test_bad_config_files_are_one_line_errors(tmp_path, capsys, text, name, matc
 
 
 # ---------------------------------------------------------------------------- flag checks before any work
-@pytest.mark.parametrize("flags, match", [
-    (["--report-to", "mlflow"], "report_to='mlflow'.*tensorboard"),
-    (["--report-to", "none,tensorboard"], "report_to"),
-    (["--push-to-hub"], "hub_model_id is not set"),
-    (["--hub-model-id", "me/m"], "push_to_hub is off"),
-    (["--hub-private"], "push_to_hub is off"),
-    (["--push-to-hub", "--hub-model-id", "a/b/c"], "'a/b/c' is not valid"),
-    (["--save-steps", "0"], "save_steps=0"),
-    (["--resume-from-checkpoint", "latest"], "found no checkpoint-<step>"),
-    (["--resume-from-checkpoint", "no/such/folder"], "is not a (Trainer )?checkpoint"),
-])
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (["--report-to", "mlflow"], "report_to='mlflow'.*tensorboard"),
+        (["--report-to", "none,tensorboard"], "report_to"),
+        (["--push-to-hub"], "hub_model_id is not set"),
+        (["--hub-model-id", "me/m"], "push_to_hub is off"),
+        (["--hub-private"], "push_to_hub is off"),
+        (["--push-to-hub", "--hub-model-id", "a/b/c"], "'a/b/c' is not valid"),
+        (["--save-steps", "0"], "save_steps=0"),
+        (["--resume-from-checkpoint", "latest"], "found no checkpoint-<step>"),
+        (["--resume-from-checkpoint", "no/such/folder"], "is not a (Trainer )?checkpoint"),
+    ],
+)
 @pytest.mark.parametrize("command", ["train-derain", "train-classifier"])
 def test_bad_convention_flags_stop_before_training(tmp_path, capsys, monkeypatch, command, flags, match):
     import re
@@ -148,7 +208,9 @@ def test_tracker_that_is_not_installed_is_named(tmp_path, capsys, monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a)
+    )
     assert main([*TINY_DERAIN, "--output-dir", str(tmp_path / "out"), "--report-to", "wandb"]) == 2
     assert "pip install wandb" in _one_line_error(capsys)
     assert not (tmp_path / "out").exists()
@@ -166,12 +228,22 @@ def _run_with_trackers(tmp_path, argv):
     """Run the command with --report-to tensorboard,trackio in a fresh process whose trackio writes under
     tmp_path (trackio reads its folder when imported); return trackio's logged rows."""
     env = dict(os.environ, TRACKIO_DIR=str(tmp_path / "trackio"), GRADIO_ANALYTICS_ENABLED="False")
-    run = subprocess.run([sys.executable, "-m", "eqreg_hf", *argv, "--report-to", "tensorboard,trackio",
-                          "--run-name", "t1"], env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "eqreg_hf", *argv, "--report-to", "tensorboard,trackio", "--run-name", "t1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert os.path.isfile(tmp_path / "trackio" / "eqreg-hf.db")
-    read = subprocess.run([sys.executable, "-c", TRACKIO_READ, "eqreg-hf", "t1"], env=env, capture_output=True,
-                          text=True, timeout=120)
+    read = subprocess.run(
+        [sys.executable, "-c", TRACKIO_READ, "eqreg-hf", "t1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert read.returncode == 0, read.stderr[-2000:]
     return json.loads(read.stdout)
 
@@ -188,7 +260,9 @@ def test_derain_tensorboard_and_trackio(tmp_path):
         assert len(scalars[f"eval/equiv_error/{tap}"]) == 2
     assert scalars["train/eqreg_weight"] == pytest.approx([1e-3] * 4)
     assert images == {"eval/examples", "eval/equivariance_per_layer"}
-    assert not [p for p in os.listdir(out) if p.startswith(("runs", "checkpoint"))]  # the Hub folder stays clean
+    assert not [
+        p for p in os.listdir(out) if p.startswith(("runs", "checkpoint"))
+    ]  # the Hub folder stays clean
     # trackio: the local run holds the same values and the images as files
     keys = {k for row in rows for k in row}
     assert len([r for r in rows if "train/eqreg_loss" in r]) == 4 and "train/eqreg_weight" in keys
@@ -201,10 +275,15 @@ def test_derain_tensorboard_and_trackio(tmp_path):
 @pytest.mark.slow
 def test_classifier_tensorboard_and_trackio(tmp_path):
     out = tmp_path / "run"
-    rows = _run_with_trackers(tmp_path, [*TINY_CLASSIFIER, "--max-steps", "2", "--eval-steps", "1",
-                                         "--output-dir", str(out)])
+    rows = _run_with_trackers(
+        tmp_path, [*TINY_CLASSIFIER, "--max-steps", "2", "--eval-steps", "1", "--output-dir", str(out)]
+    )
     scalars, images = _tensorboard(out / "runs")
-    assert len(scalars["train/eqreg_loss"]) == 2 and "train/task_loss" in scalars and "train/eqreg_weight" in scalars
+    assert (
+        len(scalars["train/eqreg_loss"]) == 2
+        and "train/task_loss" in scalars
+        and "train/eqreg_weight" in scalars
+    )
     taps = json.loads((out / "results.json").read_text())["taps"]
     # at each evaluation: steps 1 and 2 during training, then the final one
     assert taps and all(len(scalars[f"eval/equiv_error/{tap}"]) == 3 for tap in taps)
@@ -229,7 +308,9 @@ def fake_wandb(monkeypatch):
         return fake.init.return_value
 
     fake.init.side_effect = init
-    fake.Image = lambda array, **kw: types.SimpleNamespace(kind="wandb.Image", shape=getattr(array, "shape", None))
+    fake.Image = lambda array, **kw: types.SimpleNamespace(
+        kind="wandb.Image", shape=getattr(array, "shape", None)
+    )
     config_util = types.ModuleType("wandb.sdk.lib.config_util")
     config_util.ConfigError = type("ConfigError", (Exception,), {})
     monkeypatch.setitem(sys.modules, "wandb", fake)
@@ -245,8 +326,20 @@ def fake_wandb(monkeypatch):
 
 
 def test_derain_wandb(tmp_path, fake_wandb):
-    assert main([*TINY_DERAIN, "--output-dir", str(tmp_path / "model"), "--report-to", "wandb",
-                 "--run-name", "w1"]) == 0
+    assert (
+        main(
+            [
+                *TINY_DERAIN,
+                "--output-dir",
+                str(tmp_path / "model"),
+                "--report-to",
+                "wandb",
+                "--run-name",
+                "w1",
+            ]
+        )
+        == 0
+    )
     init = fake_wandb.init.call_args
     assert init.kwargs["project"] == "eqreg-hf" and init.kwargs["name"] == "w1"
     run = fake_wandb.init.return_value
@@ -254,7 +347,10 @@ def test_derain_wandb(tmp_path, fake_wandb):
     assert sum("train/eqreg_loss" in d for d in logged) == 4
     final = {k: v for d in logged for k, v in d.items()}
     assert {f"eval/equiv_error/{tap}" for tap in DERAIN_TAPS} <= set(final)
-    assert final["eval/examples"].kind == "wandb.Image" and final["eval/equivariance_per_layer"].kind == "wandb.Image"
+    assert (
+        final["eval/examples"].kind == "wandb.Image"
+        and final["eval/equivariance_per_layer"].kind == "wandb.Image"
+    )
     fake_wandb.config.update.assert_called()  # the run's settings
     run.finish.assert_called_once()
 
@@ -272,6 +368,7 @@ def hub(monkeypatch, tmp_path):
         def fn(self, *args, **kwargs):
             calls.append((name, args, kwargs))
             return result
+
         return fn
 
     commit = types.SimpleNamespace(commit_url="https://huggingface.co/me/derain/commit/abc")
@@ -301,8 +398,23 @@ def test_derain_push_to_hub_one_commit(tmp_path, hub, capsys, private):
 @pytest.mark.slow
 def test_classifier_wandb_and_push_to_hub(tmp_path, hub, fake_wandb):
     out = tmp_path / "run"
-    assert main([*TINY_CLASSIFIER, "--max-steps", "2", "--output-dir", str(out), "--report-to", "wandb",
-                 "--push-to-hub", "--hub-model-id", "me/clf"]) == 0
+    assert (
+        main(
+            [
+                *TINY_CLASSIFIER,
+                "--max-steps",
+                "2",
+                "--output-dir",
+                str(out),
+                "--report-to",
+                "wandb",
+                "--push-to-hub",
+                "--hub-model-id",
+                "me/clf",
+            ]
+        )
+        == 0
+    )
     logged = [c.args[0] for c in fake_wandb.log.call_args_list]
     keys = {k for d in logged for k in d}
     assert {"train/eqreg_loss", "train/task_loss", "eval/equiv_error", "eval/equivariance_per_layer"} <= keys
@@ -320,7 +432,16 @@ def test_nothing_is_pushed_when_training_fails(tmp_path, hub, monkeypatch, failu
 
     monkeypatch.setattr(recipe, "train_loop", broken)
     with pytest.raises(type(failure)):
-        main([*TINY_DERAIN, "--output-dir", str(tmp_path / "model"), "--push-to-hub", "--hub-model-id", "me/derain"])
+        main(
+            [
+                *TINY_DERAIN,
+                "--output-dir",
+                str(tmp_path / "model"),
+                "--push-to-hub",
+                "--hub-model-id",
+                "me/derain",
+            ]
+        )
     assert hub == []
     assert not (tmp_path / "model").exists()
 
@@ -328,8 +449,19 @@ def test_nothing_is_pushed_when_training_fails(tmp_path, hub, monkeypatch, failu
 def test_nothing_is_trained_without_a_token(tmp_path, hub, capsys, monkeypatch):
     monkeypatch.delenv("HF_TOKEN")
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
-    assert main([*TINY_DERAIN, "--output-dir", str(tmp_path / "model"), "--push-to-hub",
-                 "--hub-model-id", "me/derain"]) == 2
+    assert (
+        main(
+            [
+                *TINY_DERAIN,
+                "--output-dir",
+                str(tmp_path / "model"),
+                "--push-to-hub",
+                "--hub-model-id",
+                "me/derain",
+            ]
+        )
+        == 2
+    )
     err = _one_line_error(capsys)
     assert "--push-to-hub" in err and "hf auth login" in err
     assert hub == [] and not (tmp_path / "model").exists()
@@ -337,8 +469,19 @@ def test_nothing_is_trained_without_a_token(tmp_path, hub, capsys, monkeypatch):
 
 def test_offline_push_is_refused_before_training(tmp_path, hub, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert main([*TINY_DERAIN, "--output-dir", str(tmp_path / "model"), "--push-to-hub",
-                 "--hub-model-id", "me/derain"]) == 2
+    assert (
+        main(
+            [
+                *TINY_DERAIN,
+                "--output-dir",
+                str(tmp_path / "model"),
+                "--push-to-hub",
+                "--hub-model-id",
+                "me/derain",
+            ]
+        )
+        == 2
+    )
     assert "HF_HUB_OFFLINE" in _one_line_error(capsys)
     assert hub == [] and not (tmp_path / "model").exists()
 
@@ -386,8 +529,20 @@ def test_derain_resume_past_the_end_is_refused(tmp_path, capsys):
     out = tmp_path / "model"
     assert main([*TINY_DERAIN, "--max-steps", "2", "--output-dir", str(out), "--save-steps", "2"]) == 0
     capsys.readouterr()
-    assert main([*TINY_DERAIN, "--max-steps", "2", "--output-dir", str(out), "--resume-from-checkpoint",
-                 str(tmp_path / "model-run" / "checkpoint-2")]) == 2
+    assert (
+        main(
+            [
+                *TINY_DERAIN,
+                "--max-steps",
+                "2",
+                "--output-dir",
+                str(out),
+                "--resume-from-checkpoint",
+                str(tmp_path / "model-run" / "checkpoint-2"),
+            ]
+        )
+        == 2
+    )
     assert "raise max_steps" in _one_line_error(capsys)
 
 
@@ -399,9 +554,25 @@ def test_classifier_resume_repeats_the_uninterrupted_run(tmp_path):
     assert main([*TINY_CLASSIFIER, "--max-steps", "4", "--output-dir", str(out), "--save-steps", "2"]) == 0
     uninterrupted = _weights(out / "model" / "model.safetensors")
     shutil.rmtree(out / "checkpoint-4")
-    assert main([*TINY_CLASSIFIER, "--max-steps", "4", "--output-dir", str(out), "--resume-from-checkpoint",
-                 "latest"]) == 0
+    assert (
+        main(
+            [
+                *TINY_CLASSIFIER,
+                "--max-steps",
+                "4",
+                "--output-dir",
+                str(out),
+                "--resume-from-checkpoint",
+                "latest",
+            ]
+        )
+        == 0
+    )
     resumed = _weights(out / "model" / "model.safetensors")
-    assert resumed.keys() == uninterrupted.keys() and all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
-    history = json.loads((out / "results.json").read_text())["log_history"]  # the checkpoint's, then steps 3 and 4
+    assert resumed.keys() == uninterrupted.keys() and all(
+        torch.equal(resumed[k], uninterrupted[k]) for k in resumed
+    )
+    history = json.loads((out / "results.json").read_text())[
+        "log_history"
+    ]  # the checkpoint's, then steps 3 and 4
     assert [e["step"] for e in history if "eqreg_loss" in e] == [1, 2, 3, 4]

@@ -44,13 +44,24 @@ def _timm_resnet():
 
 def _timm_vit():
     timm = pytest.importorskip("timm", reason="timm is needed for the timm round trip")
-    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, num_classes=3), None, (2, 3, 32, 32)
+    return (
+        timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, num_classes=3),
+        None,
+        (2, 3, 32, 32),
+    )
 
 
 def _hf_vit():
     transformers = pytest.importorskip("transformers", reason="transformers is needed for the round trip")
-    cfg = transformers.ViTConfig(image_size=24, patch_size=8, hidden_size=16, num_hidden_layers=1,
-                                 num_attention_heads=2, intermediate_size=32, num_labels=3)
+    cfg = transformers.ViTConfig(
+        image_size=24,
+        patch_size=8,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=3,
+    )
     return transformers.ViTForImageClassification(cfg), "logits", (2, 3, 24, 24)
 
 
@@ -226,10 +237,16 @@ def test_folder_saved_before_the_move_to_tasks_loads(tmp_path):
         assert torch.equal(model(x), loaded(x))
 
 
-@pytest.mark.parametrize("old, new", [
-    ("eqreg_hf.models.derain:FastDerainer", "eqreg_hf.tasks.derain.networks:FastDerainer"),
-    ("eqreg_hf.models.classification:create_classifier", "eqreg_hf.tasks.classify.networks:create_classifier"),
-])
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("eqreg_hf.models.derain:FastDerainer", "eqreg_hf.tasks.derain.networks:FastDerainer"),
+        (
+            "eqreg_hf.models.classification:create_classifier",
+            "eqreg_hf.tasks.classify.networks:create_classifier",
+        ),
+    ],
+)
 def test_moved_class_paths_import_from_their_new_module(old, new):
     from eqreg_hf.hub.folder import _import_class
 

@@ -36,9 +36,19 @@ def _accuracy(model, pixels: torch.Tensor, labels: list[int]) -> float:
 
 
 def test_saved_timm_classifier_gives_the_same_accuracy_through_timm_and_the_library(tmp_path):
-    args = ClassifierArgs(model="test_resnet", dataset="shapes", image_size=33, train_samples=16, eval_samples=24,
-                          max_steps=2, batch_size=8, equiv_eval_batches=1, pretrained=False, progress=False,
-                          output_dir=str(tmp_path / "run"))
+    args = ClassifierArgs(
+        model="test_resnet",
+        dataset="shapes",
+        image_size=33,
+        train_samples=16,
+        eval_samples=24,
+        max_steps=2,
+        batch_size=8,
+        equiv_eval_batches=1,
+        pretrained=False,
+        progress=False,
+        output_dir=str(tmp_path / "run"),
+    )
     result = train_classifier(args, EqRegConfig(weight=0.1))
     folder = result["model_dir"]
 
@@ -71,18 +81,27 @@ def test_saved_transformers_classifier_carries_its_preprocessing(tmp_path):
     ConvNextConfig(hidden_sizes=[8, 16, 16, 24], depths=[1, 1, 1, 1]).save_pretrained(tmp_path / "cfg")
     model = create_classifier(f"hf:{tmp_path / 'cfg'}", 5, pretrained=False, image_size=33).eval()
     trained_with = classification_transform(model, train=False, input_size=33, data_config={"crop_pct": 1.0})
-    folder = write_hub_folder(model, tmp_path / "out" / "model", task="classification", eqreg_config=EqRegConfig(),
-                              metrics={"accuracy": 0.5}, dataset={"name": "shapes"},
-                              preprocessing=trained_with.data_config)
+    folder = write_hub_folder(
+        model,
+        tmp_path / "out" / "model",
+        task="classification",
+        eqreg_config=EqRegConfig(),
+        metrics={"accuracy": 0.5},
+        dataset={"name": "shapes"},
+        preprocessing=trained_with.data_config,
+    )
     assert not hasattr(model.config, "eqreg_preprocessing")  # the caller's model is left as it was
     loaded, _ = load_folder(folder)
     rng = np.random.default_rng(0)
     images = [Image.fromarray((rng.random((48, 48, 3)) * 255).astype("uint8")) for _ in range(4)]
     expected = torch.stack(trained_with({"img": images, "fine_label": [0] * 4})["pixel_values"])
-    library = torch.stack(classification_transform(loaded, train=False)({"img": images, "fine_label": [0] * 4})
-                          ["pixel_values"])
+    library = torch.stack(
+        classification_transform(loaded, train=False)({"img": images, "fine_label": [0] * 4})["pixel_values"]
+    )
     assert torch.equal(library, expected)
-    pil = AutoImageProcessor.from_pretrained(folder, backend="pil")(images, return_tensors="pt")["pixel_values"]
+    pil = AutoImageProcessor.from_pretrained(folder, backend="pil")(images, return_tensors="pt")[
+        "pixel_values"
+    ]
     torch.testing.assert_close(pil, expected, atol=1e-5, rtol=0)  # the same resize, crop and normalisation
     # the default (torchvision) backend resamples with its own kernels: the same settings, a hair apart
     default = AutoImageProcessor.from_pretrained(folder)(images, return_tensors="pt")["pixel_values"]
@@ -91,12 +110,20 @@ def test_saved_transformers_classifier_carries_its_preprocessing(tmp_path):
     assert "name: convnext-classifier-shapes-eqreg" in card  # the folder is named "model": the card is not
 
 
-@pytest.mark.parametrize("kind, task, dataset, cfg, expected", [
-    ("timm", "classification", {"name": "CIFAR-100", "id": "uoft-cs/cifar100"}, {"weight": 0.1},
-     "resnet18-classifier-cifar100-eqreg"),
-    ("timm", "derain", "Rain100L", {"weight": 0.0}, "resnet18-derainer-rain100l-baseline"),
-    ("timm", "classification", None, None, "resnet18-classifier-baseline"),
-])
+@pytest.mark.parametrize(
+    "kind, task, dataset, cfg, expected",
+    [
+        (
+            "timm",
+            "classification",
+            {"name": "CIFAR-100", "id": "uoft-cs/cifar100"},
+            {"weight": 0.1},
+            "resnet18-classifier-cifar100-eqreg",
+        ),
+        ("timm", "derain", "Rain100L", {"weight": 0.0}, "resnet18-derainer-rain100l-baseline"),
+        ("timm", "classification", None, None, "resnet18-classifier-baseline"),
+    ],
+)
 def test_default_model_name_comes_from_model_and_task(kind, task, dataset, cfg, expected):
     model = timm.create_model("resnet18", pretrained=False)
     assert default_model_name(model, kind, task, dataset, cfg) == expected
@@ -105,6 +132,13 @@ def test_default_model_name_comes_from_model_and_task(kind, task, dataset, cfg, 
 def test_bad_preprocessing_is_refused(tmp_path):
     model = timm.create_model("test_resnet", pretrained=False)
     with pytest.raises(ValueError, match=r"input_size=\(33, 33\) must be \(channels, height, width\)"):
-        write_hub_folder(model, tmp_path / "m", task="classification", eqreg_config=EqRegConfig(),
-                         metrics={"accuracy": 0.5}, dataset="x", preprocessing={"input_size": (33, 33)})
+        write_hub_folder(
+            model,
+            tmp_path / "m",
+            task="classification",
+            eqreg_config=EqRegConfig(),
+            metrics={"accuracy": 0.5},
+            dataset="x",
+            preprocessing={"input_size": (33, 33)},
+        )
     assert not (tmp_path / "m").exists()

@@ -13,8 +13,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from eqreg_hf import EqRegConfig
-from eqreg_hf.train.loop import TrainHistory, train_loop
 from eqreg_hf.tasks.derain.networks import FastDerainer
+from eqreg_hf.train.loop import TrainHistory, train_loop
 
 
 def _pairs(n=8, size=13, seed=0):
@@ -51,15 +51,37 @@ def _no_hooks(model):
 
 CASES = [
     # (name, model factory, batch factory, loss, eqreg layers (None: no EQ-Reg))
-    ("restoration-tuple-eqreg", lambda: FastDerainer(channels=8, num_blocks=1),
-     lambda: DataLoader(TensorDataset(*_pairs()), batch_size=4), F.mse_loss, ["body.0.conv1", "body.0.conv2"]),
-    ("restoration-dict-eqreg", lambda: FastDerainer(channels=8, num_blocks=1),
-     lambda: DataLoader(DictPairs(*_pairs(), "rainy", "clean"), batch_size=4), F.mse_loss, ["body.0.conv1"]),
-    ("classifier-labels-eqreg", TinyClassifier,
-     lambda: DataLoader(DictPairs(torch.rand(8, 3, 11, 11), torch.randint(0, 3, (8,)), "pixel_values", "labels"),
-                        batch_size=4), F.cross_entropy, ["conv"]),
-    ("restoration-plain", lambda: FastDerainer(channels=8, num_blocks=1),
-     lambda: DataLoader(TensorDataset(*_pairs()), batch_size=4), F.mse_loss, None),
+    (
+        "restoration-tuple-eqreg",
+        lambda: FastDerainer(channels=8, num_blocks=1),
+        lambda: DataLoader(TensorDataset(*_pairs()), batch_size=4),
+        F.mse_loss,
+        ["body.0.conv1", "body.0.conv2"],
+    ),
+    (
+        "restoration-dict-eqreg",
+        lambda: FastDerainer(channels=8, num_blocks=1),
+        lambda: DataLoader(DictPairs(*_pairs(), "rainy", "clean"), batch_size=4),
+        F.mse_loss,
+        ["body.0.conv1"],
+    ),
+    (
+        "classifier-labels-eqreg",
+        TinyClassifier,
+        lambda: DataLoader(
+            DictPairs(torch.rand(8, 3, 11, 11), torch.randint(0, 3, (8,)), "pixel_values", "labels"),
+            batch_size=4,
+        ),
+        F.cross_entropy,
+        ["conv"],
+    ),
+    (
+        "restoration-plain",
+        lambda: FastDerainer(channels=8, num_blocks=1),
+        lambda: DataLoader(TensorDataset(*_pairs()), batch_size=4),
+        F.mse_loss,
+        None,
+    ),
 ]
 
 
@@ -75,8 +97,17 @@ def test_loop_trains_and_logs(name, make_model, make_data, loss_fn, layers):
 
     cfg = EqRegConfig(layers=layers, group_order=4, weight=1e-3, distance="mse") if layers else None
     keys = dict(input_key="rainy", target_key="clean") if "dict" in name and "restoration" in name else {}
-    hist = train_loop(model, make_data(), torch.optim.Adam(model.parameters(), 1e-3), task, cfg,
-                      max_steps=3, log_every=2, progress=False, **keys)
+    hist = train_loop(
+        model,
+        make_data(),
+        torch.optim.Adam(model.parameters(), 1e-3),
+        task,
+        cfg,
+        max_steps=3,
+        log_every=2,
+        progress=False,
+        **keys,
+    )
     assert isinstance(hist, TrainHistory) and hist.steps == 3
     assert [log["step"] for log in hist.logs] == [2, 3]
     for log in hist.logs:
@@ -107,8 +138,15 @@ def test_rotate_targets_false_uses_original_rows_only():
         return F.mse_loss(out, y)
 
     cfg = EqRegConfig(layers=["body.0.conv1"], weight=1e-3, distance="mse", rotate_targets=False)
-    train_loop(model, DataLoader(TensorDataset(*_pairs()), batch_size=4), torch.optim.SGD(model.parameters(), 0.01),
-               task, cfg, max_steps=2, progress=False)
+    train_loop(
+        model,
+        DataLoader(TensorDataset(*_pairs()), batch_size=4),
+        torch.optim.SGD(model.parameters(), 0.01),
+        task,
+        cfg,
+        max_steps=2,
+        progress=False,
+    )
     assert seen == [(4, 4), (4, 4)]
 
 
@@ -121,9 +159,16 @@ def test_rotated_targets_are_rotated_with_the_same_k():
         model[0].weight[:3, :3, 0, 0] = torch.eye(3)
     target = torch.cat([x, torch.zeros(4, 1, 9, 9)], dim=1)  # the model maps x to this exactly
     cfg = EqRegConfig(layers=["0"], weight=1e-3, distance="mse", fields="trivial")
-    hist = train_loop(model, DataLoader(TensorDataset(x, target), batch_size=4),
-                      torch.optim.SGD(model.parameters(), lr=0.0), F.mse_loss, cfg, max_steps=3, log_every=1,
-                      progress=False)
+    hist = train_loop(
+        model,
+        DataLoader(TensorDataset(x, target), batch_size=4),
+        torch.optim.SGD(model.parameters(), lr=0.0),
+        F.mse_loss,
+        cfg,
+        max_steps=3,
+        log_every=1,
+        progress=False,
+    )
     assert max(log["task_loss"] for log in hist.logs) < 1e-12
     assert max(log["eqreg_loss"] for log in hist.logs) < 1e-12
 
@@ -137,9 +182,17 @@ def test_gradient_accumulation_matches_a_full_batch():
     for ga, bs in [(1, 8), (2, 4)]:
         model = copy.deepcopy(base)
         cfg = EqRegConfig(layers=["body.0.conv1", "body.0.conv2"], group_order=2, weight=0.5, distance="mse")
-        hist = train_loop(model, DataLoader(TensorDataset(rainy, clean), batch_size=bs),
-                          torch.optim.SGD(model.parameters(), lr=0.5), F.mse_loss, cfg, max_steps=2,
-                          gradient_accumulation_steps=ga, log_every=1, progress=False)
+        hist = train_loop(
+            model,
+            DataLoader(TensorDataset(rainy, clean), batch_size=bs),
+            torch.optim.SGD(model.parameters(), lr=0.5),
+            F.mse_loss,
+            cfg,
+            max_steps=2,
+            gradient_accumulation_steps=ga,
+            log_every=1,
+            progress=False,
+        )
         results.append((model, hist))
     (m1, h1), (m2, h2) = results
     for p1, p2 in zip(m1.parameters(), m2.parameters()):
@@ -158,9 +211,16 @@ def test_warns_once_when_eqreg_dominates(weight, warns):
     cfg = EqRegConfig(layers=["body.0.conv1"], weight=weight, distance="relative")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        train_loop(model, DataLoader(TensorDataset(*_pairs()), batch_size=4),
-                   torch.optim.SGD(model.parameters(), lr=0.0), F.mse_loss, cfg, max_steps=3, log_every=1,
-                   progress=False)
+        train_loop(
+            model,
+            DataLoader(TensorDataset(*_pairs()), batch_size=4),
+            torch.optim.SGD(model.parameters(), lr=0.0),
+            F.mse_loss,
+            cfg,
+            max_steps=3,
+            log_every=1,
+            progress=False,
+        )
     msgs = [str(w.message) for w in caught if "dominates" in str(w.message)]
     assert len(msgs) == (1 if warns else 0)
     if warns:
@@ -175,9 +235,17 @@ def test_eval_fn_runs_in_eval_mode_on_schedule():
         calls.append((step, m.training))
         return {"score": float(step)}
 
-    hist = train_loop(model, DataLoader(TensorDataset(*_pairs()), batch_size=4),
-                      torch.optim.SGD(model.parameters(), lr=0.01), F.mse_loss, None, max_steps=5, eval_every=2,
-                      eval_fn=eval_fn, progress=False)
+    hist = train_loop(
+        model,
+        DataLoader(TensorDataset(*_pairs()), batch_size=4),
+        torch.optim.SGD(model.parameters(), lr=0.01),
+        F.mse_loss,
+        None,
+        max_steps=5,
+        eval_every=2,
+        eval_fn=eval_fn,
+        progress=False,
+    )
     assert calls == [(2, False), (4, False), (5, False)]
     assert [e["step"] for e in hist.evals] == [2, 4, 5] and hist.evals[-1]["score"] == 5.0
     assert model.training
@@ -187,13 +255,28 @@ def test_bf16_runs_and_logs_finite_losses():
     torch.manual_seed(0)
     model = FastDerainer(channels=8, num_blocks=1)
     cfg = EqRegConfig(layers=["body.0.conv1"], weight=1e-2, distance="mse")
-    hist = train_loop(model, DataLoader(TensorDataset(*_pairs()), batch_size=4),
-                      torch.optim.Adam(model.parameters(), 1e-3), F.mse_loss, cfg, max_steps=2, log_every=1,
-                      mixed_precision="bf16", progress=False)
+    hist = train_loop(
+        model,
+        DataLoader(TensorDataset(*_pairs()), batch_size=4),
+        torch.optim.Adam(model.parameters(), 1e-3),
+        F.mse_loss,
+        cfg,
+        max_steps=2,
+        log_every=1,
+        mixed_precision="bf16",
+        progress=False,
+    )
     assert all(math.isfinite(log["loss"]) and log["eqreg_loss"] > 0 for log in hist.logs)
     # a later float32 run in the same process still works (the accelerate state is reset)
-    train_loop(model, DataLoader(TensorDataset(*_pairs()), batch_size=4), torch.optim.Adam(model.parameters()),
-               F.mse_loss, None, max_steps=1, progress=False)
+    train_loop(
+        model,
+        DataLoader(TensorDataset(*_pairs()), batch_size=4),
+        torch.optim.Adam(model.parameters()),
+        F.mse_loss,
+        None,
+        max_steps=1,
+        progress=False,
+    )
 
 
 @pytest.mark.parametrize(
@@ -210,7 +293,9 @@ def test_bad_arguments_are_named(kwargs, error, match):
     data = DataLoader(DictPairs(*_pairs(), "rainy", "clean"), batch_size=4)
     kwargs = {"max_steps": 1, **kwargs}
     with pytest.raises(error, match=match):
-        train_loop(model, data, torch.optim.SGD(model.parameters(), 0.1), F.mse_loss, None, progress=False, **kwargs)
+        train_loop(
+            model, data, torch.optim.SGD(model.parameters(), 0.1), F.mse_loss, None, progress=False, **kwargs
+        )
 
 
 def test_hooks_removed_when_training_fails():
@@ -221,8 +306,15 @@ def test_hooks_removed_when_training_fails():
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        train_loop(model, DataLoader(TensorDataset(*_pairs()), batch_size=4),
-                   torch.optim.SGD(model.parameters(), 0.1), broken, cfg, max_steps=1, progress=False)
+        train_loop(
+            model,
+            DataLoader(TensorDataset(*_pairs()), batch_size=4),
+            torch.optim.SGD(model.parameters(), 0.1),
+            broken,
+            cfg,
+            max_steps=1,
+            progress=False,
+        )
     assert _no_hooks(model)
 
 
@@ -237,9 +329,16 @@ def test_eqreg_reduces_equivariance_error():
         torch.manual_seed(0)
         model = FastDerainer(channels=8, num_blocks=1)
         cfg = EqRegConfig(layers=model.eqreg_layers(4), weight=weight, distance="relative")
-        train_loop(model, DataLoader(TensorDataset(rainy, clean), batch_size=4, shuffle=True),
-                   torch.optim.Adam(model.parameters(), 3e-3), F.mse_loss, cfg, max_steps=25, progress=False,
-                   seed=0)
+        train_loop(
+            model,
+            DataLoader(TensorDataset(rainy, clean), batch_size=4, shuffle=True),
+            torch.optim.Adam(model.parameters(), 3e-3),
+            F.mse_loss,
+            cfg,
+            max_steps=25,
+            progress=False,
+            seed=0,
+        )
         errors[weight] = equivariance_error(model, rainy[:2], layers=model.eqreg_layers(4)).mean
     assert errors[1.0] < 0.7 * errors[0.0], errors
 
@@ -249,9 +348,17 @@ def test_weight_schedule_drives_the_loop_without_touching_the_config():
 
     model = FastDerainer(channels=8, num_blocks=1)
     cfg = EqRegConfig(layers=["body.0.conv1"], weight=0.4, distance="mse")
-    hist = train_loop(model, DataLoader(TensorDataset(*_pairs()), batch_size=4),
-                      torch.optim.SGD(model.parameters(), 1e-3), F.mse_loss, cfg, max_steps=4, log_every=1,
-                      progress=False, weight_schedule=WeightSchedule("linear", warmup_steps=0.5))
+    hist = train_loop(
+        model,
+        DataLoader(TensorDataset(*_pairs()), batch_size=4),
+        torch.optim.SGD(model.parameters(), 1e-3),
+        F.mse_loss,
+        cfg,
+        max_steps=4,
+        log_every=1,
+        progress=False,
+        weight_schedule=WeightSchedule("linear", warmup_steps=0.5),
+    )
     assert hist.series("eqreg_weight") == pytest.approx([0.0, 0.2, 0.4, 0.4])
     assert hist.logs[0]["eqreg_loss"] == 0.0 and hist.logs[1]["eqreg_loss"] > 0  # weight 0: no rotated pass
     assert cfg.weight == 0.4  # the user's config is never modified
@@ -262,8 +369,16 @@ def test_weight_schedule_drives_the_loop_without_touching_the_config():
 def test_weight_schedule_must_be_a_schedule_object(bad):
     model = FastDerainer(channels=8, num_blocks=1)
     with pytest.raises(TypeError, match="WeightSchedule"):
-        train_loop(model, DataLoader(TensorDataset(*_pairs()), batch_size=4), torch.optim.SGD(model.parameters(), 0.1),
-                   F.mse_loss, None, max_steps=1, progress=False, weight_schedule=bad)
+        train_loop(
+            model,
+            DataLoader(TensorDataset(*_pairs()), batch_size=4),
+            torch.optim.SGD(model.parameters(), 0.1),
+            F.mse_loss,
+            None,
+            max_steps=1,
+            progress=False,
+            weight_schedule=bad,
+        )
 
 
 def test_per_tap_logging_reads_detached_tensors_not_floats(monkeypatch):
@@ -276,9 +391,16 @@ def test_per_tap_logging_reads_detached_tensors_not_floats(monkeypatch):
     monkeypatch.setattr(EqReg, "last_terms", property(no_floats))
     model = FastDerainer(channels=8, num_blocks=1)
     cfg = EqRegConfig(layers=["body.0.conv1", "body.0.conv2"], weight=1e-2)
-    hist = train_loop(model, DataLoader(TensorDataset(*_pairs()), batch_size=4),
-                      torch.optim.SGD(model.parameters(), 1e-3), F.mse_loss, cfg, max_steps=2, log_every=1,
-                      progress=False)
+    hist = train_loop(
+        model,
+        DataLoader(TensorDataset(*_pairs()), batch_size=4),
+        torch.optim.SGD(model.parameters(), 1e-3),
+        F.mse_loss,
+        cfg,
+        max_steps=2,
+        log_every=1,
+        progress=False,
+    )
     assert all(hist.logs[-1][f"eqreg/{n}"] > 0 for n in ("body.0.conv1", "body.0.conv2"))
 
 
@@ -296,6 +418,14 @@ def test_one_k_per_optimizer_step_under_accumulation(monkeypatch):
     monkeypatch.setattr(EqReg, "sample_k", recording)
     model = FastDerainer(channels=8, num_blocks=1)
     cfg = EqRegConfig(layers=["body.0.conv1"], weight=1e-2)
-    train_loop(model, DataLoader(TensorDataset(*_pairs(n=8)), batch_size=2), torch.optim.SGD(model.parameters(), 1e-3),
-               F.mse_loss, cfg, max_steps=2, gradient_accumulation_steps=2, progress=False)
+    train_loop(
+        model,
+        DataLoader(TensorDataset(*_pairs(n=8)), batch_size=2),
+        torch.optim.SGD(model.parameters(), 1e-3),
+        F.mse_loss,
+        cfg,
+        max_steps=2,
+        gradient_accumulation_steps=2,
+        progress=False,
+    )
     assert len(drawn) == 2

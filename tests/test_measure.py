@@ -1,9 +1,8 @@
 import pytest
 import torch
+from nets import REGULAR_TAPS, TRIVIAL_TAPS, ExactC4Net, PlainCNN
 
 from eqreg_hf import equivariance_error
-
-from nets import REGULAR_TAPS, TRIVIAL_TAPS, ExactC4Net, PlainCNN
 
 FIELDS = {n: "trivial" for n in TRIVIAL_TAPS}
 
@@ -11,8 +10,13 @@ FIELDS = {n: "trivial" for n in TRIVIAL_TAPS}
 @pytest.mark.parametrize("hw", [(9, 9), (10, 10), (7, 12)])
 def test_near_zero_on_exact_net(hw):
     torch.manual_seed(0)
-    rep = equivariance_error(ExactC4Net(), torch.randn(2, 3, *hw), layers=REGULAR_TAPS + TRIVIAL_TAPS,
-                             fields=FIELDS, include_output=True)
+    rep = equivariance_error(
+        ExactC4Net(),
+        torch.randn(2, 3, *hw),
+        layers=REGULAR_TAPS + TRIVIAL_TAPS,
+        fields=FIELDS,
+        include_output=True,
+    )
     assert list(rep) == REGULAR_TAPS + TRIVIAL_TAPS + ["output"]
     assert max(rep.values()) < 1e-5
     assert rep.ks == [1, 2, 3]
@@ -51,6 +55,11 @@ def test_input_key_for_hf_style_models():
         def forward(self, pixel_values):
             return {"logits": self.net(pixel_values)}
 
-    rep = equivariance_error(Wrapped(), torch.randn(1, 3, 9, 9), layers=["net.body.0"], input_key="pixel_values",
-                             include_output=True)
+    rep = equivariance_error(
+        Wrapped(),
+        torch.randn(1, 3, 9, 9),
+        layers=["net.body.0"],
+        input_key="pixel_values",
+        include_output=True,
+    )
     assert set(rep) == {"net.body.0", "output"}

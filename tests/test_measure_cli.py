@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from eqreg_hf.cli import main
 
@@ -29,13 +28,31 @@ def _rows(printed: str) -> dict[str, float]:
 
 CASES = [
     # (argv after "measure", expected rows besides "mean")
-    (["test_resnet", "--no-pretrained", "--size", "33"], ["act1", "layer1", "layer2", "layer3", "layer4", "output"]),
-    (["test_convnext", "--no-pretrained", "--size", "32", "--layers", "stages.1,stages.3", "--group-order", "2"],
-     ["stages.1", "stages.3", "output"]),
-    (["test_vit", "--no-pretrained", "--layers", "blocks.?", "--no-output"],
-     [f"blocks.{i}" for i in range(6)]),
-    (["fast", "--size", "21", "--group-order", "4"], [f"body.{i}.conv{j}" for i in range(6) for j in (1, 2)]
-     + ["output"]),
+    (
+        ["test_resnet", "--no-pretrained", "--size", "33"],
+        ["act1", "layer1", "layer2", "layer3", "layer4", "output"],
+    ),
+    (
+        [
+            "test_convnext",
+            "--no-pretrained",
+            "--size",
+            "32",
+            "--layers",
+            "stages.1,stages.3",
+            "--group-order",
+            "2",
+        ],
+        ["stages.1", "stages.3", "output"],
+    ),
+    (
+        ["test_vit", "--no-pretrained", "--layers", "blocks.?", "--no-output"],
+        [f"blocks.{i}" for i in range(6)],
+    ),
+    (
+        ["fast", "--size", "21", "--group-order", "4"],
+        [f"body.{i}.conv{j}" for i in range(6) for j in (1, 2)] + ["output"],
+    ),
 ]
 
 
@@ -50,7 +67,9 @@ def test_measure_prints_table_and_writes_plot(tmp_path, capsys, argv, rows):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
     report = json.loads(js.read_text())
     assert sorted(report["errors"]) == sorted(rows)
-    assert report["group_order"] == int(argv[argv.index("--group-order") + 1]) if "--group-order" in argv else 4
+    assert (
+        report["group_order"] == int(argv[argv.index("--group-order") + 1]) if "--group-order" in argv else 4
+    )
     assert not list(tmp_path.rglob("*.tmp*"))  # nothing half-written left behind
 
 
@@ -82,10 +101,13 @@ def test_strictly_equivariant_derainer_measures_zero(capsys):
     assert table and max(table.values()) < 1e-4
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["resnet_18", "--no-pretrained"], "Did you mean"),
-    (["test_resnet", "--no-pretrained", "--image", "/nonexistent/x.png"], "No image at"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["resnet_18", "--no-pretrained"], "Did you mean"),
+        (["test_resnet", "--no-pretrained", "--image", "/nonexistent/x.png"], "No image at"),
+    ],
+)
 def test_bad_input_is_named(capsys, argv, message):
     assert main(["measure", *argv]) == 2
     out, err = capsys.readouterr()

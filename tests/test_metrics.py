@@ -22,8 +22,16 @@ def _images(b=2, h=19, w=26, seed=0):
     return 0.2 + 0.6 * torch.rand(b, 3, h, w, generator=g)  # in [0.2, 0.8]: offsets below never clip
 
 
-@pytest.mark.parametrize("rgb,y255", [((0, 0, 0), 16.0), ((1, 1, 1), 235.0), ((1, 0, 0), 16 + 65.481),
-                                      ((0, 1, 0), 16 + 128.553), ((0, 0, 1), 16 + 24.966)])
+@pytest.mark.parametrize(
+    "rgb,y255",
+    [
+        ((0, 0, 0), 16.0),
+        ((1, 1, 1), 235.0),
+        ((1, 0, 0), 16 + 65.481),
+        ((0, 1, 0), 16 + 128.553),
+        ((0, 0, 1), 16 + 24.966),
+    ],
+)
 def test_rgb_to_y_bt601(rgb, y255):
     x = torch.tensor(rgb, dtype=torch.float32).view(1, 3, 1, 1).expand(1, 3, 3, 5)
     y = rgb_to_y(x)
@@ -54,8 +62,8 @@ def test_psnr_is_averaged_per_image_not_pooled():
     pred = target.clone()
     pred[0] += 0.1
     pred[1] += 0.01
-    per_image = [10 * math.log10(1 / 0.1 ** 2), 10 * math.log10(1 / 0.01 ** 2)]
-    pooled = 10 * math.log10(1 / ((0.1 ** 2 + 0.01 ** 2) / 2))
+    per_image = [10 * math.log10(1 / 0.1**2), 10 * math.log10(1 / 0.01**2)]
+    pooled = 10 * math.log10(1 / ((0.1**2 + 0.01**2) / 2))
     got = restoration_metrics(pred, target, on="rgb")["psnr"]
     assert got == pytest.approx(sum(per_image) / 2, abs=1e-3) and abs(got - pooled) > 1.0
 
@@ -65,8 +73,9 @@ def test_ssim_matches_scikit_image_reference():
     target = _images(b=1, h=33, w=47)
     pred = (target + 0.08 * torch.randn(target.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
     yp, yt = rgb_to_y(pred)[0, 0].numpy(), rgb_to_y(target)[0, 0].numpy()
-    ref = skm.structural_similarity(yt, yp, data_range=1.0, gaussian_weights=True, sigma=1.5,
-                                    use_sample_covariance=False)
+    ref = skm.structural_similarity(
+        yt, yp, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
     got = restoration_metrics(pred, target, on="y")["ssim"]
     assert 0.3 < got < 0.999 and got == pytest.approx(ref, abs=0.01)  # border handling differs slightly
 
@@ -108,7 +117,9 @@ def test_uint8_images_are_scaled_not_clamped():
     pred = target + 10
     expected = restoration_metrics(pred / 255, target / 255, on="rgb")["psnr"]
     got = restoration_metrics(pred.to(torch.uint8), target.to(torch.uint8), on="rgb")["psnr"]
-    assert got == pytest.approx(expected, abs=1e-3) and got == pytest.approx(20 * math.log10(255 / 10), abs=1e-3)
+    assert got == pytest.approx(expected, abs=1e-3) and got == pytest.approx(
+        20 * math.log10(255 / 10), abs=1e-3
+    )
 
 
 def test_single_image_chw_is_accepted():
@@ -116,21 +127,27 @@ def test_single_image_chw_is_accepted():
     assert restoration_metrics(t + 0.1, t, on="rgb")["psnr"] == pytest.approx(20.0, abs=1e-3)
 
 
-@pytest.mark.parametrize("pred,target,on,match", [
-    (torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), "lab", r"Choose between \['y', 'rgb'\]"),
-    (torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 9), "y", "same shape"),
-    (torch.zeros(1, 2, 8, 8), torch.zeros(1, 2, 8, 8), "y", r"\[\.\.\., 3, H, W\]"),
-])
+@pytest.mark.parametrize(
+    "pred,target,on,match",
+    [
+        (torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), "lab", r"Choose between \['y', 'rgb'\]"),
+        (torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 9), "y", "same shape"),
+        (torch.zeros(1, 2, 8, 8), torch.zeros(1, 2, 8, 8), "y", r"\[\.\.\., 3, H, W\]"),
+    ],
+)
 def test_bad_inputs(pred, target, on, match):
     with pytest.raises(ValueError, match=match):
         restoration_metrics(pred, target, on=on)
 
 
-@pytest.mark.parametrize("logits,labels,expected", [
-    ([[2.0, 1.0], [0.0, 3.0]], [0, 0], 0.5),
-    ([[0.1, 0.2, 0.7], [0.9, 0.05, 0.05], [0.2, 0.5, 0.3]], [2, 0, 1], 1.0),
-    ([[1.0, 0.0, 0.0, 0.0]] * 4, [1, 2, 3, 1], 0.0),
-])
+@pytest.mark.parametrize(
+    "logits,labels,expected",
+    [
+        ([[2.0, 1.0], [0.0, 3.0]], [0, 0], 0.5),
+        ([[0.1, 0.2, 0.7], [0.9, 0.05, 0.05], [0.2, 0.5, 0.3]], [2, 0, 1], 1.0),
+        ([[1.0, 0.0, 0.0, 0.0]] * 4, [1, 2, 3, 1], 0.0),
+    ],
+)
 def test_top1_accuracy(logits, labels, expected):
     assert top1_accuracy(torch.tensor(logits), torch.tensor(labels)) == pytest.approx(expected)
     assert top1_accuracy(np.asarray(logits), np.asarray(labels)) == pytest.approx(expected)  # EvalPrediction

@@ -16,13 +16,22 @@ from eqreg_hf.hub.card import TASKS, group_name
 
 # (task, metrics as a training command passes them, what model-index must hold: {type: value})
 CASES = [
-    ("derain", {"psnr": 31.4172, "ssim": 0.93125, "equivariance_error": 0.0423},
-     {"psnr": 31.4172, "ssim": 0.93125, "equivariance_error": 0.0423}),
+    (
+        "derain",
+        {"psnr": 31.4172, "ssim": 0.93125, "equivariance_error": 0.0423},
+        {"psnr": 31.4172, "ssim": 0.93125, "equivariance_error": 0.0423},
+    ),
     ("derain", {"eval_psnr": 27.5, "eval_runtime": 1.5, "epoch": 3.0}, {"psnr": 27.5}),
-    ("classification", {"eval_accuracy": 0.6875, "equivariance_error": 1.25e-7, "eval_samples_per_second": 9.0},
-     {"accuracy": 0.6875, "equivariance_error": 1.25e-7}),
-    ("classification", {"accuracy": torch.tensor(0.5), "top5_accuracy": 0.875, "eval_loss": 1.9},
-     {"accuracy": 0.5, "top5_accuracy": 0.875, "loss": 1.9}),
+    (
+        "classification",
+        {"eval_accuracy": 0.6875, "equivariance_error": 1.25e-7, "eval_samples_per_second": 9.0},
+        {"accuracy": 0.6875, "equivariance_error": 1.25e-7},
+    ),
+    (
+        "classification",
+        {"accuracy": torch.tensor(0.5), "top5_accuracy": 0.875, "eval_loss": 1.9},
+        {"accuracy": 0.5, "top5_accuracy": 0.875, "loss": 1.9},
+    ),
 ]
 DATASETS = {
     "derain": {"name": "Rain100L", "split": "test", "train_split": "train"},
@@ -30,14 +39,29 @@ DATASETS = {
 }
 CONFIGS = [
     EqRegConfig(layers=["body.0.conv1", "body.0.conv2"], group_order=4, weight=1e-2, distance="relative"),
-    EqRegConfig(layers="layer*.0.conv1", group_order=8, weight=3e-6, distance="fro", include_identity=True,
-                layer_weights={"layer1.*": 2.0}, rotated_fraction=0.5, seed=11),
+    EqRegConfig(
+        layers="layer*.0.conv1",
+        group_order=8,
+        weight=3e-6,
+        distance="fro",
+        include_identity=True,
+        layer_weights={"layer1.*": 2.0},
+        rotated_fraction=0.5,
+        seed=11,
+    ),
 ]
 
 
 def _card(task, metrics, cfg, **kw):
-    return make_model_card(task, model_name=f"tiny-{task}", metrics=metrics, dataset=DATASETS[task],
-                           eqreg_config=cfg, training={"epochs": 3, "learning_rate": 2e-4, "batch_size": 4}, **kw)
+    return make_model_card(
+        task,
+        model_name=f"tiny-{task}",
+        metrics=metrics,
+        dataset=DATASETS[task],
+        eqreg_config=cfg,
+        training={"epochs": 3, "learning_rate": 2e-4, "batch_size": 4},
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=["c4-relative", "c8-fro"])
@@ -71,7 +95,13 @@ def test_card_parses_and_metadata_reads_back(tmp_path, task, metrics, expected, 
             assert f"`{shown}`" in text, (key, shown)
     assert f"C{cfg.group_order}" in text
     assert "2505.19799" in text and "Bai, Yulu and Fu, Jiahong and Xie, Qi and Meng, Deyu" in text
-    for phrase in ("Soft, not strict", "λ is not portable", "Grid misalignment", "Intended use", "`learning_rate`"):
+    for phrase in (
+        "Soft, not strict",
+        "λ is not portable",
+        "Grid misalignment",
+        "Intended use",
+        "`learning_rate`",
+    ):
         assert phrase in text, phrase
 
 
@@ -83,14 +113,22 @@ def test_dataset_id_goes_to_metadata():
     assert card.data.eval_results[0].dataset_config == "cifar100"
     card = _card("derain", {"psnr": 30.0}, CONFIGS[0])
     assert card.data.datasets is None and card.data.eval_results[0].dataset_type == "rain100l"
-    card = make_model_card("derain", model_name="m", metrics={"psnr": 30.0}, eqreg_config=None,
-                           dataset={"name": "synthetic rain (built-in)"})
+    card = make_model_card(
+        "derain",
+        model_name="m",
+        metrics={"psnr": 30.0},
+        eqreg_config=None,
+        dataset={"name": "synthetic rain (built-in)"},
+    )
     assert card.data.eval_results[0].dataset_type == "synthetic-rain-built-in"
     assert card.data.eval_results[0].dataset_name == "synthetic rain (built-in)"
 
 
-@pytest.mark.parametrize("cfg", [None, EqRegConfig(weight=0.0), EqRegConfig(group_order=1)],
-                         ids=["no-config", "weight-0", "order-1"])
+@pytest.mark.parametrize(
+    "cfg",
+    [None, EqRegConfig(weight=0.0), EqRegConfig(group_order=1)],
+    ids=["no-config", "weight-0", "order-1"],
+)
 def test_baseline_card_says_eqreg_was_off(cfg):
     text = _card("derain", {"psnr": 25.0}, cfg).text
     assert "without the EQ-Reg term" in text
@@ -102,12 +140,22 @@ def test_baseline_card_says_eqreg_was_off(cfg):
 def test_description_is_added_below_the_summary():
     text = _card("derain", {"psnr": 30.0}, CONFIGS[0], description="PSNR on the Y channel.").text
     assert "trained with **EQ-Reg**" in text
-    assert text.index("trained with **EQ-Reg**") < text.index("PSNR on the Y channel.") < text.index("## Results")
+    assert (
+        text.index("trained with **EQ-Reg**")
+        < text.index("PSNR on the Y channel.")
+        < text.index("## Results")
+    )
 
 
 def test_per_layer_table_and_snippets():
-    card = _card("classification", {"accuracy": 0.5}, CONFIGS[0], kind="timm", repo_id="me/cls",
-                 equivariance_report={"layer1.0.conv1": 0.0312, "layer2.0.conv1": 0.25})
+    card = _card(
+        "classification",
+        {"accuracy": 0.5},
+        CONFIGS[0],
+        kind="timm",
+        repo_id="me/cls",
+        equivariance_report={"layer1.0.conv1": 0.0312, "layer2.0.conv1": 0.25},
+    )
     assert "| `layer1.0.conv1` | 0.0312 |" in card.text
     assert 'timm.create_model("hf-hub:me/cls", pretrained=True)' in card.text
     assert card.data.library_name == "timm"
@@ -132,8 +180,13 @@ BAD = [
 
 @pytest.mark.parametrize("override,err,match", BAD, ids=[str(list(b[0].values())[0])[:20] for b in BAD])
 def test_bad_input_is_named(override, err, match):
-    kwargs = dict(task="derain", model_name="m", metrics={"psnr": 30.0}, dataset={"name": "Rain100L"},
-                  eqreg_config=EqRegConfig())
+    kwargs = dict(
+        task="derain",
+        model_name="m",
+        metrics={"psnr": 30.0},
+        dataset={"name": "Rain100L"},
+        eqreg_config=EqRegConfig(),
+    )
     kwargs.update(override)
     with pytest.raises(err, match=match):
         make_model_card(kwargs.pop("task"), **kwargs)
@@ -144,15 +197,26 @@ def test_write_hub_folder_end_to_end(tmp_path):
 
     net = FastDerainer(channels=4, num_blocks=1).eval()
     cfg = EqRegConfig(layers=net.eqreg_layers(4), weight=1e-2)
-    folder = write_hub_folder(net, tmp_path / "tiny-derain", task="derain", eqreg_config=cfg,
-                              metrics={"eval_psnr": 29.25, "eval_ssim": 0.875, "equivariance_error": 0.125},
-                              dataset="Rain100L", training={"epochs": 1})
+    folder = write_hub_folder(
+        net,
+        tmp_path / "tiny-derain",
+        task="derain",
+        eqreg_config=cfg,
+        metrics={"eval_psnr": 29.25, "eval_ssim": 0.875, "equivariance_error": 0.125},
+        dataset="Rain100L",
+        training={"epochs": 1},
+    )
     files = validate_hub_folder(folder)
     assert {"README.md", "config.json", "model.safetensors", "eqreg_config.json"} <= set(files)
     card = ModelCard.load(os.path.join(folder, "README.md"))
-    assert card.data.model_name == "fastderainer-rain100l-eqreg"  # from the model and the task, not the folder
+    assert (
+        card.data.model_name == "fastderainer-rain100l-eqreg"
+    )  # from the model and the task, not the folder
     assert {r.metric_type: r.metric_value for r in card.data.eval_results} == {
-        "psnr": 29.25, "ssim": 0.875, "equivariance_error": 0.125}
+        "psnr": 29.25,
+        "ssim": 0.875,
+        "equivariance_error": 0.125,
+    }
     assert "FastDerainer" in card.text and "body.0.conv1" in card.text
     assert card.data.library_name == "eqreg-hf"  # declared by FastDerainer's PyTorchModelHubMixin
     assert {"deraining", "eqreg", "model_hub_mixin"} <= set(card.data.tags)

@@ -23,9 +23,15 @@ needs_e2cnn = pytest.mark.skipif(not _has_e2cnn(), reason="e2cnn is not installe
 
 TINY = [
     pytest.param(lambda: FastDerainer(channels=8, num_blocks=2), id="fast"),
-    pytest.param(lambda: RCDNet(num_stages=2, num_maps=4, kernel_size=3, num_features=5, num_resblocks=1), id="rcdnet"),
-    pytest.param(lambda: RCDNet(num_stages=1, num_maps=4, kernel_size=5, num_features=1, num_resblocks=2,
-                                batch_norm=False), id="rcdnet-nobn"),
+    pytest.param(
+        lambda: RCDNet(num_stages=2, num_maps=4, kernel_size=3, num_features=5, num_resblocks=1), id="rcdnet"
+    ),
+    pytest.param(
+        lambda: RCDNet(
+            num_stages=1, num_maps=4, kernel_size=5, num_features=1, num_resblocks=2, batch_norm=False
+        ),
+        id="rcdnet-nobn",
+    ),
     pytest.param(lambda: StrictC4Derainer(num_fields=2, num_blocks=1), id="strict-c4", marks=needs_e2cnn),
 ]
 SIZES = [(1, 16, 16), (2, 17, 23), (3, 9, 32)]
@@ -161,7 +167,11 @@ def test_rcdnet_taps_are_the_widened_bnet_convs():
     "make,t,match",
     [
         (lambda: FastDerainer(channels=6, num_blocks=1), 4, "channels=6"),
-        (lambda: RCDNet(num_stages=1, num_maps=4, kernel_size=3, num_features=4, num_resblocks=1), 4, "3 \\+ num_features=7"),
+        (
+            lambda: RCDNet(num_stages=1, num_maps=4, kernel_size=3, num_features=4, num_resblocks=1),
+            4,
+            "3 \\+ num_features=7",
+        ),
     ],
 )
 def test_indivisible_channels_name_the_fix(make, t, match):
@@ -190,7 +200,10 @@ def test_rcdnet_stages():
     "make",
     [
         pytest.param(lambda: FastDerainer(channels=8, num_blocks=2), id="fast"),
-        pytest.param(lambda: RCDNet(num_stages=1, num_maps=4, kernel_size=3, num_features=5, num_resblocks=1), id="rcdnet"),
+        pytest.param(
+            lambda: RCDNet(num_stages=1, num_maps=4, kernel_size=3, num_features=5, num_resblocks=1),
+            id="rcdnet",
+        ),
     ],
 )
 def test_default_taps_work_with_the_core(make):
@@ -209,8 +222,9 @@ def test_strict_c4_has_zero_equivariance_error_at_every_tap():
     _silence()
     torch.manual_seed(0)
     net = StrictC4Derainer(num_fields=2, num_blocks=2)
-    rep = equivariance_error(net, torch.rand(1, 3, 11, 11), layers=net.eqreg_layers(4), group_order=4,
-                             include_output=True)
+    rep = equivariance_error(
+        net, torch.rand(1, 3, 11, 11), layers=net.eqreg_layers(4), group_order=4, include_output=True
+    )
     assert sorted(rep) == sorted(net.eqreg_layers(4) + ["output"])
     assert max(rep.values()) < 1e-5, rep.table()
 
@@ -227,8 +241,9 @@ def test_rcdnet_stage_loss_weights_every_stage():
     assert out["backgrounds"].shape == (2, 4, 3, 10, 10) and out["rains"].shape == (2, 3, 3, 10, 10)
     assert torch.equal(out["background"], out["backgrounds"][:, -1])
     mse = torch.nn.functional.mse_loss
-    expected = sum((1.0 if s == 3 else 0.1) * mse(out["backgrounds"][:, s], y) for s in range(4)) \
-        + sum((1.0 if s == 2 else 0.1) * mse(out["rains"][:, s], x - y) for s in range(3))
+    expected = sum((1.0 if s == 3 else 0.1) * mse(out["backgrounds"][:, s], y) for s in range(4)) + sum(
+        (1.0 if s == 2 else 0.1) * mse(out["rains"][:, s], x - y) for s in range(3)
+    )
     assert torch.allclose(rcdnet_stage_loss(out, y), expected)
     rcdnet_stage_loss(out, y).backward()
     assert net.rain_kernels0.grad is not None  # the first stage's M initialisation gets gradient too

@@ -26,14 +26,26 @@ class PushNet(nn.Module, PyTorchModelHubMixin):
         return self.conv(x)
 
 
-EXPECTED = {"README.md", "config.json", "model.safetensors", "eqreg_config.json", "eqreg_model.json",
-            "samples/rainy_0.png"}
+EXPECTED = {
+    "README.md",
+    "config.json",
+    "model.safetensors",
+    "eqreg_config.json",
+    "eqreg_model.json",
+    "samples/rainy_0.png",
+}
 
 
 @pytest.fixture
 def folder(tmp_path):
-    path = write_hub_folder(PushNet(), tmp_path / "hub", task="derain", eqreg_config=EqRegConfig(weight=1e-2),
-                            metrics={"psnr": 30.0, "equivariance_error": 0.1}, dataset="Rain100L")
+    path = write_hub_folder(
+        PushNet(),
+        tmp_path / "hub",
+        task="derain",
+        eqreg_config=EqRegConfig(weight=1e-2),
+        metrics={"psnr": 30.0, "equivariance_error": 0.1},
+        dataset="Rain100L",
+    )
     # a subfolder is published; editor leftovers and temp files are not
     os.makedirs(os.path.join(path, "samples"))
     open(os.path.join(path, "samples", "rainy_0.png"), "wb").write(b"\x89PNG fake")
@@ -64,6 +76,7 @@ def hub(monkeypatch, tmp_path):
         def fn(self, *args, **kwargs):
             rec.calls.append((name, args, kwargs))
             return result
+
         return fn
 
     commit = types.SimpleNamespace(commit_url="https://huggingface.co/me/m/commit/abc123")
@@ -97,8 +110,9 @@ def _check_commit(rec, folder, repo_id, private, revision, message):
             saved = fh.read()
         if op.path_in_repo == "README.md":  # the card's usage snippet names the repo it was pushed to
             assert b"YOUR_USER/" in saved and isinstance(op.path_or_fileobj, bytes)
-            assert op.path_or_fileobj == saved.replace(b"YOUR_USER/" + saved.split(b"YOUR_USER/")[1].split(b'"')[0],
-                                                       repo_id.encode())
+            assert op.path_or_fileobj == saved.replace(
+                b"YOUR_USER/" + saved.split(b"YOUR_USER/")[1].split(b'"')[0], repo_id.encode()
+            )
             assert f'snapshot_download("{repo_id}")'.encode() in op.path_or_fileobj
         else:
             assert saved == open(op.path_or_fileobj, "rb").read()
@@ -143,10 +157,18 @@ def test_offline_env(folder, hub, capsys, monkeypatch):
     assert hub.calls == []
 
 
-@pytest.mark.parametrize("env, constant, expected", [
-    ("1", False, True), (" on ", False, True), ("Yes", False, True), ("TRUE", False, True),
-    ("0", False, False), ("", False, False), ("", True, True),
-])
+@pytest.mark.parametrize(
+    "env, constant, expected",
+    [
+        ("1", False, True),
+        (" on ", False, True),
+        ("Yes", False, True),
+        ("TRUE", False, True),
+        ("0", False, False),
+        ("", False, False),
+        ("", True, True),
+    ],
+)
 def test_hub_offline_reads_the_variable_and_the_constant(monkeypatch, env, constant, expected):
     from eqreg_hf.hub import hub_offline
     from eqreg_hf.tasks.classify.networks import hub_reachable
@@ -188,8 +210,10 @@ def test_hub_refuses(folder, hub, capsys, monkeypatch):
     response = types.SimpleNamespace(status_code=403, headers={}, request=None)
 
     def forbidden(self, *a, **k):
-        raise HfHubHTTPError("403 Forbidden: you don't have the rights to create a model under this namespace",
-                             response=response)
+        raise HfHubHTTPError(
+            "403 Forbidden: you don't have the rights to create a model under this namespace",
+            response=response,
+        )
 
     monkeypatch.setattr(HfApi, "create_repo", forbidden)
     assert main(["push", folder, "someone-else/m"]) == 1
@@ -211,6 +235,7 @@ def test_network_failure_commits_nothing(folder, hub, capsys, monkeypatch):
 def _remove(name):
     def fn(path):
         os.remove(os.path.join(path, name))
+
     return fn
 
 
@@ -218,6 +243,7 @@ def _write(name, text):
     def fn(path):
         with open(os.path.join(path, name), "w") as fh:
             fh.write(text)
+
     return fn
 
 
@@ -257,4 +283,6 @@ def test_pushed_bytes_are_the_saved_weights(folder, hub):
     push_folder(folder, "me/m")
     op = next(o for o in hub.get("create_commit")[2]["operations"] if o.path_in_repo == "model.safetensors")
     tensors = load_file(op.path_or_fileobj)
-    assert set(tensors) == {"conv.weight", "conv.bias"} and tensors["conv.weight"].shape == torch.Size([4, 3, 3, 3])
+    assert set(tensors) == {"conv.weight", "conv.bias"} and tensors["conv.weight"].shape == torch.Size(
+        [4, 3, 3, 3]
+    )

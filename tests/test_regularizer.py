@@ -2,12 +2,17 @@ import warnings
 
 import pytest
 import torch
+from nets import REGULAR_TAPS, TRIVIAL_TAPS, ExactC4Net, PlainCNN, check_exact_distance_against_autograd
 from torch import nn
 
+from eqreg_hf import (
+    EqReg,
+    EqRegAlignmentWarning,
+    EqRegConfig,
+    equivariance_distance,
+    rotate_features,
+)
 from eqreg_hf.core import regularizer
-from eqreg_hf import EqReg, EqRegAlignmentWarning, EqRegConfig, equivariance_distance, rotate_features, rotate_image
-
-from nets import REGULAR_TAPS, TRIVIAL_TAPS, ExactC4Net, PlainCNN, check_exact_distance_against_autograd
 
 FIELDS = {n: "trivial" for n in TRIVIAL_TAPS}
 ALL_TAPS = REGULAR_TAPS + TRIVIAL_TAPS
@@ -74,8 +79,12 @@ def test_fro_is_the_papers_loss_computed_directly():
     # Direct: one forward of the original and one of the rotated batch, Σ_l ||T_k F_l(x) - F_l(R_k x)||_F.
     reg.remove()
     feats = {}
-    hooks = [dict(net.named_modules())[n].register_forward_hook(
-        lambda m, a, o, n=n: feats.setdefault(n, []).append(o)) for n in taps]
+    hooks = [
+        dict(net.named_modules())[n].register_forward_hook(
+            lambda m, a, o, n=n: feats.setdefault(n, []).append(o)
+        )
+        for n in taps
+    ]
     with torch.no_grad():
         net(x)
         net(torch.rot90(x, k, (-2, -1)))
@@ -225,7 +234,9 @@ def test_alignment_exact_at_aligned_size_and_warns_at_misaligned():
 
 
 def test_alignment_for_a_plain_strided_conv_stack():
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1)).train()
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1)
+    ).train()
     reg = EqReg(net, EqRegConfig(layers=["2"], weight=1.0))
     with pytest.warns(EqRegAlignmentWarning, match="nearest aligned input size (29x29|33x33)"):
         reg(torch.randn(1, 3, 32, 32), k=1)
@@ -259,21 +270,28 @@ def test_token_layout_with_prefix_tokens():
 
 def test_distance_function_values():
     a, b = torch.ones(2, 4, 3, 3), torch.zeros(2, 4, 3, 3)
-    assert equivariance_distance(a, b, "fro").item() == pytest.approx(72 ** 0.5)
+    assert equivariance_distance(a, b, "fro").item() == pytest.approx(72**0.5)
     assert equivariance_distance(a, b, "mse").item() == pytest.approx(1.0)
     assert equivariance_distance(a, b, "relative").item() == pytest.approx(1.0, rel=1e-6)
     mask = torch.zeros(3, 3)
     mask[1, 1] = 1
     assert equivariance_distance(a, b, "mse", mask).item() == pytest.approx(1.0)
-    assert equivariance_distance(a, b, "fro", mask).item() == pytest.approx(8 ** 0.5)
+    assert equivariance_distance(a, b, "fro", mask).item() == pytest.approx(8**0.5)
 
 
 @pytest.mark.parametrize("distance", ["fro", "mse", "relative"])
 @pytest.mark.parametrize("field", ["regular", "trivial"])
 @pytest.mark.parametrize("layout", ["nchw", "vector"])
 def test_hand_written_backward_matches_autograd(distance, field, layout):
-    check_exact_distance_against_autograd((3, 8, 5, 5) if layout == "nchw" else (3, 8), (1, 2, 3), 4, field, layout,
-                                          distance, lambda y: (1e-4, 1e-7))
+    check_exact_distance_against_autograd(
+        (3, 8, 5, 5) if layout == "nchw" else (3, 8),
+        (1, 2, 3),
+        4,
+        field,
+        layout,
+        distance,
+        lambda y: (1e-4, 1e-7),
+    )
 
 
 @pytest.mark.parametrize("distance", ["fro", "mse", "relative"])
@@ -282,8 +300,8 @@ def test_one_gradient_buffer_for_both_halves_of_a_stacked_map(distance, layout):
     # b = 3 originals, m = 2 rotated copies stacked behind them: rows 2 (not rotated) and, for
     # tokens, the class token get no gradient; the rest matches autograd through slicing.
     from eqreg_hf.core.distance import ExactDistance as _ExactDistance
-    from eqreg_hf.core.layouts import transform_feature
-    from eqreg_hf.core.layouts import to_nchw
+    from eqreg_hf.core.layouts import to_nchw, transform_feature
+
     torch.manual_seed(0)
     shape = (5, 8, 4, 4) if layout == "nchw" else (5, 17, 8)
     f = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
@@ -291,8 +309,9 @@ def test_one_gradient_buffer_for_both_halves_of_a_stacked_map(distance, layout):
     pick = lambda x, i: view(x[:2] if i == 0 else x[3:5])
     for k in (1, 2, 3):
         ours = _ExactDistance.apply(f, None, pick, k, 4, "regular", "nchw", distance, 1e-8)
-        ref = equivariance_distance(transform_feature(pick(f, 0), k, 4, "regular", "nchw", "nearest"), pick(f, 1),
-                                    distance)
+        ref = equivariance_distance(
+            transform_feature(pick(f, 0), k, 4, "regular", "nchw", "nearest"), pick(f, 1), distance
+        )
         assert torch.allclose(ours.double(), ref.double(), rtol=1e-5)
         (g1,) = torch.autograd.grad(ours * 0.3, f)
         (g2,) = torch.autograd.grad(ref * 0.3, f)
@@ -308,7 +327,9 @@ def test_recompute_capture_gives_the_same_gradients(distance, autocast, monkeypa
     for capture in ("recompute", "reference", "clone"):
         torch.manual_seed(0)
         net = PlainCNN().train()
-        reg = EqReg(net, EqRegConfig(layers=["body.0", "body.3"], capture=capture, distance=distance, weight=1.0))
+        reg = EqReg(
+            net, EqRegConfig(layers=["body.0", "body.3"], capture=capture, distance=distance, weight=1.0)
+        )
         x = torch.randn(2, 3, 9, 9)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             out = net(reg.stack(x, k=1))
@@ -345,9 +366,13 @@ def test_recompute_matches_forward_autocast_when_loss_is_outside_autocast(monkey
 
 def test_alignment_warning_names_a_size_that_suits_every_tap():
     # taps at strides 2 and 4 need different sizes on their own; 33 suits both (and is a real fix).
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1)).train()
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1)
+    ).train()
     reg = EqReg(net, EqRegConfig(layers=["0", "2"], weight=1.0))
-    with pytest.warns(EqRegAlignmentWarning, match=r"Crop/pad inputs to (\d+)x\1 \(aligned for every tap\)") as rec:
+    with pytest.warns(
+        EqRegAlignmentWarning, match=r"Crop/pad inputs to (\d+)x\1 \(aligned for every tap\)"
+    ) as rec:
         reg(torch.randn(1, 3, 30, 30), k=1)
     size = int(str(rec[0].message).split("Crop/pad inputs to ")[1].split("x")[0])
     reg2 = EqReg(net, EqRegConfig(layers=["0", "2"], weight=1.0, distance="relative"))
@@ -397,8 +422,15 @@ def test_batched_small_maps_and_per_map_path_agree(distance, case, monkeypatch):
         monkeypatch.setattr(regularizer, "SMALL_MAP", small)
         torch.manual_seed(0)
         net = PlainCNN().train()
-        reg = EqReg(net, EqRegConfig(layers=["body.0", "body.2", "body.3"], distance=distance, weight=1.0,
-                                     rotated_fraction=0.5 if case == "fraction" else 1.0))
+        reg = EqReg(
+            net,
+            EqRegConfig(
+                layers=["body.0", "body.2", "body.3"],
+                distance=distance,
+                weight=1.0,
+                rotated_fraction=0.5 if case == "fraction" else 1.0,
+            ),
+        )
         x = torch.randn(4, 3, 9, 11 if case == "two-pass" else 9)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case == "bf16"):
             out, eq = reg(x, k=1 if case == "two-pass" else 3)

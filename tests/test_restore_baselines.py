@@ -7,11 +7,10 @@ import doctest
 import importlib
 from types import SimpleNamespace
 
+import deepinv  # noqa: F401  (a hard dependency: fail, not skip, when it is missing)
 import pytest
 import torch
 from torch import nn
-
-import deepinv  # noqa: F401  (a hard dependency: fail, not skip, when it is missing)
 
 from eqreg_hf.data.restore import Degradation
 from eqreg_hf.tasks.restore.baselines import EquivariantImagingLoss, ei_transform
@@ -38,7 +37,9 @@ def _asymmetric_conv():
     with torch.no_grad():
         conv.weight.zero_()
         for c in range(3):
-            conv.weight[c, c] = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.7, 0.3], [0.0, 0.0, 0.0]])  # leans right
+            conv.weight[c, c] = torch.tensor(
+                [[0.0, 0.0, 0.0], [0.0, 0.7, 0.3], [0.0, 0.0, 0.0]]
+            )  # leans right
     return conv
 
 
@@ -124,7 +125,9 @@ def test_inpainting_and_sr_with_a_swin2sr_like_output():
         assert torch.isfinite(loss) and float(loss_fn.last["ei"]) > 0
         loss.backward()
         assert all(p.grad is not None for p in model.parameters())
-    with pytest.raises(ValueError, match=r"output \(2, 3, 4, 4\) does not match.*\(2, 3, 12, 12\).*scale \(3\)"):
+    with pytest.raises(
+        ValueError, match=r"output \(2, 3, 4, 4\) does not match.*\(2, 3, 12, 12\).*scale \(3\)"
+    ):
         loss_fn(torch.rand(2, 3, 4, 4), clean)
 
 
@@ -133,22 +136,30 @@ def test_replays_from_its_seed_and_weight_zero_is_plain_mse():
     deg = Degradation("denoise", sigma=0.0)  # no noise: the transforms are the only randomness
     clean = torch.rand(1, 3, 8, 8)
     out = conv(clean)
-    runs = [[float(f(out, clean).detach()) for _ in range(6)]
-            for f in (EquivariantImagingLoss(conv, deg, seed=4), EquivariantImagingLoss(conv, deg, seed=4),
-                      EquivariantImagingLoss(conv, deg, seed=5))]
+    runs = [
+        [float(f(out, clean).detach()) for _ in range(6)]
+        for f in (
+            EquivariantImagingLoss(conv, deg, seed=4),
+            EquivariantImagingLoss(conv, deg, seed=4),
+            EquivariantImagingLoss(conv, deg, seed=5),
+        )
+    ]
     assert runs[0] == runs[1] and runs[0] != runs[2]
     plain = EquivariantImagingLoss(conv, deg, weight=0)
     assert torch.equal(plain(out, clean), nn.functional.mse_loss(out, clean))
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(group="C8"), r"group='C8'.*\('C4', 'D4'\)"),
-    (dict(weight=-1.0), r"weight=-1.0.*>= 0"),
-    (dict(weight=float("inf")), r"weight=inf"),
-    (dict(weight=True), r"weight=True"),
-    (dict(degradation="denoise"), r"degradation='denoise' is not a Degradation"),
-    (dict(model=3), r"model=3 is not callable"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(group="C8"), r"group='C8'.*\('C4', 'D4'\)"),
+        (dict(weight=-1.0), r"weight=-1.0.*>= 0"),
+        (dict(weight=float("inf")), r"weight=inf"),
+        (dict(weight=True), r"weight=True"),
+        (dict(degradation="denoise"), r"degradation='denoise' is not a Degradation"),
+        (dict(model=3), r"model=3 is not callable"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors(kwargs, match):
     args = dict(model=nn.Identity(), degradation=Degradation())
     args.update({k: kwargs.pop(k) for k in ("model", "degradation") if k in kwargs})
@@ -158,5 +169,7 @@ def test_bad_arguments_are_one_line_errors(kwargs, match):
 
 
 def test_docstring_examples():
-    result = doctest.testmod(importlib.import_module("eqreg_hf.tasks.restore.baselines"), extraglobs={"torch": torch})
+    result = doctest.testmod(
+        importlib.import_module("eqreg_hf.tasks.restore.baselines"), extraglobs={"torch": torch}
+    )
     assert result.failed == 0 and result.attempted > 0

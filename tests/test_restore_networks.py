@@ -7,7 +7,13 @@ import torch
 
 from eqreg_hf.core.groups import rotate_features
 from eqreg_hf.core.measure import equivariance_error
-from eqreg_hf.tasks.restore.networks import (RESTORER_CHOICES, DnCNN, GroupConv2d, StrictRestorer, build_restorer)
+from eqreg_hf.tasks.restore.networks import (
+    RESTORER_CHOICES,
+    DnCNN,
+    GroupConv2d,
+    StrictRestorer,
+    build_restorer,
+)
 
 TOL = 1e-5
 
@@ -17,7 +23,9 @@ def _count(model: torch.nn.Module) -> int:
 
 
 def _errors(net, x, group, measured_as=None):
-    rep = equivariance_error(net, x, group=group, layers=net.eqreg_layers(measured_as or group), include_output=True)
+    rep = equivariance_error(
+        net, x, group=group, layers=net.eqreg_layers(measured_as or group), include_output=True
+    )
     return dict(rep), rep.ks
 
 
@@ -31,7 +39,11 @@ def test_dncnn_shapes_and_taps(scale):
 
 
 def test_dncnn_bad_arguments():
-    for kwargs, what in (({"depth": 1}, "depth=1"), ({"kernel_size": 4}, "kernel_size=4"), ({"scale": 0}, "scale=0")):
+    for kwargs, what in (
+        ({"depth": 1}, "depth=1"),
+        ({"kernel_size": 4}, "kernel_size=4"),
+        ({"scale": 0}, "scale=0"),
+    ):
         with pytest.raises(ValueError, match=what) as err:
             DnCNN(**kwargs)
         assert "\n" not in str(err.value)
@@ -86,7 +98,9 @@ def test_strict_restorer_sr_and_auto_taps():
 
 def test_strict_restorer_refuses_groups_its_fields_cannot_carry():
     c4, d4 = StrictRestorer("C4", num_fields=1, depth=2), StrictRestorer("D4", num_fields=1, depth=2)
-    assert c4.eqreg_layers(4) == c4.eqreg_layers("C4") == d4.eqreg_layers(8) == d4.eqreg_layers("C4") == ["head"]
+    assert (
+        c4.eqreg_layers(4) == c4.eqreg_layers("C4") == d4.eqreg_layers(8) == d4.eqreg_layers("C4") == ["head"]
+    )
     for net, group in ((c4, "D4"), (c4, 8), (c4, "C2"), (d4, "D2"), (d4, 2), (c4, 3)):
         with pytest.raises(ValueError, match="holds (C4|D4) regular fields") as err:
             net.eqreg_layers(group)
@@ -110,7 +124,13 @@ def _e2cnn_layers():
     gspace = e2cnn.gspaces.Rot2dOnR2(N=4)
     rgb = e2cnn.nn.FieldType(gspace, 3 * [gspace.trivial_repr])
     hidden = e2cnn.nn.FieldType(gspace, 3 * [gspace.regular_repr])
-    return e2cnn, rgb, hidden, e2cnn.nn.R2Conv(rgb, hidden, 3, padding=1), e2cnn.nn.R2Conv(hidden, hidden, 3, padding=1)
+    return (
+        e2cnn,
+        rgb,
+        hidden,
+        e2cnn.nn.R2Conv(rgb, hidden, 3, padding=1),
+        e2cnn.nn.R2Conv(hidden, hidden, 3, padding=1),
+    )
 
 
 def test_channel_convention_agrees_with_e2cnn_c4():
@@ -122,7 +142,12 @@ def test_channel_convention_agrees_with_e2cnn_c4():
     class E2Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.lift, self.conv, self.feat1, self.feat2 = lift, conv, torch.nn.Identity(), torch.nn.Identity()
+            self.lift, self.conv, self.feat1, self.feat2 = (
+                lift,
+                conv,
+                torch.nn.Identity(),
+                torch.nn.Identity(),
+            )
 
         def forward(self, x):
             f = self.lift(e2cnn.nn.GeometricTensor(x, rgb))
@@ -164,7 +189,9 @@ def test_build_restorer_choices_and_scale():
     assert isinstance(build_restorer("dncnn"), DnCNN) and build_restorer("dncnn", scale=4).scale == 1
     assert build_restorer("strict-d4", "sr", scale=3).group.name == "D4"
     assert build_restorer("strict-c4", "inpaint").group.name == "C4"
-    with pytest.raises(ValueError, match="Unknown restorer 'unet': choose one of \\('dncnn', 'strict-c4', 'strict-d4'\\)"):
+    with pytest.raises(
+        ValueError, match="Unknown restorer 'unet': choose one of \\('dncnn', 'strict-c4', 'strict-d4'\\)"
+    ):
         build_restorer("unet")
     with pytest.raises(ValueError, match="Unknown task 'deblur'"):
         build_restorer("dncnn", "deblur")

@@ -7,7 +7,6 @@ import warnings
 
 import pytest
 import torch
-
 import transformers  # noqa: F401  (Swin2SR comes from transformers, a hard dependency: fail, not skip)
 
 from eqreg_hf import EqReg, EqRegConfig, equivariance_error
@@ -46,8 +45,10 @@ def _fit(model, data=None, eqreg=None, **kw):
     return fit_with_trainer(model, data if data is not None else Pairs(), eqreg, **kw)
 
 
-@pytest.mark.parametrize("task, scale, size, out", [("denoise", 2, 16, 16), ("inpaint", 2, 12, 12), ("sr", 2, 8, 16),
-                                                    ("sr", 3, 8, 24), ("sr", 4, 4, 16)])
+@pytest.mark.parametrize(
+    "task, scale, size, out",
+    [("denoise", 2, 16, 16), ("inpaint", 2, 12, 12), ("sr", 2, 8, 16), ("sr", 3, 8, 24), ("sr", 4, 4, 16)],
+)
 def test_output_size_and_identity_start(task, scale, size, out):
     torch.manual_seed(0)
     model = build_swin2sr(task, scale=scale).eval()
@@ -148,8 +149,13 @@ def test_gradient_accumulation_is_exact():
     for batch, ga in ((4, 1), (2, 2)):
         torch.manual_seed(0)
         model = build_swin2sr("denoise")
-        log, _ = _fit(model, Pairs(n=5), EqRegConfig(layers="auto", weight=0.5, distance="mse"), batch_size=batch,
-                      gradient_accumulation_steps=ga)
+        log, _ = _fit(
+            model,
+            Pairs(n=5),
+            EqRegConfig(layers="auto", weight=0.5, distance="mse"),
+            batch_size=batch,
+            gradient_accumulation_steps=ga,
+        )
         runs.append(([(h["task_loss"], h["eqreg_loss"]) for h in log if "task_loss" in h], _params(model)))
     (log1, p1), (log2, p2) = runs
     assert len(log1) == 2 and log1 == [pytest.approx(v, rel=1e-4) for v in log2]
@@ -166,11 +172,14 @@ def test_save_pretrained_round_trip(tmp_path):
     loaded = Swin2SRForImageSuperResolution.from_pretrained(tmp_path).eval()
     x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
-        assert torch.equal(reconstruction(model.eval()(pixel_values=x)), reconstruction(loaded(pixel_values=x)))
+        assert torch.equal(
+            reconstruction(model.eval()(pixel_values=x)), reconstruction(loaded(pixel_values=x))
+        )
     assert [t.label for t in auto_taps(loaded, 4)] == [f"{n}:0" for n in STAGES]
 
 
 # ---------------------------------------------------------------------------------------------- layers="auto"
+
 
 def _equivariant_oracle(**config):
     """A Swin2SR whose stage outputs are exactly rotation/flip-equivariant as trivial fields: every 3x3 kernel

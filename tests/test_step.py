@@ -43,11 +43,14 @@ def test_off_means_identity():
         assert eq.item() == 0.0
 
 
-@pytest.mark.parametrize("outputs", [
-    torch.arange(6.).view(6, 1),
-    {"logits": torch.arange(6.).view(6, 1), "aux": torch.tensor(1.0)},
-    (torch.arange(6.).view(6, 1), torch.arange(12.).view(6, 2)),
-])
+@pytest.mark.parametrize(
+    "outputs",
+    [
+        torch.arange(6.0).view(6, 1),
+        {"logits": torch.arange(6.0).view(6, 1), "aux": torch.tensor(1.0)},
+        (torch.arange(6.0).view(6, 1), torch.arange(12.0).view(6, 2)),
+    ],
+)
 def test_split_rows_is_the_one_split(outputs):
     first = split_rows(outputs, slice(0, 4), 6)
     flat = first if torch.is_tensor(first) else (first["logits"] if isinstance(first, dict) else first[0])
@@ -73,8 +76,15 @@ def test_loop_and_cost_benchmark_run_the_step(monkeypatch):
     calls = _count_steps(monkeypatch)
     net, cfg = _net(), EqRegConfig(layers=["0"], weight=1e-2)
     x, y = torch.rand(4, 3, 9, 9), torch.rand(4, 3, 9, 9)
-    train_loop(net, DataLoader(TensorDataset(x, y), batch_size=2), torch.optim.SGD(net.parameters(), 1e-3),
-               F.mse_loss, cfg, max_steps=2, progress=False)
+    train_loop(
+        net,
+        DataLoader(TensorDataset(x, y), batch_size=2),
+        torch.optim.SGD(net.parameters(), 1e-3),
+        F.mse_loss,
+        cfg,
+        max_steps=2,
+        progress=False,
+    )
     assert len(calls) == 2
     measure_step_cost(net, lambda: (x, y), F.mse_loss, cfg, repeats=1, warmup=0)
     assert len(calls) == 3
@@ -87,12 +97,25 @@ def test_trainer_runs_the_step(monkeypatch, tmp_path):
     from eqreg_hf import EqRegTrainer
 
     calls = _count_steps(monkeypatch)
-    data = datasets.Dataset.from_dict({"pixel_values": torch.rand(4, 3, 9, 9).tolist(),
-                                       "labels": torch.rand(4, 3, 9, 9).tolist()}).with_format("torch")
-    args = TrainingArguments(str(tmp_path), max_steps=2, per_device_train_batch_size=2, report_to=[],
-                             save_strategy="no", use_cpu=True, remove_unused_columns=False)
-    EqRegTrainer(model=_net(), args=args, train_dataset=data, task_loss=F.mse_loss,
-                 eqreg=EqRegConfig(layers=["0"], weight=1e-2)).train()
+    data = datasets.Dataset.from_dict(
+        {"pixel_values": torch.rand(4, 3, 9, 9).tolist(), "labels": torch.rand(4, 3, 9, 9).tolist()}
+    ).with_format("torch")
+    args = TrainingArguments(
+        str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=2,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        remove_unused_columns=False,
+    )
+    EqRegTrainer(
+        model=_net(),
+        args=args,
+        train_dataset=data,
+        task_loss=F.mse_loss,
+        eqreg=EqRegConfig(layers=["0"], weight=1e-2),
+    ).train()
     assert len(calls) == 2
 
 

@@ -4,13 +4,12 @@ import pickle
 
 import pytest
 import torch
+from nets import PlainCNN
 from torch import nn
 
 from eqreg_hf import EqReg, EqRegConfig, FeatureTaps
 from eqreg_hf.core.selection import resolve_taps
 from eqreg_hf.core.taps import first_tensor
-
-from nets import PlainCNN
 
 
 class TupleNet(nn.Module):
@@ -35,19 +34,27 @@ def _hook_count(model):
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
-@pytest.mark.parametrize("layers, expected", [
-    (["body.0"], ["body.0"]),
-    ("body.[03]", ["body.0", "body.3"]),
-    (["body.*"], [f"body.{i}" for i in range(6)]),
-    ("auto", ["body.0", "body.3"]),  # every Conv2d whose channels divide by t (the 3-channel output is not)
-])
+@pytest.mark.parametrize(
+    "layers, expected",
+    [
+        (["body.0"], ["body.0"]),
+        ("body.[03]", ["body.0", "body.3"]),
+        (["body.*"], [f"body.{i}" for i in range(6)]),
+        (
+            "auto",
+            ["body.0", "body.3"],
+        ),  # every Conv2d whose channels divide by t (the 3-channel output is not)
+    ],
+)
 def test_layer_selection(layers, expected):
     names = [s.name for s in resolve_taps(PlainCNN(), EqRegConfig(layers=layers))]
     assert names == expected
 
 
-@pytest.mark.parametrize("layers, match", [(["body.9"], "No module named"), (["bdy.0"], "Did you mean"),
-                                           ("head.*", "matches no module")])
+@pytest.mark.parametrize(
+    "layers, match",
+    [(["body.9"], "No module named"), (["bdy.0"], "Did you mean"), ("head.*", "matches no module")],
+)
 def test_bad_layer_names_are_explained(layers, match):
     with pytest.raises(ValueError, match=match):
         resolve_taps(PlainCNN(), EqRegConfig(layers=layers))
@@ -58,6 +65,7 @@ def test_first_tensor_of_tuple_dict_and_model_output():
     assert first_tensor((None, t)) is t
     assert first_tensor({"logits": t}) is t
     from transformers.modeling_outputs import ImageClassifierOutput
+
     assert first_tensor(ImageClassifierOutput(logits=t)) is t
 
 

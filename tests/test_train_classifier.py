@@ -28,10 +28,14 @@ FLAG_CASES = [
     (["--eqreg.layers", "layer1,layer3"], {"layers": ["layer1", "layer3"]}),
     (["--eqreg.layers", '["stages.*"]'], {"layers": ["stages.*"]}),
     (["--eqreg.layers", "body.*.conv"], {"layers": "body.*.conv"}),
-    (["--eqreg.layer-weights", '{"layer1": 2.0}', "--eqreg.prefix-tokens", "2"],
-     {"layer_weights": {"layer1": 2.0}, "prefix_tokens": 2}),
-    (["--eqreg.fields", '{"layer4": "trivial"}', "--eqreg.include-identity", "--no-eqreg.rotate-targets"],
-     {"fields": {"layer4": "trivial"}, "include_identity": True, "rotate_targets": False}),
+    (
+        ["--eqreg.layer-weights", '{"layer1": 2.0}', "--eqreg.prefix-tokens", "2"],
+        {"layer_weights": {"layer1": 2.0}, "prefix_tokens": 2},
+    ),
+    (
+        ["--eqreg.fields", '{"layer4": "trivial"}', "--eqreg.include-identity", "--no-eqreg.rotate-targets"],
+        {"fields": {"layer4": "trivial"}, "include_identity": True, "rotate_targets": False},
+    ),
 ]
 
 
@@ -54,10 +58,13 @@ def test_every_config_field_has_a_flag_with_its_help():
     assert eqreg_config_from_args(parser.parse_args([])).weight == 0.25
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--eqreg.distance", "l2"], "Unknown distance 'l2'"),
-    (["--eqreg.group-order", "0"], "group_order=0"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--eqreg.distance", "l2"], "Unknown distance 'l2'"),
+        (["--eqreg.group-order", "0"], "group_order=0"),
+    ],
+)
 def test_bad_eqreg_values_are_named(argv, message):
     parser = argparse.ArgumentParser()
     add_eqreg_arguments(parser)
@@ -74,6 +81,7 @@ def test_bad_json_flag_is_an_argparse_error(capsys):
 
 
 # ------------------------------------------------------------------------------------- model helpers
+
 
 def test_unknown_timm_model_names_close_matches():
     from eqreg_hf.tasks.classify.networks import create_classifier
@@ -105,8 +113,9 @@ def test_transformers_classifier_from_config_json(tmp_path):
     assert model(torch.randn(1, 3, 32, 32)).logits.shape == (1, 4)
 
 
-@pytest.mark.parametrize("name, size, expected", [("resnet18", 32, 33), ("test_convnext", 33, 32),
-                                                   ("resnet18", 64, 65)])
+@pytest.mark.parametrize(
+    "name, size, expected", [("resnet18", 32, 33), ("test_convnext", 33, 32), ("resnet18", 64, 65)]
+)
 def test_aligned_input_size(name, size, expected):
     import timm
 
@@ -129,6 +138,7 @@ def test_random_rot90_rotates_images_by_multiples_of_90():
 
 # ------------------------------------------------------------------------------------- end to end
 
+
 def _tiny_cifar(path):
     """A 100-class dataset with the Hub schema, saved with save_to_disk (train + test)."""
     import datasets
@@ -138,15 +148,23 @@ def _tiny_cifar(path):
     from eqreg_hf.data import CIFAR100_COARSE_NAMES, CIFAR100_FINE_NAMES
 
     rng = np.random.default_rng(0)
-    features = datasets.Features({"img": datasets.Image(),
-                                  "fine_label": datasets.ClassLabel(names=list(CIFAR100_FINE_NAMES)),
-                                  "coarse_label": datasets.ClassLabel(names=list(CIFAR100_COARSE_NAMES))})
+    features = datasets.Features(
+        {
+            "img": datasets.Image(),
+            "fine_label": datasets.ClassLabel(names=list(CIFAR100_FINE_NAMES)),
+            "coarse_label": datasets.ClassLabel(names=list(CIFAR100_COARSE_NAMES)),
+        }
+    )
 
     def split(n):
-        return datasets.Dataset.from_dict({
-            "img": [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(n)],
-            "fine_label": [int(i) % 100 for i in range(n)], "coarse_label": [int(i) % 20 for i in range(n)],
-        }, features=features)
+        return datasets.Dataset.from_dict(
+            {
+                "img": [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(n)],
+                "fine_label": [int(i) % 100 for i in range(n)],
+                "coarse_label": [int(i) % 20 for i in range(n)],
+            },
+            features=features,
+        )
 
     datasets.DatasetDict({"train": split(16), "test": split(8)}).save_to_disk(str(path))
     return str(path)
@@ -156,15 +174,31 @@ E2E_CASES = [
     # (cli flags, eqreg active)
     (["--model", "test_resnet", "--dataset", "shapes", "--eqreg.weight", "0.1"], True),
     (["--model", "test_resnet", "--dataset", "shapes", "--eqreg.weight", "0", "--rotation-augment"], False),
-    (["--model", "test_convnext", "--dataset", "cifar100", "--label", "coarse", "--image-size", "32",
-      "--eqreg.group-order", "2", "--eqreg.layers", "stages.1,stages.3"], True),
+    (
+        [
+            "--model",
+            "test_convnext",
+            "--dataset",
+            "cifar100",
+            "--label",
+            "coarse",
+            "--image-size",
+            "32",
+            "--eqreg.group-order",
+            "2",
+            "--eqreg.layers",
+            "stages.1,stages.3",
+        ],
+        True,
+    ),
     (["--model", "hf:{convnext_config}", "--dataset", "shapes", "--image-size", "32"], True),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flags, active", E2E_CASES, ids=["shapes-eqreg", "shapes-rotaug", "cifar-local",
-                                                                   "transformers-convnext"])
+@pytest.mark.parametrize(
+    "flags, active", E2E_CASES, ids=["shapes-eqreg", "shapes-rotaug", "cifar-local", "transformers-convnext"]
+)
 def test_train_classifier_end_to_end(tmp_path, capsys, flags, active):
     from eqreg_hf.cli import main
     from eqreg_hf.hub import load_folder
@@ -177,9 +211,24 @@ def test_train_classifier_end_to_end(tmp_path, capsys, flags, active):
 
         ConvNextConfig(hidden_sizes=[8, 16, 16, 24], depths=[1, 1, 1, 1]).save_pretrained(tmp_path / "cfg")
         flags = [f.format(convnext_config=tmp_path / "cfg") for f in flags]
-    argv = ["train-classifier", *flags, "--no-pretrained", "--train-samples", "16", "--eval-samples", "8",
-            "--max-steps", "2", "--batch-size", "8", "--equiv-eval-batches", "1", "--no-progress",
-            "--output-dir", str(out)]
+    argv = [
+        "train-classifier",
+        *flags,
+        "--no-pretrained",
+        "--train-samples",
+        "16",
+        "--eval-samples",
+        "8",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--equiv-eval-batches",
+        "1",
+        "--no-progress",
+        "--output-dir",
+        str(out),
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "top-1 accuracy" in printed and "equivariance error" in printed
@@ -222,15 +271,18 @@ def test_bad_dataset_is_refused_with_choices(tmp_path, capsys):
     assert not (tmp_path / "x").exists()  # nothing written for a refused run
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(dataset="imagenet"), r"Unknown dataset 'imagenet'. Choose between \['shapes', 'cifar100'\]"),
-    (dict(label="medium"), r"Unknown label 'medium'. Choose between \['fine', 'coarse'\]"),
-    (dict(batch_size=0), "batch_size=0 is not valid: use a positive integer"),
-    (dict(logging_steps=0), "logging_steps=0"),
-    (dict(train_samples=0), "train_samples=0 .* or None for the default"),
-    (dict(learning_rate=-1e-3), "learning_rate=-0.001 is not valid: use a number >= 0"),
-    (dict(max_steps=-1, epochs=0), "Nothing to train"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(dataset="imagenet"), r"Unknown dataset 'imagenet'. Choose between \['shapes', 'cifar100'\]"),
+        (dict(label="medium"), r"Unknown label 'medium'. Choose between \['fine', 'coarse'\]"),
+        (dict(batch_size=0), "batch_size=0 is not valid: use a positive integer"),
+        (dict(logging_steps=0), "logging_steps=0"),
+        (dict(train_samples=0), "train_samples=0 .* or None for the default"),
+        (dict(learning_rate=-1e-3), "learning_rate=-0.001 is not valid: use a number >= 0"),
+        (dict(max_steps=-1, epochs=0), "Nothing to train"),
+    ],
+)
 def test_classifier_args_are_checked_on_construction(kwargs, match):
     from eqreg_hf.tasks.classify.recipe import ClassifierArgs
 

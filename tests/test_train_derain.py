@@ -25,8 +25,26 @@ from eqreg_hf.tasks.derain.recipe import (
     train_derainer,
 )
 
-TINY_FLAGS = ["--channels", "8", "--num-blocks", "1", "--synthetic-size", "24", "--crop-size", "12",
-              "--batch-size", "2", "--max-steps", "2", "--logging-steps", "1", "--equiv-images", "1", "--progress", "false"]
+TINY_FLAGS = [
+    "--channels",
+    "8",
+    "--num-blocks",
+    "1",
+    "--synthetic-size",
+    "24",
+    "--crop-size",
+    "12",
+    "--batch-size",
+    "2",
+    "--max-steps",
+    "2",
+    "--logging-steps",
+    "1",
+    "--equiv-images",
+    "1",
+    "--progress",
+    "false",
+]
 
 
 def _parse(argv):
@@ -82,7 +100,9 @@ def test_bad_boolean_is_refused(capsys):
     assert "maybe" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("text,value", [("3", 3), ("0.5", 0.5), ("null", None), ("a,b", ["a", "b"]), ("auto", "auto")])
+@pytest.mark.parametrize(
+    "text,value", [("3", 3), ("0.5", 0.5), ("null", None), ("a,b", ["a", "b"]), ("auto", "auto")]
+)
 def test_parse_any(text, value):
     assert _parse_any(text) == value
 
@@ -128,11 +148,14 @@ def test_a_network_without_own_taps_keeps_auto():
     assert resolve_layers(net, EqRegConfig(layers="auto")).layers == "auto"
 
 
-@pytest.mark.parametrize("old,new,field,value", [
-    ("--steps", "--max-steps", "max_steps", 7),
-    ("--lr", "--learning-rate", "learning_rate", 0.5),
-    ("--log-every", "--logging-steps", "logging_steps", 3),
-])
+@pytest.mark.parametrize(
+    "old,new,field,value",
+    [
+        ("--steps", "--max-steps", "max_steps", 7),
+        ("--lr", "--learning-rate", "learning_rate", 0.5),
+        ("--log-every", "--logging-steps", "logging_steps", 3),
+    ],
+)
 def test_old_flags_still_parse_and_are_named_in_help(old, new, field, value):
     assert getattr(_parse([old, str(value)]), field) == value == getattr(_parse([new, str(value)]), field)
     from eqreg_hf.cli.train_derain import register
@@ -154,18 +177,37 @@ def test_evaluate_reports_y_and_rgb_metrics():
     clean = torch.rand(3, 15, 18)
     pairs = [((clean + 0.1).clamp(0, 1), clean), (clean.flip(-1), clean.flip(-1))]
     metrics, report = evaluate_derainer(net, pairs, equiv_images=1)
-    assert set(metrics) >= {"psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "equivariance_error",
-                            "output_equivariance_error", "rainy_psnr_y"}
+    assert set(metrics) >= {
+        "psnr_y",
+        "ssim_y",
+        "psnr_rgb",
+        "ssim_rgb",
+        "equivariance_error",
+        "output_equivariance_error",
+        "rainy_psnr_y",
+    }
     assert metrics["rainy_psnr_y"] == float("inf")  # the second "rainy" image is its clean target
-    assert sorted(report) == sorted(net.eqreg_layers(4)) and metrics["equivariance_error"] == pytest.approx(report.mean)
+    assert sorted(report) == sorted(net.eqreg_layers(4)) and metrics["equivariance_error"] == pytest.approx(
+        report.mean
+    )
     assert net.training  # restored
 
 
 @pytest.mark.slow
 def test_train_derain_command_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main(["train-derain", *TINY_FLAGS, "--output-dir", str(out), "--eqreg.weight", "0.1",
-               "--eqreg.group-order", "2"])
+    rc = main(
+        [
+            "train-derain",
+            *TINY_FLAGS,
+            "--output-dir",
+            str(out),
+            "--eqreg.weight",
+            "0.1",
+            "--eqreg.group-order",
+            "2",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "PSNR-Y" in printed and "equivariance error" in printed
@@ -184,8 +226,16 @@ def test_train_derain_command_end_to_end(tmp_path, capsys):
 
 
 def test_train_derainer_plain_and_eqreg_share_the_evaluation_taps():
-    args = DerainTrainingArguments(channels=8, num_blocks=1, synthetic_size=24, crop_size=12, batch_size=2,
-                                   max_steps=1, equiv_images=1, progress=False)
+    args = DerainTrainingArguments(
+        channels=8,
+        num_blocks=1,
+        synthetic_size=24,
+        crop_size=12,
+        batch_size=2,
+        max_steps=1,
+        equiv_images=1,
+        progress=False,
+    )
     plain = train_derainer(args, None)
     eq = train_derainer(args, EqRegConfig(layers="auto", weight=0.1, distance="mse"))
     assert sorted(plain.report) == sorted(eq.report) == ["body.0.conv1", "body.0.conv2"]
@@ -206,10 +256,17 @@ def test_default_blocks_give_the_strict_and_plain_networks_the_same_budget():
     assert build_derainer("fast", **DerainTrainingArguments(num_blocks=2).model_kwargs()).body.__len__() == 2
 
 
-@pytest.mark.parametrize("argv,expected", [
-    ([], False), (["--rot-aug"], True), (["--rot-aug", "yes"], True), (["--rot-aug", "false"], False),
-    (["--no-rot-aug"], False), (["--rot-aug", "--no-rot-aug"], False),
-])
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        ([], False),
+        (["--rot-aug"], True),
+        (["--rot-aug", "yes"], True),
+        (["--rot-aug", "false"], False),
+        (["--no-rot-aug"], False),
+        (["--rot-aug", "--no-rot-aug"], False),
+    ],
+)
 def test_switches_have_one_spelling_in_every_command(argv, expected):
     # train-derain, train-classifier and the --eqreg.* flags share one flag generator
     from eqreg_hf.cli.train_classifier import register as register_classifier
@@ -231,10 +288,37 @@ def test_negated_switch_takes_no_value(capsys):
 
 @pytest.mark.parametrize("weight", [0.0, 0.1])
 def test_rcdnet_trains_with_its_stage_loss(tmp_path, weight, one_thread):
-    rcd = ["--model", "rcdnet", "--num-stages", "2", "--num-maps", "4", "--kernel-size", "3", "--num-features", "1",
-           "--num-resblocks", "1", "--synthetic-size", "24", "--crop-size", "12", "--batch-size", "2", "--max-steps", "2",
-           "--logging-steps", "1", "--equiv-images", "1", "--no-progress", "--eqreg.group-order", "2",
-           "--eqreg.weight", str(weight)]
+    rcd = [
+        "--model",
+        "rcdnet",
+        "--num-stages",
+        "2",
+        "--num-maps",
+        "4",
+        "--kernel-size",
+        "3",
+        "--num-features",
+        "1",
+        "--num-resblocks",
+        "1",
+        "--synthetic-size",
+        "24",
+        "--crop-size",
+        "12",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "2",
+        "--logging-steps",
+        "1",
+        "--equiv-images",
+        "1",
+        "--no-progress",
+        "--eqreg.group-order",
+        "2",
+        "--eqreg.weight",
+        str(weight),
+    ]
     logs = {}
     for stage in (False, True):
         out = tmp_path / f"stage{stage}"
@@ -253,21 +337,24 @@ def test_stage_loss_needs_rcdnet():
         DerainTrainingArguments(model="fast", stage_loss=True)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(max_steps=0), "max_steps=0 is not valid: use a positive integer"),
-    (dict(logging_steps=-1), "logging_steps=-1"),
-    (dict(num_blocks=0), "num_blocks=0 .* or None for the default"),
-    (dict(rot_aug_order=3), r"Unknown rot_aug_order 3. Choose between \[2, 4\]"),
-    (dict(model="unet"), r"Unknown model 'unet'. Choose between \['fast', 'rcdnet', 'strict-c4'\]"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(max_steps=0), "max_steps=0 is not valid: use a positive integer"),
+        (dict(logging_steps=-1), "logging_steps=-1"),
+        (dict(num_blocks=0), "num_blocks=0 .* or None for the default"),
+        (dict(rot_aug_order=3), r"Unknown rot_aug_order 3. Choose between \[2, 4\]"),
+        (dict(model="unet"), r"Unknown model 'unet'. Choose between \['fast', 'rcdnet', 'strict-c4'\]"),
+    ],
+)
 def test_bad_arguments_are_refused_on_construction(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DerainTrainingArguments(**kwargs)
 
 
-
-@pytest.mark.parametrize("name", ["eqreg_hf.tasks.derain.recipe", "eqreg_hf.tasks.derain.evaluate",
-                                  "eqreg_hf.tasks.validation"])
+@pytest.mark.parametrize(
+    "name", ["eqreg_hf.tasks.derain.recipe", "eqreg_hf.tasks.derain.evaluate", "eqreg_hf.tasks.validation"]
+)
 def test_docstring_examples(name):
     import doctest
     import importlib
@@ -278,8 +365,20 @@ def test_docstring_examples(name):
 
 def test_train_derain_with_the_automatic_weight(tmp_path, capsys):
     out = tmp_path / "auto"
-    rc = main(["train-derain", *TINY_FLAGS, "--output-dir", str(out), "--eqreg.weight", "auto",
-               "--eqreg.target-share", "0.1", "--eqreg.auto-warmup", "0"])
+    rc = main(
+        [
+            "train-derain",
+            *TINY_FLAGS,
+            "--output-dir",
+            str(out),
+            "--eqreg.weight",
+            "auto",
+            "--eqreg.target-share",
+            "0.1",
+            "--eqreg.auto-warmup",
+            "0",
+        ]
+    )
     assert rc == 0
     cfg = EqRegConfig.from_pretrained(out)
     assert cfg.weight == "auto" and cfg.target_share == 0.1
@@ -292,8 +391,16 @@ def test_train_derain_with_the_automatic_weight(tmp_path, capsys):
 
 def test_a_dihedral_run_is_evaluated_under_its_group():
     """A D4 run's held-out equivariance error covers the mirror images too (the report names D4)."""
-    args = DerainTrainingArguments(channels=8, num_blocks=1, synthetic_size=24, crop_size=12, batch_size=2,
-                                   max_steps=1, equiv_images=1, progress=False)
+    args = DerainTrainingArguments(
+        channels=8,
+        num_blocks=1,
+        synthetic_size=24,
+        crop_size=12,
+        batch_size=2,
+        max_steps=1,
+        equiv_images=1,
+        progress=False,
+    )
     result = train_derainer(args, EqRegConfig(layers="auto", group="D4", weight=0.1, distance="mse"))
     assert result.report.group == "D4" and len(result.report.ks) == 7
     assert sorted(result.report) == ["body.0.conv1", "body.0.conv2"]

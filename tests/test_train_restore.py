@@ -39,30 +39,45 @@ def _one_line_error(fn, *match: str) -> str:
 @pytest.fixture
 def no_training(monkeypatch):
     """Training would fail the test: the errors must come before it."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("training started")
 
     monkeypatch.setattr(recipe, "train_loop", refuse)
 
 
-@pytest.mark.parametrize("kw,cfg", [
-    ({}, EqRegConfig(group="C4", **EQREG)),
-    ({}, EqRegConfig(group="D4", **EQREG)),
-    ({"augment": "D4", "task": "inpaint"}, None),
-    ({"task": "sr", "scale": 2, "train_size": "region16"}, EqRegConfig(group="C4", **EQREG)),
-    ({"model": "strict-c4", "curve_errors": True}, None),
-], ids=["eqreg-c4", "eqreg-d4", "augment-inpaint", "eqreg-sr-region", "strict-c4"])
+@pytest.mark.parametrize(
+    "kw,cfg",
+    [
+        ({}, EqRegConfig(group="C4", **EQREG)),
+        ({}, EqRegConfig(group="D4", **EQREG)),
+        ({"augment": "D4", "task": "inpaint"}, None),
+        ({"task": "sr", "scale": 2, "train_size": "region16"}, EqRegConfig(group="C4", **EQREG)),
+        ({"model": "strict-c4", "curve_errors": True}, None),
+    ],
+    ids=["eqreg-c4", "eqreg-d4", "augment-inpaint", "eqreg-sr-region", "strict-c4"],
+)
 def test_methods_train_and_record_both_curves(kw, cfg):
     result = train_restorer(_args(eval_every=1, **kw), cfg)
     steps, train = result.curve("train_psnr")
     assert steps == [1, 2] and len(result.curve("eval_psnr")[1]) == 2 and all(math.isfinite(v) for v in train)
-    for key in ("psnr", "ssim", "train_psnr", "degraded_psnr", "equivariance_error", "train_time_s", "time_per_step_s"):
+    for key in (
+        "psnr",
+        "ssim",
+        "train_psnr",
+        "degraded_psnr",
+        "equivariance_error",
+        "train_time_s",
+        "time_per_step_s",
+    ):
         assert math.isfinite(result.metrics[key]), key
     assert result.history.steps == 2 and result.history.logs
     first, last = result.history.evals[0], result.history.evals[-1]
     assert "equivariance_error" in last and ("equivariance_error" in first) == kw.get("curve_errors", False)
     if cfg is not None:
-        assert result.eqreg_config.layers == result.model.eqreg_layers(cfg.group_spec.size)  # "auto", written out
+        assert result.eqreg_config.layers == result.model.eqreg_layers(
+            cfg.group_spec.size
+        )  # "auto", written out
         assert result.history.logs[-1]["eqreg_loss"] > 0 and result.eval_group == cfg.group_spec.name
     if kw.get("model") == "strict-c4":
         assert result.metrics["equivariance_error"] < 1e-4  # exact by construction, measured the same way
@@ -86,21 +101,41 @@ def test_ei_baseline_trains_the_same_model(monkeypatch):
     monkeypatch.setattr(baselines.EquivariantImagingLoss, "__init__", spy)
     result = train_restorer(_args(ei_weight=0.5), None)
     assert seen["model"] is result.model and math.isfinite(result.metrics["psnr"])
-    _one_line_error(lambda: train_restorer(_args(ei_weight=0.5), EqRegConfig(group="C4", **EQREG)), "ei_weight")
+    _one_line_error(
+        lambda: train_restorer(_args(ei_weight=0.5), EqRegConfig(group="C4", **EQREG)), "ei_weight"
+    )
 
 
-@pytest.mark.parametrize("kw,match", [
-    ({"task": "deblur"}, ["deblur", "denoise"]),
-    ({"sigma": -0.1}, ["sigma=-0.1"]),
-    ({"mask_ratio": 1.0, "task": "inpaint"}, ["mask_ratio=1.0", "[0, 1)"]),
-    ({"mask_ratio": -0.2}, ["mask_ratio=-0.2"]),
-    ({"task": "sr", "scale": 5}, ["scale", "5", "--scale"]),
-    ({"task": "sr", "scale": 3, "crop_size": 16, "quick": False}, ["crop_size=16", "scale=3", "--crop-size 15"]),
-    ({"model": "unet"}, ["unet", "dncnn"]),
-    ({"augment": "C8"}, ["C8", "D4"]),
-    ({"ei_weight": -1.0}, ["ei_weight=-1.0"]),
-    ({"train_size": "half"}, ["half", "region"]),
-], ids=["task", "sigma", "mask-ratio-1", "mask-ratio-neg", "scale", "crop-scale", "model", "augment", "ei", "train-size"])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"task": "deblur"}, ["deblur", "denoise"]),
+        ({"sigma": -0.1}, ["sigma=-0.1"]),
+        ({"mask_ratio": 1.0, "task": "inpaint"}, ["mask_ratio=1.0", "[0, 1)"]),
+        ({"mask_ratio": -0.2}, ["mask_ratio=-0.2"]),
+        ({"task": "sr", "scale": 5}, ["scale", "5", "--scale"]),
+        (
+            {"task": "sr", "scale": 3, "crop_size": 16, "quick": False},
+            ["crop_size=16", "scale=3", "--crop-size 15"],
+        ),
+        ({"model": "unet"}, ["unet", "dncnn"]),
+        ({"augment": "C8"}, ["C8", "D4"]),
+        ({"ei_weight": -1.0}, ["ei_weight=-1.0"]),
+        ({"train_size": "half"}, ["half", "region"]),
+    ],
+    ids=[
+        "task",
+        "sigma",
+        "mask-ratio-1",
+        "mask-ratio-neg",
+        "scale",
+        "crop-scale",
+        "model",
+        "augment",
+        "ei",
+        "train-size",
+    ],
+)
 def test_bad_arguments_are_one_line_errors(kw, match):
     _one_line_error(lambda: _args(**kw), *match)
 
@@ -113,14 +148,29 @@ def test_output_size_mismatch_is_refused_before_training(no_training):
 
 
 def test_group_that_does_not_divide_the_taps_is_refused_before_training(no_training):
-    _one_line_error(lambda: train_restorer(_args(model_kwargs={"channels": 12}), EqRegConfig(group="D4", **EQREG)),
-                    "12", "8")
+    _one_line_error(
+        lambda: train_restorer(_args(model_kwargs={"channels": 12}), EqRegConfig(group="D4", **EQREG)),
+        "12",
+        "8",
+    )
 
 
 def test_quick_cli_writes_a_loadable_folder_with_its_card(tmp_path, capsys):
     out = tmp_path / "hub"
-    code = main(["train-restore", "--quick", "--task", "denoise", "--progress", "false", "--eqreg.weight", "1e-3",
-                 "--output-dir", str(out)])
+    code = main(
+        [
+            "train-restore",
+            "--quick",
+            "--task",
+            "denoise",
+            "--progress",
+            "false",
+            "--eqreg.weight",
+            "1e-3",
+            "--output-dir",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0 and "PSNR held out" in printed and "saved to" in printed
     model, cfg = load_folder(out)
@@ -130,7 +180,10 @@ def test_quick_cli_writes_a_loadable_folder_with_its_card(tmp_path, capsys):
     _, results = model_index_to_eval_results(meta["model-index"])
     kinds = {r.metric_type: r for r in results}
     assert {"psnr", "ssim", "equivariance_error"} <= set(kinds)
-    assert kinds["psnr"].task_name == "Image Denoising" and "(C4, relative)" in kinds["equivariance_error"].metric_name
+    assert (
+        kinds["psnr"].task_name == "Image Denoising"
+        and "(C4, relative)" in kinds["equivariance_error"].metric_name
+    )
     text = (out / "README.md").read_text()
     assert "25/255" in text and "## Degradation" in text and "## Limitations" in text
     log = json.loads((out / "training_log.json").read_text())
@@ -149,8 +202,10 @@ def test_saved_folder_gives_the_same_outputs(tmp_path):
 
 
 def test_swin2sr_trains_through_the_trainer_and_saves_in_transformers_format(tmp_path):
-    result = train_restorer(_args(model="swin2sr", eval_every=1, output_dir=str(tmp_path / "swin")),
-                            EqRegConfig(group="C4", **EQREG))
+    result = train_restorer(
+        _args(model="swin2sr", eval_every=1, output_dir=str(tmp_path / "swin")),
+        EqRegConfig(group="C4", **EQREG),
+    )
     assert [row["step"] for row in result.history.evals] == [1, 2] and result.history.logs
     assert result.eqreg_config.layers == "auto" and len(result.report) > 0
     loaded, _ = load_folder(result.output_dir)
@@ -163,7 +218,11 @@ def test_swin2sr_trains_through_the_trainer_and_saves_in_transformers_format(tmp
 
 
 def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
-    code = main(["train-restore", "--quick", "--task", "sr", "--scale", "7", "--output-dir", str(tmp_path / "o")])
+    code = main(
+        ["train-restore", "--quick", "--task", "sr", "--scale", "7", "--output-dir", str(tmp_path / "o")]
+    )
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("eqreg-hf train-restore: error:") and len(err.strip().splitlines()) == 1
+    assert (
+        code == 2 and err.startswith("eqreg-hf train-restore: error:") and len(err.strip().splitlines()) == 1
+    )
     assert not (tmp_path / "o").exists()

@@ -39,11 +39,30 @@ class Seq2SeqEqRegTrainer(EqRegTrainerMixin, Seq2SeqTrainer):
 # (name, model factory, tapped layers, dataset factory, task_loss, trainer class)
 MODEL_CASES = [
     ("vit", tiny_vit, ["vit.layers.0", "vit.layers.1"], lambda: ClassDataset(8), None, EqRegTrainer),
-    ("convnext", tiny_convnext, ["convnext.encoder.stages.0", "convnext.encoder.stages.1"],
-     lambda: ClassDataset(8), None, EqRegTrainer),
-    ("resnet", tiny_resnet, ["resnet.encoder.stages.0"], lambda: ClassDataset(8, size=13), None, EqRegTrainer),
-    ("derain-seq2seq-mixin", TinyDerainer, TINY_DERAIN_LAYERS, lambda: PairDataset(8, size=(9, 9)), F.l1_loss,
-     Seq2SeqEqRegTrainer),
+    (
+        "convnext",
+        tiny_convnext,
+        ["convnext.encoder.stages.0", "convnext.encoder.stages.1"],
+        lambda: ClassDataset(8),
+        None,
+        EqRegTrainer,
+    ),
+    (
+        "resnet",
+        tiny_resnet,
+        ["resnet.encoder.stages.0"],
+        lambda: ClassDataset(8, size=13),
+        None,
+        EqRegTrainer,
+    ),
+    (
+        "derain-seq2seq-mixin",
+        TinyDerainer,
+        TINY_DERAIN_LAYERS,
+        lambda: PairDataset(8, size=(9, 9)),
+        F.l1_loss,
+        Seq2SeqEqRegTrainer,
+    ),
 ]
 
 
@@ -57,8 +76,14 @@ def _make(case, tmp_path, cfg_kw=None, **args_kw):
     cfg = EqRegConfig(layers=layers, weight=0.1, distance="mse", **(cfg_kw or {}))
     if cls is Seq2SeqEqRegTrainer:
         args_kw["args_cls"] = Seq2SeqTrainingArguments
-    trainer = cls(model=model, args=tiny_args(str(tmp_path), **args_kw), train_dataset=data(), eqreg=cfg,
-                  task_loss=task_loss, eqreg_log_taps=True)
+    trainer = cls(
+        model=model,
+        args=tiny_args(str(tmp_path), **args_kw),
+        train_dataset=data(),
+        eqreg=cfg,
+        task_loss=task_loss,
+        eqreg_log_taps=True,
+    )
     return trainer, model, cfg
 
 
@@ -79,11 +104,16 @@ def test_trains_logs_and_removes_hooks(case, tmp_path):
 
 
 TARGET_CASES = [  # (model case index, rotate_targets)
-    (3, True), (3, False), (0, True), (0, False),
+    (3, True),
+    (3, False),
+    (0, True),
+    (0, False),
 ]
 
 
-@pytest.mark.parametrize("idx,rotate", TARGET_CASES, ids=[f"{MODEL_CASES[i][0]}-rotate{r}" for i, r in TARGET_CASES])
+@pytest.mark.parametrize(
+    "idx,rotate", TARGET_CASES, ids=[f"{MODEL_CASES[i][0]}-rotate{r}" for i, r in TARGET_CASES]
+)
 def test_first_step_matches_manual_computation(idx, rotate, tmp_path):
     """The logged first-step losses equal a hand-made stacked forward with the same k and targets."""
     case = MODEL_CASES[idx]
@@ -117,13 +147,20 @@ def test_gradient_accumulation_is_exact(case, tmp_path):
     """GA=2 with half the batch == GA=1: same logged losses, same parameters (distance 'mse')."""
     runs = []
     for bs, ga in ((4, 1), (2, 2)):
-        trainer, model, _ = _make(case, tmp_path / f"ga{ga}", max_steps=2, per_device_train_batch_size=bs,
-                                  gradient_accumulation_steps=ga)
+        trainer, model, _ = _make(
+            case,
+            tmp_path / f"ga{ga}",
+            max_steps=2,
+            per_device_train_batch_size=bs,
+            gradient_accumulation_steps=ga,
+        )
         trainer.train()
         runs.append((trainer.state.log_history, flat_params(model)))
     (log1, p1), (log2, p2) = runs
     for key in ("loss", "task_loss", "eqreg_loss"):
-        assert [h[key] for h in log1 if key in h] == pytest.approx([h[key] for h in log2 if key in h], rel=1e-5)
+        assert [h[key] for h in log1 if key in h] == pytest.approx(
+            [h[key] for h in log2 if key in h], rel=1e-5
+        )
     assert torch.allclose(p1, p2, rtol=1e-5, atol=1e-6), float((p1 - p2).abs().max())
 
 
@@ -132,31 +169,54 @@ def _derain_trainer(tmp_path, max_steps, callbacks=(), **kw):
     # seed=1 draws k = 2, 3, 1, 3: a sampler restarted at step 2 would draw 2, 3 instead of 1, 3 (seed 0's
     # sequence 3, 1, 3, 1 repeats itself and could not tell a restored sampler from a restarted one).
     cfg = EqRegConfig(layers=TINY_DERAIN_LAYERS, weight=0.5, distance="mse", seed=1)
-    args = tiny_args(str(tmp_path), max_steps=max_steps, per_device_train_batch_size=2,
-                     train_sampling_strategy="random", optim="adamw_torch", lr_scheduler_type="linear",
-                     learning_rate=0.01, **kw)
-    return EqRegTrainer(model=model, args=args, train_dataset=PairDataset(8), eqreg=cfg, task_loss=F.l1_loss,
-                        callbacks=list(callbacks)), model
+    args = tiny_args(
+        str(tmp_path),
+        max_steps=max_steps,
+        per_device_train_batch_size=2,
+        train_sampling_strategy="random",
+        optim="adamw_torch",
+        lr_scheduler_type="linear",
+        learning_rate=0.01,
+        **kw,
+    )
+    return EqRegTrainer(
+        model=model,
+        args=args,
+        train_dataset=PairDataset(8),
+        eqreg=cfg,
+        task_loss=F.l1_loss,
+        callbacks=list(callbacks),
+    ), model
 
 
 def test_resume_equals_uninterrupted(tmp_path):
     """Interrupted at step 2 + resumed == 4 uninterrupted steps (k sampler and λ schedule restored)."""
     from eqreg_hf.callbacks import EqRegWeightSchedule
 
-    full, full_model = _derain_trainer(tmp_path / "a", 4, [EqRegWeightSchedule("linear", warmup_steps=4)],
-                                       save_strategy="steps", save_steps=2)
+    full, full_model = _derain_trainer(
+        tmp_path / "a",
+        4,
+        [EqRegWeightSchedule("linear", warmup_steps=4)],
+        save_strategy="steps",
+        save_steps=2,
+    )
     full.train()
     ckpt = tmp_path / "a" / "checkpoint-2"
     assert (ckpt / EQREG_STATE_NAME).is_file() and (ckpt / "eqreg_config.json").is_file()
     assert not list(ckpt.glob("*.tmp"))
 
-    resumed, resumed_model = _derain_trainer(tmp_path / "b", 4, [EqRegWeightSchedule("linear", warmup_steps=4)])
+    resumed, resumed_model = _derain_trainer(
+        tmp_path / "b", 4, [EqRegWeightSchedule("linear", warmup_steps=4)]
+    )
     resumed.train(resume_from_checkpoint=str(ckpt))
     assert torch.equal(flat_params(full_model), flat_params(resumed_model))
     logged = [h for h in full.state.log_history if "eqreg_weight" in h]
     assert [h["eqreg_weight"] for h in logged] == pytest.approx([0.0, 0.125, 0.25, 0.375])  # linear warm-up
-    after = lambda t: [(h["step"], h["eqreg_weight"], h["task_loss"], h["eqreg_loss"])  # noqa: E731
-                       for h in t.state.log_history if "eqreg_weight" in h and h["step"] > 2]
+    after = lambda t: [
+        (h["step"], h["eqreg_weight"], h["task_loss"], h["eqreg_loss"])  # noqa: E731
+        for h in t.state.log_history
+        if "eqreg_weight" in h and h["step"] > 2
+    ]
     assert [s for s, *_ in after(resumed)] == [3, 4]
     assert after(resumed) == after(full)
 
@@ -180,9 +240,13 @@ def test_hooks_removed_when_training_fails(tmp_path):
         return F.l1_loss(out, y)
 
     model = TinyDerainer()
-    trainer = EqRegTrainer(model=model, args=tiny_args(str(tmp_path), max_steps=3, per_device_train_batch_size=2),
-                           train_dataset=PairDataset(8), eqreg=EqRegConfig(layers=TINY_DERAIN_LAYERS),
-                           task_loss=failing_loss)
+    trainer = EqRegTrainer(
+        model=model,
+        args=tiny_args(str(tmp_path), max_steps=3, per_device_train_batch_size=2),
+        train_dataset=PairDataset(8),
+        eqreg=EqRegConfig(layers=TINY_DERAIN_LAYERS),
+        task_loss=failing_loss,
+    )
     with pytest.raises(RuntimeError, match="boom at step 2"):
         trainer.train()
     assert _hook_count(model) == 0 and trainer.eqreg is None
@@ -190,9 +254,13 @@ def test_hooks_removed_when_training_fails(tmp_path):
 
 def test_bf16_autocast(tmp_path):
     model = TinyDerainer()
-    trainer = EqRegTrainer(model=model, args=tiny_args(str(tmp_path), max_steps=1, bf16=True),
-                           train_dataset=PairDataset(8), eqreg=EqRegConfig(layers=TINY_DERAIN_LAYERS, weight=0.1),
-                           task_loss=F.l1_loss)
+    trainer = EqRegTrainer(
+        model=model,
+        args=tiny_args(str(tmp_path), max_steps=1, bf16=True),
+        train_dataset=PairDataset(8),
+        eqreg=EqRegConfig(layers=TINY_DERAIN_LAYERS, weight=0.1),
+        task_loss=F.l1_loss,
+    )
     trainer.train()
     log = trainer.state.log_history[0]
     assert torch.isfinite(torch.tensor([log["loss"], log["task_loss"], log["eqreg_loss"]])).all()
@@ -203,9 +271,14 @@ def test_torch_compile_taps_fire(tmp_path):
     """Hooks attached before the first compiled call fire inside the compiled model (cheap 'eager' backend)."""
     model = TinyDerainer()
     args = tiny_args(str(tmp_path), max_steps=1, torch_compile=True, torch_compile_backend="eager")
-    trainer = EqRegTrainer(model=model, args=args, train_dataset=PairDataset(8),
-                           eqreg=EqRegConfig(layers=TINY_DERAIN_LAYERS, weight=0.1), task_loss=F.l1_loss,
-                           eqreg_log_taps=True)
+    trainer = EqRegTrainer(
+        model=model,
+        args=args,
+        train_dataset=PairDataset(8),
+        eqreg=EqRegConfig(layers=TINY_DERAIN_LAYERS, weight=0.1),
+        task_loss=F.l1_loss,
+        eqreg_log_taps=True,
+    )
     trainer.train()
     log = trainer.state.log_history[0]
     assert log["eqreg_loss"] > 0 and all(log[f"eqreg/{n}"] > 0 for n in TINY_DERAIN_LAYERS)
@@ -214,8 +287,13 @@ def test_torch_compile_taps_fire(tmp_path):
 
 def test_inactive_config_is_plain_training(tmp_path):
     model = TinyDerainer()
-    trainer = EqRegTrainer(model=model, args=tiny_args(str(tmp_path), max_steps=1), train_dataset=PairDataset(8),
-                           eqreg=EqRegConfig(layers=TINY_DERAIN_LAYERS, weight=0.0), task_loss=F.l1_loss)
+    trainer = EqRegTrainer(
+        model=model,
+        args=tiny_args(str(tmp_path), max_steps=1),
+        train_dataset=PairDataset(8),
+        eqreg=EqRegConfig(layers=TINY_DERAIN_LAYERS, weight=0.0),
+        task_loss=F.l1_loss,
+    )
     trainer.train()
     log = trainer.state.log_history[0]
     assert "eqreg_loss" not in log and trainer.eqreg is None
@@ -223,18 +301,28 @@ def test_inactive_config_is_plain_training(tmp_path):
 
 BAD_INPUT_CASES = [
     ({"eqreg": EqRegConfig(layers=TINY_DERAIN_LAYERS, image_key="image")}, KeyError, "'image'"),
-    ({"eqreg": EqRegConfig(layers=TINY_DERAIN_LAYERS), "compute_loss_func": lambda *a, **k: 0}, ValueError,
-     "either task_loss= or compute_loss_func="),
+    (
+        {"eqreg": EqRegConfig(layers=TINY_DERAIN_LAYERS), "compute_loss_func": lambda *a, **k: 0},
+        ValueError,
+        "either task_loss= or compute_loss_func=",
+    ),
     ({"eqreg": 3}, TypeError, "must be an EqRegConfig"),
     ({"eqreg": {"layers": ["head"], "wieght": 1}}, ValueError, "wieght"),
 ]
 
 
-@pytest.mark.parametrize("kw,exc,match", BAD_INPUT_CASES, ids=["image_key", "two-losses", "type", "unknown-field"])
+@pytest.mark.parametrize(
+    "kw,exc,match", BAD_INPUT_CASES, ids=["image_key", "two-losses", "type", "unknown-field"]
+)
 def test_bad_input_names_the_problem(kw, exc, match, tmp_path):
     def build():
-        t = EqRegTrainer(model=TinyDerainer(), args=tiny_args(str(tmp_path), max_steps=1),
-                         train_dataset=PairDataset(4), task_loss=F.l1_loss, **kw)
+        t = EqRegTrainer(
+            model=TinyDerainer(),
+            args=tiny_args(str(tmp_path), max_steps=1),
+            train_dataset=PairDataset(4),
+            task_loss=F.l1_loss,
+            **kw,
+        )
         t.train()
 
     with pytest.raises(exc, match=re.escape(match)):
@@ -248,9 +336,11 @@ def test_docs_trainer_example_runs(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     example = next(b for b in blocks if "EqRegTrainer(" in b and "trainer.train()" in b)
     monkeypatch.chdir(tmp_path)
-    namespace = {"model": tiny_vit(), "train_dataset": ClassDataset(8),
-                 "args": tiny_args(str(tmp_path), max_steps=1)}
+    namespace = {
+        "model": tiny_vit(),
+        "train_dataset": ClassDataset(8),
+        "args": tiny_args(str(tmp_path), max_steps=1),
+    }
     exec(compile(example, "docs/training.md", "exec"), namespace)
     log = namespace["trainer"].state.log_history[0]
     assert log["eqreg_loss"] > 0 and "task_loss" in log
-

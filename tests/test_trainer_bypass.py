@@ -47,19 +47,35 @@ class CallsSuper(EqRegTrainer):
 
 
 def _derain(cls, tmp_path, **cfg):
-    return cls(model=TinyDerainer(), args=tiny_args(str(tmp_path), max_steps=2), train_dataset=PairDataset(8),
-               task_loss=F.l1_loss, eqreg=EqRegConfig(**{"layers": TINY_DERAIN_LAYERS, "weight": 0.1, **cfg}))
+    return cls(
+        model=TinyDerainer(),
+        args=tiny_args(str(tmp_path), max_steps=2),
+        train_dataset=PairDataset(8),
+        task_loss=F.l1_loss,
+        eqreg=EqRegConfig(**{"layers": TINY_DERAIN_LAYERS, "weight": 0.1, **cfg}),
+    )
 
 
-@pytest.mark.parametrize("make", [
-    lambda tmp: _derain(OwnLoss, tmp),
-    lambda tmp: LabelSmoothing(model=tiny_vit(), args=tiny_args(str(tmp), max_steps=2), train_dataset=ClassDataset(8),
-                               eqreg=EqRegConfig(layers=["vit.layers.0"], weight=0.1)),
-], ids=["own-l1-loss", "label-smoothing"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda tmp: _derain(OwnLoss, tmp),
+        lambda tmp: LabelSmoothing(
+            model=tiny_vit(),
+            args=tiny_args(str(tmp), max_steps=2),
+            train_dataset=ClassDataset(8),
+            eqreg=EqRegConfig(layers=["vit.layers.0"], weight=0.1),
+        ),
+    ],
+    ids=["own-l1-loss", "label-smoothing"],
+)
 def test_compute_loss_that_bypasses_the_mixin_stops_on_the_first_step(make, tmp_path):
     trainer = make(tmp_path)
-    with pytest.raises(RuntimeError, match=r"first training step ran no EQ-Reg.*compute_loss.*super\(\).compute_loss"
-                                           r".*task_loss="):
+    with pytest.raises(
+        RuntimeError,
+        match=r"first training step ran no EQ-Reg.*compute_loss.*super\(\).compute_loss"
+        r".*task_loss=",
+    ):
         trainer.train()
     assert trainer.state.global_step == 0  # stopped before the first optimizer step
     assert trainer.eqreg is None  # hooks removed on the way out
@@ -88,7 +104,9 @@ def test_identity_draws_do_not_count_as_a_bypass(tmp_path):
 
 @pytest.mark.parametrize("base", [Trainer, Seq2SeqTrainer])
 def test_mixin_after_the_trainer_in_the_bases_is_refused(base):
-    with pytest.raises(TypeError, match=r"EqRegTrainerMixin comes after .*Trainer in the bases.*Put the mixin first"):
+    with pytest.raises(
+        TypeError, match=r"EqRegTrainerMixin comes after .*Trainer in the bases.*Put the mixin first"
+    ):
         type("Wrong", (base, EqRegTrainerMixin), {})
 
 

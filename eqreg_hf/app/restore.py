@@ -20,8 +20,19 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["AppModel", "DEGRADATIONS", "DEMO_FOLDER", "load_app_model", "default_model_source", "degrade",
-           "restore_image", "rotation_consistency", "layer_errors", "bar_chart_html", "example_image"]
+__all__ = [
+    "AppModel",
+    "DEGRADATIONS",
+    "DEMO_FOLDER",
+    "load_app_model",
+    "default_model_source",
+    "degrade",
+    "restore_image",
+    "rotation_consistency",
+    "layer_errors",
+    "bar_chart_html",
+    "example_image",
+]
 
 DEGRADATIONS = ("rain streaks", "gaussian noise", "none (the image is already degraded)")
 DEMO_FOLDER = os.path.join("eqreg-demo", "model")  # what `eqreg-hf demo` writes
@@ -43,8 +54,10 @@ def default_model_source() -> str:
     """The model ``eqreg-hf app`` shows without an argument: the demo's saved folder, if it is there."""
     if os.path.isfile(os.path.join(DEMO_FOLDER, "eqreg_config.json")):
         return DEMO_FOLDER
-    raise ValueError(f"No model given and no {DEMO_FOLDER!r} here: run `eqreg-hf demo` first (it writes that folder), "
-                     "or pass a saved model folder or a Hub id: eqreg-hf app FOLDER_OR_ID.")
+    raise ValueError(
+        f"No model given and no {DEMO_FOLDER!r} here: run `eqreg-hf demo` first (it writes that folder), "
+        "or pass a saved model folder or a Hub id: eqreg-hf app FOLDER_OR_ID."
+    )
 
 
 def _resolve_folder(source: str) -> str:
@@ -57,10 +70,14 @@ def _resolve_folder(source: str) -> str:
         try:
             return snapshot_download(source)
         except Exception as err:  # offline, unknown repo, no access: one line that says what to do
-            raise ValueError(f"Could not get the model {source!r} from the Hub ({type(err).__name__}): check the id "
-                             "and the network, or pass a local folder (e.g. eqreg-demo/model).") from None
-    raise ValueError(f"{source!r} is neither a model folder nor a Hub id ('user/name'): pass a folder written by "
-                     "eqreg-hf (e.g. eqreg-demo/model) or a Hub repository id.")
+            raise ValueError(
+                f"Could not get the model {source!r} from the Hub ({type(err).__name__}): check the id "
+                "and the network, or pass a local folder (e.g. eqreg-demo/model)."
+            ) from None
+    raise ValueError(
+        f"{source!r} is neither a model folder nor a Hub id ('user/name'): pass a folder written by "
+        "eqreg-hf (e.g. eqreg-demo/model) or a Hub repository id."
+    )
 
 
 def load_app_model(source: str) -> AppModel:
@@ -151,15 +168,21 @@ def restore_image(app: AppModel, image: np.ndarray, degradation: str, seed: int 
         images as float ``[H, W, 3]`` in [0, 1], PSNR in dB against the clean image (None without one).
     """
     if not app.restorer:
-        raise ValueError(f"{app.name} is not an image-restoration model (its output is not an image of the input's "
-                         "size): the restoration view needs a restorer, e.g. a train-derain folder.")
+        raise ValueError(
+            f"{app.name} is not an image-restoration model (its output is not an image of the input's "
+            "size): the restoration view needs a restorer, e.g. a train-derain folder."
+        )
     clean = _fit(image)
     noisy = degrade(clean, degradation, seed)
     restored = _run(app.model, noisy)
     has_clean = degradation != DEGRADATIONS[-1]
-    return {"input": noisy, "restored": restored, "clean": clean if has_clean else None,
-            "psnr_input": _psnr(noisy, clean) if has_clean else None,
-            "psnr_restored": _psnr(restored, clean) if has_clean else None}
+    return {
+        "input": noisy,
+        "restored": restored,
+        "clean": clean if has_clean else None,
+        "psnr_input": _psnr(noisy, clean) if has_clean else None,
+        "psnr_restored": _psnr(restored, clean) if has_clean else None,
+    }
 
 
 def rotation_consistency(app: AppModel, image: np.ndarray, k: int = 1) -> dict[str, Any]:
@@ -177,10 +200,15 @@ def rotation_consistency(app: AppModel, image: np.ndarray, k: int = 1) -> dict[s
     diff = np.abs(direct - turned).mean(axis=2)
     scale = max(float(diff.max()), 1e-8)
     d = diff / scale
-    heat = np.stack([np.sqrt(d), d ** 2, np.zeros_like(d)], axis=2)  # black = equal, red -> yellow = large
+    heat = np.stack([np.sqrt(d), d**2, np.zeros_like(d)], axis=2)  # black = equal, red -> yellow = large
     rel = float(np.linalg.norm(direct - turned) / max(np.linalg.norm(direct), 1e-12))
-    return {"restored": direct, "restored_rotated": np.ascontiguousarray(turned), "difference": heat.astype(np.float32),
-            "relative_error": rel, "max_abs": float(diff.max())}
+    return {
+        "restored": direct,
+        "restored_rotated": np.ascontiguousarray(turned),
+        "difference": heat.astype(np.float32),
+        "relative_error": rel,
+        "max_abs": float(diff.max()),
+    }
 
 
 def layer_errors(app: AppModel, image: np.ndarray) -> dict[str, float]:
@@ -205,8 +233,11 @@ def bar_chart_html(errors: dict[str, float], title: str = "Equivariance error pe
             f'<div class="eq-row"><span class="eq-name">{html.escape(name)}</span>'
             f'<span class="eq-track"><span class="eq-bar" data-tap="{html.escape(name)}" data-value="{value:.6f}" '
             f'style="display:inline-block;height:12px;width:{width:.1f}%;background:#4f7ccf"></span></span>'
-            f'<span class="eq-value">{value:.3f}</span></div>')
-    style = ("<style>.eq-row{display:flex;gap:8px;align-items:center;font:12px monospace}"
-             ".eq-name{width:11em;overflow:hidden;text-overflow:ellipsis}.eq-track{flex:1;background:#eee}"
-             ".eq-value{width:4em;text-align:right}</style>")
+            f'<span class="eq-value">{value:.3f}</span></div>'
+        )
+    style = (
+        "<style>.eq-row{display:flex;gap:8px;align-items:center;font:12px monospace}"
+        ".eq-name{width:11em;overflow:hidden;text-overflow:ellipsis}.eq-track{flex:1;background:#eee}"
+        ".eq-value{width:4em;text-align:right}</style>"
+    )
     return f'{style}<div class="eq-chart"><b>{html.escape(title)}</b>{"".join(rows)}</div>'

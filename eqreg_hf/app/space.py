@@ -56,13 +56,17 @@ def _card(title: str, model_id: str | None, sdk_version: str | None) -> str:
     if model_id:
         header += ["models:", f"- {model_id}"]
     header.append("---")
-    body = (f"\n# {title}\n\nThe EQ-Reg web demo (eqreg-hf): upload an image, degrade it, restore it; see the "
-            "rotation-consistency view (restore the turned image, turn it back, compare) and the model's per-layer "
-            "equivariance error. The model and its card are in [`model/`](model/README.md).\n")
+    body = (
+        f"\n# {title}\n\nThe EQ-Reg web demo (eqreg-hf): upload an image, degrade it, restore it; see the "
+        "rotation-consistency view (restore the turned image, turn it back, compare) and the model's per-layer "
+        "equivariance error. The model and its card are in [`model/`](model/README.md).\n"
+    )
     return "\n".join(header) + "\n" + body
 
 
-def write_space(model_folder: str, space_dir: str, title: str | None = None, model_id: str | None = None) -> list[str]:
+def write_space(
+    model_folder: str, space_dir: str, title: str | None = None, model_id: str | None = None
+) -> list[str]:
     """Write a Space folder around ``model_folder`` (see the module docstring); returns the files written.
 
     Raises:
@@ -85,13 +89,19 @@ def write_space(model_folder: str, space_dir: str, title: str | None = None, mod
         sdk_version = importlib.metadata.version("gradio")
     except importlib.metadata.PackageNotFoundError:
         sdk_version = None
-    texts = {"README.md": _card(title, model_id, sdk_version), "app.py": APP_PY,
-             "requirements.txt": "\n".join(space_requirements()) + "\n"}
+    texts = {
+        "README.md": _card(title, model_id, sdk_version),
+        "app.py": APP_PY,
+        "requirements.txt": "\n".join(space_requirements()) + "\n",
+    }
     for name, text in texts.items():
         with open(os.path.join(space_dir, name), "w", encoding="utf-8") as fh:
             fh.write(text)
-    return sorted(os.path.relpath(os.path.join(root, f), space_dir).replace(os.sep, "/")
-                  for root, _, files in os.walk(space_dir) for f in files)
+    return sorted(
+        os.path.relpath(os.path.join(root, f), space_dir).replace(os.sep, "/")
+        for root, _, files in os.walk(space_dir)
+        for f in files
+    )
 
 
 def push_space(space_dir: str, space_id: str, private: bool = False, token: str | None = None) -> Any:
@@ -107,19 +117,32 @@ def push_space(space_dir: str, space_id: str, private: bool = False, token: str 
 
     missing = [f for f in SPACE_FILES if not os.path.isfile(os.path.join(space_dir, f))]
     if missing:
-        raise ValueError(f"{space_dir!r} is not a Space folder (no {', '.join(missing)}): write one with "
-                         "eqreg-hf space MODEL_FOLDER SPACE_DIR.")
+        raise ValueError(
+            f"{space_dir!r} is not a Space folder (no {', '.join(missing)}): write one with "
+            "eqreg-hf space MODEL_FOLDER SPACE_DIR."
+        )
     token = check_push_ready(space_id, token)
-    files = sorted(os.path.relpath(os.path.join(root, f), space_dir).replace(os.sep, "/")
-                   for root, dirs, names in os.walk(space_dir) for f in names if "__pycache__" not in root)
+    files = sorted(
+        os.path.relpath(os.path.join(root, f), space_dir).replace(os.sep, "/")
+        for root, dirs, names in os.walk(space_dir)
+        for f in names
+        if "__pycache__" not in root
+    )
     api = HfApi(token=token)
     try:
         api.create_repo(space_id, private=private, exist_ok=True, repo_type="space", space_sdk="gradio")
-        info = api.create_commit(repo_id=space_id, repo_type="space", commit_message="EQ-Reg demo (eqreg-hf space)",
-                                 operations=[CommitOperationAdd(path_in_repo=f, path_or_fileobj=os.path.join(space_dir, f))
-                                             for f in files])
+        info = api.create_commit(
+            repo_id=space_id,
+            repo_type="space",
+            commit_message="EQ-Reg demo (eqreg-hf space)",
+            operations=[
+                CommitOperationAdd(path_in_repo=f, path_or_fileobj=os.path.join(space_dir, f)) for f in files
+            ],
+        )
     except Exception as err:
-        raise HubPushError(f"The Space {space_id!r} was not pushed ({type(err).__name__}: "
-                           f"{' '.join(str(err).split())[:200]}): check the network and the token's write access, "
-                           "then run the command again.") from err
+        raise HubPushError(
+            f"The Space {space_id!r} was not pushed ({type(err).__name__}: "
+            f"{' '.join(str(err).split())[:200]}): check the network and the token's write access, "
+            "then run the command again."
+        ) from err
     return getattr(info, "commit_url", None) or str(info)

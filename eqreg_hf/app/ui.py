@@ -15,8 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from eqreg_hf.app.restore import (DEGRADATIONS, AppModel, bar_chart_html, example_image, layer_errors, load_app_model,
-                                  restore_image, rotation_consistency)
+from eqreg_hf.app.restore import (
+    DEGRADATIONS,
+    AppModel,
+    bar_chart_html,
+    example_image,
+    layer_errors,
+    load_app_model,
+    restore_image,
+    rotation_consistency,
+)
 
 __all__ = ["build_app", "launch_app", "require_gradio"]
 
@@ -29,8 +37,10 @@ def require_gradio() -> Any:
     try:
         import gradio
     except ModuleNotFoundError:
-        raise ValueError('The web demo needs gradio, which is not installed: pip install -e ".[app]" '
-                         "(or pip install gradio).") from None
+        raise ValueError(
+            'The web demo needs gradio, which is not installed: pip install -e ".[app]" '
+            "(or pip install gradio)."
+        ) from None
     return gradio
 
 
@@ -48,11 +58,22 @@ def _handler(app: AppModel):
             return image, None, None, "n/a", "n/a", None, None, note, bars
         out = restore_image(app, image, degradation)
         view = rotation_consistency(app, out["input"], TURNS[turn])
-        consistency = (f"restore(x) vs turn back(restore(turn {turn}(x))): relative difference "
-                       f"{view['relative_error']:.4f}, largest pixel difference {view['max_abs']:.4f} "
-                       "(0 = a perfectly rotation-consistent restorer)")
-        return (out["input"], out["restored"], out["clean"], _fmt(out["psnr_input"]), _fmt(out["psnr_restored"]),
-                view["restored_rotated"], view["difference"], consistency, bars)
+        consistency = (
+            f"restore(x) vs turn back(restore(turn {turn}(x))): relative difference "
+            f"{view['relative_error']:.4f}, largest pixel difference {view['max_abs']:.4f} "
+            "(0 = a perfectly rotation-consistent restorer)"
+        )
+        return (
+            out["input"],
+            out["restored"],
+            out["clean"],
+            _fmt(out["psnr_input"]),
+            _fmt(out["psnr_restored"]),
+            view["restored_rotated"],
+            view["difference"],
+            consistency,
+            bars,
+        )
 
     return run
 
@@ -63,16 +84,25 @@ def build_app(source: str | AppModel) -> Any:
     app = source if isinstance(source, AppModel) else load_app_model(source)
     kind = "restorer" if app.restorer else "classifier"
     with gr.Blocks(title=f"EQ-Reg demo: {app.name}") as demo:
-        gr.Markdown(f"# EQ-Reg demo: `{app.name}` ({kind}, {len(app.taps)} tapped layers, C{app.group_order})\n"
-                    "Upload an image (it is taken as the clean one), choose a degradation and press **Run**.")
+        gr.Markdown(
+            f"# EQ-Reg demo: `{app.name}` ({kind}, {len(app.taps)} tapped layers, C{app.group_order})\n"
+            "Upload an image (it is taken as the clean one), choose a degradation and press **Run**."
+        )
         with gr.Row():
-            image = gr.Image(type="numpy", label="image (clean; empty: the example photo)", elem_id="upload",
-                             sources=["upload", "clipboard"])
+            image = gr.Image(
+                type="numpy",
+                label="image (clean; empty: the example photo)",
+                elem_id="upload",
+                sources=["upload", "clipboard"],
+            )
             with gr.Column():
                 example = gr.Button("Use the example photo", elem_id="example")
-                degradation = gr.Dropdown(list(DEGRADATIONS), value=DEGRADATIONS[0], label="degradation",
-                                          elem_id="degradation")
-                turn = gr.Radio(list(TURNS), value="90°", label="rotation for the consistency view", elem_id="turn")
+                degradation = gr.Dropdown(
+                    list(DEGRADATIONS), value=DEGRADATIONS[0], label="degradation", elem_id="degradation"
+                )
+                turn = gr.Radio(
+                    list(TURNS), value="90°", label="rotation for the consistency view", elem_id="turn"
+                )
                 button = gr.Button("Run", variant="primary", elem_id="run")
         with gr.Row():
             shown_input = gr.Image(label="input (degraded)", elem_id="input-image", interactive=False)
@@ -80,26 +110,45 @@ def build_app(source: str | AppModel) -> Any:
             clean = gr.Image(label="clean", elem_id="clean-image", interactive=False)
         with gr.Row():
             psnr_in = gr.Textbox(label="PSNR of the input (dB)", elem_id="psnr-input", interactive=False)
-            psnr_out = gr.Textbox(label="PSNR of the restored image (dB)", elem_id="psnr-restored", interactive=False)
+            psnr_out = gr.Textbox(
+                label="PSNR of the restored image (dB)", elem_id="psnr-restored", interactive=False
+            )
         gr.Markdown("## Rotation consistency")
         with gr.Row():
-            turned = gr.Image(label="restore the turned image, turn back", elem_id="turned-image", interactive=False)
-            difference = gr.Image(label="difference map (black = equal, yellow = largest)", elem_id="difference-image",
-                                  interactive=False)
+            turned = gr.Image(
+                label="restore the turned image, turn back", elem_id="turned-image", interactive=False
+            )
+            difference = gr.Image(
+                label="difference map (black = equal, yellow = largest)",
+                elem_id="difference-image",
+                interactive=False,
+            )
         consistency = gr.Markdown(elem_id="consistency")
         bars = gr.HTML(elem_id="layer-bars")
         example.click(example_image, outputs=image)
-        button.click(_handler(app), inputs=[image, degradation, turn],
-                     outputs=[shown_input, restored, clean, psnr_in, psnr_out, turned, difference, consistency, bars])
+        button.click(
+            _handler(app),
+            inputs=[image, degradation, turn],
+            outputs=[shown_input, restored, clean, psnr_in, psnr_out, turned, difference, consistency, bars],
+        )
     return demo
 
 
-def launch_app(source: str | AppModel, host: str = "127.0.0.1", port: int | None = None, block: bool = True) -> Any:
+def launch_app(
+    source: str | AppModel, host: str = "127.0.0.1", port: int | None = None, block: bool = True
+) -> Any:
     """Build and serve the demo (system fonts only: nothing is fetched from the internet). Returns the Blocks."""
     gr = require_gradio()
     demo = build_app(source)
-    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                              font_mono=["ui-monospace", "monospace"])
-    demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, theme=theme, quiet=not block,
-                footer_links=[])
+    theme = gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        prevent_thread_lock=not block,
+        theme=theme,
+        quiet=not block,
+        footer_links=[],
+    )
     return demo

@@ -1,6 +1,6 @@
 """``transformers.TrainerCallback`` s for EQ-Reg runs: a weight schedule and equivariance evaluation.
 
-    from eqreg_hf.callbacks import EqRegWeightSchedule, EquivarianceEvalCallback
+from eqreg_hf.callbacks import EqRegWeightSchedule, EquivarianceEvalCallback
 """
 
 from __future__ import annotations

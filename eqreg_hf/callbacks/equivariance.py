@@ -65,8 +65,14 @@ class EquivarianceEvalCallback(TrainerCallback):
             raise ValueError(f"max_images={max_images!r} must be >= 1 or None (whole batches).")
         self.num_batches = num_batches
         self.max_images = max_images
-        self.settings = {"layers": layers, "group_order": group_order, "fields": fields, "layouts": layouts,
-                         "prefix_tokens": prefix_tokens, "group": group}
+        self.settings = {
+            "layers": layers,
+            "group_order": group_order,
+            "fields": fields,
+            "layouts": layouts,
+            "prefix_tokens": prefix_tokens,
+            "group": group,
+        }
         self.image_key = image_key
         self.per_tap = per_tap
         self.include_output = include_output
@@ -82,11 +88,15 @@ class EquivarianceEvalCallback(TrainerCallback):
         c = reg.config
         # The resolved per-tap settings (an auto-chosen NHWC or token tap must be read the same way here).
         taps = [t for t in reg.taps if t.name in set(reg.tap_names)]
-        self._from_reg = {"layers": [t.name for t in taps], "group_order": c.group_order, "group": c.group,
-                          "fields": {t.name: t.field for t in taps},
-                          "layouts": {t.name: t.layout for t in taps},
-                          "prefix_tokens": {t.name: t.prefix_tokens for t in taps if t.prefix_tokens is not None} or None,
-                          "image_key": c.image_key}
+        self._from_reg = {
+            "layers": [t.name for t in taps],
+            "group_order": c.group_order,
+            "group": c.group,
+            "fields": {t.name: t.field for t in taps},
+            "layouts": {t.name: t.layout for t in taps},
+            "prefix_tokens": {t.name: t.prefix_tokens for t in taps if t.prefix_tokens is not None} or None,
+            "image_key": c.image_key,
+        }
 
     def _setting(self, name: str, default: Any) -> Any:
         v = self.settings.get(name) if name != "image_key" else self.image_key
@@ -122,9 +132,14 @@ class EquivarianceEvalCallback(TrainerCallback):
             if self.max_images is not None:
                 x = x[: self.max_images]
             report = equivariance_error(
-                model, x.to(device), layers=layers, **self._group(),
-                fields=self._setting("fields", "regular"), layouts=self._setting("layouts", "auto"),
-                prefix_tokens=self._setting("prefix_tokens", None), include_output=self.include_output,
+                model,
+                x.to(device),
+                layers=layers,
+                **self._group(),
+                fields=self._setting("fields", "regular"),
+                layouts=self._setting("layouts", "auto"),
+                prefix_tokens=self._setting("prefix_tokens", None),
+                include_output=self.include_output,
                 input_key=input_key,
             )
             self.last_report = report
@@ -153,7 +168,7 @@ class EquivarianceEvalCallback(TrainerCallback):
     def _eval_prefix(logs: Mapping) -> str | None:
         """``"eval"`` (or the metric_key_prefix) for an evaluation's log entry, None for training logs."""
         for k in logs:
-            if k.endswith("_runtime") and f"{k[:-len('_runtime')]}_samples_per_second" in logs:
+            if k.endswith("_runtime") and f"{k[: -len('_runtime')]}_samples_per_second" in logs:
                 prefix = k[: -len("_runtime")]
                 if prefix != "train":  # the summary logged at the end of train()
                     return prefix
@@ -180,15 +195,19 @@ class EquivarianceEvalCallback(TrainerCallback):
         if self._setting("layers", None) is None:
             if not self._warned:
                 self._warned = True
-                warnings.warn("EquivarianceEvalCallback: no layers to measure (pass layers=... or train with an "
-                              "active EQ-Reg first); skipping.", stacklevel=2)
+                warnings.warn(
+                    "EquivarianceEvalCallback: no layers to measure (pass layers=... or train with an "
+                    "active EQ-Reg first); skipping.",
+                    stacklevel=2,
+                )
             return
         prefix = self._eval_prefix(metrics) or "eval"
         values = {f"{prefix}_{k}": v for k, v in self.measure(model, eval_dataloader).items()}
         # Find the entry Trainer.log just appended for this evaluation, then extend both.
         for entry in reversed(state.log_history):
-            if entry.get("step") == state.global_step and all(entry.get(k) == v for k, v in metrics.items()
-                                                                if k in entry):
+            if entry.get("step") == state.global_step and all(
+                entry.get(k) == v for k, v in metrics.items() if k in entry
+            ):
                 if any(k in entry for k in metrics):
                     entry.update(values)
                     break

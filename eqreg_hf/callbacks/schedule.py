@@ -47,8 +47,10 @@ class EqRegWeightSchedule(TrainerCallback):
     def bind_eqreg(self, reg: Any) -> None:
         """Called by the trainer when it attaches (``reg``) or removes (``None``) the regulariser."""
         if reg is not None and reg.auto is not None:
-            raise ValueError("EqRegWeightSchedule and EqRegConfig(weight='auto') both set λ: drop the callback (auto "
-                             "has its own warm-up, auto_warmup) or give a number as the weight.")
+            raise ValueError(
+                "EqRegWeightSchedule and EqRegConfig(weight='auto') both set λ: drop the callback (auto "
+                "has its own warm-up, auto_warmup) or give a number as the weight."
+            )
         self.reg = reg
         if reg is not None:
             self._peak = float(reg.config.weight)
@@ -66,7 +68,8 @@ class EqRegWeightSchedule(TrainerCallback):
             warnings.warn(
                 "EqRegWeightSchedule has no EQ-Reg to drive, so it does nothing: use it with EqRegTrainer (or a "
                 "trainer built with EqRegTrainerMixin) and an active EqRegConfig(weight > 0, group_order > 1).",
-                stacklevel=2)
+                stacklevel=2,
+            )
         self._apply(state)  # on resume, global_step is already the checkpoint's
 
     def on_step_begin(self, args, state, control, **kwargs):

@@ -36,7 +36,14 @@ def one_line(message: object) -> str:
 
 
 # Exceptions that mean "the input is wrong" (their messages say what and how to fix it), not "the code is".
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError, PermissionError)
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    FileExistsError,
+    PermissionError,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,10 +15,19 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("app", help="Web demo (Gradio): restore an image, see the rotation consistency and the per-layer equivariance error.", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", nargs="?", default=None, metavar="MODEL_FOLDER_OR_HUB_ID",
-                        help="A folder written by eqreg-hf (or save_folder), or a Hub id. Default: eqreg-demo/model.")
+    parser = subparsers.add_parser(
+        "app",
+        help="Web demo (Gradio): restore an image, see the rotation consistency and the per-layer equivariance error.",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        metavar="MODEL_FOLDER_OR_HUB_ID",
+        help="A folder written by eqreg-hf (or save_folder), or a Hub id. Default: eqreg-demo/model.",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="Address to serve on (default: 127.0.0.1).")
     parser.add_argument("--port", type=int, default=7860, help="Port (default: 7860).")
     parser.set_defaults(func=run)
@@ -32,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--port {args.port} is not valid: give a port between 1 and 65535 (e.g. 7860).")
     require_gradio()  # before loading anything
     source = args.model if args.model is not None else default_model_source()
-    print(f"Serving the EQ-Reg demo for {source} on http://{args.host}:{args.port} (Ctrl+C stops it)", flush=True)
+    print(
+        f"Serving the EQ-Reg demo for {source} on http://{args.host}:{args.port} (Ctrl+C stops it)",
+        flush=True,
+    )
     launch_app(source, host=args.host, port=args.port, block=True)
     return 0

@@ -17,12 +17,22 @@ from typing import Any
 def register(subparsers: Any) -> None:
     from eqreg_hf.tasks.derain.demo import DEMO_STEPS
 
-    parser = subparsers.add_parser("demo", help="Offline demo: plain vs rotation augmentation vs EQ-Reg deraining on built-in data (a few CPU minutes).", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=None,
-                        help=f"Optimizer steps per run (default: {DEMO_STEPS}; 2 with --quick).")
+    parser = subparsers.add_parser(
+        "demo",
+        help="Offline demo: plain vs rotation augmentation vs EQ-Reg deraining on built-in data (a few CPU minutes).",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"Optimizer steps per run (default: {DEMO_STEPS}; 2 with --quick).",
+    )
     parser.add_argument("--output-dir", default="eqreg-demo", help="Output folder (default: ./eqreg-demo).")
-    parser.add_argument("--quick", action="store_true", help="A tiny network on tiny images (seconds; for tests).")
+    parser.add_argument(
+        "--quick", action="store_true", help="A tiny network on tiny images (seconds; for tests)."
+    )
     parser.add_argument("--no-progress", action="store_true", help="Hide the progress bars.")
     parser.set_defaults(func=run)
 

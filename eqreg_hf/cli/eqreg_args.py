@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from eqreg_hf.core.config import EqRegConfig
 from eqreg_hf.cli.flags import add_dataclass_arguments, dataclass_from_args
+from eqreg_hf.core.config import EqRegConfig
 
 __all__ = ["add_eqreg_arguments", "eqreg_config_from_args", "PREFIX"]
 
@@ -26,8 +26,11 @@ PREFIX = "eqreg"
 
 
 def add_eqreg_arguments(
-    parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None, prefix: str = PREFIX,
-    title: str = "EQ-Reg (see EqRegConfig)", help_extra: dict[str, str] | None = None,
+    parser: argparse.ArgumentParser,
+    defaults: dict[str, Any] | None = None,
+    prefix: str = PREFIX,
+    title: str = "EQ-Reg (see EqRegConfig)",
+    help_extra: dict[str, str] | None = None,
 ) -> argparse._ArgumentGroup:
     """Add one ``--<prefix>.<field>`` flag per :class:`EqRegConfig` field to ``parser``.
 
@@ -42,8 +45,9 @@ def add_eqreg_arguments(
         The argument group.
     """
     group = parser.add_argument_group(title)
-    add_dataclass_arguments(group, EqRegConfig, prefix + ".", defaults=defaults, help_extra=help_extra,
-                            snake_aliases=True)
+    add_dataclass_arguments(
+        group, EqRegConfig, prefix + ".", defaults=defaults, help_extra=help_extra, snake_aliases=True
+    )
     return group
 
 

@@ -30,8 +30,16 @@ import math
 import typing
 from typing import Any
 
-__all__ = ["add_dataclass_arguments", "dataclass_from_args", "parse_bool", "parse_free", "add_config_argument",
-           "load_config_file", "config_file_tokens", "parse_args_with_config"]
+__all__ = [
+    "add_dataclass_arguments",
+    "dataclass_from_args",
+    "parse_bool",
+    "parse_free",
+    "add_config_argument",
+    "load_config_file",
+    "config_file_tokens",
+    "parse_args_with_config",
+]
 
 _TRUE = ("1", "true", "yes", "y", "on")
 _FALSE = ("0", "false", "no", "n", "off")
@@ -66,12 +74,13 @@ def parse_free(text: str) -> Any:
         return None
     if _is_number(s) and not math.isfinite(float(s)):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    if s[:1] in "[{\"" or s in ("true", "false") or _is_number(s):
+    if s[:1] in '[{"' or s in ("true", "false") or _is_number(s):
         try:
             return json.loads(s)
         except json.JSONDecodeError as err:
             raise argparse.ArgumentTypeError(
-                f"{text!r} is not valid JSON ({err.msg}); quote keys and strings, e.g. '{{\"layer1\": 2}}'") from None
+                f"{text!r} is not valid JSON ({err.msg}); quote keys and strings, e.g. '{{\"layer1\": 2}}'"
+            ) from None
     if "," in s:
         return [part.strip() for part in s.split(",") if part.strip()]
     return s
@@ -158,8 +167,10 @@ def add_dataclass_arguments(
     fields = dataclasses.fields(cls)
     unknown = sorted(set(defaults) - {f.name for f in fields})
     if unknown:
-        raise ValueError(f"Unknown {cls.__name__} fields in defaults: {unknown}. Valid fields: "
-                         f"{sorted(f.name for f in fields)}.")
+        raise ValueError(
+            f"Unknown {cls.__name__} fields in defaults: {unknown}. Valid fields: "
+            f"{sorted(f.name for f in fields)}."
+        )
     hints = typing.get_type_hints(cls)
     for f in fields:
         kind = hints.get(f.name, Any)
@@ -168,8 +179,16 @@ def add_dataclass_arguments(
             flags.append("--" + prefix + f.name)
         aliases = ["--" + prefix + old.replace("_", "-") for old in f.metadata.get("aliases", ())]
         default = defaults[f.name] if f.name in defaults else _field_default(f)
-        text = " ".join(filter(None, [f.metadata.get("help", ""), help_extra.get(f.name, ""),
-                                      f"Old spelling: {', '.join(aliases)}." if aliases else ""]))
+        text = " ".join(
+            filter(
+                None,
+                [
+                    f.metadata.get("help", ""),
+                    help_extra.get(f.name, ""),
+                    f"Old spelling: {', '.join(aliases)}." if aliases else "",
+                ],
+            )
+        )
         kw = _flag_kwargs(kind, prefix + f.name, default, text)
         parser.add_argument(*flags, **kw)
         if aliases:  # same dest; SUPPRESS keeps it out of --help and leaves the default to the main flag
@@ -186,10 +205,16 @@ def _field_default(f: dataclasses.Field) -> Any:
 
 def _flag_kwargs(kind: Any, dest: str, default: Any, text: str) -> dict[str, Any]:
     """``add_argument`` keywords of one field: a switch for ``bool``, else a typed value."""
-    shown = json.dumps(default) if isinstance(default, (str, int, float, bool, list, dict, type(None))) \
+    shown = (
+        json.dumps(default)
+        if isinstance(default, (str, int, float, bool, list, dict, type(None)))
         else repr(default)
-    kw: dict[str, Any] = {"dest": dest, "default": default,
-                          "help": f"{text} (default: {shown})".replace("%", "%%")}  # argparse %-formats help
+    )
+    kw: dict[str, Any] = {
+        "dest": dest,
+        "default": default,
+        "help": f"{text} (default: {shown})".replace("%", "%%"),
+    }  # argparse %-formats help
     if kind is bool:
         return dict(kw, action=_Switch, metavar="BOOL")
     kw["type"], kw["metavar"] = _flag_type(kind)
@@ -201,7 +226,11 @@ def dataclass_from_args(cls: type, args: argparse.Namespace, prefix: str = "", *
 
     The dataclass's own validation runs, so a bad value raises its ``ValueError`` naming the choices.
     """
-    values = {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls) if hasattr(args, prefix + f.name)}
+    values = {
+        f.name: getattr(args, prefix + f.name)
+        for f in dataclasses.fields(cls)
+        if hasattr(args, prefix + f.name)
+    }
     values.update(overrides)
     return cls(**values)
 
@@ -212,9 +241,14 @@ CONFIG_FLAG = "--config"
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:
     """Add ``--config FILE`` to a command: a YAML or JSON object of its flags (flags on the command line win)."""
-    parser.add_argument(CONFIG_FLAG, metavar="FILE", default=None, dest="config",
-                        help="YAML or JSON file holding any of this command's flags, e.g. 'max_steps: 300' and "
-                             "'eqreg: {weight: 0.1}' (or 'eqreg.weight: 0.1'); flags given on the command line win.")
+    parser.add_argument(
+        CONFIG_FLAG,
+        metavar="FILE",
+        default=None,
+        dest="config",
+        help="YAML or JSON file holding any of this command's flags, e.g. 'max_steps: 300' and "
+        "'eqreg: {weight: 0.1}' (or 'eqreg.weight: 0.1'); flags given on the command line win.",
+    )
 
 
 def load_config_file(path: str) -> dict[str, Any]:
@@ -233,13 +267,17 @@ def load_config_file(path: str) -> dict[str, Any]:
 
             data = yaml.safe_load(text)
     except Exception as err:  # yaml.YAMLError / json.JSONDecodeError
-        raise ValueError(f"--config {path!r} does not parse ({one_line_text(err)}); write a YAML or JSON "
-                         "object of flags, e.g. 'max_steps: 300'.") from None
+        raise ValueError(
+            f"--config {path!r} does not parse ({one_line_text(err)}); write a YAML or JSON "
+            "object of flags, e.g. 'max_steps: 300'."
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ValueError(f"--config {path!r} holds a {type(data).__name__}, not a mapping of flags: write e.g. "
-                         "'max_steps: 300' (YAML) or '{\"max_steps\": 300}' (JSON).")
+        raise ValueError(
+            f"--config {path!r} holds a {type(data).__name__}, not a mapping of flags: write e.g. "
+            "'max_steps: 300' (YAML) or '{\"max_steps\": 300}' (JSON)."
+        )
     return data
 
 
@@ -269,8 +307,12 @@ def _is_free_dict_key(name: str) -> bool:
 
 def _option_index(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     """Every long option of ``parser`` (``--max-steps``, ``--eqreg.group-order``, aliases) -> its action."""
-    return {opt: action for action in parser._actions for opt in action.option_strings
-            if opt.startswith("--") and not (opt.startswith("--no-") and isinstance(action, _Switch))}
+    return {
+        opt: action
+        for action in parser._actions
+        for opt in action.option_strings
+        if opt.startswith("--") and not (opt.startswith("--no-") and isinstance(action, _Switch))
+    }
 
 
 def _value_tokens(option: str, action: argparse.Action, value: Any, path: str) -> list[str]:
@@ -290,7 +332,9 @@ def _value_tokens(option: str, action: argparse.Action, value: Any, path: str) -
     return [option, str(value)]
 
 
-def config_file_tokens(parser: argparse.ArgumentParser, data: dict[str, Any], path: str = "config") -> list[str]:
+def config_file_tokens(
+    parser: argparse.ArgumentParser, data: dict[str, Any], path: str = "config"
+) -> list[str]:
     """The command-line tokens a config mapping stands for (``{"max_steps": 3}`` -> ``["--max-steps", "3"]``).
 
     Keys are flag names with or without the dashes, in snake or kebab case; a nested mapping is a prefix
@@ -303,10 +347,17 @@ def config_file_tokens(parser: argparse.ArgumentParser, data: dict[str, Any], pa
         bare = str(key).lstrip("-")
         option = next((o for o in ("--" + bare, "--" + bare.replace("_", "-")) if o in options), None)
         if option is None or options[option].dest in ("help", "config"):
-            valid = sorted({o[2:].replace("-", "_") for o, a in options.items()
-                            if a.dest not in ("help", "config") and a.help != argparse.SUPPRESS})
-            raise ValueError(f"--config {path!r}: unknown key {key!r}; valid keys are the command's flags: "
-                             f"{', '.join(valid)}.")
+            valid = sorted(
+                {
+                    o[2:].replace("-", "_")
+                    for o, a in options.items()
+                    if a.dest not in ("help", "config") and a.help != argparse.SUPPRESS
+                }
+            )
+            raise ValueError(
+                f"--config {path!r}: unknown key {key!r}; valid keys are the command's flags: "
+                f"{', '.join(valid)}."
+            )
         tokens += _value_tokens(option, options[option], value, path)
     return tokens
 
@@ -318,7 +369,9 @@ def _command_parser(parser: argparse.ArgumentParser, command: str | None) -> arg
     return None
 
 
-def parse_args_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args_with_config(
+    parser: argparse.ArgumentParser, argv: list[str] | None = None
+) -> argparse.Namespace:
     """``parser.parse_args(argv)``, with the flags of a command's ``--config FILE`` read first.
 
     The file's flags are placed before the command line's, so a flag given on the command line wins

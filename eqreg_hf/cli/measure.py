@@ -39,10 +39,14 @@ def load_any_model(source: str, pretrained: bool = True) -> tuple[nn.Module, str
             model, _ = load_folder(source)
         except (ValueError, FileNotFoundError):
             raise
-        except Exception as err:  # truncated weights, a config the framework refuses, ...: the folder is bad input
+        except (
+            Exception
+        ) as err:  # truncated weights, a config the framework refuses, ...: the folder is bad input
             first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-            raise ValueError(f"Cannot load the model folder {source!r} ({type(err).__name__}: {first}); re-save it "
-                             "with eqreg_hf.hub.save_folder(model, folder).") from err
+            raise ValueError(
+                f"Cannot load the model folder {source!r} ({type(err).__name__}: {first}); re-save it "
+                "with eqreg_hf.hub.save_folder(model, folder)."
+            ) from err
         is_derain = type(model).__module__.endswith("tasks.derain.networks")
         return model.eval(), "derain" if is_derain else "classifier"
     if source in MODELS:
@@ -54,12 +58,15 @@ def load_any_model(source: str, pretrained: bool = True) -> tuple[nn.Module, str
     try:
         model = create_timm_classifier(source, None, pretrained=pretrained)
     except ValueError as err:
-        raise ValueError(f"{err} (Or pass a saved folder, or one of the derainers {sorted(MODELS)}.)") from None
+        raise ValueError(
+            f"{err} (Or pass a saved folder, or one of the derainers {sorted(MODELS)}.)"
+        ) from None
     return model.eval(), "classifier"
 
 
-def load_image(path: str | None, size: int | tuple[int, int], model: nn.Module | None = None,
-               normalize: bool = True) -> torch.Tensor:
+def load_image(
+    path: str | None, size: int | tuple[int, int], model: nn.Module | None = None, normalize: bool = True
+) -> torch.Tensor:
     """``[1, 3, H, W]`` float image: ``path`` (any PIL-readable file) or scikit-image's astronaut photo,
     resized to ``size``; normalised with the timm data config of ``model`` when ``normalize``."""
     from PIL import Image
@@ -72,8 +79,9 @@ def load_image(path: str | None, size: int | tuple[int, int], model: nn.Module |
         from eqreg_hf.data.rain_layouts import check_image_file
 
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"No image at {path!r}; pass a PNG/JPEG path or omit --image for the "
-                                    "built-in photo.")
+            raise FileNotFoundError(
+                f"No image at {path!r}; pass a PNG/JPEG path or omit --image for the built-in photo."
+            )
         check_image_file(path)  # a corrupt or truncated file: one line naming it
         img = Image.open(path)
     h, w = (size, size) if isinstance(size, int) else size
@@ -90,8 +98,14 @@ def load_image(path: str | None, size: int | tuple[int, int], model: nn.Module |
 
 
 def measure_model(
-    source: str, image: str | None = None, size: int | None = None, layers: Any = "auto", group_order: int = 4,
-    pretrained: bool = True, include_output: bool = True, group: str | None = None,
+    source: str,
+    image: str | None = None,
+    size: int | None = None,
+    layers: Any = "auto",
+    group_order: int = 4,
+    pretrained: bool = True,
+    include_output: bool = True,
+    group: str | None = None,
 ):
     """Load ``source``, pick the input size (aligned near the model's default unless ``size``), and return
     ``(EquivarianceReport, model, input size)``. ``group`` ("C4", "D4", ...) replaces ``group_order`` when given.
@@ -100,9 +114,9 @@ def measure_model(
         >>> rep, _, size = measure_model("fast", size=33, pretrained=False)  # doctest: +SKIP
         >>> print(rep.table())  # doctest: +SKIP
     """
-    from eqreg_hf.tasks.classify.recipe import aligned_input_size
     from eqreg_hf.core.config import EqRegConfig
     from eqreg_hf.core.measure import equivariance_error
+    from eqreg_hf.tasks.classify.recipe import aligned_input_size
 
     if group is not None:
         group_order = None  # the group names its own t
@@ -110,8 +124,11 @@ def measure_model(
     if size is None:
         base = DEFAULT_SIZE[family]
         if family == "classifier":
-            cfg_size = getattr(model, "pretrained_cfg", {}).get("input_size") if hasattr(model, "pretrained_cfg") \
+            cfg_size = (
+                getattr(model, "pretrained_cfg", {}).get("input_size")
+                if hasattr(model, "pretrained_cfg")
                 else None
+            )
             base = int(cfg_size[-1]) if cfg_size else base
             img_size = getattr(getattr(model, "config", None), "image_size", None)
             base = int(img_size) if isinstance(img_size, int) else base
@@ -121,13 +138,25 @@ def measure_model(
     x = load_image(image, size, model, normalize=(family == "classifier"))
     input_key = "pixel_values" if type(model).__module__.startswith("transformers.") else None
     try:
-        report = equivariance_error(model, x, layers=layers, group_order=group_order, include_output=include_output,
-                                    input_key=input_key, group=group)
-    except (AssertionError, RuntimeError) as err:  # a model's own size check (timm asserts) or a size mismatch
+        report = equivariance_error(
+            model,
+            x,
+            layers=layers,
+            group_order=group_order,
+            include_output=include_output,
+            input_key=input_key,
+            group=group,
+        )
+    except (
+        AssertionError,
+        RuntimeError,
+    ) as err:  # a model's own size check (timm asserts) or a size mismatch
         if isinstance(err, RuntimeError) and "size" not in str(err):
             raise
-        raise ValueError(f"{source} cannot run at {size}x{size}: {str(err).splitlines()[0] if str(err) else type(err).__name__} "
-                         f"{_sizes_hint(model)}") from err
+        raise ValueError(
+            f"{source} cannot run at {size}x{size}: {str(err).splitlines()[0] if str(err) else type(err).__name__} "
+            f"{_sizes_hint(model)}"
+        ) from err
     return report, model, size
 
 
@@ -135,8 +164,9 @@ def _sizes_hint(model: nn.Module) -> str:
     """What sizes a model takes, as far as it says: the size it was built for and its patch size."""
     built = (getattr(model, "pretrained_cfg", None) or {}).get("input_size")
     patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
-    said = ([f"it was built for {built[-2]}x{built[-1]}"] if built else []) + \
-        ([f"its patch size is {patch[0]}"] if patch else [])
+    said = ([f"it was built for {built[-2]}x{built[-1]}"] if built else []) + (
+        [f"its patch size is {patch[0]}"] if patch else []
+    )
     return f"({'; '.join(said)}); pass a --size it accepts." if said else "Pass a --size the model accepts."
 
 
@@ -146,20 +176,32 @@ def fit_input_size(model: nn.Module, size: int, source: str = "the model") -> No
     cannot take is a one-line ``ValueError`` naming the sizes it accepts."""
     pe = getattr(model, "patch_embed", None)
     fixed = getattr(pe, "img_size", None)
-    if fixed is None or tuple(fixed) == (size, size) or not getattr(pe, "strict_img_size", False) \
-            or getattr(model, "dynamic_img_size", False):
+    if (
+        fixed is None
+        or tuple(fixed) == (size, size)
+        or not getattr(pe, "strict_img_size", False)
+        or getattr(model, "dynamic_img_size", False)
+    ):
         return
     patch = tuple(getattr(pe, "patch_size", (1, 1)))
     if size < max(patch) or not hasattr(model, "set_input_size"):
-        raise ValueError(f"{source} takes {fixed[0]}x{fixed[1]} inputs" + (
-            f" (or, resized, any size >= its patch size {patch[0]})" if hasattr(model, "set_input_size") else "") +
-            f"; --size {size} does not fit. Pass --size {fixed[0]}.")
+        raise ValueError(
+            f"{source} takes {fixed[0]}x{fixed[1]} inputs"
+            + (
+                f" (or, resized, any size >= its patch size {patch[0]})"
+                if hasattr(model, "set_input_size")
+                else ""
+            )
+            + f"; --size {size} does not fit. Pass --size {fixed[0]}."
+        )
     try:
         model.set_input_size(img_size=(size, size))
     except Exception as err:  # timm raises assorted errors for grids its windows cannot tile
-        raise ValueError(f"{source} cannot be resized to {size}x{size} ({type(err).__name__}: {err}); it was built for "
-                         f"{fixed[0]}x{fixed[1]}: pass --size {fixed[0]} or a multiple of its patch size {patch[0]} that "
-                         "its layers accept.") from None
+        raise ValueError(
+            f"{source} cannot be resized to {size}x{size} ({type(err).__name__}: {err}); it was built for "
+            f"{fixed[0]}x{fixed[1]}: pass --size {fixed[0]} or a multiple of its patch size {patch[0]} that "
+            "its layers accept."
+        ) from None
 
 
 def positive_int(text: str) -> int:
@@ -184,25 +226,51 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "measure",
         help="Layer-wise equivariance report + plot of a timm model, a saved folder or a derainer.",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model", help="timm name (e.g. resnet18), 'hf:<config or folder>', a saved folder, "
-                                      "or a derainer: fast, rcdnet, strict-c4.")
+    parser.add_argument(
+        "model",
+        help="timm name (e.g. resnet18), 'hf:<config or folder>', a saved folder, "
+        "or a derainer: fast, rcdnet, strict-c4.",
+    )
     parser.add_argument("--image", default=None, help="Image file (default: scikit-image's astronaut photo).")
-    parser.add_argument("--size", type=positive_int, default=None,
-                        help="Input size (default: the aligned size nearest to the model's own, e.g. 225 for "
-                             "ResNets, 224 for ConvNeXt/ViT, 128 for derainers).")
-    parser.add_argument("--layers", type=_layers_arg, default="auto",
-                        help="'auto', a module name, a glob ('stages.*') or a comma-separated list.")
-    parser.add_argument("--group-order", type=positive_int, default=4, help="t of C_t (2 and 4 exact, others interpolated).")
-    parser.add_argument("--group", default=None, help="The group by name instead: C<t> or D<t> (e.g. D4: rotations "
-                                                      "and mirror images). Replaces --group-order.")
+    parser.add_argument(
+        "--size",
+        type=positive_int,
+        default=None,
+        help="Input size (default: the aligned size nearest to the model's own, e.g. 225 for "
+        "ResNets, 224 for ConvNeXt/ViT, 128 for derainers).",
+    )
+    parser.add_argument(
+        "--layers",
+        type=_layers_arg,
+        default="auto",
+        help="'auto', a module name, a glob ('stages.*') or a comma-separated list.",
+    )
+    parser.add_argument(
+        "--group-order", type=positive_int, default=4, help="t of C_t (2 and 4 exact, others interpolated)."
+    )
+    parser.add_argument(
+        "--group",
+        default=None,
+        help="The group by name instead: C<t> or D<t> (e.g. D4: rotations "
+        "and mirror images). Replaces --group-order.",
+    )
     parser.add_argument("--output", default=None, help="Write a PNG plot here (e.g. eq.png).")
     parser.add_argument("--json", default=None, help="Write the report as JSON here.")
-    parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",
-                        help="Random weights for timm names (default: pretrained when available).")
-    parser.add_argument("--no-output", dest="include_output", action="store_false",
-                        help="Do not measure the model output (logits / restored image).")
+    parser.add_argument(
+        "--no-pretrained",
+        dest="pretrained",
+        action="store_false",
+        help="Random weights for timm names (default: pretrained when available).",
+    )
+    parser.add_argument(
+        "--no-output",
+        dest="include_output",
+        action="store_false",
+        help="Do not measure the model output (logits / restored image).",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -213,13 +281,23 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.output, "--output")
     if args.json:
         check_output_file(args.json, "--json")
-    report, _, size = measure_model(args.model, image=args.image, size=args.size, layers=args.layers,
-                                    group_order=args.group_order, pretrained=args.pretrained,
-                                    include_output=args.include_output, group=args.group)
+    report, _, size = measure_model(
+        args.model,
+        image=args.image,
+        size=args.size,
+        layers=args.layers,
+        group_order=args.group_order,
+        pretrained=args.pretrained,
+        include_output=args.include_output,
+        group=args.group,
+    )
     print(report.table())
     if args.output:
-        path = report.plot(args.output, title=f"{args.model}: equivariance error per layer ({args.group or f'C{args.group_order}'}, "
-                                               f"{size}x{size})")
+        path = report.plot(
+            args.output,
+            title=f"{args.model}: equivariance error per layer ({args.group or f'C{args.group_order}'}, "
+            f"{size}x{size})",
+        )
         print(f"plot: {path}")
     if args.json:
         atomic_write_text(args.json, json.dumps({"model": args.model, **report.to_dict()}, indent=2))

@@ -16,9 +16,15 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("space", help="Write (and optionally push) a Hugging Face Space that runs the web demo around a saved model.", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model_folder", metavar="MODEL_FOLDER", help="A saved model folder (eqreg-demo/model, ...).")
+    parser = subparsers.add_parser(
+        "space",
+        help="Write (and optionally push) a Hugging Face Space that runs the web demo around a saved model.",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "model_folder", metavar="MODEL_FOLDER", help="A saved model folder (eqreg-demo/model, ...)."
+    )
     parser.add_argument("space_dir", metavar="SPACE_DIR", help="A new folder for the Space.")
     parser.add_argument("--title", default=None, help="Title of the Space (default: from the folder name).")
     parser.add_argument("--model-id", default=None, help="The model's Hub id, linked from the Space card.")
@@ -33,13 +39,17 @@ def run(args: argparse.Namespace) -> int:
     from eqreg_hf.hub.push import check_push_ready
 
     if args.private and not args.push:
-        raise ValueError("--private is set but --push is not, so nothing would be created: add --push USER/SPACE.")
+        raise ValueError(
+            "--private is set but --push is not, so nothing would be created: add --push USER/SPACE."
+        )
     try:
         if args.push:
             check_push_ready(args.push)  # before writing anything
         files = write_space(args.model_folder, args.space_dir, title=args.title, model_id=args.model_id)
-        print(f"Wrote the Space folder {args.space_dir} ({len(files)} files); run it locally with: "
-              f"cd {args.space_dir} && python app.py")
+        print(
+            f"Wrote the Space folder {args.space_dir} ({len(files)} files); run it locally with: "
+            f"cd {args.space_dir} && python app.py"
+        )
         if args.push:
             url = push_space(args.space_dir, args.push, private=args.private)
             print(f"Pushed to https://huggingface.co/spaces/{args.push}: {url}")

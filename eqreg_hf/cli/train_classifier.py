@@ -25,8 +25,8 @@ def register(subparsers) -> argparse.ArgumentParser:
         "train-classifier",
         help="Fine-tune a timm / transformers classifier with EQ-Reg (shapes offline, or CIFAR-100).",
         description="Fine-tune an image classifier with EQ-Reg through the transformers Trainer; report top-1 "
-                    "accuracy and the layer-wise equivariance error; save a Hub folder. Plain baseline: "
-                    "--eqreg.weight 0; rotation-augmentation baseline: add --rotation-augment.",
+        "accuracy and the layer-wise equivariance error; save a Hub folder. Plain baseline: "
+        "--eqreg.weight 0; rotation-augmentation baseline: add --rotation-augment.",
     )
     add_dataclass_arguments(parser, ClassifierArgs)
     add_eqreg_arguments(parser, defaults={"weight": 0.1})
@@ -43,20 +43,28 @@ def run(args: argparse.Namespace) -> int:
     run_args = dataclass_from_args(ClassifierArgs, args)
     eqreg = eqreg_config_from_args(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    result = train_or_report("train-classifier", lambda: train_classifier(run_args, eqreg),
-                             f"{run_args.output_dir}/model", run_args.hub_model_id)
+    result = train_or_report(
+        "train-classifier",
+        lambda: train_classifier(run_args, eqreg),
+        f"{run_args.output_dir}/model",
+        run_args.hub_model_id,
+    )
     if result is None:
         return 1
     m = result["metrics"]
     print(f"\ninput size {result['image_size']}, taps: {', '.join(result['taps']) or '(none: EQ-Reg off)'}")
     print(f"top-1 accuracy       {m.get('eval_accuracy', float('nan')):.4f}")
-    print(f"equivariance error   {m.get('eval_equiv_error', float('nan')):.4f}  (mean over taps, C"
-          f"{eqreg.group_order if eqreg.group_order > 1 else 4})")
+    print(
+        f"equivariance error   {m.get('eval_equiv_error', float('nan')):.4f}  (mean over taps, C"
+        f"{eqreg.group_order if eqreg.group_order > 1 else 4})"
+    )
     for k, v in m.items():
         if k.startswith("eval_equiv_error/"):
-            print(f"  {k[len('eval_equiv_error/'):]:<32s} {v:.4f}")
+            print(f"  {k[len('eval_equiv_error/') :]:<32s} {v:.4f}")
     if result["model_dir"]:
-        print(f"model folder: {result['model_dir']}  (push with: eqreg-hf push {result['model_dir']} USER/NAME)")
+        print(
+            f"model folder: {result['model_dir']}  (push with: eqreg-hf push {result['model_dir']} USER/NAME)"
+        )
     if result.get("hub_url"):
         print(f"pushed to https://huggingface.co/{run_args.hub_model_id}: {result['hub_url']}")
     return 0

@@ -24,15 +24,17 @@ def register(subparsers: Any) -> None:
         "train-derain",
         help="Train a derainer (fast CNN or RCDNet) with EQ-Reg on a rain benchmark.",
         description="Train a derainer with EQ-Reg; evaluates PSNR/SSIM (Y and RGB) on full held-out images "
-                    "and the layer-wise equivariance error, and saves a Hub folder (--output-dir).",
+        "and the layer-wise equivariance error, and saves a Hub folder (--output-dir).",
     )
     add_dataclass_arguments(parser.add_argument_group("training"), DerainTrainingArguments)
     add_eqreg_arguments(
         parser,
         title="EQ-Reg (see docs/derain.md, 'Choosing λ')",
         defaults={"layers": "auto", "weight": DEFAULT_WEIGHT, "distance": DEFAULT_DISTANCE},
-        help_extra={"layers": "'auto': the network's own taps, eqreg_layers(t) (RCDNet: its B-net convs; fast: "
-                              "its body convs; 'model' is the old spelling). Lists: comma-separated or JSON."},
+        help_extra={
+            "layers": "'auto': the network's own taps, eqreg_layers(t) (RCDNet: its B-net convs; fast: "
+            "its body convs; 'model' is the old spelling). Lists: comma-separated or JSON."
+        },
     )
     parser.set_defaults(func=run)
 
@@ -43,8 +45,12 @@ def run(args: argparse.Namespace) -> int:
 
     train_args = dataclass_from_args(DerainTrainingArguments, args)
     cfg = eqreg_config_from_args(args, PREFIX)
-    result = train_or_report("train-derain", lambda: train_derainer(train_args, cfg if cfg.active else None),
-                             train_args.output_dir, train_args.hub_model_id)
+    result = train_or_report(
+        "train-derain",
+        lambda: train_derainer(train_args, cfg if cfg.active else None),
+        train_args.output_dir,
+        train_args.hub_model_id,
+    )
     if result is None:
         return 1
     m = result.metrics

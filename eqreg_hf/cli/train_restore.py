@@ -31,15 +31,19 @@ def register(subparsers: Any) -> None:
         "train-restore",
         help="Train a restorer (denoise / inpaint / sr; DnCNN, strict C4/D4 or Swin2SR) with EQ-Reg.",
         description="Train a restorer on degraded photos with EQ-Reg or a baseline; evaluates PSNR/SSIM (RGB) on "
-                    "whole held-out images and the layer-wise equivariance error, and saves a Hub folder (--output-dir).",
+        "whole held-out images and the layer-wise equivariance error, and saves a Hub folder (--output-dir).",
     )
     add_dataclass_arguments(parser.add_argument_group("training"), RestoreTrainingArguments)
     add_eqreg_arguments(
-        parser, title="EQ-Reg (off unless --eqreg.weight is set)", defaults=_EQREG_DEFAULTS,
-        help_extra={"layers": "'auto': the network's own taps (DnCNN / strict nets: eqreg_layers(t)), Swin2SR's "
-                              "stage outputs. Lists: comma-separated or JSON.",
-                    "weight": "0 (the default here) trains without EQ-Reg; 'auto' with --eqreg.distance relative is "
-                              "the measured choice (docs/restoration.md)."},
+        parser,
+        title="EQ-Reg (off unless --eqreg.weight is set)",
+        defaults=_EQREG_DEFAULTS,
+        help_extra={
+            "layers": "'auto': the network's own taps (DnCNN / strict nets: eqreg_layers(t)), Swin2SR's "
+            "stage outputs. Lists: comma-separated or JSON.",
+            "weight": "0 (the default here) trains without EQ-Reg; 'auto' with --eqreg.distance relative is "
+            "the measured choice (docs/restoration.md).",
+        },
     )
     parser.set_defaults(func=run)
 
@@ -51,28 +55,44 @@ def run(args: argparse.Namespace) -> int:
     train_args = dataclass_from_args(RestoreTrainingArguments, args)
     cfg = eqreg_config_from_args(args, PREFIX)
     cfg = cfg if cfg.active else None
-    result = train_or_report("train-restore", lambda: train_restorer(train_args, cfg), train_args.output_dir,
-                             train_args.hub_model_id)
+    result = train_or_report(
+        "train-restore",
+        lambda: train_restorer(train_args, cfg),
+        train_args.output_dir,
+        train_args.hub_model_id,
+    )
     if result is None:
         return 1
-    print(_metrics_table(result.metrics, f"{train_args.model} ({method_name(train_args, cfg)}), "
-                                         f"{_degradation_words(result.degradation)}, held-out {train_args.source}"))
+    print(
+        _metrics_table(
+            result.metrics,
+            f"{train_args.model} ({method_name(train_args, cfg)}), "
+            f"{_degradation_words(result.degradation)}, held-out {train_args.source}",
+        )
+    )
     if len(result.report):
         print(result.report.table())
     print_saved(result.output_dir, result.hub_url, train_args.hub_model_id)
     return 0
 
 
-_ROWS = (("psnr", "PSNR held out (dB)", ".2f"), ("ssim", "SSIM held out", ".4f"),
-         ("degraded_psnr", "PSNR of the degraded input (dB)", ".2f"), ("train_psnr", "PSNR training images (dB)", ".2f"),
-         ("equivariance_error", "equivariance error (taps)", ".4f"),
-         ("output_equivariance_error", "equivariance error (output)", ".4f"),
-         ("train_time_s", "training time (s)", ".1f"), ("time_per_step_s", "time per step (s)", ".4f"))
+_ROWS = (
+    ("psnr", "PSNR held out (dB)", ".2f"),
+    ("ssim", "SSIM held out", ".4f"),
+    ("degraded_psnr", "PSNR of the degraded input (dB)", ".2f"),
+    ("train_psnr", "PSNR training images (dB)", ".2f"),
+    ("equivariance_error", "equivariance error (taps)", ".4f"),
+    ("output_equivariance_error", "equivariance error (output)", ".4f"),
+    ("train_time_s", "training time (s)", ".1f"),
+    ("time_per_step_s", "time per step (s)", ".4f"),
+)
 
 
 def _degradation_words(d: dict[str, Any]) -> str:
     """``denoise σ=25/255``, ``inpaint 50% missing``, ``sr ×2`` (+ the noise, when there is any)."""
-    text = {"inpaint": f"inpaint {100 * d['mask_ratio']:g}% missing", "sr": f"sr ×{d['scale']}"}.get(d["task"], d["task"])
+    text = {"inpaint": f"inpaint {100 * d['mask_ratio']:g}% missing", "sr": f"sr ×{d['scale']}"}.get(
+        d["task"], d["task"]
+    )
     return f"{text} σ={255 * d['sigma']:.3g}/255" if d["sigma"] > 0 else text
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["train_or_report", "print_saved"]
 
 
-def train_or_report(command: str, train: Callable[[], Any], folder: str | None, hub_model_id: str | None) -> Any:
+def train_or_report(
+    command: str, train: Callable[[], Any], folder: str | None, hub_model_id: str | None
+) -> Any:
     """``train()``, or None after one line on stderr when the model was trained and saved but the Hub refused the
     push (the command then exits with 1, as ``eqreg-hf push`` does)."""
     from eqreg_hf.cli import one_line
@@ -17,8 +20,11 @@ def train_or_report(command: str, train: Callable[[], Any], folder: str | None, 
     try:
         return train()
     except HubPushError as err:
-        print(f"eqreg-hf {command}: error: {one_line(err)} (the model is saved in {folder}; push it later with: "
-              f"eqreg-hf push {folder} {hub_model_id})", file=sys.stderr)
+        print(
+            f"eqreg-hf {command}: error: {one_line(err)} (the model is saved in {folder}; push it later with: "
+            f"eqreg-hf push {folder} {hub_model_id})",
+            file=sys.stderr,
+        )
         return None
 
 

@@ -26,12 +26,17 @@ from eqreg_hf.core.groups import Group
 from eqreg_hf.core.layouts import feature_to_nchw
 from eqreg_hf.core.taps import TapSpec
 
-__all__ = ["EqRegAlignmentWarning", "AlignmentTracer", "warn_misaligned", "check_tap_alignment", "window_problem"]
+__all__ = [
+    "EqRegAlignmentWarning",
+    "AlignmentTracer",
+    "warn_misaligned",
+    "check_tap_alignment",
+    "window_problem",
+]
 
 
 class EqRegAlignmentWarning(UserWarning):
     """A tapped map's sampling grid is not symmetric for this input size, so rot90 cannot be exact."""
-
 
 
 def _pair(v) -> tuple:
@@ -95,17 +100,25 @@ def _axis_step(m: _AxisMap, module: nn.Module, axis: int) -> _AxisMap | None:
         p = _pair(pad)[axis]
         d = _pair(getattr(module, "dilation", 1))[axis]
         ceil = bool(getattr(module, "ceil_mode", False))
-        return _AxisMap(m.a + m.b * (d * (k - 1) / 2 - p), m.b * s, _append(m.ops, ("conv", k, s, p, d, ceil)))
+        return _AxisMap(
+            m.a + m.b * (d * (k - 1) / 2 - p), m.b * s, _append(m.ops, ("conv", k, s, p, d, ceil))
+        )
     if _conv_like(module):  # duck-typed convolutions: e2cnn R2Conv, hand-written group convs, ...
         k = _pair(getattr(module, "kernel_size", None) or tuple(module.weight.shape[-2:]))[axis]
         s = _pair(module.stride)[axis]
         p = _pair(module.padding if not isinstance(module.padding, str) else 0)[axis]
         d = _pair(getattr(module, "dilation", 1))[axis]
-        return _AxisMap(m.a + m.b * (d * (k - 1) / 2 - p), m.b * s, _append(m.ops, ("conv", k, s, p, d, False)))
+        return _AxisMap(
+            m.a + m.b * (d * (k - 1) / 2 - p), m.b * s, _append(m.ops, ("conv", k, s, p, d, False))
+        )
     if isinstance(module, nn.ConvTranspose2d):
-        k, s, p, d = (_pair(v)[axis] for v in (module.kernel_size, module.stride, module.padding, module.dilation))
+        k, s, p, d = (
+            _pair(v)[axis] for v in (module.kernel_size, module.stride, module.padding, module.dilation)
+        )
         op_pad = _pair(module.output_padding)[axis]
-        return _AxisMap(m.a + m.b * (p - d * (k - 1) / 2) / s, m.b / s, m.ops + (("tconv", k, s, p, d, op_pad),))
+        return _AxisMap(
+            m.a + m.b * (p - d * (k - 1) / 2) / s, m.b / s, m.ops + (("tconv", k, s, p, d, op_pad),)
+        )
     if isinstance(module, nn.Upsample) and module.mode == "nearest" and module.scale_factor is not None:
         s = float(_pair(module.scale_factor)[axis])
         return _AxisMap(m.a + m.b * (0.5 / s - 0.5), m.b / s, m.ops + (("scale", s),))
@@ -122,11 +135,20 @@ def _conv_like(module: nn.Module) -> bool:
     if isinstance(module, (nn.ConvTranspose2d, nn.Conv1d, nn.Conv3d)):
         return False
     has_kernel = hasattr(module, "kernel_size") or (
-        isinstance(getattr(module, "weight", None), torch.Tensor) and module.weight.dim() == 4)
+        isinstance(getattr(module, "weight", None), torch.Tensor) and module.weight.dim() == 4
+    )
     return has_kernel and hasattr(module, "stride") and hasattr(module, "padding")
 
 
-_SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.ConvTranspose2d, nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle)
+_SPATIAL = (
+    nn.Conv2d,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.ConvTranspose2d,
+    nn.Upsample,
+    nn.PixelShuffle,
+    nn.PixelUnshuffle,
+)
 
 
 class AlignmentTracer:
@@ -146,12 +168,22 @@ class AlignmentTracer:
         self.input_hw = tuple(input_hw)
         flip_only = group is not None and group.dihedral and group.t == 1
         self.axes = (1,) if flip_only else (0, 1)
-        self.motion = ("a flip" if flip_only else "a rotation or flip" if group is not None and group.dihedral
-                       else "a 90° rotation")
+        self.motion = (
+            "a flip"
+            if flip_only
+            else "a rotation or flip"
+            if group is not None and group.dihedral
+            else "a 90° rotation"
+        )
         start = (_AxisMap(0.0, 1.0), _AxisMap(0.0, 1.0))
-        self.maps: dict[tuple[int, int], dict[tuple, tuple[_AxisMap, _AxisMap]]] = {self.input_hw: {_key(start): start}}
-        self._handles = [m.register_forward_hook(self._hook) for m in model.modules()
-                         if isinstance(m, _SPATIAL) or _conv_like(m)]
+        self.maps: dict[tuple[int, int], dict[tuple, tuple[_AxisMap, _AxisMap]]] = {
+            self.input_hw: {_key(start): start}
+        }
+        self._handles = [
+            m.register_forward_hook(self._hook)
+            for m in model.modules()
+            if isinstance(m, _SPATIAL) or _conv_like(m)
+        ]
         # A padding window transformer: warned now, before a forward that transformers may refuse.
         self.window_problem, self.window_fix = window_problem(model, self.input_hw, self.axes, self.motion)
         if self.window_problem:
@@ -224,8 +256,12 @@ def _key(maps: tuple[_AxisMap, _AxisMap]) -> tuple:
     return tuple((round(m.a, 6), round(m.b, 6)) for m in maps)
 
 
-def warn_misaligned(misaligned: list[tuple[str, tuple, tuple]], input_hw, common: tuple | None = None,
-                    motion: str = "a 90° rotation") -> None:
+def warn_misaligned(
+    misaligned: list[tuple[str, tuple, tuple]],
+    input_hw,
+    common: tuple | None = None,
+    motion: str = "a 90° rotation",
+) -> None:
     """One warning for an input size: every misaligned tap (name, map size, nearest aligned input size),
     and the nearest size that suits all taps at once (``common``); ``motion`` names what does not line up."""
     parts = []
@@ -235,9 +271,11 @@ def warn_misaligned(misaligned: list[tuple[str, tuple, tuple]], input_hw, common
     if common:
         fix = "Crop/pad inputs to " + "x".join(str(n) for n in common) + " (aligned for every tap)"
     else:
-        fix = ("No input size within ±64 px aligns every tap at once (e.g. paths with different grid offsets "
-               "meet, such as an average-pooled shortcut beside a strided conv); tap only the layers that can be "
-               "aligned")
+        fix = (
+            "No input size within ±64 px aligns every tap at once (e.g. paths with different grid offsets "
+            "meet, such as an average-pooled shortcut beside a strided conv); tap only the layers that can be "
+            "aligned"
+        )
     warnings.warn(
         f"EQ-Reg: for input size {input_hw[0]}x{input_hw[1]}, tap(s) {', '.join(parts)} are misaligned: strides/"
         f"padding make the sampling grid asymmetric, so {motion} of the map does not line up with the map of "
@@ -248,8 +286,9 @@ def warn_misaligned(misaligned: list[tuple[str, tuple, tuple]], input_hw, common
     )
 
 
-def check_tap_alignment(tracer: AlignmentTracer, specs: list[TapSpec], maps: dict[str, torch.Tensor],
-                        warn: bool = True) -> list[tuple[str, tuple, tuple | None]]:
+def check_tap_alignment(
+    tracer: AlignmentTracer, specs: list[TapSpec], maps: dict[str, torch.Tensor], warn: bool = True
+) -> list[tuple[str, tuple, tuple | None]]:
     """The taps whose map is misaligned for the tracer's input size: ``[(name, map size, nearest aligned
     input size)]``, with one :class:`EqRegAlignmentWarning` for all of them (``warn=True``).
 
@@ -282,14 +321,18 @@ def _window_model(model: nn.Module) -> nn.Module | None:
     ``pad_and_normalize``: it pads inputs to a multiple of ``config.window_size``), or None."""
     for m in model.modules():
         pads = callable(getattr(m, "pad_and_normalize", None))
-        if pads and type(m).__module__.startswith("transformers.models.swin2sr") \
-                and isinstance(getattr(getattr(m, "config", None), "window_size", None), int):
+        if (
+            pads
+            and type(m).__module__.startswith("transformers.models.swin2sr")
+            and isinstance(getattr(getattr(m, "config", None), "window_size", None), int)
+        ):
             return m
     return None
 
 
-def window_problem(model: nn.Module, input_hw: tuple[int, int], axes: tuple = (0, 1),
-                   motion: str = "a 90° rotation") -> tuple[str | None, tuple[int, int] | None]:
+def window_problem(
+    model: nn.Module, input_hw: tuple[int, int], axes: tuple = (0, 1), motion: str = "a 90° rotation"
+) -> tuple[str | None, tuple[int, int] | None]:
     """``(message, nearest input size that fixes it)`` when a padding window transformer inside ``model`` cannot be
     exact for ``input_hw`` on the ``axes`` the group moves; ``(None, None)`` when it can (or there is none).
 
@@ -307,15 +350,24 @@ def window_problem(model: nn.Module, input_hw: tuple[int, int], axes: tuple = (0
     if off:
         fix = tuple(max(w, round(n / w) * w) if i in axes else n for i, n in enumerate(hw))
         size = "x".join(map(str, fix))
-        return (f"EQ-Reg: for input size {hw[0]}x{hw[1]}, Swin2SR pads its input to a multiple of window_size={w} "
-                f"(bottom/right), which {motion} does not map onto itself, so no tapped map can line up (and "
-                f"transformers 5.x fails on such sizes). Crop inputs to {size}: sides multiples of window_size={w} "
-                "(for super-resolution the degraded, low-resolution input; the clean crop a multiple of "
-                "window_size x scale)."), fix
-    odd = sorted({m.window_size for m in base.modules()
-                  if getattr(m, "shift_size", 0) and m.window_size - m.shift_size != m.shift_size})
+        return (
+            f"EQ-Reg: for input size {hw[0]}x{hw[1]}, Swin2SR pads its input to a multiple of window_size={w} "
+            f"(bottom/right), which {motion} does not map onto itself, so no tapped map can line up (and "
+            f"transformers 5.x fails on such sizes). Crop inputs to {size}: sides multiples of window_size={w} "
+            "(for super-resolution the degraded, low-resolution input; the clean crop a multiple of "
+            "window_size x scale)."
+        ), fix
+    odd = sorted(
+        {
+            m.window_size
+            for m in base.modules()
+            if getattr(m, "shift_size", 0) and m.window_size - m.shift_size != m.shift_size
+        }
+    )
     if odd:
-        return (f"EQ-Reg: Swin2SR's shifted windows (window_size={odd[0]}, shift {odd[0] // 2}) split the token grid "
-                f"asymmetrically (an odd window_size), so {motion} of its maps cannot line up for any input size. "
-                "Build it with an even window_size."), None
+        return (
+            f"EQ-Reg: Swin2SR's shifted windows (window_size={odd[0]}, shift {odd[0] // 2}) split the token grid "
+            f"asymmetrically (an odd window_size), so {motion} of its maps cannot line up for any input size. "
+            "Build it with an even window_size."
+        ), None
     return None, None

@@ -38,25 +38,38 @@ class EqRegConfig:
 
     layers: Any = field(
         default="auto",
-        metadata={"help": "Layers to tap: 'auto', a module name, a glob pattern ('*' = one level of the dotted name, "
-                  "'**' = any depth), or a list of them; '<layer>:<index or key>' picks one tensor of a layer that "
-                  "returns a tuple or dict."},
+        metadata={
+            "help": "Layers to tap: 'auto', a module name, a glob pattern ('*' = one level of the dotted name, "
+            "'**' = any depth), or a list of them; '<layer>:<index or key>' picks one tensor of a layer that "
+            "returns a tuple or dict."
+        },
     )
     group_order: int | None = field(
-        default=None, metadata={"help": "t, the number of rotations (2, 4 exact; others interpolated): the shortcut "
-                                "for group='C<t>' (default 4; 1 = off). With group set, leave it out or give the same t."}
+        default=None,
+        metadata={
+            "help": "t, the number of rotations (2, 4 exact; others interpolated): the shortcut "
+            "for group='C<t>' (default 4; 1 = off). With group set, leave it out or give the same t."
+        },
     )
-    weight: float | str = field(default=1e-2, metadata={
-        "help": "λ, the weight of the EQ-Reg term (0 = off), or 'auto': set each step so that the EQ-Reg term is "
-                "target_share of the task loss."})
+    weight: float | str = field(
+        default=1e-2,
+        metadata={
+            "help": "λ, the weight of the EQ-Reg term (0 = off), or 'auto': set each step so that the EQ-Reg term is "
+            "target_share of the task loss."
+        },
+    )
     distance: str = field(
         default="relative",
-        metadata={"help": f"Distance d between T_k F(x) and F(R_k x): one of {DISTANCES}. 'fro' is the paper's."},
+        metadata={
+            "help": f"Distance d between T_k F(x) and F(R_k x): one of {DISTANCES}. 'fro' is the paper's."
+        },
     )
     fields: Any = field(
         default="regular",
-        metadata={"help": "Field type of tapped maps: 'regular' (rotate + cyclic channel shift), 'trivial' "
-                  "(rotate only), or a dict {layer or glob: type}."},
+        metadata={
+            "help": "Field type of tapped maps: 'regular' (rotate + cyclic channel shift), 'trivial' "
+            "(rotate only), or a dict {layer or glob: type}."
+        },
     )
     layer_weights: Any = field(
         default=None, metadata={"help": "Optional dict {layer or glob: weight} (default 1 for every tap)."}
@@ -71,39 +84,60 @@ class EqRegConfig:
     image_key: str = field(default="pixel_values", metadata={"help": "Key of the image in dict batches."})
     rotate_targets: bool = field(
         default=True,
-        metadata={"help": "Apply the task loss to the rotated half too (image targets rotated, labels "
-                  "copied). False: task loss on the original half only."},
+        metadata={
+            "help": "Apply the task loss to the rotated half too (image targets rotated, labels "
+            "copied). False: task loss on the original half only."
+        },
     )
     layouts: Any = field(
         default="auto",
-        metadata={"help": f"Layout of tapped outputs: one of {TAP_LAYOUTS} or a dict {{layer or glob: layout}}. "
-                  "'auto': 4-D = NCHW, 3-D = tokens."},
+        metadata={
+            "help": f"Layout of tapped outputs: one of {TAP_LAYOUTS} or a dict {{layer or glob: layout}}. "
+            "'auto': 4-D = NCHW, 3-D = tokens."
+        },
     )
     prefix_tokens: Any = field(
         default=None,
-        metadata={"help": "Number of class/register tokens before the patch tokens (None: inferred), "
-                  "int or dict {layer or glob: int}."},
+        metadata={
+            "help": "Number of class/register tokens before the patch tokens (None: inferred), "
+            "int or dict {layer or glob: int}."
+        },
     )
     interpolation: str = field(
-        default="bilinear", metadata={"help": "grid_sample mode for non-90° rotations: 'bilinear' or 'nearest'."}
+        default="bilinear",
+        metadata={"help": "grid_sample mode for non-90° rotations: 'bilinear' or 'nearest'."},
     )
     eps: float = field(default=1e-8, metadata={"help": "Stabiliser of the 'relative' distance."})
     capture: str = field(
         default="auto",
-        metadata={"help": "How tapped outputs are kept for backward: 'reference' as returned (fastest), 'clone' "
-                  "copied (safe against in-place ops after a tap), 'recompute' keeps only the input of tapped "
-                  "Conv2d/Linear layers and recomputes their output in backward (one map less per tap: "
-                  "least memory, one extra conv per tap), 'auto' = 'clone' if the model holds an in-place "
-                  "module, else 'reference'."},
+        metadata={
+            "help": "How tapped outputs are kept for backward: 'reference' as returned (fastest), 'clone' "
+            "copied (safe against in-place ops after a tap), 'recompute' keeps only the input of tapped "
+            "Conv2d/Linear layers and recomputes their output in backward (one map less per tap: "
+            "least memory, one extra conv per tap), 'auto' = 'clone' if the model holds an in-place "
+            "module, else 'reference'."
+        },
     )
 
-    target_share: float = field(default=0.05, metadata={
-        "help": "weight='auto': the share of the task loss the EQ-Reg term is held at (0.05 = 5 %)."})
-    auto_warmup: float = field(default=0.1, metadata={
-        "help": "weight='auto': steps over which the share ramps up from 0 (int), or a fraction of max_steps (< 1)."})
-    group: str | None = field(default=None, metadata={
-        "help": "The symmetry group: 'C<t>' (t rotations) or 'D<t>' (t rotations and t mirror images, e.g. 'D4': "
-                "the 8 symmetries of a square). Default: C<group_order>."})
+    target_share: float = field(
+        default=0.05,
+        metadata={
+            "help": "weight='auto': the share of the task loss the EQ-Reg term is held at (0.05 = 5 %)."
+        },
+    )
+    auto_warmup: float = field(
+        default=0.1,
+        metadata={
+            "help": "weight='auto': steps over which the share ramps up from 0 (int), or a fraction of max_steps (< 1)."
+        },
+    )
+    group: str | None = field(
+        default=None,
+        metadata={
+            "help": "The symmetry group: 'C<t>' (t rotations) or 'D<t>' (t rotations and t mirror images, e.g. 'D4': "
+            "the 8 symmetries of a square). Default: C<group_order>."
+        },
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.layers, tuple):
@@ -113,7 +147,11 @@ class EqRegConfig:
     def validate(self) -> None:
         self._resolve_group()
         check_fields(self)  # types and ranges of the other fields (core/config_checks.py)
-        if not isinstance(self.group_order, int) or isinstance(self.group_order, bool) or self.group_order < 1:
+        if (
+            not isinstance(self.group_order, int)
+            or isinstance(self.group_order, bool)
+            or self.group_order < 1
+        ):
             raise ValueError(
                 f"group_order={self.group_order!r} is not valid: use a positive integer "
                 "(1 = off, 2 or 4 for exact 90° rotations, 8, 16, ... for interpolated ones)."
@@ -121,8 +159,10 @@ class EqRegConfig:
         if self.distance not in DISTANCES:
             raise ValueError(f"Unknown distance {self.distance!r}. Choose between {list(DISTANCES)}.")
         if self.weight != "auto" and not (is_finite_number(self.weight) and self.weight >= 0):
-            raise ValueError(f"weight={self.weight!r} is not valid: give a finite number >= 0 (0 turns EQ-Reg off) "
-                             "or 'auto' (λ set each step to hold the EQ-Reg term at target_share of the task loss).")
+            raise ValueError(
+                f"weight={self.weight!r} is not valid: give a finite number >= 0 (0 turns EQ-Reg off) "
+                "or 'auto' (λ set each step to hold the EQ-Reg term at target_share of the task loss)."
+            )
         _check_number("target_share", self.target_share, low=0.0, low_open=True)
         _check_warmup(self.auto_warmup, name="auto_warmup")
         _check_choice("fields", self.fields, FIELD_TYPES)
@@ -145,7 +185,8 @@ class EqRegConfig:
             raise ValueError(
                 f"group={self.group!r} and group_order={self.group_order!r} disagree: group_order=t is the shortcut for "
                 f"group='C<t>'. Give one of them, e.g. EqRegConfig(group={spec.name!r}) or "
-                f"EqRegConfig(group_order={self.group_order!r}), or the same t in both.")
+                f"EqRegConfig(group_order={self.group_order!r}), or the same t in both."
+            )
         self.group, self.group_order = spec.name, spec.t
 
     @property
@@ -167,7 +208,7 @@ class EqRegConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "EqRegConfig":
+    def from_dict(cls, data: dict[str, Any]) -> EqRegConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -182,7 +223,7 @@ class EqRegConfig:
         return atomic_write_text(os.path.join(os.fspath(directory), CONFIG_NAME), self.to_json_string())
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> "EqRegConfig":
+    def from_pretrained(cls, path: str | os.PathLike) -> EqRegConfig:
         """Read a config from a folder holding ``eqreg_config.json`` or from the JSON file itself."""
         path = os.fspath(path)
         if os.path.isdir(path):
@@ -198,4 +239,6 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     values = value.values() if isinstance(value, dict) else [value]
     for v in values:
         if v not in choices:
-            raise ValueError(f"Unknown {name} value {v!r}. Choose between {list(choices)} (or a dict of them).")
+            raise ValueError(
+                f"Unknown {name} value {v!r}. Choose between {list(choices)} (or a dict of them)."
+            )

@@ -12,14 +12,25 @@ import torch
 
 from eqreg_hf.core.layouts import transform_feature
 
-__all__ = ["DISTANCES", "equivariance_distance", "ExactDistance", "batched_exact_distance", "SMALL_MAP",
-           "is_dense", "views_of"]
+__all__ = [
+    "DISTANCES",
+    "equivariance_distance",
+    "ExactDistance",
+    "batched_exact_distance",
+    "SMALL_MAP",
+    "is_dense",
+    "views_of",
+]
 
 DISTANCES = ("fro", "mse", "relative")
 
 
 def equivariance_distance(
-    a: torch.Tensor, b: torch.Tensor, distance: str = "relative", mask: torch.Tensor | None = None, eps: float = 1e-8
+    a: torch.Tensor,
+    b: torch.Tensor,
+    distance: str = "relative",
+    mask: torch.Tensor | None = None,
+    eps: float = 1e-8,
 ) -> torch.Tensor:
     """Distance between ``a = T_k F(x)`` and ``b = F(R_k x)`` over the whole batch, in float32.
 
@@ -102,7 +113,9 @@ class ExactDistance(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, src_a, src_b, pick, k, t, field, layout, distance, eps, remake=None, source=None, pair=None):
+    def forward(
+        ctx, src_a, src_b, pick, k, t, field, layout, distance, eps, remake=None, source=None, pair=None
+    ):
         shared = src_b is None
         flip = isinstance(k, tuple) and k[0] == 1
         k = k if flip or not isinstance(k, tuple) else int(k[1])
@@ -115,7 +128,10 @@ class ExactDistance(torch.autograd.Function):
             else:
                 rb = _groups(_spatial(b, -k, t, layout), t, field)  # T_{-k} b without its channel roll
                 ag = _groups(a32, t, field)
-                sq = sum(torch.dist(ag[:, :, dst], rb[:, :, src]).square() for dst, src in _roll_pairs(t, -k, field))
+                sq = sum(
+                    torch.dist(ag[:, :, dst], rb[:, :, src]).square()
+                    for dst, src in _roll_pairs(t, -k, field)
+                )
                 del rb
             n = a.numel()
             denom = None
@@ -133,8 +149,12 @@ class ExactDistance(torch.autograd.Function):
         else:  # the views of the captured map(s): no copy, and backward need not make them again
             ctx.save_for_backward(a, b)
         ctx.remake, ctx.pick = remake, pick
-        ctx.src_meta = (src_a.shape, src_a.dtype, src_a.stride(), None if shared else
-                        (src_b.shape, src_b.dtype, src_b.stride()))
+        ctx.src_meta = (
+            src_a.shape,
+            src_a.dtype,
+            src_a.stride(),
+            None if shared else (src_b.shape, src_b.dtype, src_b.stride()),
+        )
         ctx.cfg = (k, t, field, layout, distance, n)
         ctx.scalars = (value.detach(), denom)  # 0-dim tensors: no device sync here or in backward
         return value
@@ -178,7 +198,9 @@ def _grad_buffer(meta, covered: int, device) -> torch.Tensor:
 
 def _write_grad(out, x, other, k, alpha, beta, t, field, layout) -> None:
     """``out = alpha * x - beta * T_k other`` for the permutation T_k, written into the view ``out``."""
-    target = out if out.dtype == torch.float32 else torch.empty(out.shape, dtype=torch.float32, device=out.device)
+    target = (
+        out if out.dtype == torch.float32 else torch.empty(out.shape, dtype=torch.float32, device=out.device)
+    )
     r = _groups(_spatial(other, k, t, layout), t, field)
     xg, og = _groups(x.float(), t, field), _groups(target, t, field)
     for dst, src in _roll_pairs(t, k, field):
@@ -195,7 +217,9 @@ def _transform_exact(x, g, t, field, layout) -> torch.Tensor:
 
 def _write_flip_grad(out, x, other, g, alpha, beta, t, field, layout) -> None:
     """``out = alpha * x - beta * T_g other`` for a flip-rotation g, written into the view ``out``."""
-    target = out if out.dtype == torch.float32 else torch.empty(out.shape, dtype=torch.float32, device=out.device)
+    target = (
+        out if out.dtype == torch.float32 else torch.empty(out.shape, dtype=torch.float32, device=out.device)
+    )
     torch.mul(x.float(), alpha, out=target)
     target.addcmul_(_transform_exact(other, g, t, field, layout), beta, value=-1.0)
     if target is not out:
@@ -229,7 +253,6 @@ def _sq_norm(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x, dtype=dtype).square()
 
 
-
 def is_dense(x: torch.Tensor) -> bool:
     """True when x is non-overlapping and dense (``empty_like`` keeps exactly such strides), so a gradient
     buffer with x's strides holds one element per position and ``pick`` views it as it views x."""
@@ -239,4 +262,3 @@ def is_dense(x: torch.Tensor) -> bool:
 def views_of(base: torch.Tensor, *views: torch.Tensor) -> bool:
     ptr = base.untyped_storage().data_ptr()
     return all(v.untyped_storage().data_ptr() == ptr for v in views)
-

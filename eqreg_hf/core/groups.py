@@ -90,7 +90,8 @@ def as_group(group: Any) -> Group:
             return Group(text[0] in "Dd", int(text[1:]))
     raise ValueError(
         f"group={group!r} is not valid: use 'C<t>' (the t rotations by multiples of 360°/t) or 'D<t>' (those and "
-        "their t mirror images), t a positive integer, e.g. 'C4' or 'D4'; a plain integer t means 'C<t>'.")
+        "their t mirror images), t a positive integer, e.g. 'C4' or 'D4'; a plain integer t means 'C<t>'."
+    )
 
 
 def as_element(g: Any, group: Any = None) -> GroupElement:
@@ -101,15 +102,23 @@ def as_element(g: Any, group: Any = None) -> GroupElement:
     t = as_group(group).t if group is not None else None
     if hasattr(g, "__index__") and not isinstance(g, bool) and not (torch.is_tensor(g) and g.dim() > 0):
         f, k = 0, int(g.__index__())
-    elif isinstance(g, (tuple, list)) and len(g) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
-                                                              for v in g) and g[0] in (0, 1):
+    elif (
+        isinstance(g, (tuple, list))
+        and len(g) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in g)
+        and g[0] in (0, 1)
+    ):
         f, k = int(g[0]), int(g[1])
     else:
-        raise ValueError(f"Group element {g!r} is not valid: give an int k (rotation by k steps) or a pair (f, k) "
-                         "with f in {0, 1} (f = 1: flip the width axis first, then rotate by k steps).")
+        raise ValueError(
+            f"Group element {g!r} is not valid: give an int k (rotation by k steps) or a pair (f, k) "
+            "with f in {0, 1} (f = 1: flip the width axis first, then rotate by k steps)."
+        )
     if f and isinstance(group, (str, Group)) and not as_group(group).dihedral:
-        raise ValueError(f"Group element {g!r} has a flip, but {as_group(group).name} has rotations only: "
-                         f"use group='D{t}' or an element (0, k).")
+        raise ValueError(
+            f"Group element {g!r} has a flip, but {as_group(group).name} has rotations only: "
+            f"use group='D{t}' or an element (0, k)."
+        )
     return GroupElement(f, k % t if t else k)
 
 
@@ -141,8 +150,10 @@ def _t(group_order: Any) -> int:
     if isinstance(group_order, (str, Group)):
         return as_group(group_order).t
     if not isinstance(group_order, int) or group_order < 1:
-        raise ValueError(f"group_order={group_order!r} must be a positive integer (1, 2, 4, 8, ...) or a group name "
-                         "such as 'C4' or 'D4'.")
+        raise ValueError(
+            f"group_order={group_order!r} must be a positive integer (1, 2, 4, 8, ...) or a group name "
+            "such as 'C4' or 'D4'."
+        )
     return group_order
 
 
@@ -186,8 +197,11 @@ def check_regular_channels(name: str | None, channels: int, group_order: Any, hi
     if not regular_channels_ok(channels, group_order):
         key = name or "<layer>"
         group = as_group(group_order)
-        what = (f"divisible by {group.size} (a regular {group.name} field has 2t = {group.size} channels)"
-                if group.dihedral else f"divisible by group_order={group_order}")
+        what = (
+            f"divisible by {group.size} (a regular {group.name} field has 2t = {group.size} channels)"
+            if group.dihedral
+            else f"divisible by group_order={group_order}"
+        )
         raise ValueError(
             f"{f'Tap {name!r}' if name else 'A regular feature map'} has {channels} channels, not {what}, so it cannot "
             f"hold regular fields. Choose other layers, mark it trivial (fields={{'{key}': 'trivial'}}), or change "
@@ -229,9 +243,7 @@ def _rotate_interp(x: torch.Tensor, angle: float, mode: str) -> torch.Tensor:
     # counter-clockwise turn on screen is clockwise in (x, y) maths coordinates; this matches rot90.
     src_x = cos * xx - sin * yy
     src_y = sin * xx + cos * yy
-    grid = torch.stack(
-        (src_x / max((w - 1) / 2, 0.5), src_y / max((h - 1) / 2, 0.5)), dim=-1
-    ).to(flat.dtype)
+    grid = torch.stack((src_x / max((w - 1) / 2, 0.5), src_y / max((h - 1) / 2, 0.5)), dim=-1).to(flat.dtype)
     grid = grid.unsqueeze(0).expand(n, h, w, 2)
     out = F.grid_sample(flat, grid, mode=mode, padding_mode="zeros", align_corners=True)
     return out.reshape(shape) if x.dim() != 4 else out
@@ -277,9 +289,9 @@ def shift_channels(f: torch.Tensor, k: Any, group_order: Any, dim: int = 1) -> t
     dim = dim % f.dim()
     shape = f.shape
     if not flip:  # the two halves of a D_t field are rolled alike, so the C_t view serves both groups
-        g = f.reshape(*shape[:dim], c // t, t, *shape[dim + 1:])
+        g = f.reshape(*shape[:dim], c // t, t, *shape[dim + 1 :])
         return g.roll(k, dims=dim + 1).reshape(shape)
-    g = f.reshape(*shape[:dim], c // (2 * t), 2, t, *shape[dim + 1:])
+    g = f.reshape(*shape[:dim], c // (2 * t), 2, t, *shape[dim + 1 :])
     # swap the halves and reverse r (r <- t-1-r), then roll by k+1: r <- (k - r) mod t
     return g.flip((dim + 1, dim + 2)).roll(k + 1, dims=dim + 2).reshape(shape)
 
@@ -325,9 +337,9 @@ def rotation_mask(h: int, w: int, device=None, dtype=torch.float32, margin: floa
     return ((yy**2 + xx**2) <= radius**2 + 1e-6).to(dtype)
 
 
-
-def sample_k(group_order: Any, generator: torch.Generator, include_identity: bool = False,
-             allowed: list | None = None) -> Any:
+def sample_k(
+    group_order: Any, generator: torch.Generator, include_identity: bool = False, allowed: list | None = None
+) -> Any:
     """Draw a group element from ``generator``, uniform over the group (paper) or its non-identity elements (default).
 
     ``group_order``: t (C_t: an int k out) or a group name (``"D4"``: a :class:`GroupElement` out; ``"C4"``: an int).
@@ -339,7 +351,10 @@ def sample_k(group_order: Any, generator: torch.Generator, include_identity: boo
     else:
         choices = list(range(0 if include_identity else 1, group_order))
     if not choices:
-        return 0 if not isinstance(group_order, (str, Group)) or not as_group(group_order).dihedral \
+        return (
+            0
+            if not isinstance(group_order, (str, Group)) or not as_group(group_order).dihedral
             else GroupElement(0, 0)
+        )
     idx = int(torch.randint(len(choices), (1,), generator=generator).item())
     return choices[idx]

@@ -40,9 +40,13 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = 2, sort_keys: bool = False) -> str:
+def atomic_write_json(
+    path: str | os.PathLike, data: Any, indent: int | None = 2, sort_keys: bool = False
+) -> str:
     """Write ``data`` as JSON (tensors/arrays as lists, other odd values as text) through :func:`atomic_write_text`."""
-    return atomic_write_text(path, json.dumps(data, indent=indent, sort_keys=sort_keys, default=_jsonable) + "\n")
+    return atomic_write_text(
+        path, json.dumps(data, indent=indent, sort_keys=sort_keys, default=_jsonable) + "\n"
+    )
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> str:
@@ -61,16 +65,22 @@ def check_output_dir(path: str | os.PathLike, what: str = "output_dir") -> str:
     file, or a folder without write permission. Returns the absolute path (the folder is not created)."""
     target = os.path.abspath(os.fspath(path))
     if os.path.exists(target) and not os.path.isdir(target):
-        raise ValueError(f"{what}={os.fspath(path)!r} is an existing file, not a folder: give a folder path (created "
-                         "if missing), or move the file away.")
+        raise ValueError(
+            f"{what}={os.fspath(path)!r} is an existing file, not a folder: give a folder path (created "
+            "if missing), or move the file away."
+        )
     parent = target
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
-        raise ValueError(f"{what}={os.fspath(path)!r} cannot be created: {parent!r} is a file. Give a folder path "
-                         "whose parents are folders.")
+        raise ValueError(
+            f"{what}={os.fspath(path)!r} cannot be created: {parent!r} is a file. Give a folder path "
+            "whose parents are folders."
+        )
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{what}={os.fspath(path)!r}: {parent!r} is not writable. Give a folder you can write to.")
+        raise ValueError(
+            f"{what}={os.fspath(path)!r}: {parent!r} is not writable. Give a folder you can write to."
+        )
     return target
 
 
@@ -79,8 +89,10 @@ def check_output_file(path: str | os.PathLike, what: str = "output") -> str:
     whose folder cannot be created. Returns the absolute path."""
     target = os.path.abspath(os.fspath(path))
     if os.path.isdir(target):
-        raise ValueError(f"{what}={os.fspath(path)!r} is a folder: give a file path, e.g. "
-                         f"{os.path.join(os.fspath(path), 'report')!r} plus an extension.")
+        raise ValueError(
+            f"{what}={os.fspath(path)!r} is a folder: give a file path, e.g. "
+            f"{os.path.join(os.fspath(path), 'report')!r} plus an extension."
+        )
     check_output_dir(os.path.dirname(target), what=f"the folder of {what}")
     return target
 

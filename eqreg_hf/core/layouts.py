@@ -15,14 +15,23 @@ import torch
 from eqreg_hf.core.groups import rotate_features, shift_channels, swaps_hw
 from eqreg_hf.core.taps import TapSpec
 
-__all__ = ["LAYOUT_NAMES", "to_nchw", "from_nchw", "infer_prefix_and_grid", "feature_to_nchw", "transform_feature",
-           "check_rotated_shape"]
+__all__ = [
+    "LAYOUT_NAMES",
+    "to_nchw",
+    "from_nchw",
+    "infer_prefix_and_grid",
+    "feature_to_nchw",
+    "transform_feature",
+    "check_rotated_shape",
+]
 
 # What a layout resolves to ("auto" picks by dimension: 4-D NCHW, 3-D tokens, 2-D vector).
 LAYOUT_NAMES = ("nchw", "nhwc", "tokens", "vector")
 
 
-def to_nchw(f: torch.Tensor, layout: str, prefix_tokens: int = 0, grid: tuple[int, int] | None = None) -> torch.Tensor:
+def to_nchw(
+    f: torch.Tensor, layout: str, prefix_tokens: int = 0, grid: tuple[int, int] | None = None
+) -> torch.Tensor:
     """Bring a tapped output into NCHW: ``"nchw"`` as is, ``"nhwc"`` permuted, ``"tokens"`` ``[B, N, D]``
     with ``prefix_tokens`` class/register tokens dropped and the rest reshaped to the ``grid`` (h, w)."""
     if layout == "nchw":
@@ -58,9 +67,10 @@ def from_nchw(f: torch.Tensor, layout: str, prefix: torch.Tensor | None = None) 
     raise ValueError(f"Unknown layout {layout!r}. Choose between {list(LAYOUT_NAMES[:3])}.")
 
 
-
 @functools.lru_cache(maxsize=256)
-def infer_prefix_and_grid(n: int, input_hw: tuple[int, int], prefix: int | None) -> tuple[int, tuple[int, int]]:
+def infer_prefix_and_grid(
+    n: int, input_hw: tuple[int, int], prefix: int | None
+) -> tuple[int, tuple[int, int]]:
     """Split N tokens into prefix tokens and an h×w patch grid with the input's aspect ratio."""
     H, W = input_hw
     candidates = [prefix] if prefix is not None else range(0, min(n, 17))
@@ -78,9 +88,7 @@ def infer_prefix_and_grid(n: int, input_hw: tuple[int, int], prefix: int | None)
     )
 
 
-def feature_to_nchw(
-    f: torch.Tensor, spec: TapSpec, input_hw: tuple[int, int]
-) -> tuple[torch.Tensor, str]:
+def feature_to_nchw(f: torch.Tensor, spec: TapSpec, input_hw: tuple[int, int]) -> tuple[torch.Tensor, str]:
     """Bring one tapped output to NCHW (or ``[B, D]`` vectors); returns (tensor, resolved layout)."""
     layout = spec.layout
     if layout == "auto":
@@ -88,7 +96,8 @@ def feature_to_nchw(
         if layout is None:
             raise ValueError(
                 f"Tap {spec.name!r} returned a {f.dim()}-D tensor {tuple(f.shape)}; EQ-Reg handles NCHW/NHWC maps, "
-                "[B, N, D] tokens and [B, D] vectors. Set layouts={'%s': ...} or tap another layer." % spec.name
+                "[B, N, D] tokens and [B, D] vectors. Set layouts={'%s': ...} or tap another layer."
+                % spec.name
             )
     if layout == "vector":
         return f, layout
@@ -98,15 +107,18 @@ def feature_to_nchw(
     return to_nchw(f, layout), layout
 
 
-def transform_feature(f: torch.Tensor, k: int, group_order: int, field: str, layout: str, mode: str) -> torch.Tensor:
+def transform_feature(
+    f: torch.Tensor, k: int, group_order: int, field: str, layout: str, mode: str
+) -> torch.Tensor:
     """T_k on an NCHW map or a ``[B, D]`` vector (regular: cyclic channel shift; trivial: nothing)."""
     if layout == "vector":
         return shift_channels(f, k, group_order, dim=1) if field == "regular" else f
     return rotate_features(f, k, group_order, field=field, mode=mode)
 
 
-def check_rotated_shape(name: str, a: torch.Tensor, b: torch.Tensor, ta: torch.Tensor | None, layout: str, k: int,
-                         t: int) -> None:
+def check_rotated_shape(
+    name: str, a: torch.Tensor, b: torch.Tensor, ta: torch.Tensor | None, layout: str, k: int, t: int
+) -> None:
     """``T_k F(x)`` must have the shape of ``F(R_k x)``; for exact turns the rotated map is not materialised."""
     if ta is not None:
         expected = tuple(ta.shape)
@@ -117,4 +129,5 @@ def check_rotated_shape(name: str, a: torch.Tensor, b: torch.Tensor, ta: torch.T
     if expected != tuple(b.shape):
         raise RuntimeError(
             f"Tap {name!r}: T_k F(x) has shape {expected} but F(R_k x) has {tuple(b.shape)}; the layer's output does "
-            "not rotate with the input (check layouts/prefix_tokens).")
+            "not rotate with the input (check layouts/prefix_tokens)."
+        )

@@ -15,8 +15,15 @@ from torch import nn
 
 from eqreg_hf.core.alignment import AlignmentTracer, check_tap_alignment
 from eqreg_hf.core.config import EqRegConfig
-from eqreg_hf.core.groups import (as_element, check_regular_channels, is_exact, is_identity, regular_channels_ok,
-                                  rotate_image, rotation_mask)
+from eqreg_hf.core.groups import (
+    as_element,
+    check_regular_channels,
+    is_exact,
+    is_identity,
+    regular_channels_ok,
+    rotate_image,
+    rotation_mask,
+)
 from eqreg_hf.core.io import save_figure
 from eqreg_hf.core.layouts import feature_to_nchw, transform_feature
 from eqreg_hf.core.selection import resolve_taps
@@ -28,9 +35,16 @@ __all__ = ["equivariance_error", "EquivarianceReport"]
 class EquivarianceReport(dict):
     """``{layer: relative equivariance error}`` with a text table, a plot and the run's settings."""
 
-    def __init__(self, errors: dict[str, float], group_order: int, input_hw: tuple[int, int], ks: list,
-                 per_k: dict[str, dict] | None = None, group: str | None = None,
-                 misaligned: dict[str, tuple | None] | None = None):
+    def __init__(
+        self,
+        errors: dict[str, float],
+        group_order: int,
+        input_hw: tuple[int, int],
+        ks: list,
+        per_k: dict[str, dict] | None = None,
+        group: str | None = None,
+        misaligned: dict[str, tuple | None] | None = None,
+    ):
         super().__init__(errors)
         # {tap: nearest aligned input size or None}: taps whose sampling grid does not line up for this input
         # size (the alignment check of training), so their error cannot reach 0 even for an equivariant layer
@@ -48,16 +62,25 @@ class EquivarianceReport(dict):
         return float(sum(vals) / len(vals)) if vals else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"group": self.group, "group_order": self.group_order, "input_hw": list(self.input_hw),
-                "ks": [list(k) if isinstance(k, tuple) else k for k in self.ks],
-                "errors": dict(self), "mean": self.mean,
-                "misaligned": {n: list(v) if v else None for n, v in self.misaligned.items()}}
+        return {
+            "group": self.group,
+            "group_order": self.group_order,
+            "input_hw": list(self.input_hw),
+            "ks": [list(k) if isinstance(k, tuple) else k for k in self.ks],
+            "errors": dict(self),
+            "mean": self.mean,
+            "misaligned": {n: list(v) if v else None for n, v in self.misaligned.items()},
+        }
 
     def table(self) -> str:
         """A plain-text table, one row per layer, with a bar for the eye."""
         width = max([len(n) for n in self] + [11])
-        lines = [f"Equivariance error ({self.group}, input {self.input_hw[0]}x{self.input_hw[1]}, "
-                 f"{_elements_text(self.ks)})", f"{'layer':<{width}}  rel. error", "-" * (width + 32)]
+        lines = [
+            f"Equivariance error ({self.group}, input {self.input_hw[0]}x{self.input_hw[1]}, "
+            f"{_elements_text(self.ks)})",
+            f"{'layer':<{width}}  rel. error",
+            "-" * (width + 32),
+        ]
         for name, err in self.items():
             bar = "#" * min(20, int(round(err * 20 / 1.5)))
             mark = "  (misaligned)" if name in self.misaligned else ""
@@ -65,17 +88,27 @@ class EquivarianceReport(dict):
         lines.append(f"{'mean (taps)':<{width}}  {self.mean:10.4f}")
         if self.misaligned:
             near = {v for v in self.misaligned.values() if v and None not in v}
-            fix = (f"; input size(s) {', '.join('x'.join(map(str, v)) for v in sorted(near))} would align them"
-                   if near else "")
-            lines.append(f"warning: misaligned for input {self.input_hw[0]}x{self.input_hw[1]}: "
-                         f"{', '.join(self.misaligned)} (strides/padding make the sampling grid asymmetric, so their "
-                         f"error cannot reach 0 even for an equivariant layer){fix}.")
+            fix = (
+                f"; input size(s) {', '.join('x'.join(map(str, v)) for v in sorted(near))} would align them"
+                if near
+                else ""
+            )
+            lines.append(
+                f"warning: misaligned for input {self.input_hw[0]}x{self.input_hw[1]}: "
+                f"{', '.join(self.misaligned)} (strides/padding make the sampling grid asymmetric, so their "
+                f"error cannot reach 0 even for an equivariant layer){fix}."
+            )
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.table()
 
-    def plot(self, path: str | os.PathLike, title: str | None = None, others: dict[str, "EquivarianceReport"] | None = None) -> str:
+    def plot(
+        self,
+        path: str | os.PathLike,
+        title: str | None = None,
+        others: dict[str, EquivarianceReport] | None = None,
+    ) -> str:
         """Save a PNG of error per layer (``others`` adds one line per named report, same layers)."""
         import matplotlib
 
@@ -137,8 +170,15 @@ def equivariance_error(
         >>> sorted(rep), rep.mean > 0.1
         (['0', '2'], True)
     """
-    cfg = EqRegConfig(layers=layers, group_order=group_order, fields=fields, layouts=layouts,
-                      prefix_tokens=prefix_tokens, weight=1.0, group=group)
+    cfg = EqRegConfig(
+        layers=layers,
+        group_order=group_order,
+        fields=fields,
+        layouts=layouts,
+        prefix_tokens=prefix_tokens,
+        weight=1.0,
+        group=group,
+    )
     grp = cfg.group_spec
     specs = resolve_taps(model, cfg) if grp.size > 1 else []
     ks, group_order = _elements(grp, ks)
@@ -154,7 +194,10 @@ def equivariance_error(
     if include_output:
         per_k["output"] = {}
     try:
-        with FeatureTaps(model, specs, clone=True) as taps, AlignmentTracer(model, tuple(x.shape[-2:]), grp) as tracer:
+        with (
+            FeatureTaps(model, specs, clone=True) as taps,
+            AlignmentTracer(model, tuple(x.shape[-2:]), grp) as tracer,
+        ):
             taps.arm()
             out0 = first_tensor(run(x))
             base = taps.take()
@@ -167,8 +210,15 @@ def equivariance_error(
                 rot = taps.take()
                 for spec in specs:
                     if spec.name in per_k:
-                        err = _tap_error(spec, base[spec.name][0][1], rot[spec.name][0][1], k, group_order,
-                                         tuple(x.shape[-2:]), tuple(xr.shape[-2:]))
+                        err = _tap_error(
+                            spec,
+                            base[spec.name][0][1],
+                            rot[spec.name][0][1],
+                            k,
+                            group_order,
+                            tuple(x.shape[-2:]),
+                            tuple(xr.shape[-2:]),
+                        )
                         if err is None:
                             per_k.pop(spec.name)
                         else:
@@ -178,8 +228,15 @@ def equivariance_error(
     finally:
         model.train(was_training)
     errors = {n: sum(v.values()) / len(v) for n, v in per_k.items() if v}
-    return EquivarianceReport(errors, grp.t, tuple(x.shape[-2:]), ks, per_k, grp.name,
-                              {n: near for n, _, near in misaligned if n in errors})
+    return EquivarianceReport(
+        errors,
+        grp.t,
+        tuple(x.shape[-2:]),
+        ks,
+        per_k,
+        grp.name,
+        {n: near for n, _, near in misaligned if n in errors},
+    )
 
 
 def _elements(grp, ks: list | None) -> tuple[list, Any]:
@@ -193,8 +250,15 @@ def _elements(grp, ks: list | None) -> tuple[list, Any]:
     return [g for g in elements if not is_identity(g)], grp
 
 
-def _tap_error(spec: TapSpec, f: torch.Tensor, f_rot: torch.Tensor, k: int, group_order: int,
-               hw: tuple[int, int], rot_hw: tuple[int, int]) -> float | None:
+def _tap_error(
+    spec: TapSpec,
+    f: torch.Tensor,
+    f_rot: torch.Tensor,
+    k: int,
+    group_order: int,
+    hw: tuple[int, int],
+    rot_hw: tuple[int, int],
+) -> float | None:
     """Relative error of one tap for one k; None for an auto-chosen tap that cannot hold regular fields."""
     a, layout = feature_to_nchw(f, spec, hw)
     b, _ = feature_to_nchw(f_rot, spec, rot_hw)
@@ -215,8 +279,10 @@ def _output_error(out: torch.Tensor, out_rot: torch.Tensor, k: int, group_order:
 
 def _rel(a: torch.Tensor, b: torch.Tensor, masked: bool) -> float:
     if a.shape != b.shape:
-        raise RuntimeError(f"Rotated map has shape {tuple(b.shape)}, expected {tuple(a.shape)}: the layer does not "
-                           "rotate with the input (misaligned strides, or a wrong layout).")
+        raise RuntimeError(
+            f"Rotated map has shape {tuple(b.shape)}, expected {tuple(a.shape)}: the layer does not "
+            "rotate with the input (misaligned strides, or a wrong layout)."
+        )
     if masked:
         mask = rotation_mask(a.shape[-2], a.shape[-1], device=a.device)
         a, b = a * mask, b * mask
@@ -227,5 +293,7 @@ def _elements_text(ks: list) -> str:
     """``k in [1, 2, 3]`` for rotations; ``g in [r1, r2, r3, s, s·r1, ...]`` when flips are among them."""
     if all(not getattr(g, "flip", 0) for g in ks):
         return f"k in {[getattr(g, 'k', g) for g in ks]}"
-    names = [("s" if g.flip else "") + ("·" if g.flip and g.k else "") + (f"r{g.k}" if g.k else "") for g in ks]
+    names = [
+        ("s" if g.flip else "") + ("·" if g.flip and g.k else "") + (f"r{g.k}" if g.k else "") for g in ks
+    ]
     return "g in [" + ", ".join(names) + "] (r: one rotation step, s: the flip)"

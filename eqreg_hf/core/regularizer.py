@@ -20,10 +20,25 @@ from torch import nn
 
 from eqreg_hf.core.alignment import AlignmentTracer, check_tap_alignment
 from eqreg_hf.core.config import EqRegConfig
-from eqreg_hf.core.distance import (SMALL_MAP, ExactDistance, batched_exact_distance, equivariance_distance, is_dense,
-                                    views_of)
-from eqreg_hf.core.groups import (as_element, check_regular_channels, is_exact, is_identity, regular_channels_ok,
-                                  rotate_image, rotation_mask, sample_k, swaps_hw)
+from eqreg_hf.core.distance import (
+    SMALL_MAP,
+    ExactDistance,
+    batched_exact_distance,
+    equivariance_distance,
+    is_dense,
+    views_of,
+)
+from eqreg_hf.core.groups import (
+    as_element,
+    check_regular_channels,
+    is_exact,
+    is_identity,
+    regular_channels_ok,
+    rotate_image,
+    rotation_mask,
+    sample_k,
+    swaps_hw,
+)
 from eqreg_hf.core.layouts import check_rotated_shape, feature_to_nchw, transform_feature
 from eqreg_hf.core.schedule import AutoWeight
 from eqreg_hf.core.selection import resolve_taps
@@ -53,16 +68,20 @@ def split_rows(outputs: Any, rows: slice, total: int) -> Any:
     if torch.is_tensor(outputs):
         return outputs[rows]
     if isinstance(outputs, Mapping):
-        sliced = {k: (v[rows] if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == total else v)
-                  for k, v in outputs.items()}
+        sliced = {
+            k: (v[rows] if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == total else v)
+            for k, v in outputs.items()
+        }
         try:
             return type(outputs)(**sliced)
         except TypeError:
             return sliced
     if isinstance(outputs, (tuple, list)):
         return type(outputs)(split_rows(o, rows, total) for o in outputs)
-    raise TypeError(f"Cannot split a model output of type {type(outputs).__name__} into original and rotated rows; "
-                    "split the tensor yourself.")
+    raise TypeError(
+        f"Cannot split a model output of type {type(outputs).__name__} into original and rotated rows; "
+        "split the tensor yourself."
+    )
 
 
 class EqReg:
@@ -125,7 +144,9 @@ class EqReg:
     def weight(self, value: float) -> None:
         value = float(value)
         if not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"EQ-Reg weight {value!r} must be a finite number >= 0 (0 skips the rotated pass).")
+            raise ValueError(
+                f"EQ-Reg weight {value!r} must be a finite number >= 0 (0 skips the rotated pass)."
+            )
         self._weight = value
 
     @property
@@ -135,8 +156,12 @@ class EqReg:
         The weight is read each step, so a schedule at 0 (e.g. the start of a warm-up) skips the extra pass too;
         with ``weight="auto"`` the term is always computed (its size sets λ, also while λ is still 0).
         """
-        return self._hooks is not None and self._hooks.attached and self.model.training and (
-            self._weight > 0 or self.auto is not None)
+        return (
+            self._hooks is not None
+            and self._hooks.attached
+            and self.model.training
+            and (self._weight > 0 or self.auto is not None)
+        )
 
     @property
     def tap_names(self) -> list[str]:
@@ -154,17 +179,25 @@ class EqReg:
 
     def describe(self) -> str:
         c = self.config
-        head = (f"EQ-Reg: {c.group_spec.name}, weight={self.weight:g}, distance={c.distance}, "
-                f"rotated_fraction={c.rotated_fraction:g}, {len(self.tap_names)} tap(s)")
+        head = (
+            f"EQ-Reg: {c.group_spec.name}, weight={self.weight:g}, distance={c.distance}, "
+            f"rotated_fraction={c.rotated_fraction:g}, {len(self.tap_names)} tap(s)"
+        )
         if not c.active:
             return head + " (inactive: weight 0 or group_order 1)"
         lines = [head] + ["  " + t.describe() for t in self.taps if t.name not in self._dropped]
-        lines += [f"  skipped {n}: channels not divisible by {c.group_spec.size}" for n in sorted(self._dropped)]
+        lines += [
+            f"  skipped {n}: channels not divisible by {c.group_spec.size}" for n in sorted(self._dropped)
+        ]
         return "\n".join(lines)
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs to resume exactly: the k sampler's state and the live weight."""
-        state = {"generator": self.generator.get_state(), "config": self.config.to_dict(), "weight": self.weight}
+        state = {
+            "generator": self.generator.get_state(),
+            "config": self.config.to_dict(),
+            "weight": self.weight,
+        }
         if self.auto is not None:
             state["auto_weight"] = self.auto.state_dict()
         return state
@@ -191,12 +224,18 @@ class EqReg:
             allowed = [k for k in group.elements(self.config.include_identity) if not swaps_hw(k, t)]
             if not self._warned_nonsquare:
                 self._warned_nonsquare = True
-                what, kept = (("elements", "flips, 180° and interpolated angles") if group.dihedral else
-                              ("rotations", "180° and interpolated angles"))
+                what, kept = (
+                    ("elements", "flips, 180° and interpolated angles")
+                    if group.dihedral
+                    else ("rotations", "180° and interpolated angles")
+                )
                 warnings.warn(
                     f"EQ-Reg: non-square inputs {hw[0]}x{hw[1]}: the stacked forward only draws {what} that keep the "
                     f"shape ({kept}). Use square crops for all of {group.name if group.dihedral else 'C4'}, or call "
-                    "reg(x, k=1), which runs two passes.", UserWarning, stacklevel=3)
+                    "reg(x, k=1), which runs two passes.",
+                    UserWarning,
+                    stacklevel=3,
+                )
         return sample_k(group if group.dihedral else t, self.generator, self.config.include_identity, allowed)
 
     def _element(self, k: Any) -> Any:
@@ -210,8 +249,10 @@ class EqReg:
             self.last_batch = x.shape[0]
             return None
         if not isinstance(x, torch.Tensor) or x.dim() < 3:
-            raise TypeError(f"EqReg expects an image batch [B, C, H, W]; got {type(x).__name__} "
-                            f"{tuple(getattr(x, 'shape', ()))}.")
+            raise TypeError(
+                f"EqReg expects an image batch [B, C, H, W]; got {type(x).__name__} "
+                f"{tuple(getattr(x, 'shape', ()))}."
+            )
         hw = tuple(x.shape[-2:])
         k = self.sample_k(hw) if k is None else self._element(k)
         b = x.shape[0]
@@ -251,7 +292,11 @@ class EqReg:
             return y
         if rotate is None:
             rotate = y.dim() >= 3
-        extra = rotate_image(y[:m], self.last_k, self.config.group_order, self.config.interpolation) if rotate else y[:m]
+        extra = (
+            rotate_image(y[:m], self.last_k, self.config.group_order, self.config.interpolation)
+            if rotate
+            else y[:m]
+        )
         return torch.cat([y, extra], dim=0)
 
     def split(self, outputs: Any) -> tuple[Any, Any]:
@@ -261,13 +306,20 @@ class EqReg:
         b, total = self.last_batch, self.last_batch + self.last_rotated
         return split_rows(outputs, slice(0, b), total), split_rows(outputs, slice(b, total), total)
 
-    def __call__(self, x: torch.Tensor, k: int | None = None, **model_kwargs: Any) -> tuple[Any, torch.Tensor]:
+    def __call__(
+        self, x: torch.Tensor, k: int | None = None, **model_kwargs: Any
+    ) -> tuple[Any, torch.Tensor]:
         """One forward of ``cat([x, R_k x[:m]])``; returns ``(outputs, weight * Σ_l w_l d_l)``.
 
         For a non-square batch and a 90° k the shapes differ, so two passes run and ``outputs`` is the
         tuple ``(model(x), model(R_k x[:m]))``.
         """
-        if self.active and k is not None and x.shape[-2] != x.shape[-1] and swaps_hw(self._element(k), self.config.group_order):
+        if (
+            self.active
+            and k is not None
+            and x.shape[-2] != x.shape[-1]
+            and swaps_hw(self._element(k), self.config.group_order)
+        ):
             return self._two_pass_call(x, self._element(k), **model_kwargs)
         xs = self.stack(x, k)
         outputs = self.model(xs, **model_kwargs)
@@ -279,7 +331,9 @@ class EqReg:
         self._two_pass = True
         out_x = self.model(x, **model_kwargs)
         self._hooks.pass_index = 1
-        out_r = self.model(rotate_image(x[:m], k, self.config.group_order, self.config.interpolation), **model_kwargs)
+        out_r = self.model(
+            rotate_image(x[:m], k, self.config.group_order, self.config.interpolation), **model_kwargs
+        )
         return (out_x, out_r), self.loss()
 
     # ------------------------------------------------------------------ the loss
@@ -311,8 +365,9 @@ class EqReg:
                 dists[spec.name] = found
         c = self.config
         for (_, _, layout, field), group in small.items():
-            values = batched_exact_distance([(a, b) for _, a, b in group], self.last_k, c.group_order, field, layout,
-                                            c.distance, c.eps)
+            values = batched_exact_distance(
+                [(a, b) for _, a, b in group], self.last_k, c.group_order, field, layout, c.distance, c.eps
+            )
             for (name, _, _), d in zip(group, values.unbind(0)):
                 if name in dists:
                     dists[name].append(d)
@@ -326,45 +381,77 @@ class EqReg:
         self._sum = total.detach()
         return self.weight * total
 
-    def _tap_distances(self, spec: TapSpec, items: list, sources: list, recompute_ok: bool,
-                       small: dict[tuple, list]) -> list[torch.Tensor] | None:
+    def _tap_distances(
+        self, spec: TapSpec, items: list, sources: list, recompute_ok: bool, small: dict[tuple, list]
+    ) -> list[torch.Tensor] | None:
         """The distances of one tap (one per call of its layer); small exact maps go to ``small`` instead.
 
         None when an auto-chosen tap turns out not to hold regular fields (dropped with a warning).
         """
         c = self.config
         t, k = c.group_order, self.last_k
-        channels = c.group_spec if c.group_spec.dihedral else t  # the channel rule: t per field for C_t, 2t for D_t
+        channels = (
+            c.group_spec if c.group_spec.dihedral else t
+        )  # the channel rule: t per field for C_t, 2t for D_t
         interp = not is_exact(k, t)
         rot_hw = self._input_hw[::-1] if swaps_hw(k, t) else self._input_hw
         out: list[torch.Tensor] = []
-        for call, (full_a, full_b, f_orig, f_rot) in enumerate(self._pairs(items, self.last_rotated, self.last_batch)):
+        for call, (full_a, full_b, f_orig, f_rot) in enumerate(
+            self._pairs(items, self.last_rotated, self.last_batch)
+        ):
             a, layout = feature_to_nchw(f_orig, spec, self._input_hw)
             b, _ = feature_to_nchw(f_rot, spec, rot_hw)
             if spec.field == "regular" and not regular_channels_ok(a.shape[1], channels):
                 if spec.explicit:
                     check_regular_channels(spec.name, a.shape[1], channels)
                 self._dropped.add(spec.name)
-                warnings.warn(f"EQ-Reg: skipping auto-chosen tap {spec.name!r}: {a.shape[1]} channels are not "
-                              f"divisible by {c.group_spec.size}, the channels of a regular {c.group_spec.name} "
-                              "field.", UserWarning, stacklevel=3)
+                warnings.warn(
+                    f"EQ-Reg: skipping auto-chosen tap {spec.name!r}: {a.shape[1]} channels are not "
+                    f"divisible by {c.group_spec.size}, the channels of a regular {c.group_spec.name} "
+                    "field.",
+                    UserWarning,
+                    stacklevel=3,
+                )
                 return None
             ta = transform_feature(a, k, t, spec.field, layout, c.interpolation) if interp else None
             check_rotated_shape(spec.name, a, b, ta, layout, k, t)
             if interp:
-                mask = rotation_mask(ta.shape[-2], ta.shape[-1], device=ta.device) if layout != "vector" else None
+                mask = (
+                    rotation_mask(ta.shape[-2], ta.shape[-1], device=ta.device)
+                    if layout != "vector"
+                    else None
+                )
                 out.append(equivariance_distance(ta, b, c.distance, mask, c.eps))
             elif a.numel() <= SMALL_MAP:
                 small.setdefault((tuple(a.shape), a.dtype, layout, spec.field), []).append((spec.name, a, b))
             else:
                 remake, source = None, None
-                if recompute_ok and spec.name in self._recomputable and call < len(sources) \
-                        and sources[call] is not None and sources[call][0].requires_grad:
+                if (
+                    recompute_ok
+                    and spec.name in self._recomputable
+                    and call < len(sources)
+                    and sources[call] is not None
+                    and sources[call][0].requires_grad
+                ):
                     source, amp = sources[call]
                     remake = self._remake_fn(spec, source, amp)
                 src_a, src_b, pick = self._sources(spec, full_a, full_b, a, b, rot_hw)
-                out.append(ExactDistance.apply(src_a, src_b, pick, k, t, spec.field, layout, c.distance, c.eps,
-                                               remake if src_b is None else None, source, [a, b]))
+                out.append(
+                    ExactDistance.apply(
+                        src_a,
+                        src_b,
+                        pick,
+                        k,
+                        t,
+                        spec.field,
+                        layout,
+                        c.distance,
+                        c.eps,
+                        remake if src_b is None else None,
+                        source,
+                        [a, b],
+                    )
+                )
         return out
 
     def _recompute_allowed(self) -> bool:
@@ -396,7 +483,13 @@ class EqReg:
         if full_b is None and is_dense(full_a) and views_of(full_a, a, b):
             rows = (slice(0, m), slice(n, n + m))
             return full_a, None, lambda f, i: feature_to_nchw(f[rows[i]], spec, hw[i])[0]
-        if full_b is not None and is_dense(full_a) and is_dense(full_b) and views_of(full_a, a) and views_of(full_b, b):
+        if (
+            full_b is not None
+            and is_dense(full_a)
+            and is_dense(full_b)
+            and views_of(full_a, a)
+            and views_of(full_b, b)
+        ):
             return full_a, full_b, lambda f, i: feature_to_nchw(f[:m] if i == 0 else f, spec, hw[i])[0]
         return a, b, lambda f, i: f
 
@@ -416,7 +509,7 @@ class EqReg:
             first = [t for p, t in items if p == 0]
             second = [t for p, t in items if p == 1]
             return [(f, g, f[:m], g) for f, g in zip(first, second)]
-        return [(f, None, f[:m], f[b:b + m]) for _, f in items]
+        return [(f, None, f[:m], f[b : b + m]) for _, f in items]
 
     def _finish_tracer(self, captured: dict | None = None) -> None:
         tracer, self._tracer = self._tracer, None
@@ -437,7 +530,7 @@ class EqReg:
         if self._hooks is not None:
             self._hooks.remove()
 
-    def __enter__(self) -> "EqReg":
+    def __enter__(self) -> EqReg:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -445,4 +538,3 @@ class EqReg:
 
     def __repr__(self) -> str:
         return self.describe()
-

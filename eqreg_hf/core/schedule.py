@@ -90,7 +90,9 @@ class WeightSchedule:
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"Unknown EQ-Reg weight schedule {self.schedule!r}. Choose between {list(SCHEDULES)}.")
+            raise ValueError(
+                f"Unknown EQ-Reg weight schedule {self.schedule!r}. Choose between {list(SCHEDULES)}."
+            )
         _check_warmup(self.warmup_steps, name="warmup_steps")
         for name in ("start_weight", "final_weight", "weight"):
             if getattr(self, name) is not None:
@@ -107,10 +109,19 @@ class WeightSchedule:
         """λ for the optimizer step ``step`` of a run of ``max_steps``; ``peak`` stands in for ``weight=None``."""
         top = self.weight if self.weight is not None else peak
         if top is None:
-            raise ValueError("WeightSchedule(weight=None) needs the run's peak weight: pass peak= (the EqRegConfig's "
-                             "weight), or set weight= on the schedule.")
-        return eqreg_weight_at(step, float(top), self.schedule, self.warmup_for(max_steps), max_steps,
-                               self.start_weight, self.final_weight)
+            raise ValueError(
+                "WeightSchedule(weight=None) needs the run's peak weight: pass peak= (the EqRegConfig's "
+                "weight), or set weight= on the schedule."
+            )
+        return eqreg_weight_at(
+            step,
+            float(top),
+            self.schedule,
+            self.warmup_for(max_steps),
+            max_steps,
+            self.start_weight,
+            self.final_weight,
+        )
 
 
 class AutoWeight:
@@ -144,8 +155,14 @@ class AutoWeight:
         0.05
     """
 
-    def __init__(self, target_share: float = 0.05, warmup: int | float = 0.1, momentum: float = 0.9,
-                 floor: float = 1e-3, max_weight: float | None = None):
+    def __init__(
+        self,
+        target_share: float = 0.05,
+        warmup: int | float = 0.1,
+        momentum: float = 0.9,
+        floor: float = 1e-3,
+        max_weight: float | None = None,
+    ):
         _check_number("target_share", target_share, low=0.0, low_open=True)
         _check_warmup(warmup)
         _check_number("momentum", momentum, low=0.0, high=1.0, high_open=True)
@@ -154,10 +171,10 @@ class AutoWeight:
             _check_number("max_weight", max_weight, low=0.0, low_open=True)
         self.target_share, self.warmup, self.momentum = float(target_share), warmup, float(momentum)
         self.floor, self.max_weight = float(floor), max_weight
-        self.steps = 0            # optimizer steps whose statistics went into the averages
-        self.weight = 0.0         # λ for the coming step
-        self._avg = [0.0, 0.0]    # running averages of (task, eq), not yet bias-corrected
-        self._seen = [0, 0]       # updates of each average (for the bias correction)
+        self.steps = 0  # optimizer steps whose statistics went into the averages
+        self.weight = 0.0  # λ for the coming step
+        self._avg = [0.0, 0.0]  # running averages of (task, eq), not yet bias-corrected
+        self._seen = [0, 0]  # updates of each average (for the bias correction)
         self._eq_peak = 0.0
         self._sums: torch.Tensor | None = None  # [task sum, task count, eq sum, eq count] of this step
 
@@ -215,8 +232,13 @@ class AutoWeight:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the same λ trajectory after a resume."""
-        return {"steps": self.steps, "weight": self.weight, "avg": list(self._avg), "seen": list(self._seen),
-                "eq_peak": self._eq_peak}
+        return {
+            "steps": self.steps,
+            "weight": self.weight,
+            "avg": list(self._avg),
+            "seen": list(self._seen),
+            "eq_peak": self._eq_peak,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.steps, self.weight = int(state["steps"]), float(state["weight"])
@@ -225,8 +247,14 @@ class AutoWeight:
         self._sums = None
 
 
-def _check_number(name: str, value: Any, low: float | None = None, high: float | None = None,
-                  low_open: bool = False, high_open: bool = False) -> None:
+def _check_number(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok and low is not None:
         ok = value > low if low_open else value >= low
@@ -239,7 +267,14 @@ def _check_number(name: str, value: Any, low: float | None = None, high: float |
 
 
 def _check_warmup(value: Any, name: str = "warmup") -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0 \
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
         and not (isinstance(value, float) and value >= 1 and not value.is_integer())
+    )
     if not ok:
-        raise ValueError(f"{name}={value!r}: give a number of steps (int >= 0) or a fraction of max_steps in [0, 1).")
+        raise ValueError(
+            f"{name}={value!r}: give a number of steps (int >= 0) or a fraction of max_steps in [0, 1)."
+        )

@@ -80,12 +80,17 @@ _HF_CONTAINERS = ("encoder.stages", "stages", "encoder.layers", "layers", "encod
 
 
 def _is_timm(module: nn.Module) -> bool:
-    return type(module).__module__.startswith("timm.") and isinstance(getattr(module, "feature_info", None), list)
+    return type(module).__module__.startswith("timm.") and isinstance(
+        getattr(module, "feature_info", None), list
+    )
 
 
 def _is_transformers(module: nn.Module) -> bool:
-    return type(module).__module__.startswith("transformers.") and hasattr(module, "config") \
+    return (
+        type(module).__module__.startswith("transformers.")
+        and hasattr(module, "config")
         and hasattr(module, "base_model_prefix")
+    )
 
 
 def find_backbone(model: nn.Module) -> tuple[str, nn.Module, str] | None:
@@ -112,7 +117,11 @@ def _evenly_spaced(n: int, k: int) -> list[int]:
 def _keep_divisible(specs: list[tuple[TapSpec, int | None]], group_order: int, family: str) -> list[TapSpec]:
     kept, skipped = [], []
     for spec, channels in specs:
-        if channels is not None and spec.field == "regular" and not regular_channels_ok(channels, group_order):
+        if (
+            channels is not None
+            and spec.field == "regular"
+            and not regular_channels_ok(channels, group_order)
+        ):
             skipped.append(f"{spec.name} ({channels} channels)")
         else:
             kept.append(spec)
@@ -120,7 +129,8 @@ def _keep_divisible(specs: list[tuple[TapSpec, int | None]], group_order: int, f
         warnings.warn(
             f"EQ-Reg auto taps for {family}: skipped {', '.join(skipped)}: channels not divisible by "
             f"{group_order} (the channels of one regular field). Name layers explicitly or mark them trivial to use them.",
-            UserWarning, stacklevel=4,
+            UserWarning,
+            stacklevel=4,
         )
     return kept
 
@@ -131,7 +141,8 @@ def _timm_taps(prefix: str, model: nn.Module, group_order: int) -> list[TapSpec]
         warnings.warn(
             f"EQ-Reg: timm {cls} keeps its block outputs in a non-spatial token order, so no stage can be tapped "
             "automatically; falling back to Conv2d layers. Name layers explicitly to choose others.",
-            UserWarning, stacklevel=3,
+            UserWarning,
+            stacklevel=3,
         )
         return None
     info = [d for d in model.feature_info if d.get("module")]
@@ -146,8 +157,13 @@ def _timm_taps(prefix: str, model: nn.Module, group_order: int) -> list[TapSpec]
         info = [info[i] for i in _evenly_spaced(len(info), MAX_TOKEN_TAPS)]
     else:
         layout, prefix_tokens = "auto", None  # 4-D -> NCHW; 3-D (LeViT-like tokens) -> prefix inferred
-    specs = [(TapSpec(_join(prefix, d["module"]), field="regular", layout=layout, prefix_tokens=prefix_tokens),
-              d.get("num_chs")) for d in info]
+    specs = [
+        (
+            TapSpec(_join(prefix, d["module"]), field="regular", layout=layout, prefix_tokens=prefix_tokens),
+            d.get("num_chs"),
+        )
+        for d in info
+    ]
     return _keep_divisible(specs, group_order, f"timm {cls}")
 
 
@@ -188,9 +204,19 @@ def _transformers_taps(prefix: str, model: nn.Module, group_order: int) -> list[
     # Swin stages return (hidden states, states before downsampling, sizes), Swin2SR's (tokens, sizes): the first
     # is the stage's output.
     output = (0,) if model_type in _HF_TUPLE_STAGES else ()
-    specs = [(TapSpec(_join(base_name, f"{container_name}.{i}"), field="regular", layout=layout,
-                      prefix_tokens=prefix_tokens if layout == "tokens" else None, output=output),
-              _hf_channels(config, model_type, i, n)) for i in indices]
+    specs = [
+        (
+            TapSpec(
+                _join(base_name, f"{container_name}.{i}"),
+                field="regular",
+                layout=layout,
+                prefix_tokens=prefix_tokens if layout == "tokens" else None,
+                output=output,
+            ),
+            _hf_channels(config, model_type, i, n),
+        )
+        for i in indices
+    ]
     return _keep_divisible(specs, group_order, f"transformers {type(model).__name__}")
 
 
@@ -236,8 +262,11 @@ def auto_taps(model: nn.Module, group_order: int) -> list[TapSpec] | None:
     if found is None:
         return None
     prefix, backbone, kind = found
-    taps = _timm_taps(prefix, backbone, group_order) if kind == "timm" else \
-        _transformers_taps(prefix, backbone, group_order)
+    taps = (
+        _timm_taps(prefix, backbone, group_order)
+        if kind == "timm"
+        else _transformers_taps(prefix, backbone, group_order)
+    )
     if taps:
         logger.debug("EQ-Reg auto taps for %s: %s", type(backbone).__name__, [t.name for t in taps])
     return taps or None
@@ -248,7 +277,11 @@ def _plain_conv_taps(model: nn.Module, group_order: int) -> list[str]:
     (as many as the first conv reads: an image-to-image net's output conv is an image, not a regular field)."""
     convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     image_channels = convs[0][1].in_channels if convs else None
-    return [n for n, m in convs if m.out_channels != image_channels and regular_channels_ok(m.out_channels, group_order)]
+    return [
+        n
+        for n, m in convs
+        if m.out_channels != image_channels and regular_channels_ok(m.out_channels, group_order)
+    ]
 
 
 def _auto_specs(model: nn.Module, config) -> list[TapSpec]:
@@ -261,7 +294,9 @@ def _auto_specs(model: nn.Module, config) -> list[TapSpec]:
         return list(auto)
     names = _plain_conv_taps(model, field_size)
     if not names:
-        rule = f"{field_size} (a regular {group.name} field)" if group.dihedral else f"group_order={field_size}"
+        rule = (
+            f"{field_size} (a regular {group.name} field)" if group.dihedral else f"group_order={field_size}"
+        )
         raise ValueError(
             f"layers='auto' found no layer to tap in {type(model).__name__}: no hidden nn.Conv2d has output "
             f"channels divisible by {rule} (convs that output the image's channels are outputs, not regular "
@@ -274,8 +309,10 @@ def _auto_specs(model: nn.Module, config) -> list[TapSpec]:
 def _split_selector(pattern: str, modules: dict) -> tuple[str, tuple]:
     """``"block:0"`` -> ``("block", (0,))``; a module whose own name holds the separator keeps it whole."""
     if not isinstance(pattern, str):
-        raise ValueError(f"Layer {pattern!r} is a {type(pattern).__name__}: give module names or glob patterns "
-                         "as strings, e.g. layers=['body.0', 'stages.*'].")
+        raise ValueError(
+            f"Layer {pattern!r} is a {type(pattern).__name__}: give module names or glob patterns "
+            "as strings, e.g. layers=['body.0', 'stages.*']."
+        )
     if OUTPUT_SEP not in pattern or pattern in modules:
         return pattern, ()
     name, _, selector = pattern.partition(OUTPUT_SEP)
@@ -305,8 +342,10 @@ def _named_specs(model: nn.Module, layers) -> list[TapSpec]:
             matched = [pattern]
         for n in matched:
             if n in specs and specs[n].output != selector:
-                raise ValueError(f"Layer {n!r} is tapped twice with different output selectors "
-                                 f"({specs[n].label!r} and {TapSpec(n, output=selector).label!r}); tap it once.")
+                raise ValueError(
+                    f"Layer {n!r} is tapped twice with different output selectors "
+                    f"({specs[n].label!r} and {TapSpec(n, output=selector).label!r}); tap it once."
+                )
             specs.setdefault(n, TapSpec(n, output=selector))
     return list(specs.values())
 
@@ -324,7 +363,8 @@ def _check_setting_keys(specs: list[TapSpec], config) -> None:
                 raise ValueError(
                     f"{setting}={{{key!r}: ...}} matches none of the {len(names)} tapped layer(s) {shown}, so it would "
                     f"be ignored. Use a tapped layer's name or a glob that matches one ('*' = one level, '**' = any "
-                    "depth), or add the layer to layers=.")
+                    "depth), or add the layer to layers=."
+                )
 
 
 def resolve_taps(model: nn.Module, config) -> list[TapSpec]:

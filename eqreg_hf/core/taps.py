@@ -11,14 +11,26 @@ from __future__ import annotations
 import functools
 import re
 import warnings
-from dataclasses import dataclass, field as dc_field, fields as dc_fields, is_dataclass
-from typing import Any, Iterable
+from collections.abc import Iterable
+from dataclasses import dataclass, is_dataclass
+from dataclasses import field as dc_field
+from dataclasses import fields as dc_fields
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["TapSpec", "FeatureTaps", "first_tensor", "select_output", "parse_selector", "match_layer", "per_layer",
-           "model_has_inplace", "OUTPUT_SEP"]
+__all__ = [
+    "TapSpec",
+    "FeatureTaps",
+    "first_tensor",
+    "select_output",
+    "parse_selector",
+    "match_layer",
+    "per_layer",
+    "model_has_inplace",
+    "OUTPUT_SEP",
+]
 
 # "<module name or glob>:<selector>" picks one element of a layer that returns a tuple / dict / dataclass:
 # "block:0" (an index), "encoder:last_hidden_state" (a key or attribute), "block:1:aux" (nested).
@@ -44,8 +56,10 @@ class TapSpec:
 
     def describe(self) -> str:
         prefix = "" if self.prefix_tokens in (None, 0) else f", prefix_tokens={self.prefix_tokens}"
-        return (f"{self.label:<40s} layout={str(self.layout):<6s} field={str(self.field):<7s} "
-                f"weight={float(self.weight):g}{prefix}")
+        return (
+            f"{self.label:<40s} layout={str(self.layout):<6s} field={str(self.field):<7s} "
+            f"weight={float(self.weight):g}{prefix}"
+        )
 
 
 @functools.lru_cache(maxsize=512)
@@ -64,7 +78,7 @@ def _layer_regex(pattern: str) -> re.Pattern:
             out.append(r"[^.]")
         elif c == "[" and _class_end(pattern, i) > 0:
             end = _class_end(pattern, i)
-            body = pattern[i + 1:end].replace("\\", "\\\\")
+            body = pattern[i + 1 : end].replace("\\", "\\\\")
             out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
             i = end + 1
             continue
@@ -76,8 +90,8 @@ def _layer_regex(pattern: str) -> re.Pattern:
 
 def _class_end(pattern: str, i: int) -> int:
     """Index of the ``]`` closing the character class that opens at ``pattern[i]`` (-1: a literal ``[``)."""
-    j = i + 1 + (pattern[i + 1:i + 2] == "!")
-    j += pattern[j:j + 1] == "]"  # a "]" right after "[" or "[!" belongs to the class
+    j = i + 1 + (pattern[i + 1 : i + 2] == "!")
+    j += pattern[j : j + 1] == "]"  # a "]" right after "[" or "[!" belongs to the class
     return pattern.find("]", j)
 
 
@@ -97,8 +111,10 @@ def parse_selector(text: str) -> tuple:
     """``"0:aux"`` -> ``(0, "aux")``: integers are indices, anything else a key or attribute name."""
     parts = text.split(OUTPUT_SEP)
     if any(not p.strip() for p in parts):
-        raise ValueError(f"Empty output selector in {text!r}: write '<layer>:<index or key>', e.g. 'block:0' or "
-                         "'encoder:last_hidden_state' (nested: 'block:1:aux').")
+        raise ValueError(
+            f"Empty output selector in {text!r}: write '<layer>:<index or key>', e.g. 'block:0' or "
+            "'encoder:last_hidden_state' (nested: 'block:1:aux')."
+        )
     return tuple(int(p) if re.fullmatch(r"-?\d+", p.strip()) else p.strip() for p in parts)
 
 
@@ -132,8 +148,12 @@ def _tensor_items(output: Any, path: tuple = ()) -> list[tuple[tuple, torch.Tens
 
 
 def _listing(output: Any, prefix: tuple = ()) -> str:
-    return ", ".join(f"'{OUTPUT_SEP.join(map(str, prefix + p))}' {tuple(t.shape)}" for p, t in _tensor_items(output)) \
+    return (
+        ", ".join(
+            f"'{OUTPUT_SEP.join(map(str, prefix + p))}' {tuple(t.shape)}" for p, t in _tensor_items(output)
+        )
         or "none"
+    )
 
 
 def _step(output: Any, key: Any, where: str) -> Any:
@@ -146,11 +166,15 @@ def _step(output: Any, key: Any, where: str) -> Any:
             return getattr(output, key)
     except (KeyError, IndexError):
         pass
-    raise ValueError(f"{where}: output selector {key!r} is not in the {type(output).__name__} it returned (tensors "
-                     f"in it, by selector: {_listing(output)}). Write one of those after '{OUTPUT_SEP}'.")
+    raise ValueError(
+        f"{where}: output selector {key!r} is not in the {type(output).__name__} it returned (tensors "
+        f"in it, by selector: {_listing(output)}). Write one of those after '{OUTPUT_SEP}'."
+    )
 
 
-def select_output(output: Any, selector: tuple = (), name: str | None = None) -> tuple[torch.Tensor | None, str | None]:
+def select_output(
+    output: Any, selector: tuple = (), name: str | None = None
+) -> tuple[torch.Tensor | None, str | None]:
     """The tensor a tapped layer returned, and a note when it had to be chosen among several.
 
     With a ``selector`` (``(0,)``, ``("last_hidden_state",)``, ``(1, "aux")``) exactly that element. Without one:
@@ -174,19 +198,29 @@ def select_output(output: Any, selector: tuple = (), name: str | None = None) ->
     listing = _listing(output, tuple(selector))
     if len(maps) == 1:
         chosen = OUTPUT_SEP.join(map(str, tuple(selector) + maps[0][0]))
-        fix = (f"Write the layer as '{label}{OUTPUT_SEP}{chosen}' to make this choice explicit." if name is not None
-               else "Return one tensor from the model to compare another.")
-        return maps[0][1], (f"{where} returns a {type(output).__name__} holding several tensors ({listing}); EQ-Reg "
-                            f"compares the only feature map among them, '{chosen}'. {fix}")
+        fix = (
+            f"Write the layer as '{label}{OUTPUT_SEP}{chosen}' to make this choice explicit."
+            if name is not None
+            else "Return one tensor from the model to compare another."
+        )
+        return maps[0][1], (
+            f"{where} returns a {type(output).__name__} holding several tensors ({listing}); EQ-Reg "
+            f"compares the only feature map among them, '{chosen}'. {fix}"
+        )
     first = OUTPUT_SEP.join(map(str, tuple(selector) + maps[0][0])) if maps else "0"
-    raise ValueError(f"{where} returns a {type(output).__name__} holding several tensors ({listing}), so which one "
-                     f"EQ-Reg should compare is not clear. Name it in the layer spec, e.g. '{label}{OUTPUT_SEP}{first}'.")
+    raise ValueError(
+        f"{where} returns a {type(output).__name__} holding several tensors ({listing}), so which one "
+        f"EQ-Reg should compare is not clear. Name it in the layer spec, e.g. '{label}{OUTPUT_SEP}{first}'."
+    )
 
 
 def first_tensor(output: Any) -> torch.Tensor | None:
     """The tensor a model returned: the only one, a ``ModelOutput``'s ``logits`` (else ``last_hidden_state``), or
     the only feature map among several (with a warning); several maps are an error (:func:`select_output`)."""
-    for key in ("logits", "last_hidden_state"):  # what a transformers head / base model returns first and foremost
+    for key in (
+        "logits",
+        "last_hidden_state",
+    ):  # what a transformers head / base model returns first and foremost
         if isinstance(output, dict) and isinstance(output.get(key), torch.Tensor):
             return output[key]
     t, note = select_output(output)
@@ -317,7 +351,7 @@ class FeatureTaps:
         """True while the hooks are registered (until :meth:`remove`)."""
         return bool(self._handles)
 
-    def __enter__(self) -> "FeatureTaps":
+    def __enter__(self) -> FeatureTaps:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -327,4 +361,3 @@ class FeatureTaps:
 # --------------------------------------------------------------------------------------------------
 # Alignment: is the sampling grid of a tapped map symmetric, so that rot90 maps it onto itself?
 # --------------------------------------------------------------------------------------------------
-

@@ -30,7 +30,8 @@ def unwrap_model(model: nn.Module) -> nn.Module:
         inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
         if not isinstance(inner, nn.Module):
             is_wrapper = isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) or any(
-                cls.__name__ in _WRAPPER_NAMES for cls in type(model).__mro__)
+                cls.__name__ in _WRAPPER_NAMES for cls in type(model).__mro__
+            )
             inner = getattr(model, "module", None) if is_wrapper else None
         if not isinstance(inner, nn.Module):
             return model

@@ -16,8 +16,9 @@ Local copies accepted by ``load_cifar100(path=...)``:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 __all__ = [
     "CIFAR100_HUB_ID",
@@ -74,7 +75,8 @@ def _offline_error(split: str, err: Exception) -> ValueError:
     return ValueError(
         f"Could not load CIFAR-100 ({CIFAR100_HUB_ID}, split {split!r}) from the Hugging Face Hub: {msg}. "
         "Offline? Pass path= a local copy (a parquet file or folder, a save_to_disk folder, or an imagefolder; "
-        "see docs/data.md), or use eqreg_hf.data.load_shapes() for an offline classification dataset.")
+        "see docs/data.md), or use eqreg_hf.data.load_shapes() for an offline classification dataset."
+    )
 
 
 def _split_files(files: list[Path], root: Path, split: str) -> list[Path]:
@@ -90,8 +92,10 @@ def _split_files(files: list[Path], root: Path, split: str) -> list[Path]:
     any_split = [f for f in files if has(f, [t for ts in _SPLIT_TOKENS.values() for t in ts])]
     if not any_split:
         return files  # an unsplit folder: the path *is* the split
-    raise ValueError(f"No parquet file for split {split!r} under {root} (found {[f.name for f in files][:6]}). "
-                     "Name files or folders after the split (train-*.parquet, test/...), or pass the file path.")
+    raise ValueError(
+        f"No parquet file for split {split!r} under {root} (found {[f.name for f in files][:6]}). "
+        "Name files or folders after the split (train-*.parquet, test/...), or pass the file path."
+    )
 
 
 def _check_named_split(path: Path, split: str, recorded: Any = None) -> None:
@@ -100,8 +104,10 @@ def _check_named_split(path: Path, split: str, recorded: Any = None) -> None:
 
     own = split_of(str(recorded), exact=True) if recorded is not None else split_of(path.stem)
     if own is not None and own != split_of(split, exact=True):
-        raise ValueError(f"{str(path)!r} holds the {own!r} split, not {split!r}: pass the copy of the {split!r} split "
-                         f"(another split is never used in its place), or split={own!r}.")
+        raise ValueError(
+            f"{str(path)!r} holds the {own!r} split, not {split!r}: pass the copy of the {split!r} split "
+            f"(another split is never used in its place), or split={own!r}."
+        )
 
 
 def _imagefolder_split(root: Path, split: str) -> Path:
@@ -112,16 +118,21 @@ def _imagefolder_split(root: Path, split: str) -> Path:
 
     def is_split_dir(d: Path) -> bool:
         return split_of(d.name, exact=True) is not None and (
-            any(c.is_dir() for c in d.iterdir()) or (d / "metadata.csv").is_file() or (d / "metadata.jsonl").is_file())
+            any(c.is_dir() for c in d.iterdir())
+            or (d / "metadata.csv").is_file()
+            or (d / "metadata.jsonl").is_file()
+        )
 
     splits = {d.name.lower(): d for d in root.iterdir() if d.is_dir() and is_split_dir(d)}
     for alias in split_aliases(split):
         if alias in splits:
             return splits[alias]
     if splits:
-        raise ValueError(f"No {split!r} split in {str(root)!r}: its split folders are {sorted(d.name for d in splits.values())}, "
-                         f"and another split is never used in its place. Add {root / split_aliases(split)[0]}/ with "
-                         "class folders, or ask for one of the splits there.")
+        raise ValueError(
+            f"No {split!r} split in {str(root)!r}: its split folders are {sorted(d.name for d in splits.values())}, "
+            f"and another split is never used in its place. Add {root / split_aliases(split)[0]}/ with "
+            "class folders, or ask for one of the splits there."
+        )
     return root
 
 
@@ -138,12 +149,22 @@ def _from_imagefolder(folder: Path, cache_dir: str | None):
         fine_feat = datasets.ClassLabel(names=list(CIFAR100_FINE_NAMES))
         if all(n in CIFAR100_FINE_NAMES for n in names):
             fine_idx = [CIFAR100_FINE_NAMES.index(n) for n in names]
-            ds = ds.map(lambda b: {"fine_label": [fine_idx[i] for i in b["label"]],
-                                   "coarse_label": [CIFAR100_FINE_TO_COARSE[fine_idx[i]] for i in b["label"]]},
-                        batched=True, remove_columns=["label"], desc="CIFAR-100 labels",
-                        features=datasets.Features({**{k: v for k, v in ds.features.items() if k != "label"},
-                                                    "fine_label": fine_feat,
-                                                    "coarse_label": datasets.ClassLabel(names=list(CIFAR100_COARSE_NAMES))}))
+            ds = ds.map(
+                lambda b: {
+                    "fine_label": [fine_idx[i] for i in b["label"]],
+                    "coarse_label": [CIFAR100_FINE_TO_COARSE[fine_idx[i]] for i in b["label"]],
+                },
+                batched=True,
+                remove_columns=["label"],
+                desc="CIFAR-100 labels",
+                features=datasets.Features(
+                    {
+                        **{k: v for k, v in ds.features.items() if k != "label"},
+                        "fine_label": fine_feat,
+                        "coarse_label": datasets.ClassLabel(names=list(CIFAR100_COARSE_NAMES)),
+                    }
+                ),
+            )
         else:
             # class folders that are not CIFAR-100 names: keep their own indices as fine labels, no coarse
             ds = ds.rename_column("label", "fine_label")
@@ -179,7 +200,9 @@ def load_cifar100(
     import datasets
 
     if label not in _LABELS:
-        raise ValueError(f"Unknown label={label!r}. Choose between {list(_LABELS)} (fine: 100 classes, coarse: 20).")
+        raise ValueError(
+            f"Unknown label={label!r}. Choose between {list(_LABELS)} (fine: 100 classes, coarse: 20)."
+        )
     if path is None:
         try:
             ds = datasets.load_dataset(hub_id, split=split, cache_dir=cache_dir)
@@ -188,8 +211,10 @@ def load_cifar100(
     else:
         p = Path(path).expanduser()
         if not p.exists():
-            raise FileNotFoundError(f"CIFAR-100 copy {str(p)!r} does not exist. Pass a parquet file or folder, "
-                                    "a save_to_disk folder or an imagefolder, or path=None to use the Hub.")
+            raise FileNotFoundError(
+                f"CIFAR-100 copy {str(p)!r} does not exist. Pass a parquet file or folder, "
+                "a save_to_disk folder or an imagefolder, or path=None to use the Hub."
+            )
         if p.is_file():
             if p.suffix.lower() != ".parquet":
                 raise ValueError(f"{str(p)!r} is not a parquet file; pass a .parquet file or a folder.")
@@ -209,8 +234,9 @@ def load_cifar100(
             parquet = sorted(p.rglob("*.parquet"))
             if parquet:
                 files = _split_files(parquet, p, split)
-                ds = datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train",
-                                           cache_dir=cache_dir)
+                ds = datasets.load_dataset(
+                    "parquet", data_files=[str(f) for f in files], split="train", cache_dir=cache_dir
+                )
             else:
                 ds = _from_imagefolder(_imagefolder_split(p, split), cache_dir)
     if isinstance(ds, datasets.DatasetDict):
@@ -220,10 +246,15 @@ def load_cifar100(
     need = ["img", f"{label}_label"]
     missing = [c for c in need if c not in ds.column_names]
     if missing:
-        hint = (" An imagefolder whose class folders are not CIFAR-100 names has fine labels only."
-                if label == "coarse" else "")
-        raise ValueError(f"CIFAR-100 data lacks column(s) {missing} (columns: {ds.column_names}); expected the Hub "
-                         f"schema img, fine_label, coarse_label.{hint}")
+        hint = (
+            " An imagefolder whose class folders are not CIFAR-100 names has fine labels only."
+            if label == "coarse"
+            else ""
+        )
+        raise ValueError(
+            f"CIFAR-100 data lacks column(s) {missing} (columns: {ds.column_names}); expected the Hub "
+            f"schema img, fine_label, coarse_label.{hint}"
+        )
     return ds
 
 
@@ -236,16 +267,26 @@ def num_classes(ds, label: str = "fine") -> int:
     return int(max(ds[col])) + 1
 
 
-def _data_config(model: Any, data_config: dict | None, input_size: int | Sequence[int] | None,
-                 mean: Sequence[float] | None, std: Sequence[float] | None) -> dict:
+def _data_config(
+    model: Any,
+    data_config: dict | None,
+    input_size: int | Sequence[int] | None,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+) -> dict:
     from timm.data import resolve_data_config
 
     cfg = getattr(model, "config", None)
     # a transformers folder saved by eqreg_hf.hub carries the preprocessing it was trained with
     saved = getattr(cfg, "eqreg_preprocessing", None) if not hasattr(model, "pretrained_cfg") else None
     args: dict[str, Any] = {**(saved if isinstance(saved, dict) else {}), **dict(data_config or {})}
-    if model is not None and not hasattr(model, "pretrained_cfg") and cfg is not None and \
-            getattr(cfg, "image_size", None) and "input_size" not in args:
+    if (
+        model is not None
+        and not hasattr(model, "pretrained_cfg")
+        and cfg is not None
+        and getattr(cfg, "image_size", None)
+        and "input_size" not in args
+    ):
         # a transformers vision model: its config knows the input size, not timm
         s = cfg.image_size
         args["input_size"] = (getattr(cfg, "num_channels", 3), *((s, s) if isinstance(s, int) else tuple(s)))
@@ -318,10 +359,14 @@ class ClassificationTransform:
 
     def __call__(self, batch: dict) -> dict:
         if self.image_key not in batch or self.label_key not in batch:
-            raise KeyError(f"classification_transform needs columns {self.image_key!r} and {self.label_key!r}; "
-                           f"the batch has {sorted(batch)}. Pass image_key=/label_key= for other schemas.")
-        pixels = [self.transform(img.convert("RGB") if hasattr(img, "convert") else img)
-                  for img in batch[self.image_key]]
+            raise KeyError(
+                f"classification_transform needs columns {self.image_key!r} and {self.label_key!r}; "
+                f"the batch has {sorted(batch)}. Pass image_key=/label_key= for other schemas."
+            )
+        pixels = [
+            self.transform(img.convert("RGB") if hasattr(img, "convert") else img)
+            for img in batch[self.image_key]
+        ]
         return {"pixel_values": pixels, "labels": [int(y) for y in batch[self.label_key]]}
 
     def __repr__(self) -> str:

@@ -26,7 +26,10 @@ def _image_dataset(images: list[torch.Tensor]):
     import datasets
     from PIL import Image
 
-    pil = [Image.fromarray((x.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)) for x in images]
+    pil = [
+        Image.fromarray((x.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+        for x in images
+    ]
     return datasets.Dataset.from_dict({"image": pil}, features=datasets.Features({"image": datasets.Image()}))
 
 
@@ -37,12 +40,15 @@ def _photos(split: str, photo_size: Any):
     from eqreg_hf.data.synthetic import TEST_PHOTOS, TRAIN_PHOTOS, load_photo
 
     if split not in ("train", "test"):
-        raise ValueError(f"Unknown split={split!r} for the built-in photos; choose 'train' or 'test' (disjoint).")
+        raise ValueError(
+            f"Unknown split={split!r} for the built-in photos; choose 'train' or 'test' (disjoint)."
+        )
     key = (split, photo_size)
     if key not in _PHOTO_CACHE:
         names = TRAIN_PHOTOS if split == "train" else TEST_PHOTOS
-        _PHOTO_CACHE[key] = _image_dataset([torch.from_numpy(np.array(load_photo(n, photo_size))).permute(2, 0, 1)
-                                            for n in names])
+        _PHOTO_CACHE[key] = _image_dataset(
+            [torch.from_numpy(np.array(load_photo(n, photo_size))).permute(2, 0, 1) for n in names]
+        )
     return _PHOTO_CACHE[key]
 
 
@@ -53,15 +59,21 @@ def _split_folder(root: Path, split: str) -> Path:
             return subdirs[alias]
     others = sorted(p.name for p in subdirs.values() if split_of(p.name, exact=True))
     if others:
-        raise ValueError(f"No {split!r} split in {str(root)!r}: its split folders are {others}; add a folder "
-                         f"named {split!r} or ask for one of those splits.")
+        raise ValueError(
+            f"No {split!r} split in {str(root)!r}: its split folders are {others}; add a folder "
+            f"named {split!r} or ask for one of those splits."
+        )
     own = split_of(root.name, exact=True)
     if own is not None and own != split_of(split):
-        raise ValueError(f"{str(root)!r} is the {own!r} split (by its name), not {split!r}; pass the folder of the "
-                         f"{split!r} split or its parent holding both.")
+        raise ValueError(
+            f"{str(root)!r} is the {own!r} split (by its name), not {split!r}; pass the folder of the "
+            f"{split!r} split or its parent holding both."
+        )
     if own is None and split_of(split) != "train":
-        raise ValueError(f"{str(root)!r} has no split folders, so it is the training set only; for a {split!r} split "
-                         f"add {str(root / split)!r} (and move training images to {str(root / 'train')!r}).")
+        raise ValueError(
+            f"{str(root)!r} has no split folders, so it is the training set only; for a {split!r} split "
+            f"add {str(root / split)!r} (and move training images to {str(root / 'train')!r})."
+        )
     return root
 
 
@@ -72,11 +84,15 @@ def _load_hub(name: str, split: str, image_column: str, cache_dir: str | None):
         ds = datasets.load_dataset(name, split=split, cache_dir=cache_dir)
     except (ConnectionError, OSError, ValueError) as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"Could not load clean images {name!r} (split {split!r}) with datasets.load_dataset: {msg}. "
-                         "Offline or unknown id? Pass a local image folder or source='photos' (built in).") from err
+        raise ValueError(
+            f"Could not load clean images {name!r} (split {split!r}) with datasets.load_dataset: {msg}. "
+            "Offline or unknown id? Pass a local image folder or source='photos' (built in)."
+        ) from err
     if image_column not in ds.column_names:
-        raise ValueError(f"Dataset {name!r} has no image column {image_column!r} (columns: {ds.column_names}); "
-                         "pass image_column='<the column holding the images>'.")
+        raise ValueError(
+            f"Dataset {name!r} has no image column {image_column!r} (columns: {ds.column_names}); "
+            "pass image_column='<the column holding the images>'."
+        )
     ds = ds.select_columns([image_column])
     if image_column != "image":
         ds = ds.rename_column(image_column, "image")
@@ -85,9 +101,15 @@ def _load_hub(name: str, split: str, image_column: str, cache_dir: str | None):
     return ds
 
 
-def load_clean_images(source: str | os.PathLike = "photos", split: str = "train", *, photo_size: Any = 128,
-                      data_dir: str | os.PathLike | None = None, image_column: str = "image",
-                      cache_dir: str | None = None):
+def load_clean_images(
+    source: str | os.PathLike = "photos",
+    split: str = "train",
+    *,
+    photo_size: Any = 128,
+    data_dir: str | os.PathLike | None = None,
+    image_column: str = "image",
+    cache_dir: str | None = None,
+):
     """Clean images as a ``datasets.Dataset`` with one Image column ``"image"`` (RGB when read by the transforms).
 
     Args:
@@ -117,18 +139,24 @@ def load_clean_images(source: str | os.PathLike = "photos", split: str = "train"
             return _load_hub(str(path), split, image_column, cache_dir)  # a local copy of a Hub dataset repo
         return load_imagefolder(_split_folder(path, split), cache_dir).select_columns(["image"])
     if path.exists():
-        raise ValueError(f"source={name!r} is a file; pass the folder that holds the images, a Hub id or 'photos'.")
+        raise ValueError(
+            f"source={name!r} is a file; pass the folder that holds the images, a Hub id or 'photos'."
+        )
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise FileNotFoundError(f"Image folder {name!r} does not exist; pass an existing folder, a Hub dataset id "
-                                "('user/name') or source='photos'.")
+        raise FileNotFoundError(
+            f"Image folder {name!r} does not exist; pass an existing folder, a Hub dataset id "
+            "('user/name') or source='photos'."
+        )
     return _load_hub(name, split, image_column, cache_dir)
 
 
 def _require_images(ds: Any, who: str) -> None:
     names = getattr(ds, "column_names", None)
     if names is None or "image" not in names:
-        raise ValueError(f"{who} needs a dataset with an 'image' column, got columns {names}; load it with "
-                         "load_clean_images(..., image_column='<your image column>').")
+        raise ValueError(
+            f"{who} needs a dataset with an 'image' column, got columns {names}; load it with "
+            "load_clean_images(..., image_column='<your image column>')."
+        )
 
 
 def select_training_set(ds: Any, size: Any = "all"):
@@ -147,18 +175,24 @@ def select_training_set(ds: Any, size: Any = "all"):
     if spec.isdigit():
         n = int(spec)
         if not 1 <= n <= len(ds):
-            raise ValueError(f"Training-set size {size!r} is not between 1 and the {len(ds)} images available; "
-                             f"pass a number in [1, {len(ds)}] or 'all'.")
+            raise ValueError(
+                f"Training-set size {size!r} is not between 1 and the {len(ds)} images available; "
+                f"pass a number in [1, {len(ds)}] or 'all'."
+            )
         return ds.select(range(n))
     match = re.fullmatch(r"region(\d+)", spec)
     if match is None:
-        raise ValueError(f"Unknown training-set size {size!r}; use 'all', a number of images such as '3', or "
-                         "'region96' (one 96 x 96 region from the centre of the first image).")
+        raise ValueError(
+            f"Unknown training-set size {size!r}; use 'all', a number of images such as '3', or "
+            "'region96' (one 96 x 96 region from the centre of the first image)."
+        )
     s = int(match.group(1))
     x = to_tensor(ds[0]["image"])
     h, w = x.shape[-2:]
     if not 1 <= s <= min(h, w):
-        raise ValueError(f"Region size {s} ({size!r}) does not fit the first image ({h} x {w}); use a region of "
-                         f"at most {min(h, w)} pixels (e.g. 'region{min(h, w) // 2}') or larger images.")
+        raise ValueError(
+            f"Region size {s} ({size!r}) does not fit the first image ({h} x {w}); use a region of "
+            f"at most {min(h, w)} pixels (e.g. 'region{min(h, w) // 2}') or larger images."
+        )
     top, left = (h - s) // 2, (w - s) // 2
-    return _image_dataset([x[:, top:top + s, left:left + s]])
+    return _image_dataset([x[:, top : top + s, left : left + s]])

@@ -22,12 +22,28 @@ import os
 from pathlib import Path
 from typing import Any
 
-from eqreg_hf.data.rain_layouts import (IMAGE_EXTENSIONS, RAIN_LAYOUTS, check_image_file, check_pair_sizes,
-                                        detect_layout, find_pairs, image_files, subfolders, unknown_layout_error)
+from eqreg_hf.data.rain_layouts import (
+    IMAGE_EXTENSIONS,
+    RAIN_LAYOUTS,
+    check_image_file,
+    check_pair_sizes,
+    detect_layout,
+    find_pairs,
+    image_files,
+    subfolders,
+    unknown_layout_error,
+)
 from eqreg_hf.data.splits import split_aliases, split_of
 
-__all__ = ["load_rain", "load_imagefolder", "find_pairs", "detect_layout", "RAIN_LAYOUTS", "BENCHMARKS",
-           "DATA_DIR_ENV"]
+__all__ = [
+    "load_rain",
+    "load_imagefolder",
+    "find_pairs",
+    "detect_layout",
+    "RAIN_LAYOUTS",
+    "BENCHMARKS",
+    "DATA_DIR_ENV",
+]
 
 DATA_DIR_ENV = "EQREG_DATA_DIR"
 
@@ -40,8 +56,30 @@ BENCHMARKS: dict[str, tuple[str, ...]] = {
 }
 
 # Hub column names tried, in order, when a Hub dataset does not call its columns "rainy"/"clean"
-_HUB_RAINY = ("rainy", "rain", "input", "inputs", "rainy_image", "image_rainy", "lq", "degraded", "image", "source")
-_HUB_CLEAN = ("clean", "norain", "target", "gt", "ground_truth", "clean_image", "image_clean", "hq", "label_image", "label")
+_HUB_RAINY = (
+    "rainy",
+    "rain",
+    "input",
+    "inputs",
+    "rainy_image",
+    "image_rainy",
+    "lq",
+    "degraded",
+    "image",
+    "source",
+)
+_HUB_CLEAN = (
+    "clean",
+    "norain",
+    "target",
+    "gt",
+    "ground_truth",
+    "clean_image",
+    "image_clean",
+    "hq",
+    "label_image",
+    "label",
+)
 
 
 def _resolve_split(root: Path, split: str) -> Path:
@@ -59,19 +97,23 @@ def _resolve_split(root: Path, split: str) -> Path:
     if len(fuzzy) == 1:
         return fuzzy[0]
     if len(fuzzy) > 1:
-        raise ValueError(f"Several folders in {str(root)!r} could hold split {split!r}: "
-                         f"{[p.name for p in fuzzy]}. Pass the folder path of the split you want.")
+        raise ValueError(
+            f"Several folders in {str(root)!r} could hold split {split!r}: "
+            f"{[p.name for p in fuzzy]}. Pass the folder path of the split you want."
+        )
     others = [p.name for p in subdirs if split_of(p.name) is not None]
     if others:
         raise ValueError(
             f"No {split!r} split in {str(root)!r}: its split folders are {others}, and another split is never used in "
             f"its place (its pairs would be reported as {split!r} results). Add a folder named "
-            f"{list(split_aliases(split))[:2]}, or ask for one of the splits there.")
+            f"{list(split_aliases(split))[:2]}, or ask for one of the splits there."
+        )
     own = split_of(root.name, exact=True)  # a folder named train/, Testing/, ... (not test_run_3/)
     if own is not None and own != split_of(split):
         raise ValueError(
             f"{str(root)!r} is the {own!r} split (by its name), not {split!r}: pass the folder of the {split!r} split "
-            f"(or its parent, which holds both), or split={own!r}.")
+            f"(or its parent, which holds both), or split={own!r}."
+        )
     if detect_layout(root) is not None:
         return root  # an explicit path to one split
     # a wrapper folder (e.g. an unzipped archive) with a single child: look inside it
@@ -79,8 +121,10 @@ def _resolve_split(root: Path, split: str) -> Path:
         return _resolve_split(subdirs[0], split)
     other = [p.name for p in subdirs]
     if other and any(detect_layout(p) for p in subdirs):
-        raise ValueError(f"No {split!r} split folder in {str(root)!r} (subfolders: {other}). Name the split "
-                         f"folders {list(split_aliases(split))[:2]}, or pass the split's folder path.")
+        raise ValueError(
+            f"No {split!r} split folder in {str(root)!r} (subfolders: {other}). Name the split "
+            f"folders {list(split_aliases(split))[:2]}, or pass the split's folder path."
+        )
     raise unknown_layout_error(root)
 
 
@@ -93,14 +137,21 @@ def load_imagefolder(folder: str | os.PathLike, cache_dir: str | None = None):
     import datasets
 
     folder = Path(folder)
-    files = sorted(str(p) for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
-                   and (p.suffix.lower() in IMAGE_EXTENSIONS or p.name in ("metadata.csv", "metadata.jsonl")))
+    files = sorted(
+        str(p)
+        for p in folder.rglob("*")
+        if p.is_file()
+        and not p.name.startswith(".")
+        and (p.suffix.lower() in IMAGE_EXTENSIONS or p.name in ("metadata.csv", "metadata.jsonl"))
+    )
     if not files:
         raise ValueError(f"Image folder {str(folder)!r} has no images.")
     for f in files:
         if Path(f).suffix.lower() in IMAGE_EXTENSIONS:
             check_image_file(f)  # a corrupt or truncated file is named now, not mid-training
-    return datasets.load_dataset("imagefolder", data_files={"train": files}, split="train", cache_dir=cache_dir)
+    return datasets.load_dataset(
+        "imagefolder", data_files={"train": files}, split="train", cache_dir=cache_dir
+    )
 
 
 def _load_local(root: Path, split: str, strict: bool, check_sizes: bool, cache_dir: str | None):
@@ -114,8 +165,10 @@ def _load_local(root: Path, split: str, strict: bool, check_sizes: bool, cache_d
         ds = load_imagefolder(folder, cache_dir)
         missing = [c for c in ("rainy", "clean") if c not in ds.column_names]
         if missing:
-            raise ValueError(f"{folder}/metadata.csv must have columns rainy_file_name and clean_file_name "
-                             f"(giving Image columns 'rainy' and 'clean'); got columns {ds.column_names}.")
+            raise ValueError(
+                f"{folder}/metadata.csv must have columns rainy_file_name and clean_file_name "
+                f"(giving Image columns 'rainy' and 'clean'); got columns {ds.column_names}."
+            )
         ds = ds.select_columns(["rainy", "clean"])
         if len(ds) == 0:
             raise ValueError(f"metadata.csv in {folder} lists no images.")
@@ -125,7 +178,8 @@ def _load_local(root: Path, split: str, strict: bool, check_sizes: bool, cache_d
         check_pair_sizes(pairs)
     features = datasets.Features({"rainy": datasets.Image(), "clean": datasets.Image()})
     return datasets.Dataset.from_dict(
-        {"rainy": [str(r) for r, _ in pairs], "clean": [str(c) for _, c in pairs]}, features=features)
+        {"rainy": [str(r) for r, _ in pairs], "clean": [str(c) for _, c in pairs]}, features=features
+    )
 
 
 def _benchmark_name(name: str) -> str | None:
@@ -170,10 +224,15 @@ def _normalise_hub_columns(ds, name: str, columns: dict[str, str] | None):
         low = {c.lower(): c for c in cols}
         pick = lambda cands: next((low[c] for c in cands if c in low), None)  # noqa: E731
         mapping = {"rainy": pick(_HUB_RAINY), "clean": pick(_HUB_CLEAN)}
-    if None in mapping.values() or mapping["rainy"] == mapping["clean"] or \
-            any(v not in cols for v in mapping.values()):
-        raise ValueError(f"Cannot tell the rainy and clean columns of Hub dataset {name!r} (columns: {cols}). "
-                         "Pass columns={'rainy': '<rainy column>', 'clean': '<clean column>'}.")
+    if (
+        None in mapping.values()
+        or mapping["rainy"] == mapping["clean"]
+        or any(v not in cols for v in mapping.values())
+    ):
+        raise ValueError(
+            f"Cannot tell the rainy and clean columns of Hub dataset {name!r} (columns: {cols}). "
+            "Pass columns={'rainy': '<rainy column>', 'clean': '<clean column>'}."
+        )
     ds = ds.select_columns([mapping["rainy"], mapping["clean"]])
     if mapping["rainy"] != "rainy" or mapping["clean"] != "clean":
         ds = ds.rename_columns({v: k for k, v in mapping.items() if v != k})
@@ -248,8 +307,10 @@ def load_rain(
     local = path if path.is_dir() else _find_named(name, data_dir)
     if local is not None:
         if kwargs:
-            raise TypeError(f"Unexpected arguments {sorted(kwargs)} for a local rain folder; they apply only to "
-                            "'synthetic' (make_synthetic_rain options) or Hub ids (load_dataset options).")
+            raise TypeError(
+                f"Unexpected arguments {sorted(kwargs)} for a local rain folder; they apply only to "
+                "'synthetic' (make_synthetic_rain options) or Hub ids (load_dataset options)."
+            )
         return _load_local(local, split, strict, check_sizes, cache_dir)
 
     if path.exists():
@@ -260,8 +321,11 @@ def load_rain(
         raise FileNotFoundError(
             f"{canon} was not found locally (looked in: {', '.join(looked)}). Download it (docs/data.md) and pass "
             f"data_dir='/folder/containing/{canon}' or set {DATA_DIR_ENV}, give the folder path itself, or pass a "
-            "Hub dataset id ('user/name'); load_rain('synthetic') needs no download.")
+            "Hub dataset id ('user/name'); load_rain('synthetic') needs no download."
+        )
     if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") != 1:
-        raise FileNotFoundError(f"Rain data folder {name!r} does not exist. Pass an existing folder, a benchmark "
-                                f"name ({list(BENCHMARKS)}) with data_dir=, a Hub id ('user/name'), or 'synthetic'.")
+        raise FileNotFoundError(
+            f"Rain data folder {name!r} does not exist. Pass an existing folder, a benchmark "
+            f"name ({list(BENCHMARKS)}) with data_dir=, a Hub id ('user/name'), or 'synthetic'."
+        )
     return _load_hub(name, split, cache_dir, columns, **kwargs)

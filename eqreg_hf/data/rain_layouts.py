@@ -19,11 +19,20 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-__all__ = ["RAIN_LAYOUTS", "detect_layout", "find_pairs", "check_pair_sizes", "check_image_file", "unknown_layout_error",
-           "image_files", "subfolders", "IMAGE_EXTENSIONS"]
+__all__ = [
+    "RAIN_LAYOUTS",
+    "detect_layout",
+    "find_pairs",
+    "check_pair_sizes",
+    "check_image_file",
+    "unknown_layout_error",
+    "image_files",
+    "subfolders",
+    "IMAGE_EXTENSIONS",
+]
 
 RAIN_LAYOUTS: dict[str, str] = {
     "rain100": "one folder with rain-XXX.png and norain-XXX.png (Rain100L / Rain100H)",
@@ -35,10 +44,23 @@ RAIN_LAYOUTS: dict[str, str] = {
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 _RAINY_DIRS = ("rainy", "rain", "rainy_image", "rainy_images", "input", "inputs", "lq", "degraded")
-_CLEAN_DIRS = ("norain", "no_rain", "clean", "gt", "ground_truth", "groundtruth", "target", "targets", "hq", "label")
+_CLEAN_DIRS = (
+    "norain",
+    "no_rain",
+    "clean",
+    "gt",
+    "ground_truth",
+    "groundtruth",
+    "target",
+    "targets",
+    "hq",
+    "label",
+)
 _RAIN100_RAINY = re.compile(r"^(?:rain|rainy)[-_](?P<key>.+)$", re.IGNORECASE)
 _RAIN100_CLEAN = re.compile(r"^(?:norain|no_rain|no-rain|clean|gt)[-_](?P<key>.+)$", re.IGNORECASE)
-_RAIN100_IGNORED = re.compile(r"^(?:rainregion|rainstreak|rain_region|rain_streak|streak|mask)", re.IGNORECASE)
+_RAIN100_IGNORED = re.compile(
+    r"^(?:rainregion|rainstreak|rain_region|rain_streak|streak|mask)", re.IGNORECASE
+)
 _RAIN12_RAINY = re.compile(r"^(?P<key>.+?)[-_](?:in|input|rain|rainy)$", re.IGNORECASE)
 _RAIN12_CLEAN = re.compile(r"^(?P<key>.+?)[-_](?:gt|clean|norain|target|groundtruth)$", re.IGNORECASE)
 _PREFIXES = re.compile(r"^(?:norain|no_rain|no-rain|rainy|rain|clean|gt|input|target)[-_]", re.IGNORECASE)
@@ -49,8 +71,11 @@ _SCALE = re.compile(r"^(?P<base>.+?)x\d$")  # EDSR-style names (RCDNet's data): 
 
 def image_files(folder: Path) -> list[Path]:
     """The image files directly in ``folder`` (hidden ones left out), sorted."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                  and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    )
 
 
 def subfolders(folder: Path) -> list[Path]:
@@ -105,14 +130,20 @@ def detect_layout(folder: str | os.PathLike) -> str | None:
 
 def unknown_layout_error(folder: Path) -> ValueError:
     """The error for a folder in none of the ``RAIN_LAYOUTS``: what it holds, the layouts, the fix."""
-    entries = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir() if not p.name.startswith("."))
+    entries = sorted(
+        p.name + ("/" if p.is_dir() else "") for p in folder.iterdir() if not p.name.startswith(".")
+    )
     shown = ", ".join(entries[:8]) + (f", ... ({len(entries)} entries)" if len(entries) > 8 else "")
     known = "; ".join(f"{k}: {v}" for k, v in RAIN_LAYOUTS.items())
     if not entries:
-        return ValueError(f"Rain data folder {str(folder)!r} is empty. Put the benchmark's images there "
-                          f"(see docs/data.md) or use load_rain('synthetic'). Recognised layouts: {known}.")
-    return ValueError(f"Unknown rain data layout in {str(folder)!r} (found: {shown}). Recognised layouts: "
-                      f"{known}. Rearrange the files into one of them (docs/data.md) or write a metadata.csv.")
+        return ValueError(
+            f"Rain data folder {str(folder)!r} is empty. Put the benchmark's images there "
+            f"(see docs/data.md) or use load_rain('synthetic'). Recognised layouts: {known}."
+        )
+    return ValueError(
+        f"Unknown rain data layout in {str(folder)!r} (found: {shown}). Recognised layouts: "
+        f"{known}. Rearrange the files into one of them (docs/data.md) or write a metadata.csv."
+    )
 
 
 def _match(regex: re.Pattern, files: list[Path]) -> dict[str, Path]:
@@ -122,19 +153,26 @@ def _match(regex: re.Pattern, files: list[Path]) -> dict[str, Path]:
         if m:
             key = _norm_key(m.group("key"))
             if key in out:
-                raise ValueError(f"Two files map to the same pair key {key!r}: {out[key]} and {p}; rename one.")
+                raise ValueError(
+                    f"Two files map to the same pair key {key!r}: {out[key]} and {p}; rename one."
+                )
             out[key] = p
     return out
 
 
-def _pair_flat(folder: Path, rainy_re: re.Pattern, clean_re: re.Pattern, strict: bool) -> list[tuple[Path, Path]]:
+def _pair_flat(
+    folder: Path, rainy_re: re.Pattern, clean_re: re.Pattern, strict: bool
+) -> list[tuple[Path, Path]]:
     files = image_files(folder)
     rainy, clean = _match(rainy_re, files), _match(clean_re, files)
     used = set(rainy.values()) | set(clean.values())
     other = [p.name for p in files if p not in used and not _RAIN100_IGNORED.match(p.stem)]
     if other:
-        warnings.warn(f"{len(other)} image(s) in {folder} match neither the rainy nor the clean naming and "
-                      f"are ignored, e.g. {other[:3]}.", stacklevel=3)
+        warnings.warn(
+            f"{len(other)} image(s) in {folder} match neither the rainy nor the clean naming and "
+            f"are ignored, e.g. {other[:3]}.",
+            stacklevel=3,
+        )
     return _join(rainy, clean, folder, folder, strict, many_to_one=False)
 
 
@@ -148,18 +186,27 @@ def _keyed(folder: Path, role: str) -> dict[str, Path]:
     for p in image_files(folder):
         key = _dir_key(p.stem)
         if key in out:
-            raise ValueError(f"Two {role} files map to the same pair key {key!r}: {out[key]} and {p}; rename one.")
+            raise ValueError(
+                f"Two {role} files map to the same pair key {key!r}: {out[key]} and {p}; rename one."
+            )
         out[key] = p
     return out
 
 
 def _pair_dirs(rainy_dir: Path, clean_dir: Path, strict: bool) -> list[tuple[Path, Path]]:
-    return _join(_keyed(rainy_dir, "rainy"), _keyed(clean_dir, "clean"), rainy_dir, clean_dir, strict,
-                 many_to_one=True)
+    return _join(
+        _keyed(rainy_dir, "rainy"), _keyed(clean_dir, "clean"), rainy_dir, clean_dir, strict, many_to_one=True
+    )
 
 
-def _join(rainy: dict[str, Path], clean: dict[str, Path], rainy_dir: Path, clean_dir: Path,
-          strict: bool, many_to_one: bool) -> list[tuple[Path, Path]]:
+def _join(
+    rainy: dict[str, Path],
+    clean: dict[str, Path],
+    rainy_dir: Path,
+    clean_dir: Path,
+    strict: bool,
+    many_to_one: bool,
+) -> list[tuple[Path, Path]]:
     pairs: list[tuple[Path, Path]] = []
     unpaired: list[Path] = []
     used_clean: set[str] = set()
@@ -182,16 +229,23 @@ def _join(rainy: dict[str, Path], clean: dict[str, Path], rainy_dir: Path, clean
         what = unpaired[0] if unpaired else unused[0]
         role = "rainy" if unpaired else "clean"
         n = len(unpaired) + len(unused)
-        raise ValueError(f"Unpaired {role} image {str(what)!r} has no partner ({n} unpaired file(s) in "
-                         f"{rainy_dir}{'' if rainy_dir == clean_dir else ' / ' + str(clean_dir)}). Add or rename "
-                         "its partner, or pass strict=False to skip unpaired files.")
+        raise ValueError(
+            f"Unpaired {role} image {str(what)!r} has no partner ({n} unpaired file(s) in "
+            f"{rainy_dir}{'' if rainy_dir == clean_dir else ' / ' + str(clean_dir)}). Add or rename "
+            "its partner, or pass strict=False to skip unpaired files."
+        )
     if unpaired or unused:
-        warnings.warn(f"Skipping {len(unpaired) + len(unused)} unpaired image(s), e.g. "
-                      f"{[p.name for p in (unpaired + unused)[:3]]}.", stacklevel=3)
+        warnings.warn(
+            f"Skipping {len(unpaired) + len(unused)} unpaired image(s), e.g. "
+            f"{[p.name for p in (unpaired + unused)[:3]]}.",
+            stacklevel=3,
+        )
     if not pairs:
-        raise ValueError(f"No rainy/clean pairs found in {rainy_dir}"
-                         f"{'' if rainy_dir == clean_dir else ' and ' + str(clean_dir)}; check the file names "
-                         f"against the recognised layouts: {RAIN_LAYOUTS}.")
+        raise ValueError(
+            f"No rainy/clean pairs found in {rainy_dir}"
+            f"{'' if rainy_dir == clean_dir else ' and ' + str(clean_dir)}; check the file names "
+            f"against the recognised layouts: {RAIN_LAYOUTS}."
+        )
     return sorted(pairs, key=lambda rc: _natural(rc[0].relative_to(rainy_dir)))
 
 
@@ -220,8 +274,10 @@ def check_image_file(path: str | os.PathLike) -> tuple[int, int]:
             elif fmt != "JPEG" or not _complete_jpeg(path):
                 im.load()
     except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"Image {str(path)!r} cannot be read ({type(err).__name__}: {err}): it is corrupt, truncated or "
-                         "not an image. Replace or remove it (and its partner).") from None
+        raise ValueError(
+            f"Image {str(path)!r} cannot be read ({type(err).__name__}: {err}): it is corrupt, truncated or "
+            "not an image. Replace or remove it (and its partner)."
+        ) from None
     return size
 
 
@@ -233,9 +289,11 @@ def check_pair_sizes(pairs: list[tuple[Path, Path]]) -> None:
             clean_sizes[c] = check_image_file(c)
         rs = check_image_file(r)
         if rs != clean_sizes[c]:
-            raise ValueError(f"Size mismatch in pair {str(r)!r} ({rs[0]}x{rs[1]}) and {str(c)!r} "
-                             f"({clean_sizes[c][0]}x{clean_sizes[c][1]}) (width x height); a pair must be "
-                             "pixel-aligned. Fix or remove this pair, or pass check_sizes=False.")
+            raise ValueError(
+                f"Size mismatch in pair {str(r)!r} ({rs[0]}x{rs[1]}) and {str(c)!r} "
+                f"({clean_sizes[c][0]}x{clean_sizes[c][1]}) (width x height); a pair must be "
+                "pixel-aligned. Fix or remove this pair, or pass check_sizes=False."
+            )
 
 
 def find_pairs(folder: str | os.PathLike, strict: bool = True) -> tuple[str, list[tuple[Path, Path]]]:
@@ -260,5 +318,7 @@ def find_pairs(folder: str | os.PathLike, strict: bool = True) -> tuple[str, lis
     if layout == "rain12":
         return layout, _pair_flat(folder, _RAIN12_RAINY, _RAIN12_CLEAN, strict)
     if layout == "imagefolder":
-        raise ValueError(f"{folder} is an imagefolder (metadata.csv); load it with load_rain({str(folder)!r}).")
+        raise ValueError(
+            f"{folder} is an imagefolder (metadata.csv); load it with load_rain({str(folder)!r})."
+        )
     raise unknown_layout_error(folder)

@@ -39,9 +39,22 @@ import torch
 from eqreg_hf.data.clean_images import _require_images, load_clean_images, select_training_set
 from eqreg_hf.data.transforms import to_tensor
 
-__all__ = ["RESTORE_TASKS", "DEFAULT_SIGMA", "DEFAULT_MASK_RATIO", "DEFAULT_SCALE", "SCALES", "SR_FILTERS",
-           "RESTORE_AUGMENTS", "Degradation", "sr_filter", "load_clean_images", "select_training_set",
-           "RestoreTransform", "restore_collate", "held_out_pairs"]
+__all__ = [
+    "RESTORE_TASKS",
+    "DEFAULT_SIGMA",
+    "DEFAULT_MASK_RATIO",
+    "DEFAULT_SCALE",
+    "SCALES",
+    "SR_FILTERS",
+    "RESTORE_AUGMENTS",
+    "Degradation",
+    "sr_filter",
+    "load_clean_images",
+    "select_training_set",
+    "RestoreTransform",
+    "restore_collate",
+    "held_out_pairs",
+]
 
 RESTORE_TASKS = ("denoise", "inpaint", "sr")
 DEFAULT_SIGMA = 25 / 255
@@ -80,7 +93,9 @@ def sr_filter(scale: int, name: str = "bicubic") -> torch.Tensor:
         1.0
     """
     if name not in SR_FILTERS:
-        raise ValueError(f"Unknown sr_filter={name!r}; choose one of {SR_FILTERS} (both exactly rotation-equivariant).")
+        raise ValueError(
+            f"Unknown sr_filter={name!r}; choose one of {SR_FILTERS} (both exactly rotation-equivariant)."
+        )
     centre = (scale - 1) / 2  # offset of the block centre from the sampled pixel s*i
     reach = int(math.ceil(centre + 2 * scale))
     offsets = np.arange(-reach, reach + 1, dtype=np.float64)  # p: weight of x[s*i + p]
@@ -116,21 +131,43 @@ class Degradation:
         torch.Size([3, 4, 6])
     """
 
-    def __init__(self, task: str = "denoise", *, sigma: float | None = None, mask_ratio: float = DEFAULT_MASK_RATIO,
-                 scale: int = DEFAULT_SCALE, sr_filter: str = "bicubic"):
+    def __init__(
+        self,
+        task: str = "denoise",
+        *,
+        sigma: float | None = None,
+        mask_ratio: float = DEFAULT_MASK_RATIO,
+        scale: int = DEFAULT_SCALE,
+        sr_filter: str = "bicubic",
+    ):
         if task not in RESTORE_TASKS:
             raise ValueError(f"Unknown task={task!r}; choose one of {RESTORE_TASKS}, e.g. task='denoise'.")
         if sigma is None:
             sigma = DEFAULT_SIGMA if task == "denoise" else 0.0
         self.task = task
-        self.sigma = _real("sigma", sigma, 0.0, math.inf, "pass the noise level on the [0, 1] scale, "
-                           "e.g. sigma=25/255 (0 for noise-free).")
-        self.mask_ratio = _real("mask_ratio", mask_ratio, 0.0, 1.0, "it is the fraction of pixels missing, "
-                                "e.g. mask_ratio=0.5.", high_open=True)
+        self.sigma = _real(
+            "sigma",
+            sigma,
+            0.0,
+            math.inf,
+            "pass the noise level on the [0, 1] scale, e.g. sigma=25/255 (0 for noise-free).",
+        )
+        self.mask_ratio = _real(
+            "mask_ratio",
+            mask_ratio,
+            0.0,
+            1.0,
+            "it is the fraction of pixels missing, e.g. mask_ratio=0.5.",
+            high_open=True,
+        )
         if isinstance(scale, bool) or scale not in SCALES:
-            raise ValueError(f"scale={scale!r} is not a supported SR factor; choose one of {SCALES}, e.g. scale=2.")
+            raise ValueError(
+                f"scale={scale!r} is not a supported SR factor; choose one of {SCALES}, e.g. scale=2."
+            )
         if sr_filter not in SR_FILTERS:
-            raise ValueError(f"Unknown sr_filter={sr_filter!r}; choose one of {SR_FILTERS}, e.g. sr_filter='bicubic'.")
+            raise ValueError(
+                f"Unknown sr_filter={sr_filter!r}; choose one of {SR_FILTERS}, e.g. sr_filter='bicubic'."
+            )
         self.scale = int(scale)
         self.sr_filter = sr_filter
         self._physics = None
@@ -143,11 +180,17 @@ class Degradation:
             noise = GaussianNoise(sigma=self.sigma, rng=torch.Generator())
             if self.task == "denoise":
                 self._physics = Denoising(noise_model=noise)
-            elif self.task == "inpaint":  # the mask is drawn per call (img_size only matters for a float mask)
+            elif (
+                self.task == "inpaint"
+            ):  # the mask is drawn per call (img_size only matters for a float mask)
                 self._physics = Inpainting(img_size=(1, 1, 1), mask=None, noise_model=noise)
             else:
-                self._physics = Downsampling(filter=sr_filter(self.scale, self.sr_filter), factor=self.scale,
-                                             padding="circular", noise_model=noise)
+                self._physics = Downsampling(
+                    filter=sr_filter(self.scale, self.sr_filter),
+                    factor=self.scale,
+                    padding="circular",
+                    noise_model=noise,
+                )
         return self._physics
 
     def __getstate__(self) -> dict:  # picklable (spawned DataLoader workers): the operator is rebuilt there
@@ -162,13 +205,20 @@ class Degradation:
         if h < 1 or w < 1:
             raise ValueError(f"Image size {(h, w)} (H, W) is empty; pass images of at least 1 x 1 pixel.")
         if self.task == "sr" and (h % self.scale or w % self.scale):
-            raise ValueError(f"Image size {(h, w)} (H, W) is not divisible by the SR scale {self.scale}; crop it to "
-                             f"{(h - h % self.scale, w - w % self.scale)} (crop_size a multiple of {self.scale}).")
+            raise ValueError(
+                f"Image size {(h, w)} (H, W) is not divisible by the SR scale {self.scale}; crop it to "
+                f"{(h - h % self.scale, w - w % self.scale)} (crop_size a multiple of {self.scale})."
+            )
 
     def to_dict(self) -> dict:
         """``{"task", "sigma", "mask_ratio", "scale", "sr_filter"}`` for model cards and JSON."""
-        return {"task": self.task, "sigma": self.sigma, "mask_ratio": self.mask_ratio, "scale": self.scale,
-                "sr_filter": self.sr_filter}
+        return {
+            "task": self.task,
+            "sigma": self.sigma,
+            "mask_ratio": self.mask_ratio,
+            "scale": self.scale,
+            "sr_filter": self.sr_filter,
+        }
 
     def __repr__(self) -> str:
         return "Degradation(" + ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items()) + ")"
@@ -197,8 +247,10 @@ class Degradation:
         y = self.A(x, generator)
         if self.sigma > 0:
             device = generator.device if generator is not None else torch.device("cpu")
-            seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=device))
-            noise_model = self.physics.noise_model  # deepinv's own generator, reseeded from ours on every call
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=device))
+            noise_model = (
+                self.physics.noise_model
+            )  # deepinv's own generator, reseeded from ours on every call
             if noise_model.rng.device != y.device:  # deepinv cannot carry a CPU generator's state to a GPU
                 noise_model.rng = torch.Generator(device=y.device)
             y = self.physics.noise(y, seed=seed)
@@ -208,8 +260,10 @@ class Degradation:
 def _batched(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
     if not isinstance(x, torch.Tensor) or x.dim() not in (3, 4):
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"Degradation expects an image tensor [C, H, W] or a batch [B, C, H, W], got {shape}; "
-                         "convert with eqreg_hf.data.to_tensor.")
+        raise ValueError(
+            f"Degradation expects an image tensor [C, H, W] or a batch [B, C, H, W], got {shape}; "
+            "convert with eqreg_hf.data.to_tensor."
+        )
     return (x[None], True) if x.dim() == 3 else (x, False)
 
 
@@ -225,7 +279,7 @@ def _fit_scale(x: torch.Tensor, degradation: Degradation) -> torch.Tensor:
         return x
     h, w = x.shape[-2:]
     dh, dw = h % degradation.scale, w % degradation.scale
-    return x[..., dh // 2:h - (dh - dh // 2), dw // 2:w - (dw - dw // 2)]
+    return x[..., dh // 2 : h - (dh - dh // 2), dw // 2 : w - (dw - dw // 2)]
 
 
 def _group_element(augment: str | None, g: torch.Generator) -> tuple[bool, int]:
@@ -258,19 +312,32 @@ class RestoreTransform:
         (torch.Size([3, 16, 16]), torch.Size([3, 16, 16]))
     """
 
-    def __init__(self, degradation: Degradation, crop_size: int | None, *, seed: int = 0,
-                 augment: str | None = None, train: bool = True):
+    def __init__(
+        self,
+        degradation: Degradation,
+        crop_size: int | None,
+        *,
+        seed: int = 0,
+        augment: str | None = None,
+        train: bool = True,
+    ):
         if not isinstance(degradation, Degradation):
-            raise ValueError(f"degradation={degradation!r} is not a Degradation; build one, e.g. Degradation('denoise').")
+            raise ValueError(
+                f"degradation={degradation!r} is not a Degradation; build one, e.g. Degradation('denoise')."
+            )
         augment = None if augment in (None, "none") else augment
         if augment not in RESTORE_AUGMENTS:
             raise ValueError(f"Unknown augment={augment!r}; choose one of ('none', 'C2', 'C4', 'D4').")
         if train:
             if isinstance(crop_size, bool) or not isinstance(crop_size, int) or crop_size < 1:
-                raise ValueError(f"crop_size={crop_size!r} must be a positive integer for training, e.g. crop_size=48.")
+                raise ValueError(
+                    f"crop_size={crop_size!r} must be a positive integer for training, e.g. crop_size=48."
+                )
             if degradation.task == "sr" and crop_size % degradation.scale:
-                raise ValueError(f"crop_size={crop_size} is not divisible by the SR scale {degradation.scale}; use "
-                                 f"crop_size={crop_size - crop_size % degradation.scale or degradation.scale}.")
+                raise ValueError(
+                    f"crop_size={crop_size} is not divisible by the SR scale {degradation.scale}; use "
+                    f"crop_size={crop_size - crop_size % degradation.scale or degradation.scale}."
+                )
         self.degradation, self.crop_size, self.seed = degradation, crop_size, int(seed)
         self.augment, self.train = augment, bool(train)
         self.generator = torch.Generator().manual_seed(self.seed)
@@ -294,8 +361,10 @@ class RestoreTransform:
     def _check_fit(self, x: torch.Tensor) -> None:
         h, w = x.shape[-2:]
         if self.crop_size > min(h, w):
-            raise ValueError(f"crop_size={self.crop_size} is larger than an image of {h} x {w}; use crop_size <= "
-                             f"{min(h, w)} or larger images (photo_size=, a larger region).")
+            raise ValueError(
+                f"crop_size={self.crop_size} is larger than an image of {h} x {w}; use crop_size <= "
+                f"{min(h, w)} or larger images (photo_size=, a larger region)."
+            )
 
     def apply(self, image: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """One image (PIL / array / tensor) -> ``(degraded, clean)`` tensors."""
@@ -309,15 +378,17 @@ class RestoreTransform:
         h, w, c = x.shape[-2], x.shape[-1], self.crop_size
         top = int(torch.randint(0, h - c + 1, (1,), generator=g))
         left = int(torch.randint(0, w - c + 1, (1,), generator=g))
-        x = x[:, top:top + c, left:left + c]
+        x = x[:, top : top + c, left : left + c]
         flip, k = _group_element(self.augment, g)
         x = torch.rot90(x.flip(-1) if flip else x, k, dims=(-2, -1)).contiguous()
         return self.degradation(x, g), x
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list[torch.Tensor]]:
         if "image" not in batch:
-            raise ValueError(f"RestoreTransform needs an 'image' column, the batch has {sorted(batch)}; load the data "
-                             "with load_clean_images(..., image_column=...).")
+            raise ValueError(
+                f"RestoreTransform needs an 'image' column, the batch has {sorted(batch)}; load the data "
+                "with load_clean_images(..., image_column=...)."
+            )
         pairs = [self.apply(image) for image in batch["image"]]
         return {"pixel_values": [p[0] for p in pairs], "labels": [p[1] for p in pairs]}
 
@@ -336,14 +407,17 @@ def restore_collate(batch: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor,
     for key in ("pixel_values", "labels"):
         sizes = sorted({tuple(item[key].shape) for item in batch})
         if len(sizes) > 1:
-            raise ValueError(f"Cannot batch {key} of different sizes {sizes}; train on crops (crop_size=) or "
-                             "evaluate whole images with batch size 1.")
+            raise ValueError(
+                f"Cannot batch {key} of different sizes {sizes}; train on crops (crop_size=) or "
+                "evaluate whole images with batch size 1."
+            )
         out.append(torch.stack([item[key] for item in batch]))
     return out[0], out[1]
 
 
-def held_out_pairs(ds: Any, degradation: Degradation, *, seed: int = 0,
-                   max_images: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def held_out_pairs(
+    ds: Any, degradation: Degradation, *, seed: int = 0, max_images: int | None = None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Fixed ``(degraded [C, h, w], clean [C, H, W])`` pairs: image ``i`` (whole, centre-cropped to multiples
     of the SR scale) degraded with a generator seeded from ``(seed, i)``; the same tensors on every call.
 

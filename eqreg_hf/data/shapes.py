@@ -23,10 +23,27 @@ import math
 
 import numpy as np
 
-__all__ = ["SHAPE_NAMES", "SHAPE_COARSE_NAMES", "SHAPE_TO_COARSE", "shape_polygon", "render_shape", "load_shapes"]
+__all__ = [
+    "SHAPE_NAMES",
+    "SHAPE_COARSE_NAMES",
+    "SHAPE_TO_COARSE",
+    "shape_polygon",
+    "render_shape",
+    "load_shapes",
+]
 
-SHAPE_NAMES: tuple[str, ...] = ("triangle", "square", "pentagon", "hexagon", "star", "cross",
-                                "arrow", "L", "T", "chevron")
+SHAPE_NAMES: tuple[str, ...] = (
+    "triangle",
+    "square",
+    "pentagon",
+    "hexagon",
+    "star",
+    "cross",
+    "arrow",
+    "L",
+    "T",
+    "chevron",
+)
 SHAPE_COARSE_NAMES: tuple[str, ...] = ("polygon", "star", "glyph")
 SHAPE_TO_COARSE: tuple[int, ...] = (0, 0, 0, 0, 1, 1, 2, 2, 2, 2)
 
@@ -36,7 +53,10 @@ _MEMORY_CACHE: dict[tuple, object] = {}
 
 
 def _regular(n: int, r: float = 1.0, phase: float = math.pi / 2) -> list[tuple[float, float]]:
-    return [(r * math.cos(phase + 2 * math.pi * i / n), r * math.sin(phase + 2 * math.pi * i / n)) for i in range(n)]
+    return [
+        (r * math.cos(phase + 2 * math.pi * i / n), r * math.sin(phase + 2 * math.pi * i / n))
+        for i in range(n)
+    ]
 
 
 def shape_polygon(name: str) -> np.ndarray:
@@ -59,13 +79,35 @@ def shape_polygon(name: str) -> np.ndarray:
         pts = [p for pair in zip(outer, inner) for p in pair]
     elif name == "cross":
         a, b = 0.3, 0.9
-        pts = [(-a, b), (a, b), (a, a), (b, a), (b, -a), (a, -a), (a, -b), (-a, -b), (-a, -a), (-b, -a), (-b, a), (-a, a)]
+        pts = [
+            (-a, b),
+            (a, b),
+            (a, a),
+            (b, a),
+            (b, -a),
+            (a, -a),
+            (a, -b),
+            (-a, -b),
+            (-a, -a),
+            (-b, -a),
+            (-b, a),
+            (-a, a),
+        ]
     elif name == "arrow":
         pts = [(0.0, 0.95), (0.6, 0.3), (0.22, 0.3), (0.22, -0.9), (-0.22, -0.9), (-0.22, 0.3), (-0.6, 0.3)]
     elif name == "L":
         pts = [(-0.55, 0.9), (-0.15, 0.9), (-0.15, -0.5), (0.6, -0.5), (0.6, -0.9), (-0.55, -0.9)]
     elif name == "T":
-        pts = [(-0.8, 0.9), (0.8, 0.9), (0.8, 0.5), (0.2, 0.5), (0.2, -0.9), (-0.2, -0.9), (-0.2, 0.5), (-0.8, 0.5)]
+        pts = [
+            (-0.8, 0.9),
+            (0.8, 0.9),
+            (0.8, 0.5),
+            (0.2, 0.5),
+            (0.2, -0.9),
+            (-0.2, -0.9),
+            (-0.2, 0.5),
+            (-0.8, 0.5),
+        ]
     elif name == "chevron":
         pts = [(-0.85, -0.2), (0.0, 0.75), (0.85, -0.2), (0.85, -0.75), (0.0, 0.2), (-0.85, -0.75)]
     else:
@@ -176,7 +218,9 @@ def load_shapes(
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
     hw = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
     if min(hw) < 8:
-        raise ValueError(f"size={size!r} is too small to draw a recognisable shape; use at least 8 (e.g. 32).")
+        raise ValueError(
+            f"size={size!r} is too small to draw a recognisable shape; use at least 8 (e.g. 32)."
+        )
     names = tuple(classes) if classes is not None else SHAPE_NAMES
     bad = [c for c in names if c not in SHAPE_NAMES]
     if bad or not names:
@@ -198,11 +242,15 @@ def load_shapes(
         imgs.append(Image.fromarray(render_shape(SHAPE_NAMES[cls], hw, angle, rng)))
         fine.append(cls)
         coarse.append(SHAPE_TO_COARSE[cls])
-    features = datasets.Features({
-        "img": datasets.Image(),
-        "fine_label": datasets.ClassLabel(names=list(SHAPE_NAMES)),
-        "coarse_label": datasets.ClassLabel(names=list(SHAPE_COARSE_NAMES)),
-    })
-    ds = datasets.Dataset.from_dict({"img": imgs, "fine_label": fine, "coarse_label": coarse}, features=features)
+    features = datasets.Features(
+        {
+            "img": datasets.Image(),
+            "fine_label": datasets.ClassLabel(names=list(SHAPE_NAMES)),
+            "coarse_label": datasets.ClassLabel(names=list(SHAPE_COARSE_NAMES)),
+        }
+    )
+    ds = datasets.Dataset.from_dict(
+        {"img": imgs, "fine_label": fine, "coarse_label": coarse}, features=features
+    )
     _MEMORY_CACHE[key] = ds
     return ds

@@ -69,16 +69,22 @@ def check_disjoint(train: Any, held_out: Any, train_split: str, held_out_split: 
     Raises:
         ValueError: naming the shared file (or the shared dataset) and what to pass instead.
     """
-    if train is held_out or (getattr(train, "_fingerprint", None) is not None
-                             and getattr(train, "_fingerprint", None) == getattr(held_out, "_fingerprint", None)):
+    if train is held_out or (
+        getattr(train, "_fingerprint", None) is not None
+        and getattr(train, "_fingerprint", None) == getattr(held_out, "_fingerprint", None)
+    ):
         shared = "they are the same data"
     else:
-        common = sorted(_paths(train) & _paths(held_out)) if hasattr(train, "features") and \
-            hasattr(held_out, "features") else []
+        common = (
+            sorted(_paths(train) & _paths(held_out))
+            if hasattr(train, "features") and hasattr(held_out, "features")
+            else []
+        )
         if not common:
             return
         shared = f"{len(common)} image file(s) are in both, e.g. {common[0]!r}"
     raise ValueError(
         f"The {held_out_split!r} and {train_split!r} splits of {source!r} overlap ({shared}), so the evaluation would "
         f"measure training data. Give a dataset with separate {train_split}/ and {held_out_split}/ folders (or files "
-        "named after the splits), or pass the held-out data separately.")
+        "named after the splits), or pass the held-out data separately."
+    )

@@ -32,8 +32,8 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 
@@ -49,8 +49,16 @@ __all__ = [
 
 # Fixed split of scikit-image's bundled photographs (no download needed). Greyscale ones become RGB.
 TRAIN_PHOTOS: tuple[str, ...] = (
-    "astronaut", "rocket", "motorcycle", "camera", "immunohistochemistry",
-    "hubble_deep_field", "brick", "grass", "gravel", "moon",
+    "astronaut",
+    "rocket",
+    "motorcycle",
+    "camera",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "brick",
+    "grass",
+    "gravel",
+    "moon",
 )
 TEST_PHOTOS: tuple[str, ...] = ("chelsea", "coffee", "clock", "coins")
 
@@ -98,8 +106,8 @@ def _line_kernel(length: float, angle_deg: float, width: float) -> np.ndarray:
     # Gaussian splat of each sample point gives both anti-aliasing and thickness in one step
     # exp(-(dy^2 + dx^2)) = exp(-dy^2) exp(-dx^2): one small outer product per sample point
     grid = np.arange(size, dtype=np.float64)
-    gy = np.exp(-((grid[None, :] - rows[:, None]) ** 2) / (2 * sigma ** 2))  # [n, size]
-    gx = np.exp(-((grid[None, :] - cols[:, None]) ** 2) / (2 * sigma ** 2))
+    gy = np.exp(-((grid[None, :] - rows[:, None]) ** 2) / (2 * sigma**2))  # [n, size]
+    gx = np.exp(-((grid[None, :] - cols[:, None]) ** 2) / (2 * sigma**2))
     kernel = gy.T @ gx
     return kernel / kernel.max()
 
@@ -155,7 +163,7 @@ def rain_streaks(
     for L, a, w in zip(lengths, angles, widths):
         seeds = (rng.random((H, W)) < dens / num_layers) * rng.uniform(0.5, 1.0, size=(H, W))
         out += fftconvolve(seeds, _line_kernel(L, a, w), mode="same")
-    return np.clip(out[pad:pad + height, pad:pad + width_px], 0.0, 1.0).astype(np.float32)
+    return np.clip(out[pad : pad + height, pad : pad + width_px], 0.0, 1.0).astype(np.float32)
 
 
 def add_rain(
@@ -199,8 +207,10 @@ def _raw_photo(name: str) -> np.ndarray:
         return data.stereo_motorcycle()[0]
     fn = getattr(data, name, None)
     if fn is None:
-        raise ValueError(f"Unknown scikit-image photo {name!r}. Choose among "
-                         f"{sorted(set(TRAIN_PHOTOS + TEST_PHOTOS))} or other skimage.data names.")
+        raise ValueError(
+            f"Unknown scikit-image photo {name!r}. Choose among "
+            f"{sorted(set(TRAIN_PHOTOS + TEST_PHOTOS))} or other skimage.data names."
+        )
     return fn()
 
 
@@ -296,8 +306,16 @@ def make_synthetic_rain(
         >>> ds.column_names, len(ds)
         (['rainy', 'clean'], 4)
     """
-    rain = dict(density=density, length=length, angle_range=angle_range, angle_jitter=angle_jitter, width=width,
-                intensity=intensity, num_layers=num_layers, blend=blend)
+    rain = dict(
+        density=density,
+        length=length,
+        angle_range=angle_range,
+        angle_jitter=angle_jitter,
+        width=width,
+        intensity=intensity,
+        num_layers=num_layers,
+        blend=blend,
+    )
     params = _benchmark_params(split, size, num_variants, photos, seed, rain)
     key = hashlib.sha1(json.dumps(params, sort_keys=True, default=list).encode()).hexdigest()[:16]
     if key in _MEMORY_CACHE:
@@ -321,11 +339,19 @@ def make_synthetic_rain(
     return ds
 
 
-def _benchmark_params(split: str, size: int | Sequence[int] | None, num_variants: int | None,
-                      photos: Sequence[str] | None, seed: int, rain: dict) -> dict:
+def _benchmark_params(
+    split: str,
+    size: int | Sequence[int] | None,
+    num_variants: int | None,
+    photos: Sequence[str] | None,
+    seed: int,
+    rain: dict,
+) -> dict:
     """Check the arguments of :func:`make_synthetic_rain`; the JSON-able dict that identifies the benchmark."""
     if split not in _SPLIT_IDS:
-        raise ValueError(f"Unknown split={split!r} for the synthetic benchmark. Choose between {list(_SPLIT_IDS)}.")
+        raise ValueError(
+            f"Unknown split={split!r} for the synthetic benchmark. Choose between {list(_SPLIT_IDS)}."
+        )
     if rain["blend"] not in _BLENDS:
         raise ValueError(f"Unknown blend={rain['blend']!r}. Choose between {list(_BLENDS)}.")
     n_var = _DEFAULT_VARIANTS[split] if num_variants is None else int(num_variants)
@@ -335,8 +361,14 @@ def _benchmark_params(split: str, size: int | Sequence[int] | None, num_variants
     if not photo_list:
         raise ValueError("photos is empty; pass at least one skimage.data name, e.g. photos=['astronaut'].")
     return {
-        "version": 1, "split": split, "size": _norm_size(size), "num_variants": n_var, "photos": photo_list,
-        "seed": int(seed), **rain, "angle_range": tuple(rain["angle_range"]),
+        "version": 1,
+        "split": split,
+        "size": _norm_size(size),
+        "num_variants": n_var,
+        "photos": photo_list,
+        "seed": int(seed),
+        **rain,
+        "angle_range": tuple(rain["angle_range"]),
     }
 
 

@@ -17,7 +17,8 @@ EQ-Reg is compared with: keep it off when training with EQ-Reg unless you want b
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,7 +53,9 @@ def to_tensor(image: Any) -> torch.Tensor:
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     if arr.ndim != 3:
-        raise ValueError(f"to_tensor expects an image [H, W] or [H, W, C], got an array of shape {arr.shape}.")
+        raise ValueError(
+            f"to_tensor expects an image [H, W] or [H, W, C], got an array of shape {arr.shape}."
+        )
     if arr.shape[2] == 4:
         arr = arr[:, :, :3]
     if arr.shape[2] == 1:
@@ -67,8 +70,10 @@ def to_tensor(image: Any) -> torch.Tensor:
 
 def _check_pair(rainy: torch.Tensor, clean: torch.Tensor) -> None:
     if rainy.shape[-2:] != clean.shape[-2:]:
-        raise ValueError(f"rainy and clean images differ in size: {tuple(rainy.shape[-2:])} vs "
-                         f"{tuple(clean.shape[-2:])} (H, W); a pair must be pixel-aligned.")
+        raise ValueError(
+            f"rainy and clean images differ in size: {tuple(rainy.shape[-2:])} vs "
+            f"{tuple(clean.shape[-2:])} (H, W); a pair must be pixel-aligned."
+        )
 
 
 def paired_random_crop(
@@ -94,11 +99,13 @@ def paired_random_crop(
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     H, W = rainy.shape[-2:]
     if h > H or w > W or h < 1 or w < 1:
-        raise ValueError(f"Crop size {(h, w)} does not fit an image of size {(H, W)} (H, W); "
-                         "use a smaller crop_size or larger images (e.g. make_synthetic_rain(size=...)).")
+        raise ValueError(
+            f"Crop size {(h, w)} does not fit an image of size {(H, W)} (H, W); "
+            "use a smaller crop_size or larger images (e.g. make_synthetic_rain(size=...))."
+        )
     top = int(torch.randint(0, H - h + 1, (1,), generator=generator))
     left = int(torch.randint(0, W - w + 1, (1,), generator=generator))
-    return rainy[..., top:top + h, left:left + w], clean[..., top:top + h, left:left + w]
+    return rainy[..., top : top + h, left : left + w], clean[..., top : top + h, left : left + w]
 
 
 def paired_random_rot_flip(
@@ -187,8 +194,10 @@ class PairedTransform:
         rotation_order: int = 4,
     ):
         if rotation_order not in (1, 2, 4):
-            raise ValueError(f"rotation_order={rotation_order!r}: choose 1, 2 or 4 (rotations by multiples of "
-                             "360°/order that are exact on the pixel grid).")
+            raise ValueError(
+                f"rotation_order={rotation_order!r}: choose 1, 2 or 4 (rotations by multiples of "
+                "360°/order that are exact on the pixel grid)."
+            )
         self.crop_size = crop_size
         self.rotation_order = rotation_order
         self.rot90 = rot90
@@ -220,7 +229,9 @@ class PairedTransform:
         k, do_h, do_v = _draw_rot_flip(g) if (self.rot90 or self.hflip or self.vflip) else (0, False, False)
         k = (k % self.rotation_order) * (4 // self.rotation_order) if self.rot90 else 0
         if self.crop_size is not None:
-            size = (self.crop_size, self.crop_size) if isinstance(self.crop_size, int) else tuple(self.crop_size)
+            size = (
+                (self.crop_size, self.crop_size) if isinstance(self.crop_size, int) else tuple(self.crop_size)
+            )
             # a non-square crop that will be turned by 90 degrees is cut transposed, so every output
             # has the same (h, w) and batches stack
             r, c = paired_random_crop(r, c, size[::-1] if k % 2 else size, g)
@@ -230,8 +241,10 @@ class PairedTransform:
     def __call__(self, batch: dict[str, list]) -> dict[str, list[torch.Tensor]]:
         for key in (self.rainy_key, self.clean_key):
             if key not in batch:
-                raise KeyError(f"PairedTransform needs a column {key!r}; the batch has {sorted(batch)}. "
-                               "Load data with eqreg_hf.data.load_rain or pass rainy_key=/clean_key=.")
+                raise KeyError(
+                    f"PairedTransform needs a column {key!r}; the batch has {sorted(batch)}. "
+                    "Load data with eqreg_hf.data.load_rain or pass rainy_key=/clean_key=."
+                )
         out_r, out_c = [], []
         for rainy, clean in zip(batch[self.rainy_key], batch[self.clean_key]):
             r, c = self.apply(rainy, clean)
@@ -240,8 +253,10 @@ class PairedTransform:
         return {"rainy": out_r, "clean": out_c}
 
     def __repr__(self) -> str:
-        return (f"PairedTransform(crop_size={self.crop_size}, rot90={self.rot90}, hflip={self.hflip}, "
-                f"vflip={self.vflip}, seed={self.seed})")
+        return (
+            f"PairedTransform(crop_size={self.crop_size}, rot90={self.rot90}, hflip={self.hflip}, "
+            f"vflip={self.vflip}, seed={self.seed})"
+        )
 
 
 def paired_collate(batch: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -259,8 +274,10 @@ def paired_collate(batch: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, 
         raise ValueError("paired_collate got an empty batch.")
     sizes = {tuple(item["rainy"].shape) for item in batch}
     if len(sizes) > 1:
-        raise ValueError(f"Cannot batch images of different sizes {sorted(sizes)}; set crop_size= in "
-                         "PairedTransform or use batch_size=1 for full-size evaluation.")
+        raise ValueError(
+            f"Cannot batch images of different sizes {sorted(sizes)}; set crop_size= in "
+            "PairedTransform or use batch_size=1 for full-size evaluation."
+        )
     rainy = torch.stack([item["rainy"] for item in batch])
     clean = torch.stack([item["clean"] for item in batch])
     return rainy, clean

@@ -15,10 +15,30 @@ from __future__ import annotations
 
 from eqreg_hf.hub.arguments import KINDS, detect_kind
 from eqreg_hf.hub.card import make_model_card
-from eqreg_hf.hub.folder import (HubFolderError, folder_kind, hub_folder_files, load_folder, save_folder,
-                                 validate_hub_folder, write_hub_folder)
+from eqreg_hf.hub.folder import (
+    HubFolderError,
+    folder_kind,
+    hub_folder_files,
+    load_folder,
+    save_folder,
+    validate_hub_folder,
+    write_hub_folder,
+)
 from eqreg_hf.hub.offline import hub_offline
 from eqreg_hf.hub.push import HubPushError, push_folder
 
-__all__ = ["KINDS", "HubFolderError", "HubPushError", "detect_kind", "folder_kind", "hub_folder_files", "hub_offline",
-           "load_folder", "make_model_card", "push_folder", "save_folder", "validate_hub_folder", "write_hub_folder"]
+__all__ = [
+    "KINDS",
+    "HubFolderError",
+    "HubPushError",
+    "detect_kind",
+    "folder_kind",
+    "hub_folder_files",
+    "hub_offline",
+    "load_folder",
+    "make_model_card",
+    "push_folder",
+    "save_folder",
+    "validate_hub_folder",
+    "write_hub_folder",
+]

@@ -76,8 +76,13 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def default_model_name(model: nn.Module, kind: str, task: str, dataset: Mapping[str, Any] | str | None,
-                       eqreg_config: EqRegConfig | Mapping[str, Any] | None) -> str:
+def default_model_name(
+    model: nn.Module,
+    kind: str,
+    task: str,
+    dataset: Mapping[str, Any] | str | None,
+    eqreg_config: EqRegConfig | Mapping[str, Any] | None,
+) -> str:
     """A card's model name from the model and the task: ``<architecture>-<task>-<dataset>-<eqreg|baseline>``.
 
     Example:
@@ -94,7 +99,9 @@ def default_model_name(model: nn.Module, kind: str, task: str, dataset: Mapping[
     else:
         arch = type(model).__name__
     if isinstance(dataset, Mapping):
-        data = str(dataset.get("id") or "").rsplit("/", 1)[-1] or re.sub(r"\(.*?\)", "", str(dataset.get("name") or ""))
+        data = str(dataset.get("id") or "").rsplit("/", 1)[-1] or re.sub(
+            r"\(.*?\)", "", str(dataset.get("name") or "")
+        )
     else:
         data = str(dataset or "")
     cfg = as_eqreg_config(eqreg_config)

@@ -31,13 +31,23 @@ TASKS: dict[str, tuple[str, str, str]] = {
     "inpaint": ("restore.md", "image-to-image", "Image Inpainting"),
     "sr": ("restore.md", "image-to-image", "Image Super-Resolution"),
 }
-_TASK_ALIASES = {"deraining": "derain", "rain": "derain", "image-classification": "classification",
-                 "classify": "classification", "denoising": "denoise", "inpainting": "inpaint",
-                 "super-resolution": "sr"}
+_TASK_ALIASES = {
+    "deraining": "derain",
+    "rain": "derain",
+    "image-classification": "classification",
+    "classify": "classification",
+    "denoising": "denoise",
+    "inpainting": "inpaint",
+    "super-resolution": "sr",
+}
 # task -> its Hub tags (besides EQ-Reg's own)
-_TASK_TAGS = {"derain": ["image-deraining"], "classification": ["image-classification"],
-              "denoise": ["image-restoration", "image-denoising"], "inpaint": ["image-restoration", "image-inpainting"],
-              "sr": ["image-restoration", "super-resolution"]}
+_TASK_TAGS = {
+    "derain": ["image-deraining"],
+    "classification": ["image-classification"],
+    "denoise": ["image-restoration", "image-denoising"],
+    "inpaint": ["image-restoration", "image-inpainting"],
+    "sr": ["image-restoration", "super-resolution"],
+}
 
 # metric key -> display name (model-index ``name``); other keys are kept under their own name.
 METRIC_NAMES = {
@@ -77,13 +87,15 @@ def _clean_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
         name = str(key).lower()
         for prefix in ("eval_", "test_"):
             if name.startswith(prefix):
-                name = name[len(prefix):]
+                name = name[len(prefix) :]
         if name in _NOT_METRICS:
             continue
         if isinstance(value, torch.Tensor):
             value = value.item()
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"Metric {key!r} = {value!r} is not a finite number: pass measured numbers only.")
+            raise ValueError(
+                f"Metric {key!r} = {value!r} is not a finite number: pass measured numbers only."
+            )
         out[name] = float(f"{float(value):.6g}")  # 6 significant digits: readable, keeps tiny errors
     return out
 
@@ -164,12 +176,24 @@ def _eqreg_rows(cfg: EqRegConfig) -> list[tuple[str, str]]:
 
 
 def make_model_card(
-    task: str, *, model_name: str, metrics: Mapping[str, Any], dataset: Mapping[str, Any] | str,
-    eqreg_config: EqRegConfig | Mapping[str, Any] | None, training: Mapping[str, Any] | None = None,
-    base_model: str | None = None, architecture: str | None = None, kind: str | None = None,
-    repo_id: str | None = None, equivariance_report: Mapping[str, float] | None = None, license: str = "apache-2.0",
-    tags: list[str] | None = None, description: str | None = None, library_name: str | None = None,
-    degradation: Mapping[str, Any] | None = None, equivariance_group: str | None = None,
+    task: str,
+    *,
+    model_name: str,
+    metrics: Mapping[str, Any],
+    dataset: Mapping[str, Any] | str,
+    eqreg_config: EqRegConfig | Mapping[str, Any] | None,
+    training: Mapping[str, Any] | None = None,
+    base_model: str | None = None,
+    architecture: str | None = None,
+    kind: str | None = None,
+    repo_id: str | None = None,
+    equivariance_report: Mapping[str, float] | None = None,
+    license: str = "apache-2.0",
+    tags: list[str] | None = None,
+    description: str | None = None,
+    library_name: str | None = None,
+    degradation: Mapping[str, Any] | None = None,
+    equivariance_group: str | None = None,
 ) -> Any:
     """Build the model card (README.md) of an EQ-Reg model from the task's template.
 
@@ -218,8 +242,19 @@ def make_model_card(
     cfg = as_eqreg_config(eqreg_config)
     if kind is not None and kind not in KINDS:
         raise ValueError(f"Unknown kind {kind!r}. Choose between {list(KINDS)} (or None).")
-    card_data = _front_matter(task, model_name, values, data, cfg, kind=kind, license=license, tags=tags,
-                              base_model=base_model, library_name=library_name, equivariance_group=equivariance_group)
+    card_data = _front_matter(
+        task,
+        model_name,
+        values,
+        data,
+        cfg,
+        kind=kind,
+        license=license,
+        tags=tags,
+        base_model=base_model,
+        library_name=library_name,
+        equivariance_group=equivariance_group,
+    )
     content = _render(
         TASKS[task][0],
         card_data=card_data.to_yaml(),
@@ -238,8 +273,13 @@ def make_model_card(
     return ModelCard(content)
 
 
-def _eval_results(task: str, values: dict[str, float], data: dict[str, Any], cfg: EqRegConfig | None,
-                  equivariance_group: str | None = None) -> list[Any]:
+def _eval_results(
+    task: str,
+    values: dict[str, float],
+    data: dict[str, Any],
+    cfg: EqRegConfig | None,
+    equivariance_group: str | None = None,
+) -> list[Any]:
     """``model-index``: one ``EvalResult`` per metric, all on the card's dataset and split."""
     from huggingface_hub import EvalResult
 
@@ -253,11 +293,20 @@ def _eval_results(task: str, values: dict[str, float], data: dict[str, Any], cfg
             name = f"{name} ({equivariance_group}, relative)"
         elif key == "equivariance_error" and cfg is not None:
             name = f"{name} (C{cfg.group_order}, relative)"
-        results.append(EvalResult(
-            task_type=pipeline_tag, task_name=task_name, dataset_type=dataset_type, dataset_name=data["name"],
-            dataset_config=data["config"], dataset_split=data["split"], dataset_revision=data["revision"],
-            metric_type=key, metric_value=value, metric_name=name,
-        ))
+        results.append(
+            EvalResult(
+                task_type=pipeline_tag,
+                task_name=task_name,
+                dataset_type=dataset_type,
+                dataset_name=data["name"],
+                dataset_config=data["config"],
+                dataset_split=data["split"],
+                dataset_revision=data["revision"],
+                metric_type=key,
+                metric_value=value,
+                metric_name=name,
+            )
+        )
     return results
 
 
@@ -301,7 +350,9 @@ def _front_matter(
     )
 
 
-def _results_section(values: dict[str, float], equivariance_report: Mapping[str, float] | None) -> dict[str, Any]:
+def _results_section(
+    values: dict[str, float], equivariance_report: Mapping[str, float] | None
+) -> dict[str, Any]:
     """The template's results: the metrics, their table and the per-layer equivariance errors (if given)."""
     results_rows = [(METRIC_NAMES.get(k, k), f"{v:.6g}") for k, v in values.items()]
     eq_rows = [(f"`{layer}`", f"{float(err):.4g}") for layer, err in (equivariance_report or {}).items()]
@@ -341,8 +392,10 @@ def _degradation_section(task: str, degradation: Mapping[str, Any] | None) -> di
     else:
         text = f"additive {noise}" if sigma > 0 else "no degradation"
     rows = [(f"`{k}`", _md(v)) for k, v in d.items()]
-    return {"degradation_text": f"{_DEGRADATION_WORDS.get(kind, kind)}: {text}",
-            "degradation_table": _table(rows, ("Setting", "Value"))}
+    return {
+        "degradation_text": f"{_DEGRADATION_WORDS.get(kind, kind)}: {text}",
+        "degradation_table": _table(rows, ("Setting", "Value")),
+    }
 
 
 def _training_table(training: Mapping[str, Any] | None) -> str | None:
@@ -361,5 +414,6 @@ def _render(template_file: str, **context: Any) -> str:
 
     template = resources.files("eqreg_hf.model_cards").joinpath(template_file).read_text(encoding="utf-8")
     env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    return env.from_string(template).render(paper_title=PAPER_TITLE, paper_url=PAPER_URL, citation=CITATION,
-                                            **context)
+    return env.from_string(template).render(
+        paper_title=PAPER_TITLE, paper_url=PAPER_URL, citation=CITATION, **context
+    )

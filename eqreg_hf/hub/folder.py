@@ -51,8 +51,17 @@ from eqreg_hf.hub.arguments import KINDS, as_eqreg_config, check_kind, default_m
 from eqreg_hf.hub.card import make_model_card
 from eqreg_hf.hub.preprocessing import carried_preprocessing, write_image_processor
 
-__all__ = ["KINDS", "HubFolderError", "detect_kind", "folder_kind", "hub_folder_files", "load_folder", "save_folder",
-           "validate_hub_folder", "write_hub_folder"]
+__all__ = [
+    "KINDS",
+    "HubFolderError",
+    "detect_kind",
+    "folder_kind",
+    "hub_folder_files",
+    "load_folder",
+    "save_folder",
+    "validate_hub_folder",
+    "write_hub_folder",
+]
 
 MODEL_INFO_NAME = "eqreg_model.json"
 WEIGHTS_NAMES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -112,7 +121,9 @@ def _check_replaceable(target: str, overwrite: bool) -> None:
     if not entries:
         return
     if not overwrite:
-        raise FileExistsError(f"{target!r} already holds {entries[:5]}: pass overwrite=True or another directory.")
+        raise FileExistsError(
+            f"{target!r} already holds {entries[:5]}: pass overwrite=True or another directory."
+        )
     # Only a folder this module wrote may be replaced wholesale: a training output_dir with
     # checkpoints and logs must never be swept away by a mistyped path.
     if MODEL_INFO_NAME not in entries:
@@ -173,7 +184,9 @@ def save_folder(
         info: dict[str, Any] = {"kind": kind, "class": _qualified_name(type(model))}
         if kind == "mixin":
             if not hasattr(model, "save_pretrained"):
-                raise TypeError(f"kind='mixin' needs a PyTorchModelHubMixin model, got {type(model).__name__}.")
+                raise TypeError(
+                    f"kind='mixin' needs a PyTorchModelHubMixin model, got {type(model).__name__}."
+                )
             model.save_pretrained(tmp)
         elif kind == "timm":
             import timm.models
@@ -235,7 +248,7 @@ def _current_module(module_name: str) -> str:
     """
     for old, new in MOVED_MODULES.items():
         if module_name == old or module_name.startswith(old + "."):
-            return new + module_name[len(old):]
+            return new + module_name[len(old) :]
     return module_name
 
 
@@ -271,7 +284,9 @@ def load_folder(
     """
     directory = os.path.abspath(os.fspath(directory))
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"No folder at {directory!r}: save one with eqreg_hf.hub.save_folder(model, folder).")
+        raise FileNotFoundError(
+            f"No folder at {directory!r}: save one with eqreg_hf.hub.save_folder(model, folder)."
+        )
     kind = check_kind(kind)
     if kind == "auto":
         kind = folder_kind(directory)
@@ -360,7 +375,9 @@ def write_hub_folder(
     name = model_name or default_model_name(model, kind, task, dataset, eqreg_config)
     if "architecture" not in card_kwargs:
         if kind == "timm":
-            card_kwargs["architecture"] = f"timm `{model.pretrained_cfg.get('architecture', type(model).__name__)}`"
+            card_kwargs["architecture"] = (
+                f"timm `{model.pretrained_cfg.get('architecture', type(model).__name__)}`"
+            )
         elif kind == "transformers":
             card_kwargs["architecture"] = f"transformers `{type(model).__name__}`"
         else:
@@ -371,9 +388,19 @@ def write_hub_folder(
         if declared is not None:
             card_kwargs.setdefault("library_name", declared.library_name)
             card_kwargs["tags"] = list(card_kwargs.get("tags") or []) + list(declared.tags or [])
-    card = make_model_card(task, model_name=name, metrics=metrics, dataset=dataset, eqreg_config=eqreg_config,
-                           training=training, kind=kind, **card_kwargs)
-    return save_folder(model, directory, eqreg_config=eqreg_config, card=card, kind=kind, preprocessing=preprocessing)
+    card = make_model_card(
+        task,
+        model_name=name,
+        metrics=metrics,
+        dataset=dataset,
+        eqreg_config=eqreg_config,
+        training=training,
+        kind=kind,
+        **card_kwargs,
+    )
+    return save_folder(
+        model, directory, eqreg_config=eqreg_config, card=card, kind=kind, preprocessing=preprocessing
+    )
 
 
 # Never published: editor / OS leftovers and our own temporary files.
@@ -424,7 +451,9 @@ def validate_hub_folder(directory: str | os.PathLike) -> list[str]:
         if missing:
             raise HubFolderError(f"Weight shards {missing} listed in {index!r} are missing; {fix}.")
     if "config.json" not in present:
-        raise HubFolderError(f"No config.json in {root!r}: the model cannot be rebuilt from the weights; {fix}.")
+        raise HubFolderError(
+            f"No config.json in {root!r}: the model cannot be rebuilt from the weights; {fix}."
+        )
     if CARD_NAME not in present:
         raise HubFolderError(
             f"No model card {CARD_NAME} in {root!r}: write one with "
@@ -433,8 +462,9 @@ def validate_hub_folder(directory: str | os.PathLike) -> list[str]:
     try:
         ModelCard.load(os.path.join(root, CARD_NAME), ignore_metadata_errors=False)
     except Exception as err:  # yaml / model-index errors come in several types
-        raise HubFolderError(f"The model card {os.path.join(root, CARD_NAME)!r} does not parse ({err}); {fix}.") \
-            from err
+        raise HubFolderError(
+            f"The model card {os.path.join(root, CARD_NAME)!r} does not parse ({err}); {fix}."
+        ) from err
     if EQREG_CONFIG_NAME not in present:
         raise HubFolderError(
             f"No {EQREG_CONFIG_NAME} in {root!r}: save the EQ-Reg settings with "

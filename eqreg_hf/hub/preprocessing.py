@@ -35,24 +35,33 @@ _PIL_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3, "lanczos": 1, "box":
 def check_preprocessing(preprocessing: Mapping[str, Any]) -> dict[str, Any]:
     """The data config to save (the keys of :data:`PREPROCESSING_KEYS`, JSON-ready); a one-line error otherwise."""
     if not isinstance(preprocessing, Mapping):
-        raise TypeError(f"preprocessing={preprocessing!r} must be a dict like timm's resolve_data_config() returns.")
+        raise TypeError(
+            f"preprocessing={preprocessing!r} must be a dict like timm's resolve_data_config() returns."
+        )
     out = {k: preprocessing[k] for k in PREPROCESSING_KEYS if k in preprocessing}
     size = out.get("input_size")
     if size is None or len(size) != 3 or not all(isinstance(v, int) and v > 0 for v in size):
-        raise ValueError(f"preprocessing input_size={size!r} must be (channels, height, width), e.g. (3, 32, 32): "
-                         "pass the data config of the evaluation transform (classification_transform(...).data_config).")
+        raise ValueError(
+            f"preprocessing input_size={size!r} must be (channels, height, width), e.g. (3, 32, 32): "
+            "pass the data config of the evaluation transform (classification_transform(...).data_config)."
+        )
     out["input_size"] = [int(v) for v in size]
     for key in ("mean", "std"):
         if key in out:
             out[key] = [float(v) for v in out[key]]
-    if "crop_pct" in out and not (isinstance(out["crop_pct"], (int, float)) and 0 < out["crop_pct"] <= 1
-                                  and math.isfinite(out["crop_pct"])):
+    if "crop_pct" in out and not (
+        isinstance(out["crop_pct"], (int, float))
+        and 0 < out["crop_pct"] <= 1
+        and math.isfinite(out["crop_pct"])
+    ):
         raise ValueError(f"preprocessing crop_pct={out['crop_pct']!r} must lie in (0, 1].")
     return out
 
 
 @contextlib.contextmanager
-def carried_preprocessing(model: nn.Module, kind: str, preprocessing: Mapping[str, Any] | None) -> Iterator[None]:
+def carried_preprocessing(
+    model: nn.Module, kind: str, preprocessing: Mapping[str, Any] | None
+) -> Iterator[None]:
     """While saving: the model's own config holds ``preprocessing`` (timm ``pretrained_cfg``, transformers
     ``config.eqreg_preprocessing``); the model is left as it was afterwards."""
     if not preprocessing or kind not in ("timm", "transformers"):

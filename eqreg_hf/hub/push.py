@@ -84,8 +84,15 @@ def push_folder(
     root = os.path.abspath(os.fspath(path))
     api = HfApi(token=token)
     try:
-        info = _commit_files(api, root, files, repo_id, private=private, revision=revision,
-                             message=commit_message or "Upload EQ-Reg model with eqreg-hf")
+        info = _commit_files(
+            api,
+            root,
+            files,
+            repo_id,
+            private=private,
+            revision=revision,
+            message=commit_message or "Upload EQ-Reg model with eqreg-hf",
+        )
     except Exception as err:
         failure = _push_failure(err, repo_id)
         if failure is None:
@@ -132,18 +139,24 @@ def _ready_to_push(path: str | os.PathLike, repo_id: str, token: str | None) -> 
     return files, check_push_ready(repo_id, token)
 
 
-def _commit_files(api: Any, root: str, files: list[str], repo_id: str, *, private: bool, revision: str | None,
-                  message: str) -> Any:
+def _commit_files(
+    api: Any, root: str, files: list[str], repo_id: str, *, private: bool, revision: str | None, message: str
+) -> Any:
     """Create the repo (and branch) if missing, then add every file in one ``create_commit``."""
     from huggingface_hub import CommitOperationAdd
 
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     if revision:
         api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
-    operations = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=_card_bytes(root, f, repo_id)
-                                     or os.path.join(root, f)) for f in files]
-    return api.create_commit(repo_id=repo_id, operations=operations, commit_message=message,
-                             revision=revision, repo_type="model")
+    operations = [
+        CommitOperationAdd(
+            path_in_repo=f, path_or_fileobj=_card_bytes(root, f, repo_id) or os.path.join(root, f)
+        )
+        for f in files
+    ]
+    return api.create_commit(
+        repo_id=repo_id, operations=operations, commit_message=message, revision=revision, repo_type="model"
+    )
 
 
 def _push_failure(err: Exception, repo_id: str) -> HubPushError | None:
@@ -159,8 +172,11 @@ def _push_failure(err: Exception, repo_id: str) -> HubPushError | None:
         )
     if isinstance(err, HfHubHTTPError):
         status = getattr(getattr(err, "response", None), "status_code", None)
-        hint = ("check that the token has write access to "
-                f"{repo_id.split('/')[0]!r} (hf auth login)") if status in (401, 403) else "retry later"
+        hint = (
+            (f"check that the token has write access to {repo_id.split('/')[0]!r} (hf auth login)")
+            if status in (401, 403)
+            else "retry later"
+        )
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         return HubPushError(f"The Hub refused the push of {repo_id!r} (HTTP {status}: {first}): {hint}.")
     if isinstance(err, network_errors):

@@ -30,9 +30,25 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["HFRunArguments", "REPORT_TO", "TRACKER_PROJECT", "preflight", "push_trained", "loop_trackers",
-           "tracker_config", "log_loop_images", "log_trainer_images", "finish_trainer_trackers", "figure_array",
-           "loop_run_dir", "run_name", "start_loop_run", "end_loop_run", "trainer_checkpoint", "report_trainer_images"]
+__all__ = [
+    "HFRunArguments",
+    "REPORT_TO",
+    "TRACKER_PROJECT",
+    "preflight",
+    "push_trained",
+    "loop_trackers",
+    "tracker_config",
+    "log_loop_images",
+    "log_trainer_images",
+    "finish_trainer_trackers",
+    "figure_array",
+    "loop_run_dir",
+    "run_name",
+    "start_loop_run",
+    "end_loop_run",
+    "trainer_checkpoint",
+    "report_trainer_images",
+]
 
 REPORT_TO = ("none", "tensorboard", "trackio", "wandb")
 # The package each tracker needs (what `pip install` takes).
@@ -44,17 +60,35 @@ TRACKER_PROJECT = "eqreg-hf"  # trackio / W&B project of the runs (W&B: WANDB_PR
 class HFRunArguments:
     """The flags every training command shares with the Hugging Face example scripts (names of ``TrainingArguments``)."""
 
-    report_to: str = field(default="none", metadata={
-        "help": f"Where to log: one of {list(REPORT_TO)}, or several comma-separated (tensorboard,trackio)."})
-    run_name: str | None = field(default=None, metadata={
-        "help": "Name of the run in the trackers (default: the output folder's name)."})
-    save_steps: int | None = field(default=None, metadata={
-        "help": "Write a checkpoint-<step> folder every N optimizer steps (default: none)."})
-    resume_from_checkpoint: str | None = field(default=None, metadata={
-        "help": "Continue from a checkpoint-<step> folder, or 'latest' (the last one of this run)."})
-    push_to_hub: bool = field(default=False, metadata={
-        "help": "Publish the saved model folder after a successful run (needs --hub-model-id and a token)."})
-    hub_model_id: str | None = field(default=None, metadata={"help": "Hub repository, 'user/name' or 'org/name'."})
+    report_to: str = field(
+        default="none",
+        metadata={
+            "help": f"Where to log: one of {list(REPORT_TO)}, or several comma-separated (tensorboard,trackio)."
+        },
+    )
+    run_name: str | None = field(
+        default=None,
+        metadata={"help": "Name of the run in the trackers (default: the output folder's name)."},
+    )
+    save_steps: int | None = field(
+        default=None,
+        metadata={"help": "Write a checkpoint-<step> folder every N optimizer steps (default: none)."},
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "Continue from a checkpoint-<step> folder, or 'latest' (the last one of this run)."
+        },
+    )
+    push_to_hub: bool = field(
+        default=False,
+        metadata={
+            "help": "Publish the saved model folder after a successful run (needs --hub-model-id and a token)."
+        },
+    )
+    hub_model_id: str | None = field(
+        default=None, metadata={"help": "Hub repository, 'user/name' or 'org/name'."}
+    )
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repository private."})
 
     def report_to_list(self) -> list[str]:
@@ -67,25 +101,34 @@ class HFRunArguments:
         names = [n.strip().lower() for n in str(self.report_to).split(",") if n.strip()]
         bad = [n for n in names if n not in REPORT_TO]
         if bad or not names or ("none" in names and len(names) > 1):
-            raise ValueError(f"report_to={self.report_to!r} is not valid: give one of {list(REPORT_TO)} or several "
-                             "trackers comma-separated, e.g. --report-to tensorboard,trackio.")
-        if self.save_steps is not None and (isinstance(self.save_steps, bool) or not isinstance(self.save_steps, int)
-                                            or self.save_steps < 1):
-            raise ValueError(f"save_steps={self.save_steps!r} is not valid: give a positive number of optimizer "
-                             "steps, or leave it out (no checkpoints).")
+            raise ValueError(
+                f"report_to={self.report_to!r} is not valid: give one of {list(REPORT_TO)} or several "
+                "trackers comma-separated, e.g. --report-to tensorboard,trackio."
+            )
+        if self.save_steps is not None and (
+            isinstance(self.save_steps, bool) or not isinstance(self.save_steps, int) or self.save_steps < 1
+        ):
+            raise ValueError(
+                f"save_steps={self.save_steps!r} is not valid: give a positive number of optimizer "
+                "steps, or leave it out (no checkpoints)."
+            )
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("push_to_hub is on but hub_model_id is not set: add --hub-model-id user/name.")
         if not self.push_to_hub and (self.hub_model_id or self.hub_private):
             what = f"hub_model_id={self.hub_model_id!r}" if self.hub_model_id else "hub_private=True"
-            raise ValueError(f"{what} is set but push_to_hub is off, so nothing would be pushed: add --push-to-hub "
-                             f"(or drop --{'hub-model-id' if self.hub_model_id else 'hub-private'}).")
+            raise ValueError(
+                f"{what} is set but push_to_hub is off, so nothing would be pushed: add --push-to-hub "
+                f"(or drop --{'hub-model-id' if self.hub_model_id else 'hub-private'})."
+            )
         if self.hub_model_id is not None:
             repo = str(self.hub_model_id)
             if repo.count("/") != 1 or not all(repo.split("/")):
                 raise ValueError(f"hub_model_id={repo!r} is not valid: use 'user/name' or 'org/name'.")
 
 
-def preflight(args: HFRunArguments, folder: str | None, needs_dir: str | None = None, trainer: bool = False) -> None:
+def preflight(
+    args: HFRunArguments, folder: str | None, needs_dir: str | None = None, trainer: bool = False
+) -> None:
     """What must hold before any training: the trackers are installed, the checkpoint to resume from exists,
     a push can happen.
 
@@ -100,8 +143,10 @@ def preflight(args: HFRunArguments, folder: str | None, needs_dir: str | None = 
     """
     for name in args.report_to_list():
         if importlib.util.find_spec(_PACKAGES[name]) is None:
-            raise ValueError(f"--report-to {name} needs the {_PACKAGES[name]} package, which is not installed: "
-                             f"pip install {_PACKAGES[name]} (or choose another tracker, or none).")
+            raise ValueError(
+                f"--report-to {name} needs the {_PACKAGES[name]} package, which is not installed: "
+                f"pip install {_PACKAGES[name]} (or choose another tracker, or none)."
+            )
     if needs_dir is None and (args.save_steps or "tensorboard" in args.report_to_list()):
         what = "--save-steps" if args.save_steps else "--report-to tensorboard"
         raise ValueError(f"{what} needs a folder to write to: add --output-dir (or --run-dir).")
@@ -116,7 +161,9 @@ def preflight(args: HFRunArguments, folder: str | None, needs_dir: str | None = 
         from eqreg_hf.hub.push import HubPushError, check_push_ready
 
         if folder is None:
-            raise ValueError("--push-to-hub needs a saved model folder: give --output-dir (and keep the model saved).")
+            raise ValueError(
+                "--push-to-hub needs a saved model folder: give --output-dir (and keep the model saved)."
+            )
         try:
             check_push_ready(args.hub_model_id)
         except HubPushError as err:
@@ -129,8 +176,12 @@ def push_trained(args: HFRunArguments, folder: str, what: str) -> str | None:
         return None
     from eqreg_hf.hub.push import push_folder
 
-    return push_folder(folder, args.hub_model_id, private=args.hub_private,
-                       commit_message=f"Upload {what} trained with eqreg-hf")
+    return push_folder(
+        folder,
+        args.hub_model_id,
+        private=args.hub_private,
+        commit_message=f"Upload {what} trained with eqreg-hf",
+    )
 
 
 def tracker_config(*parts: dict[str, Any]) -> dict[str, Any]:
@@ -211,7 +262,9 @@ def finish_trainer_trackers(trainer: Any) -> None:
         elif kind == "TrackioCallback" and getattr(cb, "_initialized", False):
             cb._trackio.finish()
             cb._initialized = False
-        elif kind == "WandbCallback" and getattr(cb, "_initialized", False) and getattr(cb._wandb, "run", None):
+        elif (
+            kind == "WandbCallback" and getattr(cb, "_initialized", False) and getattr(cb._wandb, "run", None)
+        ):
             cb._wandb.finish()
 
 
@@ -239,14 +292,19 @@ def start_loop_run(args: Any, accelerator: Any, config: dict[str, Any]) -> Any:
     from eqreg_hf.train.loop import make_accelerator
 
     run_dir = loop_run_dir(args)
-    accelerator = make_accelerator(args.gradient_accumulation_steps, args.mixed_precision,
-                                   log_with=loop_trackers(args, run_dir, run_name(args, "train-derain")),
-                                   project_dir=run_dir)
+    accelerator = make_accelerator(
+        args.gradient_accumulation_steps,
+        args.mixed_precision,
+        log_with=loop_trackers(args, run_dir, run_name(args, "train-derain")),
+        project_dir=run_dir,
+    )
     accelerator.init_trackers(TRACKER_PROJECT, config=tracker_config(config))
     return accelerator
 
 
-def end_loop_run(accelerator: Any, history: Any, metrics: dict[str, Any], report: Any, images: dict[str, Any]) -> None:
+def end_loop_run(
+    accelerator: Any, history: Any, metrics: dict[str, Any], report: Any, images: dict[str, Any]
+) -> None:
     """Log the final evaluation (metrics, per-layer equivariance error; unless the loop's own last evaluation
     was at the same step) and the images, then close the trackers."""
     if accelerator is None or not accelerator.trackers:
@@ -272,12 +330,16 @@ def trainer_checkpoint(args: HFRunArguments, output_dir: str) -> str | None:
 
         found = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
         if found is None:
-            raise ValueError(f"--resume-from-checkpoint latest found no checkpoint-<step> folder in {output_dir!r}: "
-                             "give a checkpoint folder, or train with --save-steps N first.")
+            raise ValueError(
+                f"--resume-from-checkpoint latest found no checkpoint-<step> folder in {output_dir!r}: "
+                "give a checkpoint folder, or train with --save-steps N first."
+            )
         return found
     if not os.path.isfile(os.path.join(value, "trainer_state.json")):
-        raise ValueError(f"--resume-from-checkpoint {value!r} is not a Trainer checkpoint (no trainer_state.json): "
-                         "give a checkpoint-<step> folder written with --save-steps, or 'latest'.")
+        raise ValueError(
+            f"--resume-from-checkpoint {value!r} is not a Trainer checkpoint (no trainer_state.json): "
+            "give a checkpoint-<step> folder written with --save-steps, or 'latest'."
+        )
     return value
 
 
@@ -286,4 +348,3 @@ def report_trainer_images(trainer: Any, report: Any) -> None:
     if report is not None and trainer.args.report_to and trainer.args.report_to != ["none"]:
         log_trainer_images(trainer, {"eval/equivariance_per_layer": figure_array(report.plot)})
     finish_trainer_trackers(trainer)
-

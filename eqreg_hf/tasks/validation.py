@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 __all__ = ["check_choice", "check_positive_ints", "check_non_negative"]
 
@@ -61,5 +62,11 @@ def check_non_negative(args: Any, names: Iterable[str], integer: bool = False) -
     for name in names:
         value = getattr(args, name)
         kinds = (int,) if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds) or not (value >= 0 and math.isfinite(value)):
-            raise ValueError(f"{name}={value!r} is not valid: use {'an integer >= 0' if integer else 'a number >= 0 (finite)'}.")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, kinds)
+            or not (value >= 0 and math.isfinite(value))
+        ):
+            raise ValueError(
+                f"{name}={value!r} is not valid: use {'an integer >= 0' if integer else 'a number >= 0 (finite)'}."
+            )

@@ -24,8 +24,17 @@ import torch
 
 from eqreg_hf.core.io import atomic_torch_save, atomic_write_json
 
-__all__ = ["CHECKPOINT_PREFIX", "LOOP_STATE_NAME", "EQREG_STATE_NAME", "last_checkpoint", "resolve_checkpoint",
-           "save_loop_checkpoint", "load_loop_checkpoint", "save_eqreg_state", "load_eqreg_state"]
+__all__ = [
+    "CHECKPOINT_PREFIX",
+    "LOOP_STATE_NAME",
+    "EQREG_STATE_NAME",
+    "last_checkpoint",
+    "resolve_checkpoint",
+    "save_loop_checkpoint",
+    "load_loop_checkpoint",
+    "save_eqreg_state",
+    "load_eqreg_state",
+]
 
 CHECKPOINT_PREFIX = "checkpoint"
 LOOP_STATE_NAME = "eqreg_loop.json"
@@ -38,8 +47,11 @@ def last_checkpoint(folder: str | os.PathLike) -> str | None:
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         return None
-    found = [(int(m.group(1)), name) for name in os.listdir(folder) if (m := _CHECKPOINT_RE.match(name))
-             and os.path.isfile(os.path.join(folder, name, LOOP_STATE_NAME))]
+    found = [
+        (int(m.group(1)), name)
+        for name in os.listdir(folder)
+        if (m := _CHECKPOINT_RE.match(name)) and os.path.isfile(os.path.join(folder, name, LOOP_STATE_NAME))
+    ]
     return os.path.join(folder, max(found)[1]) if found else None
 
 
@@ -54,13 +66,17 @@ def resolve_checkpoint(value: str | None, folder: str | os.PathLike | None) -> s
     if value == "latest":
         path = last_checkpoint(folder) if folder is not None else None
         if path is None:
-            raise ValueError(f"resume_from_checkpoint='latest' found no {CHECKPOINT_PREFIX}-<step> folder in "
-                             f"{os.fspath(folder) if folder else '(no checkpoint folder given)'!r}: give a checkpoint "
-                             "folder, or train with save_steps=N (--save-steps N) first.")
+            raise ValueError(
+                f"resume_from_checkpoint='latest' found no {CHECKPOINT_PREFIX}-<step> folder in "
+                f"{os.fspath(folder) if folder else '(no checkpoint folder given)'!r}: give a checkpoint "
+                "folder, or train with save_steps=N (--save-steps N) first."
+            )
         return path
     if not os.path.isfile(os.path.join(value, LOOP_STATE_NAME)):
-        raise ValueError(f"resume_from_checkpoint={value!r} is not a checkpoint of this loop (no {LOOP_STATE_NAME} "
-                         f"in it): give a {CHECKPOINT_PREFIX}-<step> folder written with save_steps, or 'latest'.")
+        raise ValueError(
+            f"resume_from_checkpoint={value!r} is not a checkpoint of this loop (no {LOOP_STATE_NAME} "
+            f"in it): give a {CHECKPOINT_PREFIX}-<step> folder written with save_steps, or 'latest'."
+        )
     return value
 
 
@@ -79,7 +95,9 @@ def load_eqreg_state(reg: Any, folder: str | os.PathLike) -> bool:
     return True
 
 
-def save_loop_checkpoint(accelerator: Any, checkpoint_dir: str | os.PathLike, step: int, reg: Any = None) -> str:
+def save_loop_checkpoint(
+    accelerator: Any, checkpoint_dir: str | os.PathLike, step: int, reg: Any = None
+) -> str:
     """Write ``<checkpoint_dir>/checkpoint-<step>``: Accelerate's state, the step and the EQ-Reg state."""
     path = os.path.join(os.fspath(checkpoint_dir), f"{CHECKPOINT_PREFIX}-{step}")
     accelerator.save_state(path)  # every process takes part; the main one writes

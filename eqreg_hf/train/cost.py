@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -42,13 +42,17 @@ class StepCost:
     floor_time_ratio: float = float("nan")
     floor_mem_mb: float = float("nan")
 
-    HEADER = ("| model / setting | plain ms | stacked-batch floor | EQ-Reg ms | time ratio | EQ-Reg / floor | "
-              "plain MB | EQ-Reg MB | memory ratio |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    HEADER = (
+        "| model / setting | plain ms | stacked-batch floor | EQ-Reg ms | time ratio | EQ-Reg / floor | "
+        "plain MB | EQ-Reg MB | memory ratio |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    )
 
     def row(self) -> str:
-        return (f"| {self.label} | {self.plain_ms:.1f} | {self.floor_time_ratio:.2f}x | {self.eqreg_ms:.1f} | "
-                f"{self.time_ratio:.2f}x | {self.eqreg_ms / self.floor_ms:.2f}x | "
-                f"{self.plain_mem_mb:.1f} | {self.eqreg_mem_mb:.1f} | {self.memory_ratio:.2f}x |")
+        return (
+            f"| {self.label} | {self.plain_ms:.1f} | {self.floor_time_ratio:.2f}x | {self.eqreg_ms:.1f} | "
+            f"{self.time_ratio:.2f}x | {self.eqreg_ms / self.floor_ms:.2f}x | "
+            f"{self.plain_mem_mb:.1f} | {self.eqreg_mem_mb:.1f} | {self.memory_ratio:.2f}x |"
+        )
 
 
 class _SavedBytes:
@@ -65,7 +69,11 @@ class _SavedBytes:
             key = id(t)
         if key not in self._seen:
             self._seen.add(key)
-            self.bytes += t.untyped_storage().nbytes() if hasattr(t, "untyped_storage") else t.numel() * t.element_size()
+            self.bytes += (
+                t.untyped_storage().nbytes()
+                if hasattr(t, "untyped_storage")
+                else t.numel() * t.element_size()
+            )
         return t
 
     @staticmethod
@@ -141,7 +149,7 @@ def measure_step_cost(
             for kind in kinds:
                 step(kind)
         for i in range(repeats):
-            order = kinds[i % 3:] + kinds[:i % 3]  # rotate the order so no kind always runs first
+            order = kinds[i % 3 :] + kinds[: i % 3]  # rotate the order so no kind always runs first
             for kind in order:
                 t, mem = step(kind)
                 times[kind].append(t)

@@ -78,8 +78,12 @@ def _split_batch(batch: Any, input_key: str, target_key: str) -> tuple[torch.Ten
     )
 
 
-def make_accelerator(gradient_accumulation_steps: int = 1, mixed_precision: str = "no", log_with: Any = None,
-                     project_dir: str | None = None):
+def make_accelerator(
+    gradient_accumulation_steps: int = 1,
+    mixed_precision: str = "no",
+    log_with: Any = None,
+    project_dir: str | None = None,
+):
     """An ``accelerate.Accelerator`` for :func:`train_loop`; ``log_with`` (tracker names or ``GeneralTracker``s)
     and ``project_dir`` (where TensorBoard writes) are Accelerate's; call ``init_trackers`` before training."""
     from accelerate import Accelerator
@@ -91,8 +95,12 @@ def make_accelerator(gradient_accumulation_steps: int = 1, mixed_precision: str 
     if AcceleratorState._shared_state and PartialState().num_processes == 1:
         if AcceleratorState().mixed_precision != mixed_precision:
             AcceleratorState._reset_state()
-    return Accelerator(gradient_accumulation_steps=gradient_accumulation_steps, mixed_precision=mixed_precision,
-                       log_with=log_with, project_dir=project_dir)
+    return Accelerator(
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        mixed_precision=mixed_precision,
+        log_with=log_with,
+        project_dir=project_dir,
+    )
 
 
 class _LogWindow:
@@ -115,8 +123,9 @@ class _LogWindow:
         self.count += 1
 
     def means(self, accelerator: Any) -> dict[str, float]:
-        totals = accelerator.reduce(torch.cat([self.sums, self.sums.new_tensor([float(self.count)])]),
-                                    reduction="sum").cpu()
+        totals = accelerator.reduce(
+            torch.cat([self.sums, self.sums.new_tensor([float(self.count)])]), reduction="sum"
+        ).cpu()
         values = (totals[:-1] / totals[-1].clamp_min(1)).tolist()
         self.sums.zero_()
         self.count = 0
@@ -125,10 +134,18 @@ class _LogWindow:
         return out
 
 
-def _check_loop_arguments(mixed_precision: str, max_steps: Any, gradient_accumulation_steps: int, log_every: int,
-                          eval_every: int | None, weight_schedule: Any) -> None:
+def _check_loop_arguments(
+    mixed_precision: str,
+    max_steps: Any,
+    gradient_accumulation_steps: int,
+    log_every: int,
+    eval_every: int | None,
+    weight_schedule: Any,
+) -> None:
     if mixed_precision not in MIXED_PRECISION:
-        raise ValueError(f"Unknown mixed_precision mode: {mixed_precision!r}. Choose between {list(MIXED_PRECISION)}.")
+        raise ValueError(
+            f"Unknown mixed_precision mode: {mixed_precision!r}. Choose between {list(MIXED_PRECISION)}."
+        )
     if not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"max_steps={max_steps!r} must be a positive integer (optimizer steps).")
     if gradient_accumulation_steps < 1:
@@ -145,14 +162,20 @@ def _check_checkpointing(save_steps: Any, checkpoint_dir: str | None, resume: st
     """The checkpoint to resume from (None: a fresh start), once the checkpoint arguments are checked."""
     from eqreg_hf.train.checkpoint import resolve_checkpoint
 
-    if save_steps is not None and (not isinstance(save_steps, int) or isinstance(save_steps, bool) or save_steps < 1):
+    if save_steps is not None and (
+        not isinstance(save_steps, int) or isinstance(save_steps, bool) or save_steps < 1
+    ):
         raise ValueError(f"save_steps={save_steps!r} must be a positive integer (optimizer steps) or None.")
     if save_steps is not None and checkpoint_dir is None:
-        raise ValueError(f"save_steps={save_steps} needs checkpoint_dir= (where checkpoint-<step> folders go).")
+        raise ValueError(
+            f"save_steps={save_steps} needs checkpoint_dir= (where checkpoint-<step> folders go)."
+        )
     return resolve_checkpoint(resume, checkpoint_dir)
 
 
-def _warn_if_dominant(ratio: float, log: dict[str, float], reg: EqReg, config: EqRegConfig, step: int) -> bool:
+def _warn_if_dominant(
+    ratio: float, log: dict[str, float], reg: EqReg, config: EqRegConfig, step: int
+) -> bool:
     """One warning when λ·L_eq outweighs the task loss DOMINANCE_RATIO : 1 (``ratio``); returns whether it fired."""
     if ratio <= DOMINANCE_RATIO:
         return False
@@ -249,12 +272,15 @@ def train_loop(
         >>> hist.steps
         2
     """
-    _check_loop_arguments(mixed_precision, max_steps, gradient_accumulation_steps, log_every, eval_every,
-                          weight_schedule)
+    _check_loop_arguments(
+        mixed_precision, max_steps, gradient_accumulation_steps, log_every, eval_every, weight_schedule
+    )
     resume = _check_checkpointing(save_steps, checkpoint_dir, resume_from_checkpoint)
     if weight_schedule is not None and eqreg_config is not None and eqreg_config.auto_weight:
-        raise ValueError("weight_schedule and EqRegConfig(weight='auto') both set λ: drop the schedule (auto has its "
-                         "own warm-up, auto_warmup) or give a number as the weight.")
+        raise ValueError(
+            "weight_schedule and EqRegConfig(weight='auto') both set λ: drop the schedule (auto has its "
+            "own warm-up, auto_warmup) or give a number as the weight."
+        )
     if seed is not None:
         from accelerate.utils import set_seed
 
@@ -262,19 +288,40 @@ def train_loop(
     if accelerator is None:
         accelerator = make_accelerator(gradient_accumulation_steps, mixed_precision)
     # Hooks go on the inner modules before prepare(): they still fire through DDP / FSDP.
-    reg = EqReg(accelerator.unwrap_model(model), eqreg_config) \
-        if eqreg_config is not None and eqreg_config.active else None
+    reg = (
+        EqReg(accelerator.unwrap_model(model), eqreg_config)
+        if eqreg_config is not None and eqreg_config.active
+        else None
+    )
     if input_key is None:
         input_key = eqreg_config.image_key if eqreg_config is not None else "pixel_values"
-    step = EqRegStep(reg, rotate_targets=True if eqreg_config is None else eqreg_config.rotate_targets,
-                     max_steps=max_steps)
-    prepared = accelerator.prepare(model, optimizer, train_dataloader, *([lr_scheduler] if lr_scheduler else []))
+    step = EqRegStep(
+        reg, rotate_targets=True if eqreg_config is None else eqreg_config.rotate_targets, max_steps=max_steps
+    )
+    prepared = accelerator.prepare(
+        model, optimizer, train_dataloader, *([lr_scheduler] if lr_scheduler else [])
+    )
     model, optimizer, train_dataloader = prepared[:3]
     lr_scheduler = prepared[3] if lr_scheduler is not None else None
-    run = _Run(accelerator, model, optimizer, lr_scheduler, reg, step, eqreg_config, weight_schedule,
-               max_steps=max_steps, log_every=log_every, max_grad_norm=max_grad_norm, desc=desc,
-               progress=progress, eval_fn=eval_fn, eval_every=eval_every, save_steps=save_steps,
-               checkpoint_dir=checkpoint_dir)
+    run = _Run(
+        accelerator,
+        model,
+        optimizer,
+        lr_scheduler,
+        reg,
+        step,
+        eqreg_config,
+        weight_schedule,
+        max_steps=max_steps,
+        log_every=log_every,
+        max_grad_norm=max_grad_norm,
+        desc=desc,
+        progress=progress,
+        eval_fn=eval_fn,
+        eval_every=eval_every,
+        save_steps=save_steps,
+        checkpoint_dir=checkpoint_dir,
+    )
     if resume is not None:
         run.resume(resume)
     try:
@@ -292,15 +339,41 @@ def train_loop(
 class _Run:
     """The state of one :func:`train_loop` call: counters, the log window, the progress bar, evaluation."""
 
-    def __init__(self, accelerator: Any, model: Any, optimizer: Any, lr_scheduler: Any, reg: EqReg | None,
-                 step: EqRegStep, config: EqRegConfig | None, schedule: WeightSchedule | None, *, max_steps: int,
-                 log_every: int, max_grad_norm: float | None, desc: str, progress: bool,
-                 eval_fn: Callable | None, eval_every: int | None, save_steps: int | None = None,
-                 checkpoint_dir: str | None = None):
-        self.accelerator, self.model, self.optimizer, self.lr_scheduler = accelerator, model, optimizer, lr_scheduler
+    def __init__(
+        self,
+        accelerator: Any,
+        model: Any,
+        optimizer: Any,
+        lr_scheduler: Any,
+        reg: EqReg | None,
+        step: EqRegStep,
+        config: EqRegConfig | None,
+        schedule: WeightSchedule | None,
+        *,
+        max_steps: int,
+        log_every: int,
+        max_grad_norm: float | None,
+        desc: str,
+        progress: bool,
+        eval_fn: Callable | None,
+        eval_every: int | None,
+        save_steps: int | None = None,
+        checkpoint_dir: str | None = None,
+    ):
+        self.accelerator, self.model, self.optimizer, self.lr_scheduler = (
+            accelerator,
+            model,
+            optimizer,
+            lr_scheduler,
+        )
         self.reg, self.step_fn, self.config, self.schedule = reg, step, config, schedule
         self.peak = float(config.weight) if config is not None and not config.auto_weight else 0.0
-        self.max_steps, self.log_every, self.max_grad_norm, self.desc = max_steps, log_every, max_grad_norm, desc
+        self.max_steps, self.log_every, self.max_grad_norm, self.desc = (
+            max_steps,
+            log_every,
+            max_grad_norm,
+            desc,
+        )
         self.eval_fn, self.eval_every = eval_fn, eval_every
         self.save_steps, self.checkpoint_dir = save_steps, checkpoint_dir
         self.skip = 0  # micro-batches a resumed run draws again without training on them
@@ -308,8 +381,12 @@ class _Run:
         self.window = _LogWindow(list(reg.tap_names) if reg is not None else [], accelerator.device)
         self.warned = False
         self.done = 0
-        self.bar = tqdm(total=max_steps, desc=desc, disable=not (progress and accelerator.is_local_main_process),
-                        dynamic_ncols=True)
+        self.bar = tqdm(
+            total=max_steps,
+            desc=desc,
+            disable=not (progress and accelerator.is_local_main_process),
+            dynamic_ncols=True,
+        )
 
     def resume(self, path: str) -> None:
         """Continue from a checkpoint: prepared objects, RNG, EQ-Reg state and the step counter."""
@@ -317,8 +394,10 @@ class _Run:
 
         self.done = load_loop_checkpoint(self.accelerator, path, self.reg)
         if self.done >= self.max_steps:
-            raise ValueError(f"The checkpoint {path!r} is at step {self.done}, not before max_steps={self.max_steps}: "
-                             "raise max_steps to train on, or start without resume_from_checkpoint.")
+            raise ValueError(
+                f"The checkpoint {path!r} is at step {self.done}, not before max_steps={self.max_steps}: "
+                "raise max_steps to train on, or start without resume_from_checkpoint."
+            )
         self.step_fn.reset()
         self.skip = self.done * self.accelerator.gradient_accumulation_steps
         self.bar.update(self.done)
@@ -380,15 +459,22 @@ class _Run:
         log = {"step": self.done, **self.window.means(self.accelerator)}
         if self.reg is not None:
             log["eqreg_weight"] = self.reg.weight
-        source = self.lr_scheduler.get_last_lr()[0] if self.lr_scheduler is not None \
+        source = (
+            self.lr_scheduler.get_last_lr()[0]
+            if self.lr_scheduler is not None
             else self.optimizer.param_groups[0]["lr"]
+        )
         log["lr"] = float(source)
         self.history.logs.append(log)
         if self.accelerator.trackers:
             self.accelerator.log({f"train/{k}": v for k, v in log.items() if k != "step"}, step=self.done)
         share = log["eqreg_loss"] / max(log["task_loss"], 1e-30)
-        self.bar.set_postfix(task=f"{log['task_loss']:.3g}", eqreg=f"{log['eqreg_loss']:.3g}",
-                             eq_share=f"{100 * share:.1f}%", refresh=False)
+        self.bar.set_postfix(
+            task=f"{log['task_loss']:.3g}",
+            eqreg=f"{log['eqreg_loss']:.3g}",
+            eq_share=f"{100 * share:.1f}%",
+            refresh=False,
+        )
         if self.reg is not None and not self.warned:
             self.warned = _warn_if_dominant(share, log, self.reg, self.config, self.done)
 
@@ -405,8 +491,16 @@ class _Run:
         if metrics:
             self.history.evals.append({"step": self.done, **metrics})
             if self.accelerator.trackers:
-                self.accelerator.log({f"eval/{k}": float(v) for k, v in metrics.items()
-                                      if isinstance(v, (int, float)) and not isinstance(v, bool)}, step=self.done)
+                self.accelerator.log(
+                    {
+                        f"eval/{k}": float(v)
+                        for k, v in metrics.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)
+                    },
+                    step=self.done,
+                )
             if not self.bar.disable:
                 shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-                self.bar.write(f"[{self.desc}] step {self.done}: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))
+                self.bar.write(
+                    f"[{self.desc}] step {self.done}: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items())
+                )

@@ -138,7 +138,9 @@ class EqRegStep:
             return self.reg.loss()
         return torch.zeros((), device=device)
 
-    def losses(self, loss_fn: Callable[[Any, Any], torch.Tensor], outputs: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def losses(
+        self, loss_fn: Callable[[Any, Any], torch.Tensor], outputs: Any, y: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(task, eq)`` of the micro-batch; backward ``task + eq``. On an error the captures are dropped."""
         try:
             task = self.task_loss(loss_fn, outputs, y)

@@ -176,7 +176,9 @@ class EqRegTrainerMixin:
         finally:
             self._eqreg_detach()
 
-    def training_step(self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> torch.Tensor:
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
         """``Trainer.training_step``; on the first one, checks that the mixin's ``compute_loss`` ran (see
         :meth:`_eqreg_check_not_bypassed`)."""
         calls = self._eqreg_loss_calls
@@ -198,7 +200,8 @@ class EqRegTrainerMixin:
             f"(defined in {getattr(owner, '__qualname__', '?')}) does not call the mixin's compute_loss, so there "
             "was no stacked forward [x; R_k x] and no EQ-Reg term. Call super().compute_loss(model, inputs, "
             "return_outputs, num_items_in_batch) from it, or drop the override and pass your loss as "
-            "task_loss=(outputs, targets) -> loss.")
+            "task_loss=(outputs, targets) -> loss."
+        )
 
     # ------------------------------------------------------------------ checkpoints
     def _eqreg_load_state(self, checkpoint: str) -> None:
@@ -207,7 +210,9 @@ class EqRegTrainerMixin:
 
             warnings.warn(
                 f"Resuming from {checkpoint!r} without {EQREG_STATE_NAME}: the EQ-Reg k sampler restarts from "
-                "its seed, so the resumed run will not repeat the uninterrupted one exactly.", stacklevel=3)
+                "its seed, so the resumed run will not repeat the uninterrupted one exactly.",
+                stacklevel=3,
+            )
             return
         self._eqreg_step.reset()
 
@@ -219,7 +224,9 @@ class EqRegTrainerMixin:
             return
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        folder = os.path.join(
+            self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        )
         save_eqreg_state(self.eqreg, folder, global_step=int(self.state.global_step))
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
@@ -289,15 +296,20 @@ class EqRegTrainerMixin:
             step.max_steps = self.state.max_steps or None
             inputs[cfg.image_key] = step.stack(inputs[cfg.image_key], optimizer_step=optimizer_step)
         target_keys = self._eqreg_target_keys(inputs)
-        model_loss = self.task_loss is None and self.compute_loss_func is None and \
-            not (step.stacked and not step.rotate_targets)
+        model_loss = (
+            self.task_loss is None
+            and self.compute_loss_func is None
+            and not (step.stacked and not step.rotate_targets)
+        )
         try:
             if model_loss:
                 # The model computes the task loss: a per-batch mean (num_items_in_batch=None), see
                 # loss_is_scaled_for_ga.
                 for t in target_keys:
                     inputs[t] = step.targets(inputs[t])
-                task, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=None)
+                task, outputs = super().compute_loss(
+                    model, inputs, return_outputs=True, num_items_in_batch=None
+                )
             else:
                 targets = {t: inputs.pop(t) for t in target_keys}
                 outputs = self._eqreg_forward(model, inputs)
@@ -324,7 +336,10 @@ class EqRegTrainerMixin:
     # ------------------------------------------------------------------ logging
     def _eqreg_record(self, task: torch.Tensor, eq: torch.Tensor, reg: EqReg) -> None:
         # Same bookkeeping as the Trainer's own loss: each micro-batch counts 1/GA of its step.
-        ga = float(getattr(self, "current_gradient_accumulation_steps", None) or self.args.gradient_accumulation_steps)
+        ga = float(
+            getattr(self, "current_gradient_accumulation_steps", None)
+            or self.args.gradient_accumulation_steps
+        )
         vals = {"task_loss": task.detach().float(), "eqreg_loss": eq.detach().float()}
         if self.eqreg_log_taps:
             for name, v in reg.last_terms_tensors.items():
@@ -363,7 +378,8 @@ def _check_bases(cls: type) -> None:
         raise TypeError(
             f"class {cls.__name__}({bases}): EqRegTrainerMixin comes after {Trainer.__name__} in the bases, so "
             "Trainer.compute_loss shadows the mixin's and EQ-Reg would never run. Put the mixin first: "
-            f"class {cls.__name__}(EqRegTrainerMixin, <your Trainer class>).")
+            f"class {cls.__name__}(EqRegTrainerMixin, <your Trainer class>)."
+        )
 
 
 class EqRegTrainer(EqRegTrainerMixin, Trainer):

@@ -58,9 +58,18 @@ def tiny_vit(num_labels: int = 3, image_size: int = 12, seed: int = 0):
     from transformers import ViTConfig, ViTForImageClassification
 
     torch.manual_seed(seed)
-    cfg = ViTConfig(image_size=image_size, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=2,
-                    num_attention_heads=2, intermediate_size=16, num_labels=num_labels,
-                    hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    cfg = ViTConfig(
+        image_size=image_size,
+        patch_size=4,
+        num_channels=3,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=16,
+        num_labels=num_labels,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     return ViTForImageClassification(cfg)
 
 
@@ -68,8 +77,15 @@ def tiny_convnext(num_labels: int = 3, seed: int = 0):
     from transformers import ConvNextConfig, ConvNextForImageClassification
 
     torch.manual_seed(seed)
-    cfg = ConvNextConfig(num_channels=3, hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, num_labels=num_labels,
-                         patch_size=2, drop_path_rate=0.0)
+    cfg = ConvNextConfig(
+        num_channels=3,
+        hidden_sizes=[8, 16],
+        depths=[1, 1],
+        num_stages=2,
+        num_labels=num_labels,
+        patch_size=2,
+        drop_path_rate=0.0,
+    )
     return ConvNextForImageClassification(cfg)
 
 
@@ -77,8 +93,14 @@ def tiny_resnet(num_labels: int = 3, seed: int = 0):
     from transformers import ResNetConfig, ResNetForImageClassification
 
     torch.manual_seed(seed)
-    cfg = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
-                       layer_type="basic", num_labels=num_labels)
+    cfg = ResNetConfig(
+        num_channels=3,
+        embedding_size=8,
+        hidden_sizes=[8, 16],
+        depths=[1, 1],
+        layer_type="basic",
+        num_labels=num_labels,
+    )
     return ResNetForImageClassification(cfg)
 
 
@@ -90,9 +112,23 @@ def tiny_args(output_dir: str, args_cls=None, **overrides):
     from transformers import TrainingArguments
 
     args_cls = args_cls or TrainingArguments
-    kw = dict(output_dir=output_dir, per_device_train_batch_size=4, max_steps=2, learning_rate=0.05,
-              optim="sgd", lr_scheduler_type="constant", max_grad_norm=0.0, logging_steps=1, save_strategy="no",
-              report_to="none", use_cpu=True, dataloader_num_workers=0, train_sampling_strategy="sequential",
-              disable_tqdm=True, seed=0, remove_unused_columns=False)
+    kw = dict(
+        output_dir=output_dir,
+        per_device_train_batch_size=4,
+        max_steps=2,
+        learning_rate=0.05,
+        optim="sgd",
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        dataloader_num_workers=0,
+        train_sampling_strategy="sequential",
+        disable_tqdm=True,
+        seed=0,
+        remove_unused_columns=False,
+    )
     kw.update(overrides)
     return args_cls(**kw)

@@ -12,8 +12,16 @@ import sys
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from common import (
+    TINY_DERAIN_LAYERS,
+    ClassDataset,
+    PairDataset,
+    TinyDerainer,
+    flat_params,
+    tiny_args,
+    tiny_vit,
+)
 
-from common import TINY_DERAIN_LAYERS, ClassDataset, PairDataset, TinyDerainer, flat_params, tiny_args, tiny_vit
 from eqreg_hf import EqRegConfig, EqRegTrainer
 
 
@@ -35,9 +43,13 @@ def main(out_dir: str) -> None:
     torch.manual_seed(0)  # the test builds the same initial weights for its 1-process run
     model = TinyDerainer()
     cfg = EqRegConfig(layers=TINY_DERAIN_LAYERS, weight=0.5, distance="mse")
-    trainer = EqRegTrainer(model=model, args=tiny_args(os.path.join(out_dir, "cnn"), per_device_train_batch_size=2,
-                                                       max_steps=3),
-                           train_dataset=PairDataset(12), eqreg=cfg, task_loss=F.l1_loss)
+    trainer = EqRegTrainer(
+        model=model,
+        args=tiny_args(os.path.join(out_dir, "cnn"), per_device_train_batch_size=2, max_steps=3),
+        train_dataset=PairDataset(12),
+        eqreg=cfg,
+        task_loss=F.l1_loss,
+    )
     trainer.train()
     assert dist.is_initialized() and dist.get_world_size() == 2, "expected 2 processes"
     ddp = trainer.model_wrapped
@@ -55,9 +67,12 @@ def main(out_dir: str) -> None:
 
     # (b) a transformers ViT (model-computed loss) under DDP.
     vit = tiny_vit()
-    trainer = EqRegTrainer(model=vit, args=tiny_args(os.path.join(out_dir, "vit"), per_device_train_batch_size=2,
-                                                     max_steps=2),
-                           train_dataset=ClassDataset(8), eqreg=EqRegConfig(layers="auto", weight=0.1))
+    trainer = EqRegTrainer(
+        model=vit,
+        args=tiny_args(os.path.join(out_dir, "vit"), per_device_train_batch_size=2, max_steps=2),
+        train_dataset=ClassDataset(8),
+        eqreg=EqRegConfig(layers="auto", weight=0.1),
+    )
     trainer.train()
     a, b = gathered(flat_params(vit))
     assert torch.equal(a, b), f"ViT ranks differ: {float((a - b).abs().max())}"

@@ -14,9 +14,9 @@ import sys
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from common import TINY_DERAIN_LAYERS, TinyDerainer, flat_params
 from torch.utils.data import DataLoader, TensorDataset
 
-from common import TINY_DERAIN_LAYERS, TinyDerainer, flat_params
 from eqreg_hf import EqReg, EqRegConfig
 
 
@@ -45,8 +45,12 @@ def fsdp_part(results: dict) -> None:
     x = torch.rand(2, 3, 9, 9, generator=g)
     y = torch.rand(2, 3, 9, 9, generator=g)
     shapes = {}
-    handles = [dict(model.named_modules())[n].register_forward_hook(
-        lambda m, a, o, n=n: shapes.__setitem__(n, tuple(o.shape))) for n in TINY_DERAIN_LAYERS]
+    handles = [
+        dict(model.named_modules())[n].register_forward_hook(
+            lambda m, a, o, n=n: shapes.__setitem__(n, tuple(o.shape))
+        )
+        for n in TINY_DERAIN_LAYERS
+    ]
     out = model(reg.stack(x, k=1))
     for h in handles:
         h.remove()
@@ -58,7 +62,10 @@ def fsdp_part(results: dict) -> None:
         ref_terms = ref_reg.last_terms
     assert torch.allclose(out, ref_out, atol=1e-5), "sharded forward differs from the unsharded one"
     assert torch.allclose(eq, ref_eq, rtol=1e-5), (eq.item(), ref_eq.item())
-    assert all(abs(terms[n] - ref_terms[n]) <= 1e-5 * max(1.0, abs(ref_terms[n])) for n in terms), (terms, ref_terms)
+    assert all(abs(terms[n] - ref_terms[n]) <= 1e-5 * max(1.0, abs(ref_terms[n])) for n in terms), (
+        terms,
+        ref_terms,
+    )
 
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     before = torch.cat([p.full_tensor().reshape(-1) for p in model.parameters()])
@@ -91,8 +98,17 @@ def loop_part(results: dict, out_dir: str) -> None:
     loader = DataLoader(data, batch_size=2, shuffle=False)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     cfg = EqRegConfig(layers=TINY_DERAIN_LAYERS, weight=0.5, distance="mse")
-    hist = train_loop(model, loader, opt, F.l1_loss, cfg, max_steps=2, log_every=1, progress=False,
-                      gradient_accumulation_steps=1)
+    hist = train_loop(
+        model,
+        loader,
+        opt,
+        F.l1_loss,
+        cfg,
+        max_steps=2,
+        log_every=1,
+        progress=False,
+        gradient_accumulation_steps=1,
+    )
     assert hist.steps == 2
     a, b = gathered(flat_params(model))
     assert torch.equal(a, b), "train_loop: parameters differ between ranks"
@@ -106,9 +122,19 @@ def loop_part(results: dict, out_dir: str) -> None:
     # weight="auto": each rank sees other data, but the statistics are averaged across ranks, so λ is the same
     torch.manual_seed(0)
     model = TinyDerainer(channels=8)
-    cfg = EqRegConfig(layers=TINY_DERAIN_LAYERS, weight="auto", target_share=0.1, auto_warmup=0, distance="mse")
-    hist = train_loop(model, loader, torch.optim.SGD(model.parameters(), lr=0.05), F.l1_loss, cfg, max_steps=3,
-                      log_every=1, progress=False)
+    cfg = EqRegConfig(
+        layers=TINY_DERAIN_LAYERS, weight="auto", target_share=0.1, auto_warmup=0, distance="mse"
+    )
+    hist = train_loop(
+        model,
+        loader,
+        torch.optim.SGD(model.parameters(), lr=0.05),
+        F.l1_loss,
+        cfg,
+        max_steps=3,
+        log_every=1,
+        progress=False,
+    )
     weights = torch.tensor(hist.series("eqreg_weight"), dtype=torch.float64)
     wa, wb = gathered(weights)
     assert torch.equal(wa, wb) and float(wa[-1]) > 0, (wa, wb)
@@ -118,8 +144,16 @@ def loop_part(results: dict, out_dir: str) -> None:
     torch.manual_seed(0)
     model = TinyDerainer(channels=8)
     cfg = EqRegConfig(layers=TINY_DERAIN_LAYERS, group="D4", weight=0.5, distance="mse")
-    hist = train_loop(model, loader, torch.optim.SGD(model.parameters(), lr=0.05), F.l1_loss, cfg, max_steps=2,
-                      log_every=1, progress=False)
+    hist = train_loop(
+        model,
+        loader,
+        torch.optim.SGD(model.parameters(), lr=0.05),
+        F.l1_loss,
+        cfg,
+        max_steps=2,
+        log_every=1,
+        progress=False,
+    )
     a, b = gathered(flat_params(model))
     assert torch.equal(a, b), "train_loop with D4: parameters differ between ranks"
     results["d4_eqreg_loss"] = hist.series("eqreg_loss")

@@ -21,8 +21,13 @@ from torch import nn
 
 from eqreg_hf.hub.offline import hub_offline
 
-__all__ = ["create_classifier", "create_timm_classifier", "create_transformers_classifier", "hub_reachable",
-           "HF_PREFIX"]
+__all__ = [
+    "create_classifier",
+    "create_timm_classifier",
+    "create_transformers_classifier",
+    "hub_reachable",
+    "HF_PREFIX",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +86,18 @@ def _timm_create(name: str, pretrained: bool, num_classes: int, image_size: Any,
             kw.pop("img_size")
             return _timm_create(name, pretrained, num_classes, None, kw)
         if "unexpected keyword argument" in str(err) or "got multiple values" in str(err):
-            raise ValueError(f"timm model {name!r} does not take these arguments ({err}); check the model's "
-                             f"constructor (model_kwargs / --model-kwargs: {sorted(kwargs)}).") from None
+            raise ValueError(
+                f"timm model {name!r} does not take these arguments ({err}); check the model's "
+                f"constructor (model_kwargs / --model-kwargs: {sorted(kwargs)})."
+            ) from None
         raise
 
 
 def create_timm_classifier(
-    name: str, num_classes: int, pretrained: bool = True, image_size: int | tuple[int, int] | None = None,
+    name: str,
+    num_classes: int,
+    pretrained: bool = True,
+    image_size: int | tuple[int, int] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """A timm model with a fresh ``num_classes`` head; pretrained weights when available, else random.
@@ -111,7 +121,8 @@ def create_timm_classifier(
     if not name.startswith(("local-dir:", "hf-hub:", "hf_hub:")) and not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5)
         raise ValueError(
-            f"Unknown timm model {name!r}." + (f" Did you mean one of {close}?" if close else "")
+            f"Unknown timm model {name!r}."
+            + (f" Did you mean one of {close}?" if close else "")
             + " List models with timm.list_models('resnet*'), or use 'hf:<config or folder>' for transformers."
         )
     if not pretrained:
@@ -126,20 +137,28 @@ def create_timm_classifier(
         kw = dict(kwargs, pretrained_cfg_overlay=dict(file=cached))
         return _timm_create(name, True, num_classes, image_size, kw)
     if not hub_reachable():
-        _say(f"Pretrained weights for {name!r} are not cached and the Hugging Face Hub is unreachable (offline); "
-             f"using {name} with random initialisation.")
+        _say(
+            f"Pretrained weights for {name!r} are not cached and the Hugging Face Hub is unreachable (offline); "
+            f"using {name} with random initialisation."
+        )
         return _timm_create(name, False, num_classes, image_size, kwargs)
     try:
         return _timm_create(name, True, num_classes, image_size, kwargs)
     except (OSError, RuntimeError, ValueError) as err:  # hub errors are OSErrors; missing files RuntimeErrors
         first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-        _say(f"Could not load pretrained weights for {name!r} ({first}); training {name} from random "
-             "initialisation.")
+        _say(
+            f"Could not load pretrained weights for {name!r} ({first}); training {name} from random "
+            "initialisation."
+        )
         return _timm_create(name, False, num_classes, image_size, kwargs)
 
 
 def create_transformers_classifier(
-    source: Any, num_classes: int, pretrained: bool = True, image_size: int | None = None, **config_kwargs: Any,
+    source: Any,
+    num_classes: int,
+    pretrained: bool = True,
+    image_size: int | None = None,
+    **config_kwargs: Any,
 ) -> nn.Module:
     """A transformers image classifier from a config object, a config/model folder, a JSON file or a Hub id.
 
@@ -182,9 +201,12 @@ def create_transformers_classifier(
         return AutoModelForImageClassification.from_config(config)
     has_weights = os.path.isdir(source) and any(
         os.path.isfile(os.path.join(source, f))
-        for f in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"))
+        for f in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+    )
     if pretrained and (has_weights or (not os.path.isdir(source) and hub_reachable())):
-        return AutoModelForImageClassification.from_pretrained(source, ignore_mismatched_sizes=True, **overrides)
+        return AutoModelForImageClassification.from_pretrained(
+            source, ignore_mismatched_sizes=True, **overrides
+        )
     config = AutoConfig.from_pretrained(source, **overrides)
     if pretrained:
         _say(f"No weights at {source!r}; building {type(config).__name__} with random weights.")
@@ -192,7 +214,10 @@ def create_transformers_classifier(
 
 
 def create_classifier(
-    name: str, num_classes: int, pretrained: bool = True, image_size: int | tuple[int, int] | None = None,
+    name: str,
+    num_classes: int,
+    pretrained: bool = True,
+    image_size: int | tuple[int, int] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """timm model ``name``, or a transformers one for ``"hf:<config or folder or id>"``.
@@ -205,5 +230,5 @@ def create_classifier(
         raise ValueError(f"model={name!r} is not valid: give a timm name (e.g. 'resnet18') or 'hf:<folder>'.")
     if name.startswith(HF_PREFIX):
         size = image_size if isinstance(image_size, int) or image_size is None else image_size[0]
-        return create_transformers_classifier(name[len(HF_PREFIX):], num_classes, pretrained, size, **kwargs)
+        return create_transformers_classifier(name[len(HF_PREFIX) :], num_classes, pretrained, size, **kwargs)
     return create_timm_classifier(name, num_classes, pretrained, image_size, **kwargs)

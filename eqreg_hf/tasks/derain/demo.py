@@ -20,11 +20,27 @@ import torch
 from eqreg_hf.core.config import EqRegConfig
 from eqreg_hf.core.io import atomic_write_json, atomic_write_text, check_output_dir
 from eqreg_hf.tasks.derain.evaluate import plot_examples  # noqa: F401 (public here too)
-from eqreg_hf.tasks.derain.recipe import (DerainResult, DerainTrainingArguments, held_out_pairs, load_rain_split,
-                                          save_derainer, train_derainer)
+from eqreg_hf.tasks.derain.recipe import (
+    DerainResult,
+    DerainTrainingArguments,
+    held_out_pairs,
+    load_rain_split,
+    save_derainer,
+    train_derainer,
+)
 
-__all__ = ["run_demo", "demo_arguments", "demo_eqreg_config", "format_results_table", "plot_examples",
-           "DEMO_STEPS", "DEMO_METHODS", "DEMO_GROUP_ORDER", "DEMO_DISTANCE", "DEMO_WEIGHT"]
+__all__ = [
+    "run_demo",
+    "demo_arguments",
+    "demo_eqreg_config",
+    "format_results_table",
+    "plot_examples",
+    "DEMO_STEPS",
+    "DEMO_METHODS",
+    "DEMO_GROUP_ORDER",
+    "DEMO_DISTANCE",
+    "DEMO_WEIGHT",
+]
 
 DEMO_STEPS = 400
 DEMO_METHODS = ("plain", "rotation augmentation", "EQ-Reg")
@@ -35,27 +51,43 @@ DEMO_DISTANCE = "relative"
 DEMO_WEIGHT = 1e-3
 
 
-def demo_arguments(steps: int = DEMO_STEPS, quick: bool = False, progress: bool = True) -> DerainTrainingArguments:
+def demo_arguments(
+    steps: int = DEMO_STEPS, quick: bool = False, progress: bool = True
+) -> DerainTrainingArguments:
     """The demo's training settings (``quick``: a tiny network and images, for tests)."""
     if quick:
-        return DerainTrainingArguments(channels=8, num_blocks=1, synthetic_size=32, crop_size=16, batch_size=2,
-                                       max_steps=steps, learning_rate=2e-3, logging_steps=1, equiv_images=1,
-                                       progress=progress)
+        return DerainTrainingArguments(
+            channels=8,
+            num_blocks=1,
+            synthetic_size=32,
+            crop_size=16,
+            batch_size=2,
+            max_steps=steps,
+            learning_rate=2e-3,
+            logging_steps=1,
+            equiv_images=1,
+            progress=progress,
+        )
     # 48² crops keep the three runs within the demo's time budget on 2 CPU cores (docs/derain.md).
-    return DerainTrainingArguments(max_steps=steps, crop_size=48, batch_size=8, learning_rate=2e-3, logging_steps=10,
-                                   progress=progress)
+    return DerainTrainingArguments(
+        max_steps=steps, crop_size=48, batch_size=8, learning_rate=2e-3, logging_steps=10, progress=progress
+    )
 
 
 def demo_eqreg_config(quick: bool = False) -> EqRegConfig:
     """The demo's EQ-Reg setting: C2 (the paper's choice for rain: streaks near vertical are symmetric under
     180° turns, not 90° ones), the FastDerainer's own taps (its body convs), the measured default λ."""
-    return EqRegConfig(layers="auto", group_order=DEMO_GROUP_ORDER, weight=DEMO_WEIGHT, distance=DEMO_DISTANCE)
+    return EqRegConfig(
+        layers="auto", group_order=DEMO_GROUP_ORDER, weight=DEMO_WEIGHT, distance=DEMO_DISTANCE
+    )
 
 
 def format_results_table(results: dict[str, dict[str, float]], rainy_psnr: float | None = None) -> str:
     """A Markdown table: one row per run (PSNR/SSIM Y and RGB, equivariance errors, time)."""
-    head = ("| method | PSNR-Y (dB) | SSIM-Y | PSNR-RGB (dB) | SSIM-RGB | equiv. error (taps) | "
-            "equiv. error (output) | train time (s) |")
+    head = (
+        "| method | PSNR-Y (dB) | SSIM-Y | PSNR-RGB (dB) | SSIM-RGB | equiv. error (taps) | "
+        "equiv. error (output) | train time (s) |"
+    )
     lines = [head, "|" + "---|" * 8]
     if rainy_psnr is not None:
         lines.append(f"| rainy input | {rainy_psnr:.2f} | | | | | | |")
@@ -99,8 +131,10 @@ def run_demo(
     """
     check_output_dir(output_dir, "output_dir")  # before three training runs, not after them
     if steps is not None and not (isinstance(steps, int) and steps >= 1):
-        raise ValueError(f"steps={steps!r} is not valid: give a positive number of optimizer steps (or None for "
-                         f"the default, {DEMO_STEPS}).")
+        raise ValueError(
+            f"steps={steps!r} is not valid: give a positive number of optimizer steps (or None for "
+            f"the default, {DEMO_STEPS})."
+        )
     start = time.perf_counter()
     steps = steps if steps is not None else (2 if quick else DEMO_STEPS)
     base = dataclasses.replace(demo_arguments(steps, quick, progress), eval_group_order=DEMO_GROUP_ORDER)
@@ -119,54 +153,90 @@ def run_demo(
     settings = _settings_line(results["EQ-Reg"], base, len(train), len(test))
     text = f"{table}\n\n{settings}. Total time {total:.0f} s.\n"
     files.append(atomic_write_text(os.path.join(out, "results.md"), text))
-    files.append(atomic_write_json(os.path.join(out, "results.json"),
-                                   {"results": metrics, "settings": settings, "total_time_s": total}, indent=1))
+    files.append(
+        atomic_write_json(
+            os.path.join(out, "results.json"),
+            {"results": metrics, "settings": settings, "total_time_s": total},
+            indent=1,
+        )
+    )
     print_fn(text)
     print_fn(f"Wrote {out}: " + ", ".join(os.path.relpath(f, out) for f in files))
     return {"results": metrics, "table": table, "files": files, "total_time_s": total, "runs": results}
 
 
-def _demo_runs(base: DerainTrainingArguments, quick: bool) -> dict[str, tuple[DerainTrainingArguments, EqRegConfig | None]]:
+def _demo_runs(
+    base: DerainTrainingArguments, quick: bool
+) -> dict[str, tuple[DerainTrainingArguments, EqRegConfig | None]]:
     """The three runs, in the order of ``DEMO_METHODS``: (training arguments, EQ-Reg config or None)."""
     return {
         "plain": (dataclasses.replace(base), None),
-        "rotation augmentation": (dataclasses.replace(base, rot_aug=True, rot_aug_order=DEMO_GROUP_ORDER), None),
+        "rotation augmentation": (
+            dataclasses.replace(base, rot_aug=True, rot_aug_order=DEMO_GROUP_ORDER),
+            None,
+        ),
         "EQ-Reg": (dataclasses.replace(base), demo_eqreg_config(quick)),
     }
 
 
-def _train_runs(runs: dict[str, tuple[DerainTrainingArguments, EqRegConfig | None]], train: Any,
-                eval_pairs: list[tuple[torch.Tensor, torch.Tensor]], print_fn: Any) -> dict[str, DerainResult]:
+def _train_runs(
+    runs: dict[str, tuple[DerainTrainingArguments, EqRegConfig | None]],
+    train: Any,
+    eval_pairs: list[tuple[torch.Tensor, torch.Tensor]],
+    print_fn: Any,
+) -> dict[str, DerainResult]:
     """Train and evaluate each run on the same data, one progress line before and after each."""
     results: dict[str, DerainResult] = {}
     for i, (name, (args, cfg)) in enumerate(runs.items(), 1):
-        print_fn(f"[{i}/{len(runs)}] {name}: {args.max_steps} steps on {len(train)} synthetic rainy photos ...")
+        print_fn(
+            f"[{i}/{len(runs)}] {name}: {args.max_steps} steps on {len(train)} synthetic rainy photos ..."
+        )
         t0 = time.perf_counter()
-        results[name] = train_derainer(args, cfg, train_dataset=train, eval_dataset=eval_pairs,
-                                       save=False, desc=name)
+        results[name] = train_derainer(
+            args, cfg, train_dataset=train, eval_dataset=eval_pairs, save=False, desc=name
+        )
         m = results[name].metrics
-        print_fn(f"[{i}/{len(runs)}] {name}: done in {time.perf_counter() - t0:.0f} s, held-out PSNR-Y "
-                 f"{m.get('psnr_y', float('nan')):.2f} dB")
+        print_fn(
+            f"[{i}/{len(runs)}] {name}: done in {time.perf_counter() - t0:.0f} s, held-out PSNR-Y "
+            f"{m.get('psnr_y', float('nan')):.2f} dB"
+        )
     return results
 
 
-def _write_model_and_plots(results: dict[str, DerainResult], eqreg_args: DerainTrainingArguments,
-                           eval_pairs: list[tuple[torch.Tensor, torch.Tensor]], out: str, quick: bool) -> list[str]:
+def _write_model_and_plots(
+    results: dict[str, DerainResult],
+    eqreg_args: DerainTrainingArguments,
+    eval_pairs: list[tuple[torch.Tensor, torch.Tensor]],
+    out: str,
+    quick: bool,
+) -> list[str]:
     """The EQ-Reg network as a Hub folder, the per-layer equivariance plot and the example crops; their paths."""
     eq = results["EQ-Reg"]
     files = [save_derainer(eq, os.path.join(out, "model"), eqreg_args)]
     reports = {name: r.report for name, r in results.items()}
-    files.append(eq.report.plot(os.path.join(out, "equivariance_per_layer.png"),
-                                title=f"Equivariance error per layer (C{DEMO_GROUP_ORDER}, held-out photos)",
-                                others=reports))
-    files.append(plot_examples({n: r.model for n, r in results.items()}, eval_pairs,
-                               os.path.join(out, "derain_examples.png"), crop=96 if not quick else 32))
+    files.append(
+        eq.report.plot(
+            os.path.join(out, "equivariance_per_layer.png"),
+            title=f"Equivariance error per layer (C{DEMO_GROUP_ORDER}, held-out photos)",
+            others=reports,
+        )
+    )
+    files.append(
+        plot_examples(
+            {n: r.model for n, r in results.items()},
+            eval_pairs,
+            os.path.join(out, "derain_examples.png"),
+            crop=96 if not quick else 32,
+        )
+    )
     return files
 
 
 def _settings_line(eq: DerainResult, base: DerainTrainingArguments, n_train: int, n_test: int) -> str:
     """The sentence under the table: network, budget, data and the EQ-Reg setting."""
-    return (f"FastDerainer ({sum(p.numel() for p in eq.model.parameters()):,} parameters), {base.max_steps} steps × "
-            f"{base.batch_size} crops of {base.crop_size}², synthetic rain on {n_train} training / "
-            f"{n_test} held-out images ({base.synthetic_size}²); EQ-Reg and augmentation: C{DEMO_GROUP_ORDER}, "
-            f"{len(eq.eqreg_config.layers)} taps, distance={DEMO_DISTANCE}, λ={DEMO_WEIGHT:g}")
+    return (
+        f"FastDerainer ({sum(p.numel() for p in eq.model.parameters()):,} parameters), {base.max_steps} steps × "
+        f"{base.batch_size} crops of {base.crop_size}², synthetic rain on {n_train} training / "
+        f"{n_test} held-out images ({base.synthetic_size}²); EQ-Reg and augmentation: C{DEMO_GROUP_ORDER}, "
+        f"{len(eq.eqreg_config.layers)} taps, distance={DEMO_DISTANCE}, λ={DEMO_WEIGHT:g}"
+    )

@@ -10,9 +10,8 @@ end of a run (and every ``eval_every`` steps).
 
 from __future__ import annotations
 
-from typing import Any
-
 import os
+from typing import Any
 
 import torch
 from torch import nn
@@ -83,12 +82,18 @@ def evaluate_derainer(
     finally:
         model.train(was_training)
     output_err = report.pop("output", float("nan"))
-    metrics = {**quality, "equivariance_error": report.mean, "output_equivariance_error": float(output_err),
-               "rainy_psnr_y": rainy_psnr}
+    metrics = {
+        **quality,
+        "equivariance_error": report.mean,
+        "output_equivariance_error": float(output_err),
+        "rainy_psnr_y": rainy_psnr,
+    }
     return metrics, report
 
 
-def _image_quality(model: nn.Module, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[dict[str, float], float]:
+def _image_quality(
+    model: nn.Module, pairs: list[tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[dict[str, float], float]:
     """PSNR / SSIM of the derained images on Y and RGB, and the rainy input's PSNR-Y (the number to beat)."""
     from eqreg_hf.tasks.metrics import RestorationMetrics
 
@@ -104,8 +109,13 @@ def _image_quality(model: nn.Module, pairs: list[tuple[torch.Tensor, torch.Tenso
     return quality, rainy_acc.compute()["psnr"]
 
 
-def _equivariance_report(model: nn.Module, pairs: list[tuple[torch.Tensor, torch.Tensor]], taps: list[str],
-                         group_order: int, group: str | None = None) -> Any:
+def _equivariance_report(
+    model: nn.Module,
+    pairs: list[tuple[torch.Tensor, torch.Tensor]],
+    taps: list[str],
+    group_order: int,
+    group: str | None = None,
+) -> Any:
     """The equivariance error of ``taps`` (and the output) on the rainy images of ``pairs`` shaped like the first."""
     from eqreg_hf.core.measure import equivariance_error
 
@@ -147,7 +157,7 @@ def plot_examples(
         images.append(clean)
         for col, (name, img) in enumerate(zip(cols, images)):
             ax = axes[r][col]
-            ax.imshow(img[:, top:top + c, left:left + c].clamp(0, 1).permute(1, 2, 0).numpy())
+            ax.imshow(img[:, top : top + c, left : left + c].clamp(0, 1).permute(1, 2, 0).numpy())
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
@@ -156,10 +166,14 @@ def plot_examples(
     return save_figure(fig, path, dpi=100)
 
 
-def tracker_images(model: nn.Module, pairs: list[tuple[torch.Tensor, torch.Tensor]], report: Any) -> dict[str, Any]:
+def tracker_images(
+    model: nn.Module, pairs: list[tuple[torch.Tensor, torch.Tensor]], report: Any
+) -> dict[str, Any]:
     """What a run logs as images to its trackers: ``{name: draw(path) -> path}``, the rainy | restored | clean
     crops of two held-out images and the per-layer equivariance plot."""
-    images = {"eval/examples": lambda path: plot_examples({"restored": model}, pairs[:2], path, crop=96, max_rows=2)}
+    images = {
+        "eval/examples": lambda path: plot_examples({"restored": model}, pairs[:2], path, crop=96, max_rows=2)
+    }
     if report:
         images["eval/equivariance_per_layer"] = report.plot
     return images

@@ -21,7 +21,9 @@ from torch.nn import functional as F
 from eqreg_hf.core.groups import check_regular_channels
 from eqreg_hf.core.paper import PAPER_URL
 
-_HUB_KW = dict(library_name="eqreg-hf", paper_url=PAPER_URL, pipeline_tag="image-to-image", license="apache-2.0")
+_HUB_KW = dict(
+    library_name="eqreg-hf", paper_url=PAPER_URL, pipeline_tag="image-to-image", license="apache-2.0"
+)
 
 
 class ResBlock(nn.Module):
@@ -31,7 +33,9 @@ class ResBlock(nn.Module):
     and an in-place activation would overwrite the captured tensor.
     """
 
-    def __init__(self, channels: int, kernel_size: int = 3, batch_norm: bool = False, final_relu: bool = False):
+    def __init__(
+        self, channels: int, kernel_size: int = 3, batch_norm: bool = False, final_relu: bool = False
+    ):
         super().__init__()
         pad = kernel_size // 2
         self.conv1 = nn.Conv2d(channels, channels, kernel_size, padding=pad, bias=not batch_norm)
@@ -55,7 +59,9 @@ class ResBlock(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-class FastDerainer(nn.Module, PyTorchModelHubMixin, tags=["deraining", "eqreg", "image-restoration"], **_HUB_KW):
+class FastDerainer(
+    nn.Module, PyTorchModelHubMixin, tags=["deraining", "eqreg", "image-restoration"], **_HUB_KW
+):
     """A small residual CNN derainer for CPU demos: ``B = O - tail(body(head(O)))``.
 
     head conv (3 -> C), ``num_blocks`` residual blocks ``x + conv2(relu(conv1(x)))``, tail conv
@@ -80,7 +86,9 @@ class FastDerainer(nn.Module, PyTorchModelHubMixin, tags=["deraining", "eqreg", 
     def __init__(self, channels: int = 32, num_blocks: int = 6, kernel_size: int = 3, in_channels: int = 3):
         super().__init__()
         if kernel_size % 2 != 1:
-            raise ValueError(f"kernel_size={kernel_size} must be odd so that 'same' padding keeps rotations aligned.")
+            raise ValueError(
+                f"kernel_size={kernel_size} must be odd so that 'same' padding keeps rotations aligned."
+            )
         pad = kernel_size // 2
         self.head = nn.Conv2d(in_channels, channels, kernel_size, padding=pad)
         self.body = nn.ModuleList([ResBlock(channels, kernel_size) for _ in range(num_blocks)])
@@ -95,9 +103,13 @@ class FastDerainer(nn.Module, PyTorchModelHubMixin, tags=["deraining", "eqreg", 
 
     def eqreg_layers(self, group_order: int = 4) -> list[str]:
         """Default EQ-Reg taps: both convolutions of every residual block (outputs before ReLU)."""
-        check_regular_channels("body.*", self.channels, group_order,
-                               hint=f"Or build FastDerainer with channels={self.channels} changed to a multiple of "
-                                    f"{group_order} (e.g. channels=32).")
+        check_regular_channels(
+            "body.*",
+            self.channels,
+            group_order,
+            hint=f"Or build FastDerainer with channels={self.channels} changed to a multiple of "
+            f"{group_order} (e.g. channels=32).",
+        )
         return [f"body.{i}.conv{j}" for i in range(len(self.body)) for j in (1, 2)]
 
 
@@ -121,7 +133,9 @@ class ProxNet(nn.Module):
         return x
 
 
-class RCDNet(nn.Module, PyTorchModelHubMixin, tags=["deraining", "eqreg", "rcdnet", "image-restoration"], **_HUB_KW):
+class RCDNet(
+    nn.Module, PyTorchModelHubMixin, tags=["deraining", "eqreg", "rcdnet", "image-restoration"], **_HUB_KW
+):
     """RCDNet, the rain convolutional dictionary network (Wang et al., CVPR 2020).
 
     Written from the paper's description ("A Model-driven Deep Neural Network for Single Image
@@ -173,14 +187,18 @@ class RCDNet(nn.Module, PyTorchModelHubMixin, tags=["deraining", "eqreg", "rcdne
         if num_stages < 1:
             raise ValueError(f"num_stages={num_stages} must be >= 1.")
         if kernel_size % 2 != 1:
-            raise ValueError(f"kernel_size={kernel_size} must be odd so that 'same' padding keeps rotations aligned.")
+            raise ValueError(
+                f"kernel_size={kernel_size} must be odd so that 'same' padding keeps rotations aligned."
+            )
         self.num_stages = num_stages
         self.in_channels = in_channels
         self.bchannels = in_channels + num_features
         self.pad = kernel_size // 2
         # The rain-kernel dictionary C: a conv from N rain maps to the RGB rain layer. C0 is the
         # (separately learned) dictionary used to initialise M, as in the paper.
-        self.rain_kernels = nn.Parameter(torch.randn(in_channels, num_maps, kernel_size, kernel_size) / kernel_size**2 / num_maps**0.5)
+        self.rain_kernels = nn.Parameter(
+            torch.randn(in_channels, num_maps, kernel_size, kernel_size) / kernel_size**2 / num_maps**0.5
+        )
         self.rain_kernels0 = nn.Parameter(self.rain_kernels.detach().clone())
         self.tau = nn.Parameter(torch.full((1, num_maps, 1, 1), 0.5))  # soft threshold of M's initialisation
         self.eta_m = nn.Parameter(torch.full((num_stages,), 1.0))
@@ -190,7 +208,9 @@ class RCDNet(nn.Module, PyTorchModelHubMixin, tags=["deraining", "eqreg", "rcdne
         self.feat0 = nn.Conv2d(in_channels, num_features, 3, padding=1)
         self.bnet0 = ProxNet(self.bchannels, num_resblocks, batch_norm)
         self.mnets = nn.ModuleList([ProxNet(num_maps, num_resblocks, batch_norm) for _ in range(num_stages)])
-        self.bnets = nn.ModuleList([ProxNet(self.bchannels, num_resblocks, batch_norm) for _ in range(num_stages)])
+        self.bnets = nn.ModuleList(
+            [ProxNet(self.bchannels, num_resblocks, batch_norm) for _ in range(num_stages)]
+        )
 
     def _synthesise(self, m: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
         """The rain layer ``C ⊛ M``."""
@@ -225,16 +245,22 @@ class RCDNet(nn.Module, PyTorchModelHubMixin, tags=["deraining", "eqreg", "rcdne
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         backgrounds, rains = self.forward_stages(x)
         if self.training and self.stage_outputs:  # for rcdnet_stage_loss (train_derainer(stage_loss=True))
-            return {"background": backgrounds[-1], "backgrounds": torch.stack(backgrounds, dim=1),
-                    "rains": torch.stack(rains, dim=1), "rainy": x}
+            return {
+                "background": backgrounds[-1],
+                "backgrounds": torch.stack(backgrounds, dim=1),
+                "rains": torch.stack(rains, dim=1),
+                "rainy": x,
+            }
         return backgrounds[-1]
 
     def eqreg_layers(self, group_order: int = 4) -> list[str]:
         """Default EQ-Reg taps: every convolution of every stage's B-net (as in the EQ-Reg paper)."""
         check_regular_channels(
-            "bnets.*", self.bchannels, group_order,
+            "bnets.*",
+            self.bchannels,
+            group_order,
             hint=f"Or set num_features so that 3 + num_features={self.bchannels} divides by {group_order} "
-                 "(num_features=33 for t = 4, as in the paper).",
+            "(num_features=33 for t = 4, as in the paper).",
         )
         return [
             f"bnets.{s}.blocks.{j}.conv{k}"
@@ -249,7 +275,9 @@ class RCDNet(nn.Module, PyTorchModelHubMixin, tags=["deraining", "eqreg", "rcdne
 # --------------------------------------------------------------------------------------------
 
 
-class StrictC4Derainer(nn.Module, PyTorchModelHubMixin, tags=["deraining", "equivariant", "e2cnn"], **_HUB_KW):
+class StrictC4Derainer(
+    nn.Module, PyTorchModelHubMixin, tags=["deraining", "equivariant", "e2cnn"], **_HUB_KW
+):
     """An exactly C4-equivariant residual derainer built with e2cnn (the hard-constraint baseline).
 
     Same layout as :class:`FastDerainer` (head, residual blocks, tail, ``B = O - rain``) but every
@@ -329,17 +357,21 @@ class StrictC4Derainer(nn.Module, PyTorchModelHubMixin, tags=["deraining", "equi
         if group_order != 4:
             # A C4 field read as two C2 fields of 2 channels would be wrong, not just loose: the 180° turn moves
             # channel r to r + 2 (across the two halves), the C2 convention swaps inside each half.
-            raise ValueError(f"StrictC4Derainer holds C4 regular fields (4 channels each), so its taps can be measured "
-                             f"or regularised under C4 only, not under a group whose regular field has {group_order} "
-                             "channels (C2: 2, D4: 8). Use group 'C4' (for the 180° turn alone: "
-                             "equivariance_error(..., group_order=4, ks=[2])).")
+            raise ValueError(
+                f"StrictC4Derainer holds C4 regular fields (4 channels each), so its taps can be measured "
+                f"or regularised under C4 only, not under a group whose regular field has {group_order} "
+                "channels (C2: 2, D4: 8). Use group 'C4' (for the 180° turn alone: "
+                "equivariance_error(..., group_order=4, ks=[2]))."
+            )
         return [f"body.{i}.feat{j}" for i in range(len(self.body)) for j in (1, 2)]
 
 
 MODELS = {"fast": FastDerainer, "rcdnet": RCDNet, "strict-c4": StrictC4Derainer}
 
 
-def rcdnet_stage_loss(outputs: dict[str, torch.Tensor], clean: torch.Tensor, intermediate: float = 0.1) -> torch.Tensor:
+def rcdnet_stage_loss(
+    outputs: dict[str, torch.Tensor], clean: torch.Tensor, intermediate: float = 0.1
+) -> torch.Tensor:
     """RCDNet's training loss (Wang et al., CVPR 2020): MSE on every stage's background and rain layer.
 
     ``Σ_s λ_s ||B_s − B||² + Σ_s γ_s ||R_s − (O − B)||²`` with weight 1 on the last stage and
@@ -354,8 +386,10 @@ def rcdnet_stage_loss(outputs: dict[str, torch.Tensor], clean: torch.Tensor, int
         0
     """
     if not isinstance(outputs, dict) or "backgrounds" not in outputs:
-        raise TypeError("rcdnet_stage_loss needs the per-stage outputs: set model.stage_outputs = True "
-                        "(train_derainer does this with stage_loss=True) and call the model in training mode.")
+        raise TypeError(
+            "rcdnet_stage_loss needs the per-stage outputs: set model.stage_outputs = True "
+            "(train_derainer does this with stage_loss=True) and call the model in training mode."
+        )
     rain_target = outputs["rainy"] - clean
 
     def weighted(stages: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -18,8 +18,9 @@ import dataclasses
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,9 +35,21 @@ from eqreg_hf.tasks.derain.evaluate import evaluate_derainer, held_out_pairs, tr
 from eqreg_hf.tasks.validation import check_choice, check_non_negative, check_positive_ints
 from eqreg_hf.train.loop import TrainHistory, train_loop
 
-__all__ = ["DerainTrainingArguments", "DerainResult", "build_derainer", "resolve_layers", "load_rain_split",
-           "derain_dataloader", "evaluate_derainer", "held_out_pairs", "train_derainer", "save_derainer",
-           "DEFAULT_DISTANCE", "DEFAULT_WEIGHT", "MODEL_CHOICES"]
+__all__ = [
+    "DerainTrainingArguments",
+    "DerainResult",
+    "build_derainer",
+    "resolve_layers",
+    "load_rain_split",
+    "derain_dataloader",
+    "evaluate_derainer",
+    "held_out_pairs",
+    "train_derainer",
+    "save_derainer",
+    "DEFAULT_DISTANCE",
+    "DEFAULT_WEIGHT",
+    "MODEL_CHOICES",
+]
 
 # The EQ-Reg setting of the default of `eqreg-hf train-derain`, chosen from the measured sweep in
 # docs/derain.md ("Choosing λ"): with the FastDerainer, its 12 body-conv taps and an MSE task loss
@@ -51,9 +64,22 @@ _OLD_MODEL_TAPS = "model"
 
 MODEL_CHOICES = ("fast", "rcdnet", "strict-c4")
 ROT_AUG_ORDERS = (2, 4)
-_POSITIVE = ("max_steps", "crop_size", "batch_size", "gradient_accumulation_steps", "equiv_images",
-             "logging_steps", "channels", "num_fields", "num_stages", "num_maps", "kernel_size", "num_features",
-             "num_resblocks", "synthetic_size")
+_POSITIVE = (
+    "max_steps",
+    "crop_size",
+    "batch_size",
+    "gradient_accumulation_steps",
+    "equiv_images",
+    "logging_steps",
+    "channels",
+    "num_fields",
+    "num_stages",
+    "num_maps",
+    "kernel_size",
+    "num_features",
+    "num_resblocks",
+    "synthetic_size",
+)
 _POSITIVE_OR_NONE = ("num_blocks", "eval_max_images", "eval_group_order", "eval_every")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 
@@ -70,46 +96,93 @@ class DerainTrainingArguments(hf.HFRunArguments):
 
     model: str = field(default="fast", metadata={"help": f"Network: one of {list(MODEL_CHOICES)}."})
     channels: int = field(default=32, metadata={"help": "fast: feature channels (divisible by t)."})
-    num_blocks: int | None = field(default=None, metadata={
-        "help": "fast / strict-c4: residual blocks (default: 6 for fast, 4 for strict-c4; both ~112k parameters)."})
+    num_blocks: int | None = field(
+        default=None,
+        metadata={
+            "help": "fast / strict-c4: residual blocks (default: 6 for fast, 4 for strict-c4; both ~112k parameters)."
+        },
+    )
     num_fields: int = field(default=24, metadata={"help": "strict-c4: regular C4 fields per hidden layer."})
     num_stages: int = field(default=17, metadata={"help": "rcdnet: stages S (paper: 17)."})
-    num_maps: int = field(default=32, metadata={"help": "rcdnet: rain maps / dictionary kernels (paper: 32)."})
+    num_maps: int = field(
+        default=32, metadata={"help": "rcdnet: rain maps / dictionary kernels (paper: 32)."}
+    )
     kernel_size: int = field(default=9, metadata={"help": "rcdnet: rain kernel size (paper: 9)."})
-    num_features: int = field(default=33, metadata={"help": "rcdnet: B-net feature channels (33: 3 + 33 = 36 for t = 4)."})
-    num_resblocks: int = field(default=4, metadata={"help": "rcdnet: residual blocks per proximal net (paper: 4)."})
+    num_features: int = field(
+        default=33, metadata={"help": "rcdnet: B-net feature channels (33: 3 + 33 = 36 for t = 4)."}
+    )
+    num_resblocks: int = field(
+        default=4, metadata={"help": "rcdnet: residual blocks per proximal net (paper: 4)."}
+    )
     dataset: str = field(
         default="synthetic",
-        metadata={"help": "'synthetic' (built-in, offline), Rain100L / Rain100H / Rain1400 / Rain12 (with --data-dir "
-                  "or $EQREG_DATA_DIR), a local folder, or a Hub dataset id."},
+        metadata={
+            "help": "'synthetic' (built-in, offline), Rain100L / Rain100H / Rain1400 / Rain12 (with --data-dir "
+            "or $EQREG_DATA_DIR), a local folder, or a Hub dataset id."
+        },
     )
     data_dir: str | None = field(default=None, metadata={"help": "Folder holding the benchmark folders."})
     train_split: str = field(default="train", metadata={"help": "Training split."})
     eval_split: str = field(default="test", metadata={"help": "Held-out split for evaluation."})
-    synthetic_size: int = field(default=128, metadata={"help": "synthetic: image size of the built-in benchmark."})
-    crop_size: int = field(default=64, metadata={"help": "Training crop size (square; the C4 stacked batch needs it)."})
-    batch_size: int = field(default=8, metadata={"help": "Images per micro-batch (before the rotated copies)."})
+    synthetic_size: int = field(
+        default=128, metadata={"help": "synthetic: image size of the built-in benchmark."}
+    )
+    crop_size: int = field(
+        default=64, metadata={"help": "Training crop size (square; the C4 stacked batch needs it)."}
+    )
+    batch_size: int = field(
+        default=8, metadata={"help": "Images per micro-batch (before the rotated copies)."}
+    )
     max_steps: int = field(default=300, metadata={"help": "Optimizer steps.", "aliases": ["steps"]})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate (cosine decay to 1%).",
-                                                         "aliases": ["lr"]})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    learning_rate: float = field(
+        default=1e-3, metadata={"help": "Adam learning rate (cosine decay to 1%).", "aliases": ["lr"]}
+    )
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Micro-batches per optimizer step."}
+    )
     mixed_precision: str = field(default="no", metadata={"help": "'no', 'bf16' or 'fp16'."})
-    stage_loss: bool = field(default=False, metadata={
-        "help": "rcdnet: the paper's loss on every stage's background and rain layer (0.1 per intermediate "
-                "stage, 1 for the last) instead of MSE on the final background."})
-    rot_aug: bool = field(default=False, metadata={"help": "Random 90° rotations of the crops (the augmentation baseline)."})
-    rot_aug_order: int = field(default=4, metadata={"help": "Group of the augmentation rotations: 4 (90° steps) or 2 (180°)."})
-    eval_group_order: int | None = field(default=None, metadata={
-        "help": "t of the group for the evaluation's equivariance error (default: EQ-Reg's group_order, else 4)."})
+    stage_loss: bool = field(
+        default=False,
+        metadata={
+            "help": "rcdnet: the paper's loss on every stage's background and rain layer (0.1 per intermediate "
+            "stage, 1 for the last) instead of MSE on the final background."
+        },
+    )
+    rot_aug: bool = field(
+        default=False, metadata={"help": "Random 90° rotations of the crops (the augmentation baseline)."}
+    )
+    rot_aug_order: int = field(
+        default=4, metadata={"help": "Group of the augmentation rotations: 4 (90° steps) or 2 (180°)."}
+    )
+    eval_group_order: int | None = field(
+        default=None,
+        metadata={
+            "help": "t of the group for the evaluation's equivariance error (default: EQ-Reg's group_order, else 4)."
+        },
+    )
     hflip: bool = field(default=False, metadata={"help": "Random horizontal flips of the crops."})
-    eval_every: int | None = field(default=None, metadata={"help": "Steps between evaluations (default: only at the end)."})
-    eval_max_images: int | None = field(default=None, metadata={"help": "Evaluate on at most this many held-out images."})
-    equiv_images: int = field(default=2, metadata={"help": "Held-out images used for the equivariance error."})
-    logging_steps: int = field(default=10, metadata={"help": "Steps per logging window.", "aliases": ["log_every"]})
+    eval_every: int | None = field(
+        default=None, metadata={"help": "Steps between evaluations (default: only at the end)."}
+    )
+    eval_max_images: int | None = field(
+        default=None, metadata={"help": "Evaluate on at most this many held-out images."}
+    )
+    equiv_images: int = field(
+        default=2, metadata={"help": "Held-out images used for the equivariance error."}
+    )
+    logging_steps: int = field(
+        default=10, metadata={"help": "Steps per logging window.", "aliases": ["log_every"]}
+    )
     seed: int = field(default=0, metadata={"help": "Seed of weights, crops and sampling."})
-    output_dir: str | None = field(default=None, metadata={"help": "Save the model here (Hub folder + eqreg_config.json)."})
-    run_dir: str | None = field(default=None, metadata={
-        "help": "Checkpoints and TensorBoard logs (default: <output_dir>-run, beside the Hub folder)."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Save the model here (Hub folder + eqreg_config.json)."}
+    )
+    run_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Checkpoints and TensorBoard logs (default: <output_dir>-run, beside the Hub folder)."
+        },
+    )
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
     def __post_init__(self) -> None:
@@ -119,27 +192,46 @@ class DerainTrainingArguments(hf.HFRunArguments):
         """Refuse bad values (called on construction): the message names the value, the choices and the fix."""
         check_choice("model", self.model, MODEL_CHOICES)
         if self.stage_loss and self.model != "rcdnet":
-            raise ValueError(f"stage_loss=True needs the staged network: model='rcdnet', not {self.model!r} "
-                             "(or leave stage_loss off).")
-        check_choice("rot_aug_order", self.rot_aug_order, ROT_AUG_ORDERS,
-                     "4 rotates crops by multiples of 90°, 2 by 0° or 180°.")
+            raise ValueError(
+                f"stage_loss=True needs the staged network: model='rcdnet', not {self.model!r} "
+                "(or leave stage_loss off)."
+            )
+        check_choice(
+            "rot_aug_order",
+            self.rot_aug_order,
+            ROT_AUG_ORDERS,
+            "4 rotates crops by multiples of 90°, 2 by 0° or 180°.",
+        )
         check_positive_ints(self, _POSITIVE + _POSITIVE_OR_NONE, optional=_POSITIVE_OR_NONE)
         check_non_negative(self, ("learning_rate",))
         check_non_negative(self, ("seed",), integer=True)
         check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
         self.check_conventions()  # report_to, save_steps, push_to_hub / hub_model_id
         if self.train_split == self.eval_split:
-            raise ValueError(f"train_split and eval_split are both {self.train_split!r}: the evaluation would measure "
-                             "training data. Give two different splits (default: 'train' and 'test').")
+            raise ValueError(
+                f"train_split and eval_split are both {self.train_split!r}: the evaluation would measure "
+                "training data. Give two different splits (default: 'train' and 'test')."
+            )
 
     def model_kwargs(self) -> dict[str, Any]:
         """Constructor arguments of the chosen network."""
         if self.model == "fast":
-            return {"channels": self.channels, "num_blocks": 6 if self.num_blocks is None else self.num_blocks}
+            return {
+                "channels": self.channels,
+                "num_blocks": 6 if self.num_blocks is None else self.num_blocks,
+            }
         if self.model == "strict-c4":
-            return {"num_fields": self.num_fields, "num_blocks": 4 if self.num_blocks is None else self.num_blocks}
-        return {"num_stages": self.num_stages, "num_maps": self.num_maps, "kernel_size": self.kernel_size,
-                "num_features": self.num_features, "num_resblocks": self.num_resblocks}
+            return {
+                "num_fields": self.num_fields,
+                "num_blocks": 4 if self.num_blocks is None else self.num_blocks,
+            }
+        return {
+            "num_stages": self.num_stages,
+            "num_maps": self.num_maps,
+            "kernel_size": self.kernel_size,
+            "num_features": self.num_features,
+            "num_resblocks": self.num_resblocks,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -187,8 +279,12 @@ def resolve_layers(model: nn.Module, config: EqRegConfig) -> EqRegConfig:
         ['body.0.conv1', 'body.0.conv2']
     """
     if config.layers == _OLD_MODEL_TAPS:
-        warnings.warn('layers="model" is now spelled layers="auto" (the same taps: the network\'s own '
-                      'eqreg_layers(t)); pass "auto" ("model" will stop being accepted).', FutureWarning, stacklevel=2)
+        warnings.warn(
+            'layers="model" is now spelled layers="auto" (the same taps: the network\'s own '
+            'eqreg_layers(t)); pass "auto" ("model" will stop being accepted).',
+            FutureWarning,
+            stacklevel=2,
+        )
         config = dataclasses.replace(config, layers="auto")
     if config.layers == "auto" and callable(getattr(model, "eqreg_layers", None)):
         return dataclasses.replace(config, layers=model.eqreg_layers(config.group_order))
@@ -233,8 +329,11 @@ def derain_dataloader(
     """
     from eqreg_hf.data.transforms import PairedTransform, paired_collate
 
-    ds = dataset.with_transform(PairedTransform(crop_size=crop_size, rot90=rot_aug, hflip=hflip, seed=seed,
-                                                 rotation_order=rot_aug_order))
+    ds = dataset.with_transform(
+        PairedTransform(
+            crop_size=crop_size, rot90=rot_aug, hflip=hflip, seed=seed, rotation_order=rot_aug_order
+        )
+    )
     sampler = torch.utils.data.RandomSampler(
         ds, replacement=True, num_samples=num_samples, generator=torch.Generator().manual_seed(seed + 1)
     )
@@ -280,7 +379,9 @@ def train_derainer(
     """
     if save and args.output_dir:
         check_output_dir(args.output_dir, "output_dir")  # before training, not after it
-    hf.preflight(args, args.output_dir if save else None, hf.loop_run_dir(args))  # trackers installed, push possible
+    hf.preflight(
+        args, args.output_dir if save else None, hf.loop_run_dir(args)
+    )  # trackers installed, push possible
     torch.manual_seed(args.seed)
     if model is None:
         model = build_derainer(args.model, **args.model_kwargs())
@@ -292,15 +393,22 @@ def train_derainer(
         eval_dataset = load_rain_split(args.dataset, args.eval_split, args.data_dir, args.synthetic_size)
         check_disjoint(train_dataset, eval_dataset, args.train_split, args.eval_split, args.dataset)
     held_out = _held_out(args, model, eqreg_config, eval_dataset)
-    accelerator = hf.start_loop_run(args, accelerator, {**args.to_dict(), **(eqreg_config or EqRegConfig(weight=0.0))
-                                                        .to_dict()})
+    accelerator = hf.start_loop_run(
+        args, accelerator, {**args.to_dict(), **(eqreg_config or EqRegConfig(weight=0.0)).to_dict()}
+    )
     history, train_time = _fit(model, train_dataset, args, eqreg_config, held_out, accelerator, desc)
     model = unwrap_model(model)  # evaluate and save the network, not a DDP / compile wrapper
     metrics, report = held_out.evaluate(model)
     hf.end_loop_run(accelerator, history, metrics, report, tracker_images(model, held_out.pairs, report))
     metrics["train_time_s"] = train_time
-    result = DerainResult(model=model, metrics=metrics, report=report, history=history,
-                          eqreg_config=eqreg_config, train_time_s=train_time)
+    result = DerainResult(
+        model=model,
+        metrics=metrics,
+        report=report,
+        history=history,
+        eqreg_config=eqreg_config,
+        train_time_s=train_time,
+    )
     if save and args.output_dir and _is_main_process(accelerator):
         result.output_dir = save_derainer(result, args.output_dir, args)
         result.hub_url = hf.push_trained(args, result.output_dir, "a derainer")  # only after a successful run
@@ -318,8 +426,14 @@ class _HeldOut:
     group: str | None = None  # a dihedral run's group ("D4"): measured under it, flips included
 
     def evaluate(self, model: nn.Module) -> tuple[dict[str, float], Any]:
-        return evaluate_derainer(model, self.pairs, taps=self.taps, group_order=self.group_order,
-                                 equiv_images=self.equiv_images, group=self.group)
+        return evaluate_derainer(
+            model,
+            self.pairs,
+            taps=self.taps,
+            group_order=self.group_order,
+            equiv_images=self.equiv_images,
+            group=self.group,
+        )
 
     def eval_fn(self, model: nn.Module, step: int) -> dict[str, float]:
         """``train_loop``'s periodic evaluation (with the per-layer equivariance error)."""
@@ -327,8 +441,9 @@ class _HeldOut:
         return {**metrics, **{f"equiv_error/{k}": v for k, v in dict(report).items()}}
 
 
-def _held_out(args: DerainTrainingArguments, model: nn.Module, eqreg_config: EqRegConfig | None,
-              eval_dataset: Any) -> _HeldOut:
+def _held_out(
+    args: DerainTrainingArguments, model: nn.Module, eqreg_config: EqRegConfig | None, eval_dataset: Any
+) -> _HeldOut:
     """Evaluation data and taps: the model's default taps for EQ-Reg's group (else C4), so plain,
     augmented and EQ-Reg runs are measured on the same layers."""
     group_order = eqreg_config.group_order if eqreg_config is not None and eqreg_config.group_order > 1 else 4
@@ -339,31 +454,61 @@ def _held_out(args: DerainTrainingArguments, model: nn.Module, eqreg_config: EqR
     taps = model.eqreg_layers(field_channels) if hasattr(model, "eqreg_layers") else None
     if eval_dataset is None:
         eval_dataset = load_rain_split(args.dataset, args.eval_split, args.data_dir, args.synthetic_size)
-    pairs = (eval_dataset[: args.eval_max_images] if isinstance(eval_dataset, list)
-             else held_out_pairs(eval_dataset, args.eval_max_images))
+    pairs = (
+        eval_dataset[: args.eval_max_images]
+        if isinstance(eval_dataset, list)
+        else held_out_pairs(eval_dataset, args.eval_max_images)
+    )
     return _HeldOut(pairs, taps, group_order, args.equiv_images, group.name if group is not None else None)
 
 
-def _fit(model: nn.Module, train_dataset: Any, args: DerainTrainingArguments, eqreg_config: EqRegConfig | None,
-         held_out: _HeldOut, accelerator: Any, desc: str) -> tuple[TrainHistory, float]:
+def _fit(
+    model: nn.Module,
+    train_dataset: Any,
+    args: DerainTrainingArguments,
+    eqreg_config: EqRegConfig | None,
+    held_out: _HeldOut,
+    accelerator: Any,
+    desc: str,
+) -> tuple[TrainHistory, float]:
     """Adam with cosine decay to 1% over random paired crops, through ``train_loop``; returns (history, seconds)."""
     num_samples = args.max_steps * args.batch_size * args.gradient_accumulation_steps
-    loader = derain_dataloader(train_dataset, args.crop_size, args.batch_size, num_samples,
-                               rot_aug=args.rot_aug, hflip=args.hflip, seed=args.seed,
-                               rot_aug_order=args.rot_aug_order)
+    loader = derain_dataloader(
+        train_dataset,
+        args.crop_size,
+        args.batch_size,
+        num_samples,
+        rot_aug=args.rot_aug,
+        hflip=args.hflip,
+        seed=args.seed,
+        rot_aug_order=args.rot_aug_order,
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.max_steps,
-                                                           eta_min=args.learning_rate * 0.01)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=args.max_steps, eta_min=args.learning_rate * 0.01
+    )
     task_loss = _task_loss(model, args.stage_loss)
     start = time.perf_counter()
     try:
         history = train_loop(
-            model, loader, optimizer, task_loss, eqreg_config,
-            max_steps=args.max_steps, gradient_accumulation_steps=args.gradient_accumulation_steps,
-            mixed_precision=args.mixed_precision, lr_scheduler=scheduler,
-            eval_fn=held_out.eval_fn if args.eval_every else None, eval_every=args.eval_every,
-            log_every=args.logging_steps, accelerator=accelerator, progress=args.progress, seed=args.seed, desc=desc,
-            save_steps=args.save_steps, checkpoint_dir=hf.loop_run_dir(args),
+            model,
+            loader,
+            optimizer,
+            task_loss,
+            eqreg_config,
+            max_steps=args.max_steps,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            mixed_precision=args.mixed_precision,
+            lr_scheduler=scheduler,
+            eval_fn=held_out.eval_fn if args.eval_every else None,
+            eval_every=args.eval_every,
+            log_every=args.logging_steps,
+            accelerator=accelerator,
+            progress=args.progress,
+            seed=args.seed,
+            desc=desc,
+            save_steps=args.save_steps,
+            checkpoint_dir=hf.loop_run_dir(args),
             resume_from_checkpoint=args.resume_from_checkpoint,
         )
     finally:
@@ -393,8 +538,19 @@ def _is_main_process(accelerator: Any) -> bool:
 
 
 # The training settings the model card lists.
-_CARD_TRAINING = ("model", "crop_size", "batch_size", "max_steps", "learning_rate", "gradient_accumulation_steps",
-                  "rot_aug", "rot_aug_order", "hflip", "seed", "mixed_precision")
+_CARD_TRAINING = (
+    "model",
+    "crop_size",
+    "batch_size",
+    "max_steps",
+    "learning_rate",
+    "gradient_accumulation_steps",
+    "rot_aug",
+    "rot_aug_order",
+    "hflip",
+    "seed",
+    "mixed_precision",
+)
 
 
 def save_derainer(
@@ -414,8 +570,10 @@ def save_derainer(
     from eqreg_hf.hub import write_hub_folder
 
     args = args or DerainTrainingArguments()
-    dataset = {"name": "synthetic rain (eqreg-hf built-in)" if args.dataset == "synthetic" else args.dataset,
-               "split": args.eval_split}
+    dataset = {
+        "name": "synthetic rain (eqreg-hf built-in)" if args.dataset == "synthetic" else args.dataset,
+        "split": args.eval_split,
+    }
     if "/" in args.dataset and not os.path.exists(args.dataset):
         dataset["id"] = args.dataset
     training = {k: v for k, v in args.to_dict().items() if k in _CARD_TRAINING}
@@ -426,15 +584,23 @@ def save_derainer(
     metrics = {"psnr": result.metrics["psnr_y"], "ssim": result.metrics["ssim_y"]}
     metrics.update({k: result.metrics[k] for k in ("psnr_rgb", "ssim_rgb", "equivariance_error")})
     if model_name is None:
-        data_name = "synthetic-rain" if args.dataset == "synthetic" else os.path.basename(args.dataset.rstrip("/"))
+        data_name = (
+            "synthetic-rain" if args.dataset == "synthetic" else os.path.basename(args.dataset.rstrip("/"))
+        )
         active = result.eqreg_config is not None and result.eqreg_config.active
         model_name = f"{args.model}-derainer-{data_name}-{'eqreg' if active else 'baseline'}"
     path = write_hub_folder(
-        result.model, directory, task="derain", eqreg_config=result.eqreg_config, metrics=metrics,
+        result.model,
+        directory,
+        task="derain",
+        eqreg_config=result.eqreg_config,
+        metrics=metrics,
         model_name=model_name,
-        dataset=dataset, training=training, equivariance_report=dict(result.report),
+        dataset=dataset,
+        training=training,
+        equivariance_report=dict(result.report),
         description="PSNR / SSIM on the Y channel of YCbCr (BT.601) of full held-out images; "
-                    "`psnr_rgb` / `ssim_rgb` on RGB.",
+        "`psnr_rgb` / `ssim_rgb` on RGB.",
     )
     log = {"logs": result.history.logs, "evals": result.history.evals, "metrics": result.metrics}
     atomic_write_json(os.path.join(path, "training_log.json"), log, indent=1)

@@ -68,22 +68,32 @@ def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
     return y.unsqueeze(-3)
 
 
-def _prepare(pred: torch.Tensor, target: torch.Tensor, on: str, quantize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _prepare(
+    pred: torch.Tensor, target: torch.Tensor, on: str, quantize: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     if on not in _COLOR_SPACES:
-        raise ValueError(f"Unknown colour space on={on!r}. Choose between {list(_COLOR_SPACES)}: "
-                         "'y' (Y of YCbCr, how deraining results are reported) or 'rgb'.")
+        raise ValueError(
+            f"Unknown colour space on={on!r}. Choose between {list(_COLOR_SPACES)}: "
+            "'y' (Y of YCbCr, how deraining results are reported) or 'rgb'."
+        )
     pred = torch.as_tensor(pred)
     target = torch.as_tensor(target)
     if pred.shape != target.shape:
-        raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and "
-                         f"{tuple(target.shape)}; crop or resize the prediction to the target first.")
+        raise ValueError(
+            f"pred and target must have the same shape, got {tuple(pred.shape)} and "
+            f"{tuple(target.shape)}; crop or resize the prediction to the target first."
+        )
     if pred.dim() == 3:
         pred, target = pred.unsqueeze(0), target.unsqueeze(0)
     if pred.dim() != 4:
         raise ValueError(f"Expected images shaped [B, C, H, W] or [C, H, W], got {tuple(pred.shape)}.")
     # 8-bit images (e.g. read from PNG) are scaled to [0, 1] rather than clamped to {0, 1}
-    pred = (pred.detach().float() / 255.0 if pred.dtype == torch.uint8 else pred.detach().float()).clamp(0.0, 1.0)
-    target = (target.detach().float() / 255.0 if target.dtype == torch.uint8 else target.detach().float()).clamp(0.0, 1.0)
+    pred = (pred.detach().float() / 255.0 if pred.dtype == torch.uint8 else pred.detach().float()).clamp(
+        0.0, 1.0
+    )
+    target = (
+        target.detach().float() / 255.0 if target.dtype == torch.uint8 else target.detach().float()
+    ).clamp(0.0, 1.0)
     if quantize:
         # Papers save the output as 8-bit PNG before scoring it; this mimics that.
         pred = torch.round(pred * 255.0) / 255.0
@@ -221,8 +231,10 @@ def top1_accuracy(logits: Any, labels: Any) -> float:
     logits = torch.as_tensor(logits)
     labels = torch.as_tensor(labels).long().reshape(-1)
     if logits.dim() != 2 or logits.shape[0] != labels.shape[0]:
-        raise ValueError(f"top1_accuracy expects logits [N, num_classes] and labels [N], got "
-                         f"{tuple(logits.shape)} and {tuple(labels.shape)}.")
+        raise ValueError(
+            f"top1_accuracy expects logits [N, num_classes] and labels [N], got "
+            f"{tuple(logits.shape)} and {tuple(labels.shape)}."
+        )
     if labels.numel() == 0:
         return math.nan
     acc = multiclass_accuracy(logits.float(), labels, num_classes=logits.shape[1], average="micro", top_k=1)

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -39,8 +40,10 @@ def ei_transform(group: str = "C4", seed: int = 0):
     from deepinv.transform import Reflect, Rotate
 
     if group not in EI_GROUPS:
-        raise ValueError(f"Unknown EI group={group!r}; choose one of {EI_GROUPS} (exact 90° turns, D4 adds mirror "
-                         "images), e.g. group='C4'.")
+        raise ValueError(
+            f"Unknown EI group={group!r}; choose one of {EI_GROUPS} (exact 90° turns, D4 adds mirror "
+            "images), e.g. group='C4'."
+        )
     rng = torch.Generator().manual_seed(int(seed))
     rotate = Rotate(multiples=90.0, positive=True, n_trans=1, constant_shape=False, rng=rng)
     return rotate * Reflect(dim=[-1], n_trans=1, rng=rng) if group == "D4" else rotate
@@ -68,16 +71,33 @@ class EquivariantImagingLoss:
         0.0
     """
 
-    def __init__(self, model: Callable, degradation: Degradation, *, group: str = "C4", weight: float = 1.0,
-                 seed: int = 0, apply_noise: bool = True):
+    def __init__(
+        self,
+        model: Callable,
+        degradation: Degradation,
+        *,
+        group: str = "C4",
+        weight: float = 1.0,
+        seed: int = 0,
+        apply_noise: bool = True,
+    ):
         if not callable(model):
             raise ValueError(f"model={model!r} is not callable; pass the restoration network (an nn.Module).")
         if not isinstance(degradation, Degradation):
-            raise ValueError(f"degradation={degradation!r} is not a Degradation; build it with "
-                             "eqreg_hf.data.restore.Degradation(task, ...), the forward model of the training data.")
-        ok = isinstance(weight, numbers.Real) and not isinstance(weight, bool) and math.isfinite(weight) and weight >= 0
+            raise ValueError(
+                f"degradation={degradation!r} is not a Degradation; build it with "
+                "eqreg_hf.data.restore.Degradation(task, ...), the forward model of the training data."
+            )
+        ok = (
+            isinstance(weight, numbers.Real)
+            and not isinstance(weight, bool)
+            and math.isfinite(weight)
+            and weight >= 0
+        )
         if not ok:
-            raise ValueError(f"EI weight={weight!r} is not a finite number >= 0; pass e.g. weight=1.0 (0 turns it off).")
+            raise ValueError(
+                f"EI weight={weight!r} is not a finite number >= 0; pass e.g. weight=1.0 (0 turns it off)."
+            )
         from deepinv.loss import EILoss
 
         self.model, self.degradation, self.group, self.weight = model, degradation, group, float(weight)
@@ -90,9 +110,11 @@ class EquivariantImagingLoss:
     def __call__(self, outputs: Any, clean: torch.Tensor) -> torch.Tensor:
         x_hat = reconstruction(outputs)
         if x_hat.shape != clean.shape:
-            raise ValueError(f"The model's output {tuple(x_hat.shape)} does not match the clean target "
-                             f"{tuple(clean.shape)}; for sr the network must upsample by the degradation's scale "
-                             f"({self.degradation.scale}).")
+            raise ValueError(
+                f"The model's output {tuple(x_hat.shape)} does not match the clean target "
+                f"{tuple(clean.shape)}; for sr the network must upsample by the degradation's scale "
+                f"({self.degradation.scale})."
+            )
         mse = F.mse_loss(x_hat, clean)
         if self.weight == 0:
             self.last = {"mse": mse.detach(), "ei": torch.zeros_like(mse)}

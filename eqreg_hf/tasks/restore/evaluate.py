@@ -29,8 +29,16 @@ from torch import nn
 from eqreg_hf.core.config import EqRegConfig
 from eqreg_hf.core.unwrap import model_device
 
-__all__ = ["evaluate_restorer", "image_quality", "restore", "default_taps", "RunEvaluation", "run_evaluation",
-           "EVAL_DEGRADATION_SEED", "check_model_output"]
+__all__ = [
+    "evaluate_restorer",
+    "image_quality",
+    "restore",
+    "default_taps",
+    "RunEvaluation",
+    "run_evaluation",
+    "EVAL_DEGRADATION_SEED",
+    "check_model_output",
+]
 
 Pairs = list[tuple[torch.Tensor, torch.Tensor]]
 # The held-out photos and the training-set PSNR are degraded with their own fixed seeds, the same for every run
@@ -76,10 +84,13 @@ def image_quality(model: nn.Module, pairs: Pairs) -> dict[str, float]:
                 raise ValueError(
                     f"The model's output is {tuple(pred.shape[-2:])} for a {tuple(degraded.shape[-2:])} input, but the "
                     f"clean image is {tuple(clean.shape[-2:])}: build the model for the same task and scale as the "
-                    "degradation (e.g. build_restorer(name, task='sr', scale=s) for a scale-s downsampling).")
+                    "degradation (e.g. build_restorer(name, task='sr', scale=s) for a scale-s downsampling)."
+                )
             restored.update(pred, clean.unsqueeze(0))
-            given.update(_input_baseline(degraded.unsqueeze(0).float(), tuple(clean.shape[-2:])).clamp(0, 1),
-                         clean.unsqueeze(0))
+            given.update(
+                _input_baseline(degraded.unsqueeze(0).float(), tuple(clean.shape[-2:])).clamp(0, 1),
+                clean.unsqueeze(0),
+            )
     finally:
         model.train(was_training)
     quality = restored.compute()
@@ -129,11 +140,16 @@ def evaluate_restorer(
     if equiv_images < 1:
         raise ValueError(f"equiv_images={equiv_images!r} is not valid: use a positive integer (1 or more).")
     quality = image_quality(model, pairs)
-    report = _equivariance_report(model, pairs[:equiv_images], default_taps(model, group) if taps is None else taps,
-                                  group)
+    report = _equivariance_report(
+        model, pairs[:equiv_images], default_taps(model, group) if taps is None else taps, group
+    )
     output_err = report.pop("output", float("nan"))
     mean = report.mean if len(report) else float("nan")
-    return {**quality, "equivariance_error": float(mean), "output_equivariance_error": float(output_err)}, report
+    return {
+        **quality,
+        "equivariance_error": float(mean),
+        "output_equivariance_error": float(output_err),
+    }, report
 
 
 def _equivariance_report(model: nn.Module, pairs: Pairs, taps: Any, group: str) -> Any:
@@ -167,16 +183,24 @@ class RunEvaluation:
     def final(self, model: nn.Module, step: int) -> tuple[dict[str, float], Any]:
         """The full evaluation at ``step`` (``metrics`` with ``train_psnr``/``train_ssim``, the report), recorded
         in the history (replacing a periodic row of the same step)."""
-        metrics, report = evaluate_restorer(model, self.eval_pairs, taps=self.taps, group=self.group,
-                                            equiv_images=self.equiv_images)
+        metrics, report = evaluate_restorer(
+            model, self.eval_pairs, taps=self.taps, group=self.group, equiv_images=self.equiv_images
+        )
         train = image_quality(model, self.train_pairs)
         metrics.update(train_psnr=train["psnr"], train_ssim=train["ssim"])
         if self.history and self.history[-1]["step"] == step:
             self.history.pop()  # the periodic row of the last step: replaced by the full one
-        self.history.append({
-            "step": int(step), "train_psnr": metrics["train_psnr"], "train_ssim": metrics["train_ssim"],
-            "eval_psnr": metrics["psnr"], "eval_ssim": metrics["ssim"], "equivariance_error": metrics["equivariance_error"],
-            "output_equivariance_error": metrics["output_equivariance_error"]})
+        self.history.append(
+            {
+                "step": int(step),
+                "train_psnr": metrics["train_psnr"],
+                "train_ssim": metrics["train_ssim"],
+                "eval_psnr": metrics["psnr"],
+                "eval_ssim": metrics["ssim"],
+                "equivariance_error": metrics["equivariance_error"],
+                "output_equivariance_error": metrics["output_equivariance_error"],
+            }
+        )
         return metrics, report
 
     def __call__(self, model: nn.Module, step: int) -> dict[str, float]:
@@ -185,26 +209,47 @@ class RunEvaluation:
             self.final(model, step)
         else:  # the curves need the PSNRs only: skip the equivariance measurement (most of the cost)
             held_out, train = image_quality(model, self.eval_pairs), image_quality(model, self.train_pairs)
-            self.history.append({"step": int(step), "train_psnr": train["psnr"], "train_ssim": train["ssim"],
-                                 "eval_psnr": held_out["psnr"], "eval_ssim": held_out["ssim"]})
+            self.history.append(
+                {
+                    "step": int(step),
+                    "train_psnr": train["psnr"],
+                    "train_ssim": train["ssim"],
+                    "eval_psnr": held_out["psnr"],
+                    "eval_ssim": held_out["ssim"],
+                }
+            )
         self.seconds += time.perf_counter() - start
         return dict(self.history[-1])
 
 
-def run_evaluation(model: nn.Module, degradation: Any, clean_train: Any, clean_eval: Any, *, group: str = "C4",
-                   max_images: int | None = None, equiv_images: int = 2, curve_errors: bool = False) -> RunEvaluation:
+def run_evaluation(
+    model: nn.Module,
+    degradation: Any,
+    clean_train: Any,
+    clean_eval: Any,
+    *,
+    group: str = "C4",
+    max_images: int | None = None,
+    equiv_images: int = 2,
+    curve_errors: bool = False,
+) -> RunEvaluation:
     """A :class:`RunEvaluation`: the held-out images (a clean ``datasets.Dataset``, or ready ``(degraded, clean)``
     pairs) and the training images, each whole and degraded once with its fixed seed; the taps of ``group``."""
     from eqreg_hf.data.restore import held_out_pairs
 
-    pairs = (list(clean_eval)[:max_images] if isinstance(clean_eval, list)
-             else held_out_pairs(clean_eval, degradation, seed=EVAL_DEGRADATION_SEED, max_images=max_images))
+    pairs = (
+        list(clean_eval)[:max_images]
+        if isinstance(clean_eval, list)
+        else held_out_pairs(clean_eval, degradation, seed=EVAL_DEGRADATION_SEED, max_images=max_images)
+    )
     train_pairs = held_out_pairs(clean_train, degradation, seed=_TRAIN_EVAL_SEED, max_images=max_images)
     return RunEvaluation(pairs, train_pairs, default_taps(model, group), group, equiv_images, curve_errors)
 
 
 @torch.no_grad()
-def check_model_output(model: nn.Module, degradation: Any, size: int, eqreg_config: EqRegConfig | None = None) -> None:
+def check_model_output(
+    model: nn.Module, degradation: Any, size: int, eqreg_config: EqRegConfig | None = None
+) -> None:
     """Fail before training when the model's output is not the size of the target, or a tap cannot hold
     the group's regular fields: one forward on a ``size`` x ``size`` input (and, with EQ-Reg, one measurement
     of its taps on it, which applies the channel rule)."""
@@ -215,5 +260,13 @@ def check_model_output(model: nn.Module, degradation: Any, size: int, eqreg_conf
     image_quality(model, [(degraded[0], clean[0])])  # raises on a size mismatch
     if eqreg_config is not None and eqreg_config.active:
         cfg = eqreg_config
-        equivariance_error(model, degraded.to(model_device(model)), layers=cfg.layers, group=cfg.group_spec.name,
-                           fields=cfg.fields, layouts=cfg.layouts, prefix_tokens=cfg.prefix_tokens, ks=[1])
+        equivariance_error(
+            model,
+            degraded.to(model_device(model)),
+            layers=cfg.layers,
+            group=cfg.group_spec.name,
+            fields=cfg.fields,
+            layouts=cfg.layouts,
+            prefix_tokens=cfg.prefix_tokens,
+            ks=[1],
+        )

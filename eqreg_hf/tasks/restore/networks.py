@@ -21,28 +21,41 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 from torch.nn import functional as F
 
-from eqreg_hf.data.restore import RESTORE_TASKS
 from eqreg_hf.core.groups import Group, as_group, check_regular_channels, compose, rotate_image
 from eqreg_hf.core.paper import PAPER_URL
+from eqreg_hf.data.restore import RESTORE_TASKS
 
 __all__ = ["DnCNN", "StrictRestorer", "GroupConv2d", "build_restorer", "RESTORER_CHOICES", "STRICT_GROUPS"]
 
-_HUB_KW = dict(library_name="eqreg-hf", paper_url=PAPER_URL, pipeline_tag="image-to-image", license="apache-2.0")
+_HUB_KW = dict(
+    library_name="eqreg-hf", paper_url=PAPER_URL, pipeline_tag="image-to-image", license="apache-2.0"
+)
 _TAGS = ["image-restoration", "denoising", "inpainting", "super-resolution", "eqreg"]
 
 RESTORER_CHOICES = ("dncnn", "strict-c4", "strict-d4")
-STRICT_GROUPS = ("C4", "D4")  # the groups StrictRestorer is built for (exact quarter turns, and mirror images)
+STRICT_GROUPS = (
+    "C4",
+    "D4",
+)  # the groups StrictRestorer is built for (exact quarter turns, and mirror images)
 
 
-def _check_shape(in_channels: int, channels: int, depth: int, kernel_size: int, scale: int, what: str) -> None:
+def _check_shape(
+    in_channels: int, channels: int, depth: int, kernel_size: int, scale: int, what: str
+) -> None:
     """One-line errors for the architecture arguments both networks share."""
-    for name, value, low in (("in_channels", in_channels, 1), (what, channels, 1), ("depth", depth, 2),
-                             ("scale", scale, 1)):
+    for name, value, low in (
+        ("in_channels", in_channels, 1),
+        (what, channels, 1),
+        ("depth", depth, 2),
+        ("scale", scale, 1),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name}={value!r} must be an integer >= {low}.")
     if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 != 1:
-        raise ValueError(f"kernel_size={kernel_size!r} must be an odd positive integer so that 'same' padding keeps "
-                         "rotations aligned (e.g. 3).")
+        raise ValueError(
+            f"kernel_size={kernel_size!r} must be an odd positive integer so that 'same' padding keeps "
+            "rotations aligned (e.g. 3)."
+        )
 
 
 def _upsample(x: torch.Tensor, scale: int) -> torch.Tensor:
@@ -99,14 +112,17 @@ class DnCNN(_ResidualChain, PyTorchModelHubMixin, tags=_TAGS + ["dncnn"], **_HUB
         ['head', 'body.0']
     """
 
-    def __init__(self, in_channels: int = 3, channels: int = 32, depth: int = 6, kernel_size: int = 3,
-                 scale: int = 1):
+    def __init__(
+        self, in_channels: int = 3, channels: int = 32, depth: int = 6, kernel_size: int = 3, scale: int = 1
+    ):
         super().__init__()
         _check_shape(in_channels, channels, depth, kernel_size, scale, "channels")
         pad = kernel_size // 2
         self.channels, self.scale = channels, scale
         self.head = nn.Conv2d(in_channels, channels, kernel_size, padding=pad)
-        self.body = nn.ModuleList([nn.Conv2d(channels, channels, kernel_size, padding=pad) for _ in range(depth - 2)])
+        self.body = nn.ModuleList(
+            [nn.Conv2d(channels, channels, kernel_size, padding=pad) for _ in range(depth - 2)]
+        )
         self.tail = nn.Conv2d(channels, in_channels, kernel_size, padding=pad)
         with torch.no_grad():
             self.tail.weight.mul_(0.1)  # a small residual at first: the network starts near the identity
@@ -117,10 +133,14 @@ class DnCNN(_ResidualChain, PyTorchModelHubMixin, tags=_TAGS + ["dncnn"], **_HUB
         ``group``: the channels of one regular field (an int t, as ``layers="auto"`` passes it: t for C_t,
         2t for D_t) or a group name such as ``"D4"``. Refused when C does not divide by the field size.
         """
-        check_regular_channels("head/body.*", self.channels, group,
-                               hint=f"Or build DnCNN with channels={self.channels} changed to a multiple of "
-                                    f"{as_group(group).size if isinstance(group, (str, Group)) else group} "
-                                    "(e.g. channels=32).")
+        check_regular_channels(
+            "head/body.*",
+            self.channels,
+            group,
+            hint=f"Or build DnCNN with channels={self.channels} changed to a multiple of "
+            f"{as_group(group).size if isinstance(group, (str, Group)) else group} "
+            "(e.g. channels=32).",
+        )
         return _tap_names(len(self.body) + 2)
 
 
@@ -182,15 +202,27 @@ class GroupConv2d(nn.Module):
         torch.Size([1, 16, 5, 7])
     """
 
-    def __init__(self, in_fields: int, out_fields: int, group: str | Group = "C4", kernel_size: int = 3, *,
-                 lift: bool = False, project: bool = False, bias: bool = True):
+    def __init__(
+        self,
+        in_fields: int,
+        out_fields: int,
+        group: str | Group = "C4",
+        kernel_size: int = 3,
+        *,
+        lift: bool = False,
+        project: bool = False,
+        bias: bool = True,
+    ):
         super().__init__()
         grp = as_group(group)
         if grp.t not in (1, 2, 4):
-            raise ValueError(f"group={grp.name!r}: GroupConv2d needs exact kernel turns, t in (1, 2, 4); "
-                             "use 'C4' or 'D4'.")
+            raise ValueError(
+                f"group={grp.name!r}: GroupConv2d needs exact kernel turns, t in (1, 2, 4); use 'C4' or 'D4'."
+            )
         if lift and project:
-            raise ValueError("GroupConv2d: lift=True and project=True together is a plain convolution; use nn.Conv2d.")
+            raise ValueError(
+                "GroupConv2d: lift=True and project=True together is a plain convolution; use nn.Conv2d."
+            )
         n = grp.size
         self.group, self.kernel_size = grp, kernel_size
         self.n_in, self.n_out = (1 if lift else n), (1 if project else n)
@@ -221,23 +253,31 @@ class GroupConv2d(nn.Module):
 def _strict_group(group) -> Group:
     name = group.upper() if isinstance(group, str) else group
     if name not in STRICT_GROUPS:
-        raise ValueError(f"group={group!r} is not supported by StrictRestorer: choose one of {STRICT_GROUPS} "
-                         "(C4: the four quarter turns; D4: those and their mirror images).")
+        raise ValueError(
+            f"group={group!r} is not supported by StrictRestorer: choose one of {STRICT_GROUPS} "
+            "(C4: the four quarter turns; D4: those and their mirror images)."
+        )
     return as_group(name)
 
 
 def _strict_parameters(fields: int, in_channels: int, depth: int, kernel_size: int, group) -> int:
     """Parameters of a :class:`StrictRestorer` (lift + (depth - 2) group convs + projection, with biases)."""
     n, kk = as_group(group).size, kernel_size * kernel_size
-    return (in_channels * fields * kk + fields) + (depth - 2) * (fields * fields * n * kk + fields) \
+    return (
+        (in_channels * fields * kk + fields)
+        + (depth - 2) * (fields * fields * n * kk + fields)
         + (fields * in_channels * kk + in_channels)
+    )
 
 
 def _plain_parameters(channels: int, in_channels: int, depth: int, kernel_size: int) -> int:
     """Parameters of a :class:`DnCNN` with these arguments."""
     kk = kernel_size * kernel_size
-    return (in_channels * channels * kk + channels) + (depth - 2) * (channels * channels * kk + channels) \
+    return (
+        (in_channels * channels * kk + channels)
+        + (depth - 2) * (channels * channels * kk + channels)
         + (channels * in_channels * kk + in_channels)
+    )
 
 
 class StrictRestorer(_ResidualChain, PyTorchModelHubMixin, tags=_TAGS + ["equivariant"], **_HUB_KW):
@@ -269,8 +309,16 @@ class StrictRestorer(_ResidualChain, PyTorchModelHubMixin, tags=_TAGS + ["equiva
         ['head', 'body.0']
     """
 
-    def __init__(self, group: str = "C4", in_channels: int = 3, num_fields: int | None = None, depth: int = 6,
-                 kernel_size: int = 3, scale: int = 1, channels: int = 32):
+    def __init__(
+        self,
+        group: str = "C4",
+        in_channels: int = 3,
+        num_fields: int | None = None,
+        depth: int = 6,
+        kernel_size: int = 3,
+        scale: int = 1,
+        channels: int = 32,
+    ):
         super().__init__()
         grp = _strict_group(group)
         if num_fields is None:
@@ -278,14 +326,19 @@ class StrictRestorer(_ResidualChain, PyTorchModelHubMixin, tags=_TAGS + ["equiva
         _check_shape(in_channels, num_fields, depth, kernel_size, scale, "num_fields")
         self.group, self.num_fields, self.scale = grp, num_fields, scale
         self.head = GroupConv2d(in_channels, num_fields, grp, kernel_size, lift=True)
-        self.body = nn.ModuleList([GroupConv2d(num_fields, num_fields, grp, kernel_size) for _ in range(depth - 2)])
+        self.body = nn.ModuleList(
+            [GroupConv2d(num_fields, num_fields, grp, kernel_size) for _ in range(depth - 2)]
+        )
         self.tail = GroupConv2d(num_fields, in_channels, grp, kernel_size, project=True)
         with torch.no_grad():
-            self.tail.weight.mul_(0.1)  # a small residual at first, as DnCNN: training starts near the identity
+            self.tail.weight.mul_(
+                0.1
+            )  # a small residual at first, as DnCNN: training starts near the identity
 
     @staticmethod
-    def matched_fields(channels: int = 32, depth: int = 6, group: str = "C4", in_channels: int = 3,
-                       kernel_size: int = 3) -> int:
+    def matched_fields(
+        channels: int = 32, depth: int = 6, group: str = "C4", in_channels: int = 3, kernel_size: int = 3
+    ) -> int:
         """The number of regular fields whose parameter count is nearest ``DnCNN(channels=channels, depth=depth)``.
 
         Example:
@@ -294,7 +347,10 @@ class StrictRestorer(_ResidualChain, PyTorchModelHubMixin, tags=_TAGS + ["equiva
         """
         grp = _strict_group(group)
         target = _plain_parameters(channels, in_channels, depth, kernel_size)
-        gap = [abs(_strict_parameters(f, in_channels, depth, kernel_size, grp) - target) for f in range(1, 4 * channels)]
+        gap = [
+            abs(_strict_parameters(f, in_channels, depth, kernel_size, grp) - target)
+            for f in range(1, 4 * channels)
+        ]
         return 1 + gap.index(min(gap))
 
     def eqreg_layers(self, group: int | str | Group = 4) -> list[str]:
@@ -305,15 +361,21 @@ class StrictRestorer(_ResidualChain, PyTorchModelHubMixin, tags=_TAGS + ["equiva
         a C2 or D2 field of 2 or 4 channels is not a contiguous block of these fields, so other groups are
         refused.
         """
-        wanted = as_group(group) if isinstance(group, (str, Group)) else {4: Group(False, 4), 8: Group(True, 4)}.get(group)
+        wanted = (
+            as_group(group)
+            if isinstance(group, (str, Group))
+            else {4: Group(False, 4), 8: Group(True, 4)}.get(group)
+        )
         ok = wanted is not None and (wanted == self.group or wanted == Group(False, 4))
         if not ok:
             label = wanted.name if wanted is not None else f"fields of {group} channels"
             usable = "C4 or D4" if self.group.dihedral else "C4"
             fix = "" if self.group.dihedral else " (or build StrictRestorer('D4') to have flips)"
-            raise ValueError(f"StrictRestorer({self.group.name!r}) holds {self.group.name} regular fields "
-                             f"({self.group.size} channels each), so it can be measured or regularised under "
-                             f"{usable} only, not {label}: use group {usable}{fix}.")
+            raise ValueError(
+                f"StrictRestorer({self.group.name!r}) holds {self.group.name} regular fields "
+                f"({self.group.size} channels each), so it can be measured or regularised under "
+                f"{usable} only, not {label}: use group {usable}{fix}."
+            )
         return _tap_names(len(self.body) + 2)
 
 

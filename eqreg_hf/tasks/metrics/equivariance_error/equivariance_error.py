@@ -11,10 +11,8 @@ import evaluate
 import numpy as np
 import torch
 
-from eqreg_hf.core.groups import rotate_features
-from eqreg_hf.core.groups import shift_channels
-from eqreg_hf.core.paper import CITATION
-from eqreg_hf.core.paper import PAPER_URL
+from eqreg_hf.core.groups import rotate_features, shift_channels
+from eqreg_hf.core.paper import CITATION, PAPER_URL
 
 _CITATION = CITATION
 
@@ -79,11 +77,15 @@ class EquivarianceError(evaluate.Metric):
             raise ValueError(f"Unknown field {field!r}. Choose between ['regular', 'trivial'].")
         n = len(predictions)
         if len(references) != n:
-            raise ValueError(f"Got {n} predictions but {len(references)} references; pass one F(R_k x) per F(x).")
+            raise ValueError(
+                f"Got {n} predictions but {len(references)} references; pass one F(R_k x) per F(x)."
+            )
         if ks is None:
             ks = [int(k)] * n
         if len(ks) != n:
-            raise ValueError(f"ks has {len(ks)} entries for {n} examples; give one rotation per example or use k=.")
+            raise ValueError(
+                f"ks has {len(ks)} entries for {n} examples; give one rotation per example or use k=."
+            )
         num = 0.0
         den = 0.0
         per_example = []
@@ -93,15 +95,26 @@ class EquivarianceError(evaluate.Metric):
             if a.dim() == 3:
                 ta = rotate_features(a.unsqueeze(0), int(kk), group_order, field=field)[0]
             elif a.dim() == 1:
-                ta = shift_channels(a.unsqueeze(0), int(kk), group_order, dim=1)[0] if field == "regular" else a
+                ta = (
+                    shift_channels(a.unsqueeze(0), int(kk), group_order, dim=1)[0]
+                    if field == "regular"
+                    else a
+                )
             else:
-                raise ValueError(f"Each prediction must be a [C, H, W] map or a [D] vector, got shape {tuple(a.shape)}.")
+                raise ValueError(
+                    f"Each prediction must be a [C, H, W] map or a [D] vector, got shape {tuple(a.shape)}."
+                )
             if ta.shape != b.shape:
-                raise ValueError(f"T_k F(x) has shape {tuple(ta.shape)} but the reference F(R_k x) has "
-                                 f"{tuple(b.shape)}: check that references come from the rotated inputs with the same k.")
+                raise ValueError(
+                    f"T_k F(x) has shape {tuple(ta.shape)} but the reference F(R_k x) has "
+                    f"{tuple(b.shape)}: check that references come from the rotated inputs with the same k."
+                )
             d = float(torch.sum((ta - b) ** 2))
-            r = float(torch.sum(b ** 2))
+            r = float(torch.sum(b**2))
             num += d
             den += r
             per_example.append(float(np.sqrt(d) / max(np.sqrt(r), 1e-12)))
-        return {"equivariance_error": float(np.sqrt(num) / max(np.sqrt(den), 1e-12)), "per_example": per_example}
+        return {
+            "equivariance_error": float(np.sqrt(num) / max(np.sqrt(den), 1e-12)),
+            "per_example": per_example,
+        }
