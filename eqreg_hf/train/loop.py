@@ -31,10 +31,11 @@ from tqdm.auto import tqdm
 
 from eqreg_hf.core.config import EqRegConfig
 from eqreg_hf.core.regularizer import EqReg
-from eqreg_hf.core.schedule import WeightSchedule
+from eqreg_hf.train.arguments import MIXED_PRECISION, LoopArguments
 from eqreg_hf.train.step import EqRegStep
 
-MIXED_PRECISION = ("no", "bf16", "fp16")
+__all__ = ["LoopArguments", "MIXED_PRECISION", "TrainHistory", "make_accelerator", "train_loop"]
+
 DOMINANCE_RATIO = 10.0  # warn when λ·L_eq exceeds the task loss this many times
 
 
@@ -134,43 +135,11 @@ class _LogWindow:
         return out
 
 
-def _check_loop_arguments(
-    mixed_precision: str,
-    max_steps: Any,
-    gradient_accumulation_steps: int,
-    log_every: int,
-    eval_every: int | None,
-    weight_schedule: Any,
-) -> None:
-    if mixed_precision not in MIXED_PRECISION:
-        raise ValueError(
-            f"Unknown mixed_precision mode: {mixed_precision!r}. Choose between {list(MIXED_PRECISION)}."
-        )
-    if not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps={max_steps!r} must be a positive integer (optimizer steps).")
-    if gradient_accumulation_steps < 1:
-        raise ValueError(f"gradient_accumulation_steps={gradient_accumulation_steps!r} must be >= 1.")
-    if log_every < 1:
-        raise ValueError(f"log_every={log_every!r} must be >= 1.")
-    if eval_every is not None and eval_every < 1:
-        raise ValueError(f"eval_every={eval_every!r} must be >= 1 or None (evaluate only at the end).")
-    if weight_schedule is not None and not isinstance(weight_schedule, WeightSchedule):
-        raise TypeError(f"weight_schedule={weight_schedule!r} must be an eqreg_hf.WeightSchedule (or None).")
-
-
-def _check_checkpointing(save_steps: Any, checkpoint_dir: str | None, resume: str | None) -> str | None:
-    """The checkpoint to resume from (None: a fresh start), once the checkpoint arguments are checked."""
+def _resolve_checkpoint(args: LoopArguments) -> str | None:
+    """The checkpoint to resume from (None: a fresh start)."""
     from eqreg_hf.train.checkpoint import resolve_checkpoint
 
-    if save_steps is not None and (
-        not isinstance(save_steps, int) or isinstance(save_steps, bool) or save_steps < 1
-    ):
-        raise ValueError(f"save_steps={save_steps!r} must be a positive integer (optimizer steps) or None.")
-    if save_steps is not None and checkpoint_dir is None:
-        raise ValueError(
-            f"save_steps={save_steps} needs checkpoint_dir= (where checkpoint-<step> folders go)."
-        )
-    return resolve_checkpoint(resume, checkpoint_dir)
+    return resolve_checkpoint(args.resume_from_checkpoint, args.checkpoint_dir)
 
 
 def _warn_if_dominant(
@@ -196,27 +165,14 @@ def train_loop(
     optimizer: torch.optim.Optimizer,
     task_loss_fn: Callable[[Any, Any], torch.Tensor],
     eqreg_config: EqRegConfig | None = None,
+    args: LoopArguments | None = None,
     *,
-    max_steps: int,
-    gradient_accumulation_steps: int = 1,
-    mixed_precision: str = "no",
     lr_scheduler: Any = None,
     eval_fn: Callable[[torch.nn.Module, int], dict[str, Any] | None] | None = None,
-    eval_every: int | None = None,
-    log_every: int = 10,
     accelerator: Any = None,
-    progress: bool = True,
-    input_key: str | None = None,
-    target_key: str = "labels",
-    max_grad_norm: float | None = None,
-    seed: int | None = None,
-    desc: str = "train",
-    weight_schedule: WeightSchedule | None = None,
-    save_steps: int | None = None,
-    checkpoint_dir: str | None = None,
-    resume_from_checkpoint: str | None = None,
+    **settings: Any,
 ) -> TrainHistory:
-    """Train ``model`` for ``max_steps`` optimizer steps with Accelerate, adding EQ-Reg if configured.
+    """Train ``model`` for ``args.max_steps`` optimizer steps with Accelerate, adding EQ-Reg if configured.
 
     ``loss = task_loss_fn(model(xs), ys) + λ Σ_l d(T_k F_l(x), F_l(R_k x))`` (Bai et al., CVPR 2025),
     one forward of ``xs = [x; R_k x]`` per micro-batch; ``ys`` are the targets rotated with the
@@ -231,28 +187,14 @@ def train_loop(
         optimizer: a torch optimizer over ``model``'s parameters.
         task_loss_fn: ``(outputs, targets) -> scalar``; e.g. ``F.mse_loss`` or ``F.cross_entropy``.
         eqreg_config: an :class:`~eqreg_hf.EqRegConfig` (None or inactive: plain training, no hooks).
-        max_steps: optimizer steps.
-        gradient_accumulation_steps: micro-batches per optimizer step (default 1). Ignored when
-            ``accelerator`` is given (its own setting wins).
-        mixed_precision: "no" (default), "bf16" or "fp16"; ignored when ``accelerator`` is given.
+        args: a :class:`~eqreg_hf.train.arguments.LoopArguments` (budget, precision, logging,
+            evaluation, checkpoints, λ schedule).
         lr_scheduler: stepped once per optimizer step.
         eval_fn: ``(unwrapped model in eval mode, step) -> dict`` of metrics, called on every
-            process every ``eval_every`` steps and after the last step.
-        eval_every: steps between evaluations (None: only at the end).
-        log_every: steps per logging window (default 10).
+            process every ``eval_steps`` steps and after the last step.
         accelerator: an existing ``accelerate.Accelerator`` (default: a new one).
-        progress: show a tqdm bar on the local main process (default True).
-        input_key: image key of dict batches (default: ``eqreg_config.image_key`` or "pixel_values").
-        target_key: target key of dict batches (default "labels").
-        max_grad_norm: clip the gradient norm (default None: no clipping).
-        seed: if given, ``accelerate.utils.set_seed(seed)`` before anything random.
-        desc: label of the progress bar.
-        weight_schedule: a :class:`~eqreg_hf.WeightSchedule` for λ (its peak defaults to
-            ``eqreg_config.weight``); the live λ is set on the regulariser before each optimizer step
-            and logged as ``eqreg_weight``. The config itself is never changed.
-        save_steps: write ``<checkpoint_dir>/checkpoint-<step>`` every this many steps (:mod:`eqreg_hf.train.checkpoint`).
-        checkpoint_dir: where checkpoints go (needed by ``save_steps`` and ``resume_from_checkpoint="latest"``).
-        resume_from_checkpoint: a checkpoint folder or ``"latest"``: continue from it exactly.
+        **settings: ``LoopArguments`` fields as keywords, on top of ``args`` (``max_steps=2``); the old
+            names ``log_every`` / ``eval_every`` still work.
 
     Logs and evaluations also go to the accelerator's trackers (``Accelerator(log_with=...)`` and
     ``init_trackers``), as ``train/<name>`` and ``eval/<name>`` at the optimizer step.
@@ -268,64 +210,44 @@ def train_loop(
         >>> data = DataLoader(TensorDataset(torch.rand(4, 3, 9, 9), torch.rand(4, 3, 9, 9)), batch_size=2)
         >>> cfg = EqRegConfig(layers=net.eqreg_layers(4), weight=1e-2)
         >>> hist = train_loop(net, data, torch.optim.Adam(net.parameters()), torch.nn.functional.mse_loss,
-        ...                   cfg, max_steps=2, progress=False)
+        ...                   cfg, LoopArguments(max_steps=2, progress=False))
         >>> hist.steps
         2
     """
-    _check_loop_arguments(
-        mixed_precision, max_steps, gradient_accumulation_steps, log_every, eval_every, weight_schedule
-    )
-    resume = _check_checkpointing(save_steps, checkpoint_dir, resume_from_checkpoint)
-    if weight_schedule is not None and eqreg_config is not None and eqreg_config.auto_weight:
+    args = LoopArguments.build(args, settings)
+    resume = _resolve_checkpoint(args)
+    if args.weight_schedule is not None and eqreg_config is not None and eqreg_config.auto_weight:
         raise ValueError(
             "weight_schedule and EqRegConfig(weight='auto') both set λ: drop the schedule (auto has its "
             "own warm-up, auto_warmup) or give a number as the weight."
         )
-    if seed is not None:
+    if args.seed is not None:
         from accelerate.utils import set_seed
 
-        set_seed(seed)
+        set_seed(args.seed)
     if accelerator is None:
-        accelerator = make_accelerator(gradient_accumulation_steps, mixed_precision)
+        accelerator = make_accelerator(args.gradient_accumulation_steps, args.mixed_precision)
     # Hooks go on the inner modules before prepare(): they still fire through DDP / FSDP.
     reg = (
         EqReg(accelerator.unwrap_model(model), eqreg_config)
         if eqreg_config is not None and eqreg_config.active
         else None
     )
+    input_key = args.input_key
     if input_key is None:
         input_key = eqreg_config.image_key if eqreg_config is not None else "pixel_values"
-    step = EqRegStep(
-        reg, rotate_targets=True if eqreg_config is None else eqreg_config.rotate_targets, max_steps=max_steps
-    )
+    rotate_targets = True if eqreg_config is None else eqreg_config.rotate_targets
+    step = EqRegStep(reg, rotate_targets=rotate_targets, max_steps=args.max_steps)
     prepared = accelerator.prepare(
         model, optimizer, train_dataloader, *([lr_scheduler] if lr_scheduler else [])
     )
     model, optimizer, train_dataloader = prepared[:3]
     lr_scheduler = prepared[3] if lr_scheduler is not None else None
-    run = _Run(
-        accelerator,
-        model,
-        optimizer,
-        lr_scheduler,
-        reg,
-        step,
-        eqreg_config,
-        weight_schedule,
-        max_steps=max_steps,
-        log_every=log_every,
-        max_grad_norm=max_grad_norm,
-        desc=desc,
-        progress=progress,
-        eval_fn=eval_fn,
-        eval_every=eval_every,
-        save_steps=save_steps,
-        checkpoint_dir=checkpoint_dir,
-    )
+    run = _Run(accelerator, (model, optimizer, lr_scheduler), reg, step, eqreg_config, args, eval_fn)
     if resume is not None:
         run.resume(resume)
     try:
-        run.train(train_dataloader, task_loss_fn, input_key, target_key)
+        run.train(train_dataloader, task_loss_fn, input_key, args.target_key)
     finally:
         run.bar.close()
         if reg is not None:
@@ -342,49 +264,34 @@ class _Run:
     def __init__(
         self,
         accelerator: Any,
-        model: Any,
-        optimizer: Any,
-        lr_scheduler: Any,
+        prepared: tuple[Any, Any, Any],
         reg: EqReg | None,
         step: EqRegStep,
         config: EqRegConfig | None,
-        schedule: WeightSchedule | None,
-        *,
-        max_steps: int,
-        log_every: int,
-        max_grad_norm: float | None,
-        desc: str,
-        progress: bool,
+        args: LoopArguments,
         eval_fn: Callable | None,
-        eval_every: int | None,
-        save_steps: int | None = None,
-        checkpoint_dir: str | None = None,
     ):
-        self.accelerator, self.model, self.optimizer, self.lr_scheduler = (
-            accelerator,
-            model,
-            optimizer,
-            lr_scheduler,
-        )
-        self.reg, self.step_fn, self.config, self.schedule = reg, step, config, schedule
+        self.accelerator = accelerator
+        self.model, self.optimizer, self.lr_scheduler = prepared
+        self.reg, self.step_fn, self.config, self.schedule = reg, step, config, args.weight_schedule
         self.peak = float(config.weight) if config is not None and not config.auto_weight else 0.0
-        self.max_steps, self.log_every, self.max_grad_norm, self.desc = (
-            max_steps,
-            log_every,
-            max_grad_norm,
-            desc,
+        self.max_steps, self.log_every, self.max_grad_norm = (
+            args.max_steps,
+            args.logging_steps,
+            args.max_grad_norm,
         )
-        self.eval_fn, self.eval_every = eval_fn, eval_every
-        self.save_steps, self.checkpoint_dir = save_steps, checkpoint_dir
+        self.desc = args.desc
+        self.eval_fn, self.eval_every = eval_fn, args.eval_steps
+        self.save_steps, self.checkpoint_dir = args.save_steps, args.checkpoint_dir
         self.skip = 0  # micro-batches a resumed run draws again without training on them
         self.history = TrainHistory()
         self.window = _LogWindow(list(reg.tap_names) if reg is not None else [], accelerator.device)
         self.warned = False
         self.done = 0
         self.bar = tqdm(
-            total=max_steps,
-            desc=desc,
-            disable=not (progress and accelerator.is_local_main_process),
+            total=args.max_steps,
+            desc=args.desc,
+            disable=not (args.progress and accelerator.is_local_main_process),
             dynamic_ncols=True,
         )
 
