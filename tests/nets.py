@@ -108,14 +108,14 @@ def check_exact_distance_against_autograd(shape, elements, group, field, layout,
     ``equivariance_distance``, for each element: the value within rtol 1e-5, both gradients within
     ``grad_tolerance(reference_gradient) -> (rtol, atol)``."""
     from eqreg_hf import equivariance_distance
-    from eqreg_hf.core.distance import ExactDistance
+    from eqreg_hf.core.distance import ExactDistance, ExactSpec
     from eqreg_hf.core.layouts import transform_feature
 
     torch.manual_seed(0)
     fa = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     fb = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     for g in elements:
-        ours = ExactDistance.apply(fa, fb, lambda f, i: f, g, 4, field, layout, distance, 1e-8)
+        ours = ExactDistance.apply(fa, fb, ExactSpec(lambda f, i: f, g, 4, field, layout, distance))
         ref = equivariance_distance(transform_feature(fa, g, group, field, layout, "nearest"), fb, distance)
         assert torch.allclose(ours.double(), ref.double(), rtol=1e-5), g
         g1 = torch.autograd.grad(ours * 1.7, (fa, fb))

@@ -1,5 +1,6 @@
-"""D_t: the group elements, R_g and T_g with the pinned convention, the config's group, the sampler, the stacked
-step, the hand-written backward under flips, alignment under flips, measurement, cards and the CLI flag."""
+"""D_t: the group elements, R_g and T_g with the pinned convention, the config's group, the sampler, the
+stacked step, the hand-written backward under flips, alignment under flips, measurement, cards and the
+CLI flag."""
 
 import argparse
 import warnings
@@ -11,7 +12,7 @@ from torch import nn
 
 from eqreg_hf import EqReg, EqRegAlignmentWarning, EqRegConfig, equivariance_distance, equivariance_error
 from eqreg_hf.core import regularizer
-from eqreg_hf.core.distance import ExactDistance
+from eqreg_hf.core.distance import ExactDistance, ExactSpec
 from eqreg_hf.core.groups import (
     Group,
     GroupElement,
@@ -202,7 +203,7 @@ def test_flip_gradient_lands_in_one_buffer_of_a_stacked_map(distance):
     pick = lambda x, i: x[:2] if i == 0 else x[3:5]  # noqa: E731
     for g in [(1, 0), (1, 2), (0, 2)]:
         g = GroupElement(*g)
-        ours = ExactDistance.apply(f, None, pick, g, 4, "regular", "nchw", distance, 1e-8)
+        ours = ExactDistance.apply(f, None, ExactSpec(pick, g, 4, "regular", "nchw", distance))
         ref = equivariance_distance(rotate_features(f[:2], g, "D4"), f[3:5], distance)
         (g1,) = torch.autograd.grad(ours * 0.3, f)
         (g2,) = torch.autograd.grad(ref * 0.3, f)
@@ -361,7 +362,8 @@ def test_alignment_matters_for_a_flip_symmetric_conv():
 
 
 def test_gradient_accumulation_is_exact_under_d4(tmp_path):
-    """GA=2 with half the batch == GA=1 under D4: one element per optimizer step, the same losses and parameters."""
+    """GA=2 with half the batch == GA=1 under D4: one element per optimizer step, the same losses and
+    parameters."""
     pytest.importorskip("transformers", reason="the Trainer integration needs transformers")
     import os
     import sys

@@ -300,15 +300,19 @@ def test_one_gradient_buffer_for_both_halves_of_a_stacked_map(distance, layout):
     # b = 3 originals, m = 2 rotated copies stacked behind them: rows 2 (not rotated) and, for
     # tokens, the class token get no gradient; the rest matches autograd through slicing.
     from eqreg_hf.core.distance import ExactDistance as _ExactDistance
+    from eqreg_hf.core.distance import ExactSpec
     from eqreg_hf.core.layouts import to_nchw, transform_feature
 
     torch.manual_seed(0)
     shape = (5, 8, 4, 4) if layout == "nchw" else (5, 17, 8)
     f = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     view = (lambda x: x) if layout == "nchw" else (lambda x: to_nchw(x, "tokens", 1, (4, 4)))
-    pick = lambda x, i: view(x[:2] if i == 0 else x[3:5])
+
+    def pick(x, i):
+        return view(x[:2] if i == 0 else x[3:5])
+
     for k in (1, 2, 3):
-        ours = _ExactDistance.apply(f, None, pick, k, 4, "regular", "nchw", distance, 1e-8)
+        ours = _ExactDistance.apply(f, None, ExactSpec(pick, k, 4, "regular", "nchw", distance))
         ref = equivariance_distance(
             transform_feature(pick(f, 0), k, 4, "regular", "nchw", "nearest"), pick(f, 1), distance
         )

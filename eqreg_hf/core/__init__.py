@@ -6,7 +6,8 @@ layouts.py     NCHW / NHWC / tokens / vectors -> NCHW, and T_k in a resolved lay
 taps.py        forward hooks that capture tapped outputs (owned, removable)
 selection.py   which layers: names, globs, "auto" per model family (duck typing)
 alignment.py   the sampling-grid tracer: is a quarter turn exact for this input size?
-distance.py    d(T_k F(x), F(R_k x)): fro / mse / relative, the exact fast form
+distances.py   the registry of distances d (fro / mse / relative): one class each
+distance.py    d(T_k F(x), F(R_k x)) on tensors, the exact fast form
 regularizer.py EqReg: stack [x; R_k x], capture, the loss
 measure.py     equivariance_error: the per-layer report, table and plot
 schedule.py    λ schedules (pure functions of the step)
@@ -20,6 +21,7 @@ from __future__ import annotations
 from eqreg_hf.core.alignment import AlignmentTracer, EqRegAlignmentWarning
 from eqreg_hf.core.config import EqRegConfig
 from eqreg_hf.core.distance import equivariance_distance
+from eqreg_hf.core.distances import DISTANCES, Distance, register_distance
 from eqreg_hf.core.groups import rotate_features, rotate_image, rotation_mask
 from eqreg_hf.core.measure import EquivarianceReport, equivariance_error
 from eqreg_hf.core.regularizer import EqReg
@@ -33,6 +35,9 @@ __all__ = [
     "EqRegAlignmentWarning",
     "EqRegConfig",
     "equivariance_distance",
+    "DISTANCES",
+    "Distance",
+    "register_distance",
     "rotate_features",
     "rotate_image",
     "rotation_mask",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eqreg_hf.core.config_checks import check_fields, is_finite_number
-from eqreg_hf.core.distance import DISTANCES
+from eqreg_hf.core.distances import DISTANCES, get_distance
 from eqreg_hf.core.groups import Group, as_group
 from eqreg_hf.core.io import atomic_write_text, read_json_object
 from eqreg_hf.core.schedule import _check_number, _check_warmup
@@ -61,7 +61,7 @@ class EqRegConfig:
     distance: str = field(
         default="relative",
         metadata={
-            "help": f"Distance d between T_k F(x) and F(R_k x): one of {DISTANCES}. 'fro' is the paper's."
+            "help": f"Distance d between T_k F(x) and F(R_k x): one of {list(DISTANCES)}. 'fro' is the paper's."
         },
     )
     fields: Any = field(
@@ -156,8 +156,7 @@ class EqRegConfig:
                 f"group_order={self.group_order!r} is not valid: use a positive integer "
                 "(1 = off, 2 or 4 for exact 90° rotations, 8, 16, ... for interpolated ones)."
             )
-        if self.distance not in DISTANCES:
-            raise ValueError(f"Unknown distance {self.distance!r}. Choose between {list(DISTANCES)}.")
+        get_distance(self.distance)  # an unknown name is an error naming the registered ones
         if self.weight != "auto" and not (is_finite_number(self.weight) and self.weight >= 0):
             raise ValueError(
                 f"weight={self.weight!r} is not valid: give a finite number >= 0 (0 turns EQ-Reg off) "

@@ -8,21 +8,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
+from eqreg_hf.core.distances import DISTANCES, Distance, get_distance
 from eqreg_hf.core.layouts import transform_feature
 
 __all__ = [
     "DISTANCES",
     "equivariance_distance",
     "ExactDistance",
+    "ExactSpec",
     "batched_exact_distance",
     "SMALL_MAP",
     "is_dense",
     "views_of",
 ]
-
-DISTANCES = ("fro", "mse", "relative")
 
 
 def equivariance_distance(
@@ -45,24 +48,19 @@ def equivariance_distance(
         >>> float(equivariance_distance(a, a, "fro"))
         0.0
     """
+    dist = get_distance(distance)
     a = a.float()
     b = b.float()
     diff = a - b
+    count = None
     if mask is not None:
         mask = mask.to(diff.dtype)
         diff = diff * mask
-    if distance == "fro":
-        return torch.linalg.vector_norm(diff)
-    if distance == "mse":
-        if mask is None:
-            return diff.pow(2).mean()
         count = (mask.expand_as(diff)).sum().clamp_min(1.0)
-        return diff.pow(2).sum() / count
-    if distance == "relative":
-        if mask is not None:
+        if dist.needs_norms:
             a, b = a * mask, b * mask
-        return diff.pow(2).sum() / (a.pow(2).sum() + b.pow(2).sum() + eps)
-    raise ValueError(f"Unknown distance {distance!r}. Choose between {list(DISTANCES)}.")
+    norms = a.pow(2).sum() + b.pow(2).sum() if dist.needs_norms else None
+    return dist.of_diff(diff.flatten(), count, norms, eps)
 
 
 def _roll_pairs(t: int, shift: int, field: str) -> list[tuple[slice, slice]]:
@@ -90,18 +88,44 @@ def _spatial(x: torch.Tensor, k: int, t: int, layout: str) -> torch.Tensor:
     return torch.rot90(x, (k * 4) // t, dims=(-2, -1))
 
 
+@dataclass
+class ExactSpec:
+    """What :class:`ExactDistance` needs besides the captured map(s), packed in one object.
+
+    ``pick(src, i)``: the view of half ``i`` (0: ``a``, 1: ``b``) in a source; ``k``: the element; ``t``: the
+    number of rotations; ``field`` / ``layout``: how the map is read; ``distance``: a registered name or a
+    :class:`Distance`; ``remake`` / ``source``: recompute the tapped map from the layer's input in backward
+    instead of holding it; ``pair``: the views ``[a, b]``, already made by the caller.
+    """
+
+    pick: Any
+    k: Any
+    t: int
+    field: str
+    layout: str
+    distance: str | Distance
+    eps: float = 1e-8
+    remake: Any = None
+    source: torch.Tensor | None = None
+    pair: list | None = None
+
+    def __post_init__(self) -> None:
+        self.distance = get_distance(self.distance)
+
+
 class ExactDistance(torch.autograd.Function):
     """d(T_k a, b) for an exact (permutation) T_k, with a hand-written backward.
 
-    ``a = pick(src_a, 0)`` and ``b = pick(src_b, 1)`` are views (e.g. the two halves of one stacked
-    map, in NCHW). Autograd through ``rot90``/``roll``/``pow`` and the slicing would save three or four
-    copies of every tapped map and, in backward, build a zero-filled full-size gradient for each
+    ``ExactDistance.apply(src_a, src_b, spec)`` with an :class:`ExactSpec`. ``a = spec.pick(src_a, 0)`` and
+    ``b = spec.pick(src_b, 1)`` are views (e.g. the two halves of one stacked map, in NCHW; ``src_b``
+    None: both in ``src_a``). Autograd through ``rot90``/``roll``/``pow`` and the slicing would save three
+    or four copies of every tapped map and, in backward, build a zero-filled full-size gradient for each
     slice and add them up. Here only references to the captured maps are kept (memory the network
     holds anyway), and backward writes both halves of the gradient straight into one buffer:
 
-        T_k = rot_k ∘ roll_k is a permutation, so with D = ||a||² + ||b||² + eps and v the value,
+        T_k = rot_k ∘ roll_k is a permutation, so ||T_k a|| = ||a|| and, with v the value,
         ∂/∂a = α a − β T_{−k} b,   ∂/∂b = α b − β T_k a,
-        fro: α = β = 1/v;  mse: α = β = 2/n;  relative: α = 2(1 − v)/D, β = 2/D.
+        (α, β) from the distance's ``factors`` (fro: α = β = 1/v; mse: 2/n; relative: 2(1 − v)/D, 2/D).
 
     The channel roll is done by pairing slices of the group axis, so each direction costs one
     spatial ``rot90`` copy and nothing else is allocated.
@@ -113,15 +137,16 @@ class ExactDistance(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(
-        ctx, src_a, src_b, pick, k, t, field, layout, distance, eps, remake=None, source=None, pair=None
-    ):
+    def forward(ctx, src_a, src_b, spec: ExactSpec):
         shared = src_b is None
+        k, t, field, layout, pick = spec.k, spec.t, spec.field, spec.layout, spec.pick
         flip = isinstance(k, tuple) and k[0] == 1
         k = k if flip or not isinstance(k, tuple) else int(k[1])
         with torch.no_grad():
             # ``pair``: the views, already made by the caller (a list, so autograd does not see them)
-            a, b = pair if pair is not None else (pick(src_a, 0), pick(src_a if shared else src_b, 1))
+            a, b = (
+                spec.pair if spec.pair is not None else (pick(src_a, 0), pick(src_a if shared else src_b, 1))
+            )
             a32 = a.float()
             if flip:  # ||T_g a - b|| = ||a - T_g b|| (T_g is an involutive permutation)
                 sq = torch.dist(a32, _transform_exact(b, k, t, field, layout)).square()
@@ -134,35 +159,30 @@ class ExactDistance(torch.autograd.Function):
                 )
                 del rb
             n = a.numel()
-            denom = None
-            if distance == "fro":
-                value = sq.sqrt()
-            elif distance == "mse":
-                value = sq / n
-            else:  # T_k is a permutation, so ||T_k a|| = ||a||; vector_norm allocates no temporaries
-                denom = _sq_norm(a) + _sq_norm(b) + eps
-                value = sq / denom
-        if remake is not None:
+            # T_k is a permutation, so ||T_k a|| = ||a||; vector_norm allocates no temporaries
+            norms = _sq_norm(a) + _sq_norm(b) if spec.distance.needs_norms else None
+            value = spec.distance.value(sq, n, norms, spec.eps)
+        if spec.remake is not None:
             # Keep only the tapped layer's input (which that layer saves for its own backward anyway)
             # and recompute its output in backward: the tapped map itself is not held.
-            ctx.save_for_backward(source)
+            ctx.save_for_backward(spec.source)
         else:  # the views of the captured map(s): no copy, and backward need not make them again
             ctx.save_for_backward(a, b)
-        ctx.remake, ctx.pick = remake, pick
+        ctx.remake, ctx.pick = spec.remake, pick
         ctx.src_meta = (
             src_a.shape,
             src_a.dtype,
             src_a.stride(),
             None if shared else (src_b.shape, src_b.dtype, src_b.stride()),
         )
-        ctx.cfg = (k, t, field, layout, distance, n)
-        ctx.scalars = (value.detach(), denom)  # 0-dim tensors: no device sync here or in backward
+        ctx.cfg = (k, t, field, layout, spec.distance, n, spec.eps)
+        ctx.scalars = (value.detach(), norms)  # 0-dim tensors: no device sync here or in backward
         return value
 
     @staticmethod
     def backward(ctx, grad):
-        k, t, field, layout, distance, n = ctx.cfg
-        value, denom = ctx.scalars
+        k, t, field, layout, distance, n, eps = ctx.cfg
+        value, norms = ctx.scalars
         pick = ctx.pick
         if ctx.remake is not None:
             with torch.no_grad():
@@ -170,14 +190,7 @@ class ExactDistance(torch.autograd.Function):
             a, b = pick(full, 0), pick(full, 1)
         else:
             a, b = ctx.saved_tensors
-        g = grad.float()
-        if distance == "fro":
-            alpha = beta = torch.where(value > 0, g / value.clamp_min(torch.finfo(value.dtype).tiny), 0.0)
-        elif distance == "mse":
-            alpha = beta = g * (2.0 / n)
-        else:
-            beta = g * 2.0 / denom
-            alpha = beta * (1.0 - value)
+        alpha, beta = distance.factors(grad.float(), value, n, norms, eps)
         # one gradient buffer per source, with the source's strides so that ``pick`` views it alike;
         # positions no view covers (rows that were not rotated, prefix tokens) are zero
         meta_a, meta_b = ctx.src_meta[:3], ctx.src_meta[3]
@@ -187,7 +200,7 @@ class ExactDistance(torch.autograd.Function):
         write = _write_flip_grad if isinstance(k, tuple) else _write_grad
         write(pick(grad_a, 0), a, b, k if isinstance(k, tuple) else -k, alpha, beta, t, field, layout)
         write(pick(grad_b, 1), b, a, k, alpha, beta, t, field, layout)
-        return (grad_a, None if meta_b is None else grad_b) + (None,) * 10
+        return grad_a, None if meta_b is None else grad_b, None
 
 
 def _grad_buffer(meta, covered: int, device) -> torch.Tensor:
@@ -234,17 +247,14 @@ SMALL_MAP = 1 << 16
 
 def batched_exact_distance(pairs, k, t, field, layout, distance, eps) -> torch.Tensor:
     """``[d(T_k a_l, b_l) for l]`` for same-shape pairs in one go (autograd; small maps only)."""
+    dist = get_distance(distance)
     a = torch.stack([p[0] for p in pairs]).float()
     b = torch.stack([p[1] for p in pairs]).float()
     n = len(pairs)
     ta = transform_feature(a.flatten(0, 1), k, t, field, layout, "nearest").unflatten(0, (n, -1))
     diff = (ta - b).flatten(1)
-    if distance == "fro":
-        return torch.linalg.vector_norm(diff, dim=1)
-    sq = diff.square().sum(1)
-    if distance == "mse":
-        return sq / diff.shape[1]
-    return sq / (a.flatten(1).square().sum(1) + b.flatten(1).square().sum(1) + eps)
+    norms = a.flatten(1).square().sum(1) + b.flatten(1).square().sum(1) if dist.needs_norms else None
+    return dist.of_diff(diff, diff.shape[1], norms, eps)
 
 
 def _sq_norm(x: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ from eqreg_hf.core.config import EqRegConfig
 from eqreg_hf.core.distance import (
     SMALL_MAP,
     ExactDistance,
+    ExactSpec,
     batched_exact_distance,
     equivariance_distance,
     is_dense,
@@ -436,22 +437,10 @@ class EqReg:
                     source, amp = sources[call]
                     remake = self._remake_fn(spec, source, amp)
                 src_a, src_b, pick = self._sources(spec, full_a, full_b, a, b, rot_hw)
-                out.append(
-                    ExactDistance.apply(
-                        src_a,
-                        src_b,
-                        pick,
-                        k,
-                        t,
-                        spec.field,
-                        layout,
-                        c.distance,
-                        c.eps,
-                        remake if src_b is None else None,
-                        source,
-                        [a, b],
-                    )
-                )
+                exact = ExactSpec(pick, k, t, spec.field, layout, c.distance, c.eps)
+                exact.remake, exact.source = (remake if src_b is None else None), source
+                exact.pair = [a, b]  # the views, in a list so that autograd does not see them
+                out.append(ExactDistance.apply(src_a, src_b, exact))
         return out
 
     def _recompute_allowed(self) -> bool:
