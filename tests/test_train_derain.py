@@ -353,7 +353,7 @@ def test_bad_arguments_are_refused_on_construction(kwargs, match):
 
 
 @pytest.mark.parametrize(
-    "name", ["eqreg_hf.tasks.derain.recipe", "eqreg_hf.tasks.derain.evaluate", "eqreg_hf.tasks.validation"]
+    "name", ["eqreg_hf.tasks.runner", "eqreg_hf.tasks.derain.evaluate", "eqreg_hf.tasks.validation"]
 )
 def test_docstring_examples(name):
     import doctest

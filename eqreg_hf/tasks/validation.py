@@ -58,7 +58,7 @@ def check_positive_ints(args: Any, names: Iterable[str], optional: Iterable[str]
 
 
 def check_non_negative(args: Any, names: Iterable[str], integer: bool = False) -> None:
-    """Refuse any field of ``args`` in ``names`` that is not a finite number >= 0 (an integer with ``integer``)."""
+    """Refuse any field of ``args`` in ``names`` that is not a finite number >= 0 (integer: an int >= 0)."""
     for name in names:
         value = getattr(args, name)
         kinds = (int,) if integer else (int, float)
@@ -68,5 +68,37 @@ def check_non_negative(args: Any, names: Iterable[str], integer: bool = False) -
             or not (value >= 0 and math.isfinite(value))
         ):
             raise ValueError(
-                f"{name}={value!r} is not valid: use {'an integer >= 0' if integer else 'a number >= 0 (finite)'}."
+                f"{name}={value!r} is not valid: use "
+                f"{'an integer >= 0' if integer else 'a number >= 0 (finite)'}."
             )
+
+
+def take_renamed(args: Any, old: str, new: str, value: Any) -> None:
+    """Move a deprecated field's value to its new name: ``args.<new> = value`` and ``args.<old>`` back to its
+    default, with a ``FutureWarning`` naming both (a value already given under the new name wins)."""
+    import dataclasses
+    import warnings
+
+    default = next(f.default for f in dataclasses.fields(args) if f.name == old)
+    warnings.warn(
+        f"{old}={getattr(args, old)!r} is now spelled {new}={value!r} (--{new.replace('_', '-')}); "
+        f"the old name will stop being accepted.",
+        FutureWarning,
+        stacklevel=4,
+    )
+    setattr(args, old, default)
+    new_default = next(f.default for f in dataclasses.fields(args) if f.name == new)
+    if getattr(args, new) == new_default:
+        setattr(args, new, value)
+
+
+def check_group(value: Any, name: str) -> None:
+    """A group name field ("C4", "D4", ...; None: the default) is one the core knows: one line if not."""
+    if value is None:
+        return
+    from eqreg_hf.core.groups import as_group
+
+    try:
+        as_group(value)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{name}={value!r} is not valid: {err}") from None

@@ -94,7 +94,8 @@ def format_results_table(results: dict[str, dict[str, float]], rainy_psnr: float
     for name, m in results.items():
         lines.append(
             f"| {name} | {m['psnr_y']:.2f} | {m['ssim_y']:.4f} | {m['psnr_rgb']:.2f} | {m['ssim_rgb']:.4f} | "
-            f"{m['equivariance_error']:.4f} | {m['output_equivariance_error']:.4f} | {m['train_time_s']:.0f} |"
+            f"{m['equivariance_error']:.4f} | {m['output_equivariance_error']:.4f} | "
+            f"{m['train_time_s']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -137,7 +138,7 @@ def run_demo(
         )
     start = time.perf_counter()
     steps = steps if steps is not None else (2 if quick else DEMO_STEPS)
-    base = dataclasses.replace(demo_arguments(steps, quick, progress), eval_group_order=DEMO_GROUP_ORDER)
+    base = dataclasses.replace(demo_arguments(steps, quick, progress), eval_group=f"C{DEMO_GROUP_ORDER}")
     train = load_rain_split("synthetic", "train", synthetic_size=base.synthetic_size)
     test = load_rain_split("synthetic", "test", synthetic_size=base.synthetic_size)
     eval_pairs = held_out_pairs(test)
@@ -172,7 +173,7 @@ def _demo_runs(
     return {
         "plain": (dataclasses.replace(base), None),
         "rotation augmentation": (
-            dataclasses.replace(base, rot_aug=True, rot_aug_order=DEMO_GROUP_ORDER),
+            dataclasses.replace(base, augment=f"C{DEMO_GROUP_ORDER}"),
             None,
         ),
         "EQ-Reg": (dataclasses.replace(base), demo_eqreg_config(quick)),
@@ -210,7 +211,9 @@ def _write_model_and_plots(
     out: str,
     quick: bool,
 ) -> list[str]:
-    """The EQ-Reg network as a Hub folder, the per-layer equivariance plot and the example crops; their paths."""
+    """Save the EQ-Reg network as a Hub folder, the per-layer equivariance plot and the example crops.
+
+    Returns their paths."""
     eq = results["EQ-Reg"]
     files = [save_derainer(eq, os.path.join(out, "model"), eqreg_args)]
     reports = {name: r.report for name, r in results.items()}
@@ -235,8 +238,8 @@ def _write_model_and_plots(
 def _settings_line(eq: DerainResult, base: DerainTrainingArguments, n_train: int, n_test: int) -> str:
     """The sentence under the table: network, budget, data and the EQ-Reg setting."""
     return (
-        f"FastDerainer ({sum(p.numel() for p in eq.model.parameters()):,} parameters), {base.max_steps} steps × "
-        f"{base.batch_size} crops of {base.crop_size}², synthetic rain on {n_train} training / "
+        f"FastDerainer ({sum(p.numel() for p in eq.model.parameters()):,} parameters), {base.max_steps} "
+        f"steps × {base.batch_size} crops of {base.crop_size}², synthetic rain on {n_train} training / "
         f"{n_test} held-out images ({base.synthetic_size}²); EQ-Reg and augmentation: C{DEMO_GROUP_ORDER}, "
         f"{len(eq.eqreg_config.layers)} taps, distance={DEMO_DISTANCE}, λ={DEMO_WEIGHT:g}"
     )

@@ -10,12 +10,16 @@ end of a run (and every ``eval_every`` steps).
 
 from __future__ import annotations
 
+import time
+
 import os
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from eqreg_hf.core.groups import as_group
 from eqreg_hf.core.io import save_figure
 from eqreg_hf.core.unwrap import model_device
 
@@ -177,3 +181,28 @@ def tracker_images(
     if report:
         images["eval/equivariance_per_layer"] = report.plot
     return images
+
+
+@dataclass
+class HeldOut:
+    """The held-out images of a run and what every evaluation of it measures (the same taps and group)."""
+
+    pairs: list[tuple[torch.Tensor, torch.Tensor]]
+    taps: list[str] | None
+    group: str
+    equiv_images: int
+    seconds: float = 0.0
+    history: None = None  # the loop keeps the periodic rows
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def final(self, model: nn.Module, step: int) -> tuple[dict[str, float], Any]:
+        spec = as_group(self.group)  # C_t by its order (the numbers of before), D_t by name
+        kw = {"group": spec.name} if spec.dihedral else {"group_order": spec.t}
+        return evaluate_derainer(model, self.pairs, taps=self.taps, equiv_images=self.equiv_images, **kw)
+
+    def __call__(self, model: nn.Module, step: int) -> dict[str, float]:
+        """The loop's periodic evaluation (with the per-layer equivariance error)."""
+        start = time.perf_counter()
+        metrics, report = self.final(model, step)
+        self.seconds += time.perf_counter() - start
+        return {**metrics, **{f"equiv_error/{k}": v for k, v in dict(report).items()}}

@@ -355,8 +355,8 @@ class StrictC4Derainer(
         regular fields, 4 channels each), the layout the EQ-Reg convention uses.
         """
         if group_order != 4:
-            # A C4 field read as two C2 fields of 2 channels would be wrong, not just loose: the 180° turn moves
-            # channel r to r + 2 (across the two halves), the C2 convention swaps inside each half.
+            # A C4 field read as two C2 fields of 2 channels would be wrong, not just loose: the 180° turn
+            # moves channel r to r + 2 (across the two halves), the C2 convention swaps inside each half.
             raise ValueError(
                 f"StrictC4Derainer holds C4 regular fields (4 channels each), so its taps can be measured "
                 f"or regularised under C4 only, not under a group whose regular field has {group_order} "
@@ -400,3 +400,15 @@ def rcdnet_stage_loss(
         return (weights * per_stage).sum()
 
     return weighted(outputs["backgrounds"], clean) + weighted(outputs["rains"], rain_target)
+
+
+def build_derainer(name: str = "fast", **kwargs: Any) -> nn.Module:
+    """A deraining network by name: "fast" (FastDerainer), "rcdnet" (RCDNet) or "strict-c4".
+
+    Example:
+        >>> build_derainer("fast", channels=8, num_blocks=1).__class__.__name__
+        'FastDerainer'
+    """
+    if name not in MODELS:
+        raise ValueError(f"Unknown derainer {name!r}. Choose between {sorted(MODELS)}.")
+    return MODELS[name](**kwargs)
