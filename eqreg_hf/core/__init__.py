@@ -1,7 +1,8 @@
 """EQ-Reg itself, in pure torch (no transformers / timm / datasets / accelerate import).
 
 config.py      EqRegConfig: every setting, JSON-able
-groups.py      the groups C_t and D_t: R_g on images, T_g on regular fields, the channel rule, the sampler
+group_families.py  the registry of group families (C_t, D_t): one class each, as_group
+groups.py      R_g on images, T_g on regular fields, the channel rule, the sampler
 layouts.py     NCHW / NHWC / tokens / vectors -> NCHW, and T_k in a resolved layout
 taps.py        forward hooks that capture tapped outputs (owned, removable)
 selection.py   which layers: names, globs, "auto" per model family (duck typing)
@@ -22,6 +23,7 @@ from eqreg_hf.core.alignment import AlignmentTracer, EqRegAlignmentWarning
 from eqreg_hf.core.config import EqRegConfig
 from eqreg_hf.core.distance import equivariance_distance
 from eqreg_hf.core.distances import DISTANCES, Distance, register_distance
+from eqreg_hf.core.group_families import GROUPS, Group, register_group
 from eqreg_hf.core.groups import rotate_features, rotate_image, rotation_mask
 from eqreg_hf.core.measure import EquivarianceReport, equivariance_error
 from eqreg_hf.core.regularizer import EqReg
@@ -38,6 +40,9 @@ __all__ = [
     "DISTANCES",
     "Distance",
     "register_distance",
+    "GROUPS",
+    "Group",
+    "register_group",
     "rotate_features",
     "rotate_image",
     "rotation_mask",

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from eqreg_hf.core.groups import Group
+from eqreg_hf.core.group_families import Group
 from eqreg_hf.core.layouts import feature_to_nchw
 from eqreg_hf.core.taps import TapSpec
 
@@ -166,15 +166,8 @@ class AlignmentTracer:
 
     def __init__(self, model: nn.Module, input_hw: tuple[int, int], group: Group | None = None):
         self.input_hw = tuple(input_hw)
-        flip_only = group is not None and group.dihedral and group.t == 1
-        self.axes = (1,) if flip_only else (0, 1)
-        self.motion = (
-            "a flip"
-            if flip_only
-            else "a rotation or flip"
-            if group is not None and group.dihedral
-            else "a 90° rotation"
-        )
+        self.axes = group.axes if group is not None else (0, 1)
+        self.motion = group.motion if group is not None else "a 90° rotation"
         start = (_AxisMap(0.0, 1.0), _AxisMap(0.0, 1.0))
         self.maps: dict[tuple[int, int], dict[tuple, tuple[_AxisMap, _AxisMap]]] = {
             self.input_hw: {_key(start): start}

@@ -14,7 +14,7 @@ from typing import Any
 
 from eqreg_hf.core.config_checks import check_fields, is_finite_number
 from eqreg_hf.core.distances import DISTANCES, get_distance
-from eqreg_hf.core.groups import Group, as_group
+from eqreg_hf.core.group_families import Group, as_group
 from eqreg_hf.core.io import atomic_write_text, read_json_object
 from eqreg_hf.core.schedule import _check_number, _check_warmup
 
@@ -190,8 +190,9 @@ class EqRegConfig:
 
     @property
     def group_spec(self) -> Group:
-        """The group EQ-Reg works with: ``Group(dihedral, t)``, with ``.name`` ("C4", "D4") and ``.size`` (t or 2t)."""
-        return as_group(self.group) if self.group is not None else Group(False, self.group_order)
+        """The group EQ-Reg works with (a registered family, e.g. ``Cyclic(4)``, ``Dihedral(4)``), with
+        ``.name`` ("C4", "D4"), ``.t`` and ``.size`` (t or 2t)."""
+        return as_group(self.group if self.group is not None else self.group_order)
 
     @property
     def active(self) -> bool:

@@ -20,6 +20,8 @@ from typing import ClassVar
 
 import torch
 
+from eqreg_hf.core.registry import add_unique
+
 __all__ = ["Distance", "DISTANCES", "register_distance", "get_distance"]
 
 
@@ -104,13 +106,7 @@ def register_distance(distance: Distance) -> Distance:
     """Add ``distance`` (an instance) under its ``name``; returns it. A name can be registered once."""
     if not isinstance(distance, Distance) or not distance.name:
         raise TypeError(f"{distance!r} is not a Distance instance with a name: subclass Distance, set name.")
-    if distance.name in DISTANCES:
-        raise ValueError(
-            f"Distance {distance.name!r} is already registered ({DISTANCES[distance.name]!r}): "
-            "choose another name, or delete DISTANCES[name] first."
-        )
-    DISTANCES[distance.name] = distance
-    return distance
+    return add_unique(DISTANCES, distance.name, distance, "Distance", "DISTANCES")
 
 
 def get_distance(name: str | Distance) -> Distance:

@@ -1,4 +1,4 @@
-"""The groups C_t and D_t and their actions on images and feature maps.
+"""The actions of the groups on images and feature maps (the families C_t, D_t: ``core/group_families.py``).
 
 Convention (fixed; the tests pin it; docs/design.md works an example):
 
@@ -19,12 +19,28 @@ Convention (fixed; the tests pin it; docs/design.md works an example):
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from eqreg_hf.core.group_families import (
+    GROUPS,
+    Cyclic,
+    Dihedral,
+    Group,
+    GroupElement,
+    as_element,
+    as_group,
+    parts,
+    register_group,
+)
+
 __all__ = [
+    "GROUPS",
+    "register_group",
+    "Cyclic",
+    "Dihedral",
     "Group",
     "GroupElement",
     "as_group",
@@ -43,92 +59,6 @@ __all__ = [
 ]
 
 
-class GroupElement(NamedTuple):
-    """``(f, k)``: flip the W axis when ``f == 1``, then rotate by ``k`` steps of ``2π / t``."""
-
-    flip: int
-    k: int
-
-
-class Group(NamedTuple):
-    """C_t (``dihedral=False``: t rotations) or D_t (``dihedral=True``: t rotations and t mirror images)."""
-
-    dihedral: bool
-    t: int
-
-    @property
-    def name(self) -> str:
-        return f"{'D' if self.dihedral else 'C'}{self.t}"
-
-    @property
-    def size(self) -> int:
-        """Number of elements, which is also the number of channels of one regular field (t or 2t)."""
-        return 2 * self.t if self.dihedral else self.t
-
-    def elements(self, include_identity: bool = False) -> list:
-        """All elements in index order ``f * t + k``: ints for C_t, :class:`GroupElement` for D_t."""
-        if not self.dihedral:
-            return list(range(0 if include_identity else 1, self.t))
-        every = [GroupElement(f, k) for f in (0, 1) for k in range(self.t)]
-        return every if include_identity else every[1:]
-
-
-def as_group(group: Any) -> Group:
-    """A :class:`Group` from ``t`` (an int: C_t), a name (``"C4"``, ``"D4"``) or a :class:`Group`.
-
-    Example:
-        >>> as_group("D4").size, as_group(4).name
-        (8, 'C4')
-    """
-    if isinstance(group, Group):
-        return group
-    if isinstance(group, int) and not isinstance(group, bool) and group >= 1:
-        return Group(False, group)
-    if isinstance(group, str):
-        text = group.strip()
-        if len(text) > 1 and text[0] in "CcDd" and text[1:].isdigit() and int(text[1:]) >= 1:
-            return Group(text[0] in "Dd", int(text[1:]))
-    raise ValueError(
-        f"group={group!r} is not valid: use 'C<t>' (the t rotations by multiples of 360°/t) or 'D<t>' (those and "
-        "their t mirror images), t a positive integer, e.g. 'C4' or 'D4'; a plain integer t means 'C<t>'."
-    )
-
-
-def as_element(g: Any, group: Any = None) -> GroupElement:
-    """``g`` as a :class:`GroupElement`: an int k is the rotation ``(0, k)``, a pair ``(f, k)`` a flip-rotation.
-
-    ``group`` (t, a name or a :class:`Group`) reduces k mod t; a flip in a group named ``"C<t>"`` is refused.
-    """
-    t = as_group(group).t if group is not None else None
-    if hasattr(g, "__index__") and not isinstance(g, bool) and not (torch.is_tensor(g) and g.dim() > 0):
-        f, k = 0, int(g.__index__())
-    elif (
-        isinstance(g, (tuple, list))
-        and len(g) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in g)
-        and g[0] in (0, 1)
-    ):
-        f, k = int(g[0]), int(g[1])
-    else:
-        raise ValueError(
-            f"Group element {g!r} is not valid: give an int k (rotation by k steps) or a pair (f, k) "
-            "with f in {0, 1} (f = 1: flip the width axis first, then rotate by k steps)."
-        )
-    if f and isinstance(group, (str, Group)) and not as_group(group).dihedral:
-        raise ValueError(
-            f"Group element {g!r} has a flip, but {as_group(group).name} has rotations only: "
-            f"use group='D{t}' or an element (0, k)."
-        )
-    return GroupElement(f, k % t if t else k)
-
-
-def _parts(g: Any, t: int) -> tuple[int, int]:
-    """(flip, k mod t) of an int or a pair, without the checks of :func:`as_element` for plain ints."""
-    if isinstance(g, tuple) and len(g) == 2:
-        return int(g[0]), int(g[1]) % t
-    return 0, int(g) % t
-
-
 def is_identity(g: Any) -> bool:
     """True for the identity: ``0`` or ``(0, 0)`` (k taken as given, not mod t)."""
     return g == 0 if not isinstance(g, tuple) else tuple(g) == (0, 0)
@@ -142,7 +72,7 @@ def compose(g: Any, h: Any, group: Any) -> Any:
     t = as_group(group).t
     if not isinstance(g, tuple) and not isinstance(h, tuple):
         return (int(g) + int(h)) % t
-    (f1, k1), (f2, k2) = _parts(g, t), _parts(h, t)
+    (f1, k1), (f2, k2) = parts(g, t), parts(h, t)
     return GroupElement(f1 ^ f2, (k1 + (-k2 if f1 else k2)) % t)
 
 
@@ -159,7 +89,7 @@ def _t(group_order: Any) -> int:
 
 def _check(k: Any, group_order: Any) -> int:
     """The rotation part of the element ``k`` (an int or ``(f, k)``), mod t."""
-    return _parts(k, _t(group_order))[1]
+    return parts(k, _t(group_order))[1]
 
 
 def is_exact(k: Any, group_order: Any) -> bool:
@@ -197,15 +127,10 @@ def check_regular_channels(name: str | None, channels: int, group_order: Any, hi
     if not regular_channels_ok(channels, group_order):
         key = name or "<layer>"
         group = as_group(group_order)
-        what = (
-            f"divisible by {group.size} (a regular {group.name} field has 2t = {group.size} channels)"
-            if group.dihedral
-            else f"divisible by group_order={group_order}"
-        )
         raise ValueError(
-            f"{f'Tap {name!r}' if name else 'A regular feature map'} has {channels} channels, not {what}, so it cannot "
-            f"hold regular fields. Choose other layers, mark it trivial (fields={{'{key}': 'trivial'}}), or change "
-            f"{'the group' if group.dihedral else 'group_order'}." + (f" {hint}" if hint else "")
+            f"{f'Tap {name!r}' if name else 'A regular feature map'} has {channels} channels, not divisible by "
+            f"{group.field_rule()}, so it cannot hold regular fields. Choose other layers, mark it trivial "
+            f"(fields={{'{key}': 'trivial'}}), or change {group.setting}." + (f" {hint}" if hint else "")
         )
 
 
@@ -213,7 +138,7 @@ def _element(g: Any, group_order: Any) -> tuple[int, int]:
     """(flip, k mod t) of ``g``; pairs (and any element of a named group) go through :func:`as_element`'s checks."""
     if isinstance(g, (tuple, list)) or isinstance(group_order, (str, Group)):
         return tuple(as_element(g, group_order))
-    return _parts(g, _t(group_order))
+    return parts(g, _t(group_order))
 
 
 def _rotate_spatial(x: torch.Tensor, k: Any, group_order: Any, mode: str = "bilinear") -> torch.Tensor:
@@ -279,21 +204,14 @@ def shift_channels(f: torch.Tensor, k: Any, group_order: Any, dim: int = 1) -> t
     (s, r) takes the old (1 - s, -r mod t); then r is rolled by +k inside each half. ``k`` is an int or a pair
     ``(f, k)``; ``group_order`` is t or a group name (a flip, or a name ``"D<t>"``, means fields of 2t channels).
     """
-    t = _t(group_order)
     flip, k = _element(k, group_order)
-    c = f.shape[dim]
-    dihedral = flip or (isinstance(group_order, (str, Group)) and as_group(group_order).dihedral)
-    check_regular_channels(None, c, Group(True, t) if dihedral else group_order)
+    group = as_group(group_order)
+    if flip and not group.has_flips:  # an element (1, k) with a plain t: D_t's fields of 2t channels
+        group = Dihedral(group.t)
+    check_regular_channels(None, f.shape[dim], group)
     if k == 0 and not flip:
         return f
-    dim = dim % f.dim()
-    shape = f.shape
-    if not flip:  # the two halves of a D_t field are rolled alike, so the C_t view serves both groups
-        g = f.reshape(*shape[:dim], c // t, t, *shape[dim + 1 :])
-        return g.roll(k, dims=dim + 1).reshape(shape)
-    g = f.reshape(*shape[:dim], c // (2 * t), 2, t, *shape[dim + 1 :])
-    # swap the halves and reverse r (r <- t-1-r), then roll by k+1: r <- (k - r) mod t
-    return g.flip((dim + 1, dim + 2)).roll(k + 1, dims=dim + 2).reshape(shape)
+    return group.permute_channels(f, (flip, k), dim % f.dim())
 
 
 def rotate_features(
@@ -344,17 +262,9 @@ def sample_k(
 
     ``group_order``: t (C_t: an int k out) or a group name (``"D4"``: a :class:`GroupElement` out; ``"C4"``: an int).
     """
-    if allowed is not None:
-        choices = allowed
-    elif isinstance(group_order, (str, Group)):
-        choices = as_group(group_order).elements(include_identity)
-    else:
-        choices = list(range(0 if include_identity else 1, group_order))
+    group = as_group(group_order)
+    choices = allowed if allowed is not None else group.elements(include_identity)
     if not choices:
-        return (
-            0
-            if not isinstance(group_order, (str, Group)) or not as_group(group_order).dihedral
-            else GroupElement(0, 0)
-        )
+        return group.identity
     idx = int(torch.randint(len(choices), (1,), generator=generator).item())
     return choices[idx]

@@ -16,7 +16,6 @@ from torch import nn
 from eqreg_hf.core.alignment import AlignmentTracer, check_tap_alignment
 from eqreg_hf.core.config import EqRegConfig
 from eqreg_hf.core.groups import (
-    as_element,
     check_regular_channels,
     is_exact,
     is_identity,
@@ -240,13 +239,9 @@ def equivariance_error(
 
 
 def _elements(grp, ks: list | None) -> tuple[list, Any]:
-    """(the non-identity elements to measure, what the group functions get as ``group_order``).
-
-    C_t: ints and t, as always. D_t: ``GroupElement``s and the group itself (its channel rule is 2t).
-    """
-    if not grp.dihedral:
-        return [k for k in (ks if ks is not None else range(1, grp.t)) if k % grp.t], grp.t
-    elements = [as_element(k, grp) for k in (ks if ks is not None else grp.elements())]
+    """(the non-identity elements to measure, written the group's way, and the group itself, which the
+    group functions get as ``group_order``): ints k mod t for C_t, ``GroupElement``s for D_t."""
+    elements = [grp.element(k) for k in (ks if ks is not None else grp.elements())]
     return [g for g in elements if not is_identity(g)], grp
 
 

@@ -30,7 +30,6 @@ from eqreg_hf.core.distance import (
     views_of,
 )
 from eqreg_hf.core.groups import (
-    as_element,
     check_regular_channels,
     is_exact,
     is_identity,
@@ -219,30 +218,29 @@ class EqReg:
     def sample_k(self, hw: tuple[int, int] | None = None) -> Any:
         """A group element from the seeded sampler: an int k for C_t, a ``GroupElement(f, k)`` for D_t."""
         group = self.config.group_spec
-        t, allowed = group.t, None
+        allowed = None
         if hw is not None and hw[0] != hw[1]:
             # 90° turns change the shape of a non-square batch, which cannot be stacked with it.
-            allowed = [k for k in group.elements(self.config.include_identity) if not swaps_hw(k, t)]
+            allowed = [k for k in group.elements(self.config.include_identity) if not swaps_hw(k, group.t)]
             if not self._warned_nonsquare:
                 self._warned_nonsquare = True
                 what, kept = (
                     ("elements", "flips, 180° and interpolated angles")
-                    if group.dihedral
+                    if group.has_flips
                     else ("rotations", "180° and interpolated angles")
                 )
                 warnings.warn(
-                    f"EQ-Reg: non-square inputs {hw[0]}x{hw[1]}: the stacked forward only draws {what} that keep the "
-                    f"shape ({kept}). Use square crops for all of {group.name if group.dihedral else 'C4'}, or call "
-                    "reg(x, k=1), which runs two passes.",
+                    f"EQ-Reg: non-square inputs {hw[0]}x{hw[1]}: the stacked forward only draws {what} that "
+                    f"keep the shape ({kept}). Use square crops for all of "
+                    f"{group.name if group.has_flips else 'C4'}, or call reg(x, k=1), which runs two passes.",
                     UserWarning,
                     stacklevel=3,
                 )
-        return sample_k(group if group.dihedral else t, self.generator, self.config.include_identity, allowed)
+        return sample_k(group, self.generator, self.config.include_identity, allowed)
 
     def _element(self, k: Any) -> Any:
-        """A given element in the config's group: ``k mod t`` for C_t, a ``GroupElement`` for D_t."""
-        group = self.config.group_spec
-        return as_element(k, group) if group.dihedral else as_element(k, group).k
+        """A given element written the config's group's way: ``k mod t`` for C_t, a ``GroupElement`` for D_t."""
+        return self.config.group_spec.element(k)
 
     def _prepare(self, x: torch.Tensor, k: int | None) -> tuple[int, int] | None:
         if not self.active:
@@ -391,9 +389,7 @@ class EqReg:
         """
         c = self.config
         t, k = c.group_order, self.last_k
-        channels = (
-            c.group_spec if c.group_spec.dihedral else t
-        )  # the channel rule: t per field for C_t, 2t for D_t
+        channels = c.group_spec  # the channel rule: one regular field has group_spec.size channels
         interp = not is_exact(k, t)
         rot_hw = self._input_hw[::-1] if swaps_hw(k, t) else self._input_hw
         out: list[torch.Tensor] = []

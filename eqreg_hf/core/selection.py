@@ -286,7 +286,7 @@ def _plain_conv_taps(model: nn.Module, group_order: int) -> list[str]:
 
 def _auto_specs(model: nn.Module, config) -> list[TapSpec]:
     group = config.group_spec
-    field_size = group.size if group.dihedral else config.group_order  # channels of one regular field
+    field_size = group.size  # channels of one regular field
     auto = auto_taps(model, field_size)
     if auto:
         for spec in auto:
@@ -294,9 +294,7 @@ def _auto_specs(model: nn.Module, config) -> list[TapSpec]:
         return list(auto)
     names = _plain_conv_taps(model, field_size)
     if not names:
-        rule = (
-            f"{field_size} (a regular {group.name} field)" if group.dihedral else f"group_order={field_size}"
-        )
+        rule = group.field_rule()
         raise ValueError(
             f"layers='auto' found no layer to tap in {type(model).__name__}: no hidden nn.Conv2d has output "
             f"channels divisible by {rule} (convs that output the image's channels are outputs, not regular "
