@@ -70,7 +70,7 @@ __all__ = [
 SECTIONS = ("pilot", "denoise", "dihedral", "auto", "frontier", "inpaint", "swin2sr", "shift")
 METHODS = ("plain", "aug-c4", "eqreg-c4", "ei-c4", "strict-c4")
 # The rain section's angle range for the shifted test set: the training rain falls within ±30° of
-# vertical (data/synthetic.DEFAULT_RAIN), this is the same range turned by 90° (near-horizontal).
+# vertical (data.RainSettings' default), this is the same range turned by 90° (near-horizontal).
 SHIFTED_ANGLES = (60.0, 120.0)
 
 
@@ -85,9 +85,9 @@ class BenchSettings:
     crop_size: int = 40
     batch_size: int = 8
     learning_rate: float = 2e-3
-    # The strict nets share each weight across the |G| rotated (and flipped) copies of a kernel, so a step moves
-    # their function more: at 2e-3 two of four seed-0 strict runs collapsed to the identity before step 100
-    # (dead ReLUs; PSNR = the noisy input's). At 1e-3 they train.
+    # The strict nets share each weight across the |G| rotated (and flipped) copies of a kernel, so a step
+    # moves their function more: at 2e-3 two of four seed-0 strict runs collapsed to the identity before
+    # step 100 (dead ReLUs; PSNR = the noisy input's). At 1e-3 they train.
     strict_learning_rate: float = 1e-3
     photo_size: int = 128
     channels: int = 32
@@ -160,7 +160,7 @@ def _smallest(s: BenchSettings) -> str:
 
 
 def _method_runs(section: str, task: str, size: str, seed: int) -> list[Run]:
-    """The five methods of the denoise / inpaint sections (EQ-Reg's λ and EI's weight: the pilot's, filled in later)."""
+    """The five methods of the denoise / inpaint sections (EQ-Reg's λ and EI's weight: the pilot's, later)."""
     return [
         Run(section, "plain", size, seed, task),
         Run(section, "aug-c4", size, seed, task, augment="C4"),
@@ -225,7 +225,7 @@ def plan_runs(s: BenchSettings, weight: float | None = None, ei_weight: float | 
     return runs
 
 
-# ----------------------------------------------------------------------------------------------------------- runs
+# ------------------------------------------------------------------------------------------------------- runs
 def _eqreg_config(run: Run, s: BenchSettings):
     from eqreg_hf.core.config import EqRegConfig
 
@@ -244,7 +244,7 @@ def _eqreg_config(run: Run, s: BenchSettings):
 
 
 def _errors(model: torch.nn.Module, pairs: list, group: str) -> tuple[float, dict[str, float]]:
-    """Mean per-tap equivariance error under ``group`` on two held-out images (NaN where the taps cannot carry it)."""
+    """Mean per-tap equivariance error under ``group`` on two held-out images (NaN where no tap can)."""
     from eqreg_hf.tasks.restore.evaluate import evaluate_restorer
 
     try:
@@ -356,7 +356,7 @@ def _curves(history: Any) -> dict[str, list[float]]:
 
 def _rain_run(run: Run, s: BenchSettings) -> dict[str, Any]:
     """A FastDerainer / strict C4 run on the built-in rain, scored on the usual and the 90°-turned rain."""
-    from eqreg_hf.data.synthetic import make_synthetic_rain
+    from eqreg_hf.data.synthetic import RainSettings, make_synthetic_rain
     from eqreg_hf.tasks.derain.recipe import (
         DerainTrainingArguments,
         evaluate_derainer,
@@ -380,7 +380,8 @@ def _rain_run(run: Run, s: BenchSettings) -> dict[str, Any]:
         **kw,
     )
     result = train_derainer(args, _eqreg_config(run, s), save=False)
-    shifted = held_out_pairs(make_synthetic_rain("test", size=size, angle_range=SHIFTED_ANGLES))
+    shifted_rain = RainSettings(angle_range=SHIFTED_ANGLES)
+    shifted = held_out_pairs(make_synthetic_rain("test", size=size, rain=shifted_rain))
     metrics_shift, _ = evaluate_derainer(result.model, shifted, group_order=4)
     m = result.metrics
     return {
@@ -406,10 +407,11 @@ def execute(run: Run, s: BenchSettings, threads: int = 1) -> dict[str, Any]:
     return record
 
 
-# ----------------------------------------------------------------------------------------------------------- sweep
+# ------------------------------------------------------------------------------------------------------ sweep
 def machine_description() -> str:
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, torch {torch.__version__}, {dev}"
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__}, {dev}"
 
 
 def _load(path: str, s: BenchSettings) -> dict[str, Any]:
@@ -428,7 +430,7 @@ def _load(path: str, s: BenchSettings) -> dict[str, Any]:
 
 
 def pilot_weights(runs: dict[str, dict[str, Any]]) -> tuple[float | None, float | None]:
-    """The pilot's EQ-Reg λ and EI weight with the best held-out PSNR each (None when the pilot has not run)."""
+    """The pilot's EQ-Reg λ and EI weight with the best held-out PSNR each (None before the pilot has run)."""
     eqreg = [r for r in runs.values() if r["section"] == "pilot" and r["group"]]
     ei = [r for r in runs.values() if r["section"] == "pilot" and not r["group"]]
     best = lambda rs, key: max(rs, key=lambda r: r["psnr"])[key] if rs else None  # noqa: E731
@@ -503,7 +505,7 @@ def run_benchmark(
     return payload
 
 
-# ----------------------------------------------------------------------------------------------------------- report
+# ----------------------------------------------------------------------------------------------------- report
 def _mean_std(values: list[float]) -> tuple[float, float]:
     values = [v for v in values if v is not None and isinstance(v, (int, float)) and math.isfinite(v)]
     if not values:

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
+import hashlib
 import importlib
+import json
 
+import datasets
 import numpy as np
 import pytest
+import skimage  # noqa: F401  (a hard dependency: fail here, not in the middle of a test)
 import torch
 
-datasets = pytest.importorskip("datasets")
-pytest.importorskip("skimage")
-
 from eqreg_hf.data import (
+    DEFAULT_RAIN,
     TEST_PHOTOS,
     TRAIN_PHOTOS,
     PairedTransform,
+    RainSettings,
     add_rain,
-    load_photo,  # noqa: E402
+    load_photo,
     load_rain,
     make_synthetic_rain,
     paired_collate,
@@ -136,10 +140,9 @@ def test_blends_stay_in_range(blend):
     "kwargs,match",
     [
         (dict(split="val"), "Choose between"),
-        (dict(blend="multiply"), "Choose between"),
         (dict(num_variants=0), "num_variants"),
         (dict(size=2), "too small"),
-        (dict(density=(0.5, 0.1)), "low must be <= high"),
+        (dict(rain=RainSettings(density=(0.5, 0.1))), "low must be <= high"),
         (dict(photos=["not_a_photo"]), "Unknown scikit-image photo"),
     ],
 )
@@ -147,6 +150,81 @@ def test_bad_arguments(kwargs, match):
     kwargs = {"split": "test", "size": 8, "num_variants": 1, **kwargs}
     with pytest.raises(ValueError, match=match):
         make_synthetic_rain(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "fields,match",
+    [
+        (dict(blend="multiply"), r"Unknown blend='multiply'. Choose between \['add', 'screen'\]"),
+        (dict(num_layers=0), "num_layers must be >= 1"),
+    ],
+)
+def test_bad_rain_settings(fields, match):
+    with pytest.raises(ValueError, match=match):
+        RainSettings(**fields)
+
+
+def test_rain_must_be_rain_settings():
+    with pytest.raises(
+        TypeError, match=r"rain=\{'blend': 'add'\} is not a RainSettings.*RainSettings\(\*\*fields\)"
+    ):
+        make_synthetic_rain("test", size=8, num_variants=1, rain={"blend": "add"})
+
+
+# ---- RainSettings: the same rain as the former flat keyword arguments ---------------------------
+
+# make_synthetic_rain's keyword defaults before RainSettings grouped them
+_OLD_DEFAULTS = {
+    "density": (0.002, 0.006),
+    "length": (8.0, 24.0),
+    "angle_range": (-30.0, 30.0),
+    "angle_jitter": 5.0,
+    "width": (0.8, 1.6),
+    "intensity": (0.4, 0.8),
+    "num_layers": 3,
+    "blend": "add",
+}
+_NON_DEFAULT = dict(angle_range=(-90, 90), num_layers=2, intensity=0.5, blend="screen", density=0.01)
+
+
+def test_rain_settings_defaults_are_the_former_defaults():
+    assert dataclasses.asdict(RainSettings()) == DEFAULT_RAIN == _OLD_DEFAULTS
+    fields = dataclasses.asdict(RainSettings(**_NON_DEFAULT))
+    assert RainSettings(**json.loads(json.dumps(fields))) == RainSettings(**_NON_DEFAULT)
+
+
+def _digest(ds) -> str:
+    h = hashlib.sha1()
+    for i in range(len(ds)):
+        h.update(np.asarray(ds[i]["rainy"]).tobytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.mark.parametrize(
+    "fields,digest",
+    [
+        # digests of the rainy images that make_synthetic_rain(..., **fields) gave before RainSettings
+        ({}, "1c9850b4555b6142"),
+        (_NON_DEFAULT, "492d18b87a34c1c2"),
+    ],
+)
+def test_same_rain_as_the_flat_keyword_arguments(fields, digest):
+    make_synthetic_rain.__globals__["_MEMORY_CACHE"].clear()
+    ds = make_synthetic_rain("test", size=(20, 27), num_variants=1, seed=7, rain=RainSettings(**fields))
+    assert _digest(ds) == digest
+    # and the same as add_rain with the flat keyword arguments, on the benchmark's per-image stream
+    rng = np.random.default_rng(
+        np.random.SeedSequence([7, 2, 0, 0])
+    )  # seed, split "test", photo 0, variant 0
+    want = add_rain(load_photo(TEST_PHOTOS[0], (20, 27)), seed=rng, **{**_OLD_DEFAULTS, **fields})
+    assert np.array_equal(np.asarray(ds[0]["rainy"]), (want * 255.0).round().astype(np.uint8))
+
+
+def test_disk_cache_keeps_its_former_name(tmp_path):
+    """An on-disk copy written before RainSettings is still found: the folder's key did not change."""
+    make_synthetic_rain.__globals__["_MEMORY_CACHE"].clear()
+    make_synthetic_rain("test", size=12, num_variants=1, seed=11, cache_dir=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["synthetic-rain-test-cd6b8865a23ceaca"]
 
 
 # ---- paired transforms --------------------------------------------------------------------------
@@ -246,6 +324,7 @@ def test_to_tensor_shapes_and_range(image, shape):
     "name",
     [
         "eqreg_hf.data.synthetic",
+        "eqreg_hf.data.rain_settings",
         "eqreg_hf.data.transforms",
         "eqreg_hf.data.rain",
         "eqreg_hf.data.rain_layouts",

@@ -28,7 +28,9 @@ _EXPORTS = {
     "load_photo": "synthetic",
     "TRAIN_PHOTOS": "synthetic",
     "TEST_PHOTOS": "synthetic",
-    "DEFAULT_RAIN": "synthetic",
+    # rain_settings.py
+    "RainSettings": "rain_settings",
+    "DEFAULT_RAIN": "rain_settings",
     # transforms.py
     "to_tensor": "transforms",
     "paired_random_crop": "transforms",
@@ -103,6 +105,7 @@ if TYPE_CHECKING:  # for IDEs and type checkers
     from eqreg_hf.data.clean_images import load_clean_images, select_training_set
     from eqreg_hf.data.rain import BENCHMARKS, DATA_DIR_ENV, load_rain
     from eqreg_hf.data.rain_layouts import RAIN_LAYOUTS, detect_layout, find_pairs
+    from eqreg_hf.data.rain_settings import DEFAULT_RAIN, RainSettings
     from eqreg_hf.data.restore import (
         DEFAULT_MASK_RATIO,
         DEFAULT_SCALE,
@@ -118,7 +121,6 @@ if TYPE_CHECKING:  # for IDEs and type checkers
     )
     from eqreg_hf.data.shapes import SHAPE_COARSE_NAMES, SHAPE_NAMES, load_shapes, render_shape
     from eqreg_hf.data.synthetic import (
-        DEFAULT_RAIN,
         TEST_PHOTOS,
         TRAIN_PHOTOS,
         add_rain,

@@ -25,6 +25,7 @@ so test PSNR/SSIM measure generalisation to unseen photos as well as unseen rain
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -37,10 +38,13 @@ from functools import lru_cache
 
 import numpy as np
 
+from eqreg_hf.data.rain_settings import DEFAULT_RAIN, RainSettings, check_blend
+
 __all__ = [
     "TRAIN_PHOTOS",
     "TEST_PHOTOS",
     "DEFAULT_RAIN",
+    "RainSettings",
     "rain_streaks",
     "add_rain",
     "load_photo",
@@ -62,19 +66,7 @@ TRAIN_PHOTOS: tuple[str, ...] = (
 )
 TEST_PHOTOS: tuple[str, ...] = ("chelsea", "coffee", "clock", "coins")
 
-DEFAULT_RAIN: dict = {
-    "density": (0.002, 0.006),
-    "length": (8.0, 24.0),
-    "angle_range": (-30.0, 30.0),
-    "angle_jitter": 5.0,
-    "width": (0.8, 1.6),
-    "intensity": (0.4, 0.8),
-    "num_layers": 3,
-    "blend": "add",
-}
-
 _SPLIT_IDS = {"train": 1, "test": 2}
-_BLENDS = ("add", "screen")
 _DEFAULT_VARIANTS = {"train": 4, "test": 2}
 _MEMORY_CACHE: dict[str, object] = {}
 
@@ -93,7 +85,8 @@ def _sample(rng: np.random.Generator, value: float | Sequence[float], name: str)
 
 
 def _line_kernel(length: float, angle_deg: float, width: float) -> np.ndarray:
-    """Motion-blur kernel: an anti-aliased segment (angle from vertical, clockwise) thickened by a Gaussian."""
+    """Motion-blur kernel: an anti-aliased segment (angle from vertical, clockwise) thickened by a
+    Gaussian."""
     sigma = max(width, 0.3) / 2.355  # FWHM -> sigma
     half = int(math.ceil(length / 2 + 3 * sigma)) + 1
     size = 2 * half + 1
@@ -185,8 +178,7 @@ def add_rain(
         >>> bool((o >= b - 1e-6).all()), o.shape
         (True, (20, 30, 3))
     """
-    if blend not in _BLENDS:
-        raise ValueError(f"Unknown blend={blend!r}. Choose between {list(_BLENDS)}.")
+    check_blend(blend)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3 or image.shape[2] != 3:
@@ -272,14 +264,7 @@ def make_synthetic_rain(
     num_variants: int | None = None,
     photos: Sequence[str] | None = None,
     seed: int = 0,
-    density: float | Sequence[float] = DEFAULT_RAIN["density"],
-    length: float | Sequence[float] = DEFAULT_RAIN["length"],
-    angle_range: Sequence[float] = DEFAULT_RAIN["angle_range"],
-    angle_jitter: float = DEFAULT_RAIN["angle_jitter"],
-    width: float | Sequence[float] = DEFAULT_RAIN["width"],
-    intensity: float | Sequence[float] = DEFAULT_RAIN["intensity"],
-    num_layers: int = DEFAULT_RAIN["num_layers"],
-    blend: str = DEFAULT_RAIN["blend"],
+    rain: RainSettings | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = False,
 ):
@@ -296,8 +281,8 @@ def make_synthetic_rain(
         num_variants: rain versions per photo (default 4 for train, 2 for test).
         photos: override the split's photo list (``skimage.data`` names).
         seed: base seed; train and test draw from different streams of it (default 0).
-        density, length, angle_range, angle_jitter, width, intensity, num_layers, blend: rain
-            parameters (numbers or ``(low, high)`` ranges drawn per image; see ``DEFAULT_RAIN``).
+        rain: how the rain is drawn (:class:`RainSettings`; default ``RainSettings()``, the
+            built-in benchmark's rain).
         cache_dir: folder for an on-disk copy (``save_to_disk``), reused when the arguments match.
         progress: show a tqdm bar.
 
@@ -305,17 +290,11 @@ def make_synthetic_rain(
         >>> ds = make_synthetic_rain("test", size=32, num_variants=1)
         >>> ds.column_names, len(ds)
         (['rainy', 'clean'], 4)
+        >>> wide = RainSettings(angle_range=(-90, 90))  # near-horizontal streaks too: C4-symmetric rain
+        >>> len(make_synthetic_rain("test", size=32, num_variants=1, rain=wide))
+        4
     """
-    rain = dict(
-        density=density,
-        length=length,
-        angle_range=angle_range,
-        angle_jitter=angle_jitter,
-        width=width,
-        intensity=intensity,
-        num_layers=num_layers,
-        blend=blend,
-    )
+    rain = RainSettings() if rain is None else rain
     params = _benchmark_params(split, size, num_variants, photos, seed, rain)
     key = hashlib.sha1(json.dumps(params, sort_keys=True, default=list).encode()).hexdigest()[:16]
     if key in _MEMORY_CACHE:
@@ -345,15 +324,19 @@ def _benchmark_params(
     num_variants: int | None,
     photos: Sequence[str] | None,
     seed: int,
-    rain: dict,
+    rain: RainSettings,
 ) -> dict:
-    """Check the arguments of :func:`make_synthetic_rain`; the JSON-able dict that identifies the benchmark."""
+    """Check the arguments of :func:`make_synthetic_rain`; the JSON-able dict that identifies the
+    benchmark."""
     if split not in _SPLIT_IDS:
         raise ValueError(
             f"Unknown split={split!r} for the synthetic benchmark. Choose between {list(_SPLIT_IDS)}."
         )
-    if rain["blend"] not in _BLENDS:
-        raise ValueError(f"Unknown blend={rain['blend']!r}. Choose between {list(_BLENDS)}.")
+    if not isinstance(rain, RainSettings):
+        raise TypeError(
+            f"rain={rain!r} is not a RainSettings; pass e.g. rain=RainSettings(angle_range=(-90, 90)) "
+            "(RainSettings(**fields) reads a dict of its fields)."
+        )
     n_var = _DEFAULT_VARIANTS[split] if num_variants is None else int(num_variants)
     if n_var < 1:
         raise ValueError(f"num_variants must be >= 1, got {num_variants}.")
@@ -367,8 +350,8 @@ def _benchmark_params(
         "num_variants": n_var,
         "photos": photo_list,
         "seed": int(seed),
-        **rain,
-        "angle_range": tuple(rain["angle_range"]),
+        **dataclasses.asdict(rain),
+        "angle_range": tuple(rain.angle_range),
     }
 
 
@@ -382,12 +365,12 @@ def _png(arr: np.ndarray) -> dict:
     return {"bytes": buf.getvalue(), "path": None}
 
 
-def _render(params: dict, rain: dict, progress: bool) -> tuple[list[dict], list[dict]]:
+def _render(params: dict, rain: RainSettings, progress: bool) -> tuple[list[dict], list[dict]]:
     """The rainy and clean PNGs of every (photo, variant), photo-major; each clean photo encoded once."""
     from tqdm.auto import tqdm
 
     split, photo_list, size_t = params["split"], params["photos"], params["size"]
-    streaks = {k: v for k, v in rain.items() if k not in ("intensity", "blend")}
+    streaks = rain.streak_kwargs()
     rainy, clean = [], []
     clean_png: dict[int, dict] = {}
     jobs = [(p, v) for p in range(len(photo_list)) for v in range(params["num_variants"])]
@@ -398,14 +381,15 @@ def _render(params: dict, rain: dict, progress: bool) -> tuple[list[dict], list[
         # one independent stream per (seed, split, photo, variant): adding photos or variants never
         # changes the rain of existing ones
         rng = np.random.default_rng(np.random.SeedSequence([params["seed"], _SPLIT_IDS[split], p, v]))
-        o = add_rain(photo, intensity=rain["intensity"], blend=rain["blend"], seed=rng, **streaks)
+        o = add_rain(photo, intensity=rain.intensity, blend=rain.blend, seed=rng, **streaks)
         rainy.append(_png(o))
         clean.append(clean_png[p])
     return rainy, clean
 
 
 def _save_to_disk(ds, disk: str):
-    """Write ``ds`` to ``disk`` through a temporary folder; the on-disk copy (or ``ds`` if it could not be written)."""
+    """Write ``ds`` to ``disk`` through a temporary folder; the on-disk copy (or ``ds`` if it could not be
+    written)."""
     import datasets
 
     os.makedirs(os.path.dirname(disk) or ".", exist_ok=True)
