@@ -263,15 +263,15 @@ def test_cli_flags_build_an_auto_config():
 
 
 def test_model_card_names_the_automatic_weight():
-    from eqreg_hf.hub.card import make_model_card
+    from eqreg_hf.hub.card import CardFacts, make_model_card
 
-    card = make_model_card(
-        "derain",
+    facts = CardFacts(
+        task="derain",
         model_name="m",
         metrics={"psnr": 30.0},
         dataset="synthetic",
-        eqreg_config=_auto_cfg(target_share=0.05),
         training={"final_eqreg_weight": 0.0123},
     )
+    card = make_model_card(facts, eqreg_config=_auto_cfg(target_share=0.05))
     text = str(card)
     assert "auto (share 0.05)" in text and "0.0123" in text

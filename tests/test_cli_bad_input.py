@@ -18,7 +18,7 @@ from PIL import Image
 from eqreg_hf import EqRegConfig
 from eqreg_hf.cli import build_parser, main
 from eqreg_hf.cli.flags import _Switch
-from eqreg_hf.hub import write_hub_folder
+from eqreg_hf.hub import CardFacts, write_hub_folder
 from eqreg_hf.tasks.derain.recipe import build_derainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -134,10 +134,8 @@ def files(tmp_path):
     hub = write_hub_folder(
         build_derainer("fast", channels=4, num_blocks=1),
         tmp_path / "hub",
-        task="derain",
+        CardFacts(task="derain", metrics={"psnr": 30.0}, dataset="synthetic"),
         eqreg_config=EqRegConfig(),
-        metrics={"psnr": 30.0},
-        dataset="synthetic",
     )
     with open(os.path.join(hub, "eqreg_config.json"), "w") as fh:
         fh.write("weight: 0.1\n")  # YAML, not JSON

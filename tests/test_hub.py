@@ -247,14 +247,29 @@ def test_folder_saved_before_the_move_to_tasks_loads(tmp_path):
         ),
     ],
 )
-def test_moved_class_paths_import_from_their_new_module(old, new):
-    from eqreg_hf.hub.folder import _import_class
+def test_moved_class_paths_map_to_their_new_module(old, new):
+    from eqreg_hf.hub.model_classes import current_path
 
-    assert _import_class(old) is _import_class(new)
+    assert current_path(old) == new
+
+
+def test_moved_registered_class_loads_from_its_new_module():
+    from eqreg_hf.hub.model_classes import model_class
+    from eqreg_hf.tasks.derain.networks import FastDerainer
+
+    assert model_class("eqreg_hf.models.derain:FastDerainer") is FastDerainer
 
 
 # Every hub module whose docstrings hold examples that run (the others only show +SKIP'd calls).
-DOCTEST_MODULES = ["eqreg_hf.hub.arguments", "eqreg_hf.hub.card", "eqreg_hf.hub.folder", "eqreg_hf.hub.push"]
+DOCTEST_MODULES = [
+    "eqreg_hf.hub.arguments",
+    "eqreg_hf.hub.card",
+    "eqreg_hf.hub.card_facts",
+    "eqreg_hf.hub.folder",
+    "eqreg_hf.hub.formats",
+    "eqreg_hf.hub.model_classes",
+    "eqreg_hf.hub.push",
+]
 
 
 def test_every_hub_module_is_doctested_or_only_skips():

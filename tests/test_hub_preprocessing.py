@@ -1,8 +1,9 @@
-"""Issue 13, the ecosystem: a saved folder carries the preprocessing it was trained with, and a card has a name.
+"""Issue 13, the ecosystem: a saved folder carries the preprocessing it was trained with, and a card has a
+name.
 
-Before: a timm folder kept the ImageNet data config it was created with (here test_resnet's 160 px, crop 0.95),
-so timm's standard ``resolve_data_config`` / ``create_transform`` fed the saved model other inputs than the
-training pipeline did (a different accuracy), and every classifier's card was named "model".
+Before: a timm folder kept the ImageNet data config it was created with (here test_resnet's 160 px,
+crop 0.95), so timm's standard ``resolve_data_config`` / ``create_transform`` fed the saved model other
+inputs than the training pipeline did (a different accuracy), and every classifier's card was named "model".
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from timm.data import create_transform, resolve_data_config  # noqa: E402
 
 from eqreg_hf import EqRegConfig  # noqa: E402
 from eqreg_hf.data import classification_transform, load_shapes  # noqa: E402
-from eqreg_hf.hub import load_folder, write_hub_folder  # noqa: E402
+from eqreg_hf.hub import CardFacts, load_folder, write_hub_folder  # noqa: E402
 from eqreg_hf.hub.arguments import default_model_name  # noqa: E402
 from eqreg_hf.tasks.classify.recipe import ClassifierArgs, train_classifier  # noqa: E402
 
@@ -81,13 +82,12 @@ def test_saved_transformers_classifier_carries_its_preprocessing(tmp_path):
     ConvNextConfig(hidden_sizes=[8, 16, 16, 24], depths=[1, 1, 1, 1]).save_pretrained(tmp_path / "cfg")
     model = create_classifier(f"hf:{tmp_path / 'cfg'}", 5, pretrained=False, image_size=33).eval()
     trained_with = classification_transform(model, train=False, input_size=33, data_config={"crop_pct": 1.0})
+    facts = CardFacts(task="classification", metrics={"accuracy": 0.5}, dataset={"name": "shapes"})
     folder = write_hub_folder(
         model,
         tmp_path / "out" / "model",
-        task="classification",
+        facts,
         eqreg_config=EqRegConfig(),
-        metrics={"accuracy": 0.5},
-        dataset={"name": "shapes"},
         preprocessing=trained_with.data_config,
     )
     assert not hasattr(model.config, "eqreg_preprocessing")  # the caller's model is left as it was
@@ -135,10 +135,8 @@ def test_bad_preprocessing_is_refused(tmp_path):
         write_hub_folder(
             model,
             tmp_path / "m",
-            task="classification",
+            CardFacts(task="classification", metrics={"accuracy": 0.5}, dataset="x"),
             eqreg_config=EqRegConfig(),
-            metrics={"accuracy": 0.5},
-            dataset="x",
             preprocessing={"input_size": (33, 33)},
         )
     assert not (tmp_path / "m").exists()

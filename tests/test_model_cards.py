@@ -11,7 +11,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from eqreg_hf.core.config import EqRegConfig
-from eqreg_hf.hub import load_folder, make_model_card, validate_hub_folder, write_hub_folder
+from eqreg_hf.hub import CardFacts, load_folder, make_model_card, validate_hub_folder, write_hub_folder
 from eqreg_hf.hub.card import TASKS, group_name
 
 # (task, metrics as a training command passes them, what model-index must hold: {type: value})
@@ -52,16 +52,12 @@ CONFIGS = [
 ]
 
 
-def _card(task, metrics, cfg, **kw):
-    return make_model_card(
-        task,
-        model_name=f"tiny-{task}",
-        metrics=metrics,
-        dataset=DATASETS[task],
-        eqreg_config=cfg,
-        training={"epochs": 3, "learning_rate": 2e-4, "batch_size": 4},
-        **kw,
+def _card(task, metrics, cfg, kind=None, **kw):
+    training = {"epochs": 3, "learning_rate": 2e-4, "batch_size": 4}
+    facts = CardFacts(
+        task=task, model_name=f"tiny-{task}", metrics=metrics, dataset=DATASETS[task], training=training, **kw
     )
+    return make_model_card(facts, eqreg_config=cfg, kind=kind)
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=["c4-relative", "c8-fro"])
@@ -114,11 +110,13 @@ def test_dataset_id_goes_to_metadata():
     card = _card("derain", {"psnr": 30.0}, CONFIGS[0])
     assert card.data.datasets is None and card.data.eval_results[0].dataset_type == "rain100l"
     card = make_model_card(
-        "derain",
-        model_name="m",
-        metrics={"psnr": 30.0},
+        CardFacts(
+            task="derain",
+            model_name="m",
+            metrics={"psnr": 30.0},
+            dataset={"name": "synthetic rain (built-in)"},
+        ),
         eqreg_config=None,
-        dataset={"name": "synthetic rain (built-in)"},
     )
     assert card.data.eval_results[0].dataset_type == "synthetic-rain-built-in"
     assert card.data.eval_results[0].dataset_name == "synthetic rain (built-in)"
@@ -175,6 +173,7 @@ BAD = [
     (dict(dataset={"name": "x", "splits": "test"}), ValueError, r"Unknown dataset keys \['splits'\]"),
     (dict(kind="onnx"), ValueError, "Unknown kind 'onnx'"),
     (dict(eqreg_config={"weight": -1}), ValueError, "weight"),
+    (dict(model_name=None), ValueError, r"CardFacts\(model_name=None\): name the model"),
 ]
 
 
@@ -188,8 +187,9 @@ def test_bad_input_is_named(override, err, match):
         eqreg_config=EqRegConfig(),
     )
     kwargs.update(override)
+    options = {k: kwargs.pop(k) for k in ("eqreg_config", "kind") if k in kwargs}
     with pytest.raises(err, match=match):
-        make_model_card(kwargs.pop("task"), **kwargs)
+        make_model_card(CardFacts(**kwargs), **options)
 
 
 def test_write_hub_folder_end_to_end(tmp_path):
@@ -197,15 +197,14 @@ def test_write_hub_folder_end_to_end(tmp_path):
 
     net = FastDerainer(channels=4, num_blocks=1).eval()
     cfg = EqRegConfig(layers=net.eqreg_layers(4), weight=1e-2)
-    folder = write_hub_folder(
-        net,
-        tmp_path / "tiny-derain",
+    facts = CardFacts(
         task="derain",
-        eqreg_config=cfg,
         metrics={"eval_psnr": 29.25, "eval_ssim": 0.875, "equivariance_error": 0.125},
         dataset="Rain100L",
         training={"epochs": 1},
     )
+    folder = write_hub_folder(net, tmp_path / "tiny-derain", facts, eqreg_config=cfg)
+    assert facts.model_name is None  # the caller's facts are not changed
     files = validate_hub_folder(folder)
     assert {"README.md", "config.json", "model.safetensors", "eqreg_config.json"} <= set(files)
     card = ModelCard.load(os.path.join(folder, "README.md"))

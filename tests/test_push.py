@@ -14,7 +14,7 @@ from torch import nn
 
 from eqreg_hf.cli import main
 from eqreg_hf.core.config import EqRegConfig
-from eqreg_hf.hub import HubFolderError, HubPushError, push_folder, write_hub_folder
+from eqreg_hf.hub import CardFacts, HubFolderError, HubPushError, push_folder, write_hub_folder
 
 
 class PushNet(nn.Module, PyTorchModelHubMixin):
@@ -38,14 +38,8 @@ EXPECTED = {
 
 @pytest.fixture
 def folder(tmp_path):
-    path = write_hub_folder(
-        PushNet(),
-        tmp_path / "hub",
-        task="derain",
-        eqreg_config=EqRegConfig(weight=1e-2),
-        metrics={"psnr": 30.0, "equivariance_error": 0.1},
-        dataset="Rain100L",
-    )
+    facts = CardFacts(task="derain", metrics={"psnr": 30.0, "equivariance_error": 0.1}, dataset="Rain100L")
+    path = write_hub_folder(PushNet(), tmp_path / "hub", facts, eqreg_config=EqRegConfig(weight=1e-2))
     # a subfolder is published; editor leftovers and temp files are not
     os.makedirs(os.path.join(path, "samples"))
     open(os.path.join(path, "samples", "rainy_0.png"), "wb").write(b"\x89PNG fake")

@@ -8,20 +8,19 @@ rendered here.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
-import torch
-
 from eqreg_hf.core.config import EqRegConfig
 from eqreg_hf.core.groups import Group, as_group
 from eqreg_hf.core.paper import CITATION, PAPER_TITLE, PAPER_URL
-from eqreg_hf.hub.arguments import KINDS, as_eqreg_config
+from eqreg_hf.hub.arguments import as_eqreg_config
+from eqreg_hf.hub.card_facts import CardFacts, clean_dataset, clean_metrics
+from eqreg_hf.hub.formats import HubFormat, hub_format
 
-__all__ = ["TASKS", "METRIC_NAMES", "group_name", "make_model_card"]
+__all__ = ["TASKS", "METRIC_NAMES", "CardFacts", "group_name", "make_model_card"]
 
 # task -> (template file, Hub pipeline tag, model-index task name)
 TASKS: dict[str, tuple[str, str, str]] = {
@@ -64,9 +63,6 @@ METRIC_NAMES = {
     "output_equivariance_error": "Output equivariance error",
     "degraded_psnr": "PSNR of the degraded input (dB)",
 }
-# Bookkeeping numbers the Trainer puts in its metric dicts; they are not results.
-_NOT_METRICS = {"runtime", "samples_per_second", "steps_per_second", "epoch"}
-_DATASET_KEYS = ("name", "id", "split", "config", "revision", "train_split", "url")
 
 
 def _task(task: str) -> str:
@@ -74,46 +70,6 @@ def _task(task: str) -> str:
     if key not in TASKS:
         raise ValueError(f"Unknown task {task!r}. Choose between {list(TASKS)}.")
     return key
-
-
-def _clean_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-    if not isinstance(metrics, Mapping) or not metrics:
-        raise ValueError(
-            f"metrics={metrics!r}: give a non-empty dict of measured values, e.g. "
-            "{'psnr': 31.2, 'ssim': 0.93, 'equivariance_error': 0.04}."
-        )
-    out: dict[str, float] = {}
-    for key, value in metrics.items():
-        name = str(key).lower()
-        for prefix in ("eval_", "test_"):
-            if name.startswith(prefix):
-                name = name[len(prefix) :]
-        if name in _NOT_METRICS:
-            continue
-        if isinstance(value, torch.Tensor):
-            value = value.item()
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(
-                f"Metric {key!r} = {value!r} is not a finite number: pass measured numbers only."
-            )
-        out[name] = float(f"{float(value):.6g}")  # 6 significant digits: readable, keeps tiny errors
-    return out
-
-
-def _clean_dataset(dataset: Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(dataset, str):
-        dataset = {"name": dataset}
-    if not isinstance(dataset, Mapping) or not dataset.get("name"):
-        raise ValueError(
-            f"dataset={dataset!r}: give a dict with at least 'name', e.g. "
-            "{'name': 'Rain100L', 'id': 'user/rain100l', 'split': 'test'}."
-        )
-    unknown = sorted(set(dataset) - set(_DATASET_KEYS))
-    if unknown:
-        raise ValueError(f"Unknown dataset keys {unknown}. Valid keys: {list(_DATASET_KEYS)}.")
-    out = {k: dataset.get(k) for k in _DATASET_KEYS}
-    out["split"] = out["split"] or "test"
-    return out
 
 
 def group_name(group_order: Any) -> str:
@@ -176,24 +132,7 @@ def _eqreg_rows(cfg: EqRegConfig) -> list[tuple[str, str]]:
 
 
 def make_model_card(
-    task: str,
-    *,
-    model_name: str,
-    metrics: Mapping[str, Any],
-    dataset: Mapping[str, Any] | str,
-    eqreg_config: EqRegConfig | Mapping[str, Any] | None,
-    training: Mapping[str, Any] | None = None,
-    base_model: str | None = None,
-    architecture: str | None = None,
-    kind: str | None = None,
-    repo_id: str | None = None,
-    equivariance_report: Mapping[str, float] | None = None,
-    license: str = "apache-2.0",
-    tags: list[str] | None = None,
-    description: str | None = None,
-    library_name: str | None = None,
-    degradation: Mapping[str, Any] | None = None,
-    equivariance_group: str | None = None,
+    facts: CardFacts, *, eqreg_config: EqRegConfig | Mapping[str, Any] | None, kind: str | None = None
 ) -> Any:
     """Build the model card (README.md) of an EQ-Reg model from the task's template.
 
@@ -203,71 +142,46 @@ def make_model_card(
     limitations and the citation of Bai, Fu, Xie, Meng, CVPR 2025 (arXiv 2505.19799).
 
     Args:
-        task: "derain", "classification" or a restoration task, "denoise" / "inpaint" / "sr" (template
-            ``eqreg_hf/model_cards/<task>.md``; the three restoration tasks share ``restore.md``).
-        model_name: name shown on the card and in ``model-index``.
-        metrics: measured values, e.g. ``{"psnr": 31.2, "ssim": 0.93, "equivariance_error": 0.04}``
-            or ``{"accuracy": 0.71, ...}``; ``eval_``/``test_`` prefixes are dropped and the
-            Trainer's runtime/epoch entries skipped.
-        dataset: ``{"name": ..., "id": Hub id or None, "split": "test", "config", "revision",
-            "train_split", "url"}`` (or just the name).
+        facts: what the card states (:class:`~eqreg_hf.hub.card_facts.CardFacts`); ``model_name`` is needed.
         eqreg_config: the ``EqRegConfig`` used in training (None: a baseline without EQ-Reg).
-        training: flat dict of training settings (epochs, learning_rate, batch_size, ...).
-        base_model: Hub id of the model this one was fine-tuned from.
-        architecture: e.g. "timm resnet18" (default: the model name).
-        kind: "mixin", "timm" or "transformers": adds the framework's own loading snippet.
-        repo_id: the repository the card will live in (for the snippets).
-        equivariance_report: per-layer equivariance errors ``{layer: error}`` (an
-            ``EquivarianceReport``) for a table on the card.
-        license, tags: card metadata.
-        library_name: Hub ``library_name`` (default: "timm" / "transformers" from ``kind``).
-        description: an extra paragraph under the summary (e.g. how the metrics were computed).
-        degradation: a restoration task's forward model (``Degradation.to_dict()``), named and tabled.
-        equivariance_group: the group of the equivariance error (default: the config's ``C<t>``).
+        kind: the Hub format (:data:`eqreg_hf.hub.formats.FORMATS`, e.g. "timm"): adds its loading snippet,
+            tags and ``library_name``; None for none.
 
     Returns:
         ``huggingface_hub.ModelCard``; ``card.save(path)`` or pass it to :func:`eqreg_hf.hub.save_folder`.
 
     Example:
-        >>> card = make_model_card("derain", model_name="tiny-derain", metrics={"psnr": 30.1},
-        ...                        dataset={"name": "Rain100L"}, eqreg_config=EqRegConfig())
-        >>> card.data.eval_results[0].metric_value
+        >>> facts = CardFacts(task="derain", model_name="tiny-derain", metrics={"psnr": 30.1},
+        ...                   dataset={"name": "Rain100L"})
+        >>> make_model_card(facts, eqreg_config=EqRegConfig()).data.eval_results[0].metric_value
         30.1
     """
     from huggingface_hub import ModelCard
 
-    task = _task(task)
-    values = _clean_metrics(metrics)
-    data = _clean_dataset(dataset)
+    task = _task(facts.task)
+    values = clean_metrics(facts.metrics)
+    data = clean_dataset(facts.dataset)
     cfg = as_eqreg_config(eqreg_config)
-    if kind is not None and kind not in KINDS:
-        raise ValueError(f"Unknown kind {kind!r}. Choose between {list(KINDS)} (or None).")
-    card_data = _front_matter(
-        task,
-        model_name,
-        values,
-        data,
-        cfg,
-        kind=kind,
-        license=license,
-        tags=tags,
-        base_model=base_model,
-        library_name=library_name,
-        equivariance_group=equivariance_group,
-    )
+    fmt = hub_format(kind) if kind is not None else None
+    if not facts.model_name:
+        raise ValueError(
+            f"CardFacts(model_name={facts.model_name!r}): name the model, e.g. CardFacts(..., "
+            "model_name='fastderainer-rain100l-eqreg') (write_hub_folder names it from the model)."
+        )
+    card_data = _front_matter(task, facts, values, data, cfg, fmt)
     content = _render(
         TASKS[task][0],
         card_data=card_data.to_yaml(),
-        model_name=model_name,
-        description=description,
-        architecture=architecture,
-        base_model=base_model,
+        model_name=facts.model_name,
+        description=facts.description,
+        architecture=facts.architecture,
+        base_model=facts.base_model,
         kind=kind,
-        repo_id=repo_id or f"YOUR_USER/{model_name}",
+        repo_id=facts.repo_id or f"YOUR_USER/{facts.model_name}",
         dataset=data,
-        training_table=_training_table(training),
-        **_degradation_section(task, degradation),
-        **_results_section(values, equivariance_report),
+        training_table=_training_table(facts.training),
+        **_degradation_section(task, facts.degradation),
+        **_results_section(values, facts.equivariance_report),
         **_eqreg_section(cfg),
     )
     return ModelCard(content)
@@ -310,43 +224,33 @@ def _eval_results(
     return results
 
 
-def _card_tags(task: str, kind: str | None, tags: list[str] | None) -> list[str]:
-    """The Hub tags: EQ-Reg's, the task's, the framework's (as the mixin itself tags) and the caller's."""
+def _card_tags(task: str, fmt: HubFormat | None, tags: list[str] | None) -> list[str]:
+    """The Hub tags: EQ-Reg's, the task's, the format's (as the framework itself tags) and the caller's."""
     card_tags = ["eqreg", "rotation-equivariance", "equivariance-regularization", *_TASK_TAGS[task]]
-    if kind == "mixin":
-        card_tags += ["model_hub_mixin", "pytorch_model_hub_mixin"]
-    elif kind is not None:
-        card_tags.append(kind)
-    card_tags += list(tags or [])
+    card_tags += list(fmt.card_tags if fmt is not None else ()) + list(tags or [])
     return sorted(set(card_tags))
 
 
 def _front_matter(
     task: str,
-    model_name: str,
+    facts: CardFacts,
     values: dict[str, float],
     data: dict[str, Any],
     cfg: EqRegConfig | None,
-    *,
-    kind: str | None,
-    license: str,
-    tags: list[str] | None,
-    base_model: str | None,
-    library_name: str | None,
-    equivariance_group: str | None = None,
+    fmt: HubFormat | None,
 ) -> Any:
     """The card's YAML metadata (``ModelCardData``), with the ``model-index`` of the measured metrics."""
     from huggingface_hub import ModelCardData
 
     return ModelCardData(
-        model_name=model_name,
-        license=license,
-        library_name=library_name or {"timm": "timm", "transformers": "transformers"}.get(kind or ""),
+        model_name=facts.model_name,
+        license=facts.license,
+        library_name=facts.library_name or (fmt.library_name if fmt is not None else None),
         pipeline_tag=TASKS[task][1],
-        tags=_card_tags(task, kind, tags),
+        tags=_card_tags(task, fmt, facts.tags),
         datasets=[data["id"]] if data["id"] else None,
-        base_model=base_model,
-        eval_results=_eval_results(task, values, data, cfg, equivariance_group),
+        base_model=facts.base_model,
+        eval_results=_eval_results(task, values, data, cfg, facts.equivariance_group),
     )
 
 
@@ -386,9 +290,11 @@ def _degradation_section(task: str, degradation: Mapping[str, Any] | None) -> di
     noise = f"Gaussian noise of σ = {sigma:.4g} ({sigma * 255:.3g}/255)" if sigma > 0 else "no noise"
     kind = d.get("task", task)
     if kind == "inpaint":
-        text = f"{100 * float(d.get('mask_ratio', 0)):.3g}% of the pixels missing (a random mask per image), {noise}"
+        missing = 100 * float(d.get("mask_ratio", 0))
+        text = f"{missing:.3g}% of the pixels missing (a random mask per image), {noise}"
     elif kind == "sr":
-        text = f"×{d.get('scale')} downsampling after a {d.get('sr_filter', 'bicubic')} anti-aliasing filter, {noise}"
+        sr_filter = d.get("sr_filter", "bicubic")
+        text = f"×{d.get('scale')} downsampling after a {sr_filter} anti-aliasing filter, {noise}"
     else:
         text = f"additive {noise}" if sigma > 0 else "no degradation"
     rows = [(f"`{k}`", _md(v)) for k, v in d.items()]
@@ -405,7 +311,8 @@ def _training_table(training: Mapping[str, Any] | None) -> str | None:
 
 
 def _render(template_file: str, **context: Any) -> str:
-    """Render ``eqreg_hf/model_cards/<template_file>`` with ``context`` and the paper's title, link and citation.
+    """Render ``eqreg_hf/model_cards/<template_file>`` with ``context`` and the paper's title, link and
+    citation.
 
     The same as ``ModelCard.from_template``, but with ``trim_blocks`` so ``{% if %}`` lines leave
     no blank lines.

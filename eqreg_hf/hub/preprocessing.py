@@ -2,9 +2,10 @@
 
 A timm model fine-tuned at 33 px with ``crop_pct=1.0`` but saved with the ImageNet ``pretrained_cfg`` it was
 created with (224 px, crop 0.95) is evaluated by timm's standard ``resolve_data_config`` /
-``create_transform`` on other inputs than it was trained on: a silently different accuracy. The data config
-of the evaluation transform (``input_size``, ``interpolation``, ``mean``, ``std``, ``crop_pct``, ``crop_mode``:
-the keys of ``timm.data.resolve_data_config``) therefore goes into the folder:
+``create_transform`` on other inputs than it was trained on: a silently different accuracy. The data
+config of the evaluation transform (``input_size``, ``interpolation``, ``mean``, ``std``, ``crop_pct``,
+``crop_mode``: the keys of ``timm.data.resolve_data_config``) therefore goes into the folder (each format of
+:mod:`eqreg_hf.hub.formats` puts it where its readers look):
 
 * timm: into ``pretrained_cfg`` of ``config.json`` (what ``timm.create_model("local-dir:...")`` and
   ``resolve_data_config(model=...)`` read);
@@ -17,23 +18,21 @@ The library's own networks (the derainers) take any size and no normalisation: n
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from torch import nn
-
-__all__ = ["PREPROCESSING_KEYS", "check_preprocessing", "carried_preprocessing", "write_image_processor"]
+__all__ = ["PREPROCESSING_KEYS", "check_preprocessing", "write_image_processor"]
 
 PREPROCESSING_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 _PIL_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3, "lanczos": 1, "box": 4, "hamming": 5}
 
 
 def check_preprocessing(preprocessing: Mapping[str, Any]) -> dict[str, Any]:
-    """The data config to save (the keys of :data:`PREPROCESSING_KEYS`, JSON-ready); a one-line error otherwise."""
+    """The data config to save (the keys of :data:`PREPROCESSING_KEYS`, JSON-ready); a one-line error
+    otherwise."""
     if not isinstance(preprocessing, Mapping):
         raise TypeError(
             f"preprocessing={preprocessing!r} must be a dict like timm's resolve_data_config() returns."
@@ -58,38 +57,9 @@ def check_preprocessing(preprocessing: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-@contextlib.contextmanager
-def carried_preprocessing(
-    model: nn.Module, kind: str, preprocessing: Mapping[str, Any] | None
-) -> Iterator[None]:
-    """While saving: the model's own config holds ``preprocessing`` (timm ``pretrained_cfg``, transformers
-    ``config.eqreg_preprocessing``); the model is left as it was afterwards."""
-    if not preprocessing or kind not in ("timm", "transformers"):
-        yield
-        return
-    prep = check_preprocessing(preprocessing)
-    if kind == "timm":
-        before = model.pretrained_cfg
-        model.pretrained_cfg = {**before, **prep}
-        try:
-            yield
-        finally:
-            model.pretrained_cfg = before
-        return
-    had = hasattr(model.config, "eqreg_preprocessing")
-    before = getattr(model.config, "eqreg_preprocessing", None)
-    model.config.eqreg_preprocessing = prep
-    try:
-        yield
-    finally:
-        if had:
-            model.config.eqreg_preprocessing = before
-        else:
-            del model.config.eqreg_preprocessing
-
-
 def write_image_processor(folder: str | os.PathLike, preprocessing: Mapping[str, Any]) -> str:
-    """``preprocessor_config.json`` for ``transformers.AutoImageProcessor`` doing timm's evaluation transform."""
+    """``preprocessor_config.json`` for ``transformers.AutoImageProcessor``, doing timm's evaluation
+    transform."""
     prep = check_preprocessing(preprocessing)
     _, h, w = prep["input_size"]
     crop = float(prep.get("crop_pct", 1.0))

@@ -11,8 +11,9 @@ import os
 import re
 from typing import Any
 
-from eqreg_hf.hub.folder import CARD_NAME, validate_hub_folder
+from eqreg_hf.hub.layout import CARD_NAME
 from eqreg_hf.hub.offline import hub_offline
+from eqreg_hf.hub.validate import validate_hub_folder
 
 __all__ = ["HubPushError", "push_folder", "fill_repo_id", "check_push_ready"]
 

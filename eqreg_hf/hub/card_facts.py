@@ -1,0 +1,112 @@
+"""The facts a model card states (:class:`CardFacts`) and their checks: what was measured, on which data,
+how the model was trained.
+
+Example:
+    >>> facts = CardFacts(task="derain", metrics={"eval_psnr": 30.1, "epoch": 3.0}, dataset="Rain100L")
+    >>> clean_metrics(facts.metrics)
+    {'psnr': 30.1}
+    >>> clean_dataset(facts.dataset)["split"]
+    'test'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["CardFacts", "clean_dataset", "clean_metrics"]
+
+
+@dataclass
+class CardFacts:
+    """What a model card says about a trained model (everything but the EQ-Reg settings and the format).
+
+    Args:
+        task: "derain", "classification" or a restoration task, "denoise" / "inpaint" / "sr" (template
+            ``eqreg_hf/model_cards/<task>.md``; the three restoration tasks share ``restore.md``).
+        metrics: measured values, e.g. ``{"psnr": 31.2, "ssim": 0.93, "equivariance_error": 0.04}``
+            or ``{"accuracy": 0.71, ...}``; ``eval_``/``test_`` prefixes are dropped and the
+            Trainer's runtime/epoch entries skipped.
+        dataset: ``{"name": ..., "id": Hub id or None, "split": "test", "config", "revision",
+            "train_split", "url"}`` (or just the name).
+        training: flat dict of training settings (epochs, learning_rate, batch_size, ...).
+        model_name: name shown on the card and in ``model-index`` (``write_hub_folder``'s default:
+            ``<architecture>-<task>-<dataset>-<eqreg|baseline>``).
+        equivariance_report: per-layer equivariance errors ``{layer: error}`` (an
+            ``EquivarianceReport``) for a table on the card.
+        equivariance_group: the group of the equivariance error (default: the config's ``C<t>``).
+        degradation: a restoration task's forward model (``Degradation.to_dict()``), named and tabled.
+        description: an extra paragraph under the summary (e.g. how the metrics were computed).
+        base_model: Hub id of the model this one was fine-tuned from.
+        architecture: e.g. "timm resnet18" (``write_hub_folder``'s default: from the model).
+        repo_id: the repository the card will live in (for the snippets).
+        license, tags: card metadata (default "apache-2.0", no extra tags).
+        library_name: Hub ``library_name`` (default: the format's, e.g. "timm").
+    """
+
+    task: str
+    metrics: Mapping[str, Any]
+    dataset: Mapping[str, Any] | str
+    training: Mapping[str, Any] | None = None
+    model_name: str | None = None
+    equivariance_report: Mapping[str, float] | None = None
+    equivariance_group: str | None = None
+    degradation: Mapping[str, Any] | None = None
+    description: str | None = None
+    base_model: str | None = None
+    architecture: str | None = None
+    repo_id: str | None = None
+    license: str = "apache-2.0"
+    tags: list[str] | None = None
+    library_name: str | None = None
+
+
+# Bookkeeping numbers the Trainer puts in its metric dicts; they are not results.
+_NOT_METRICS = {"runtime", "samples_per_second", "steps_per_second", "epoch"}
+_DATASET_KEYS = ("name", "id", "split", "config", "revision", "train_split", "url")
+
+
+def clean_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The card's metrics: ``eval_`` / ``test_`` dropped, bookkeeping skipped, 6 significant digits."""
+    if not isinstance(metrics, Mapping) or not metrics:
+        raise ValueError(
+            f"metrics={metrics!r}: give a non-empty dict of measured values, e.g. "
+            "{'psnr': 31.2, 'ssim': 0.93, 'equivariance_error': 0.04}."
+        )
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = str(key).lower()
+        for prefix in ("eval_", "test_"):
+            if name.startswith(prefix):
+                name = name[len(prefix) :]
+        if name in _NOT_METRICS:
+            continue
+        if isinstance(value, torch.Tensor):
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(
+                f"Metric {key!r} = {value!r} is not a finite number: pass measured numbers only."
+            )
+        out[name] = float(f"{float(value):.6g}")  # 6 significant digits: readable, keeps tiny errors
+    return out
+
+
+def clean_dataset(dataset: Mapping[str, Any] | str) -> dict[str, Any]:
+    """The card's dataset: every key of ``_DATASET_KEYS`` (None if not given), split "test" by default."""
+    if isinstance(dataset, str):
+        dataset = {"name": dataset}
+    if not isinstance(dataset, Mapping) or not dataset.get("name"):
+        raise ValueError(
+            f"dataset={dataset!r}: give a dict with at least 'name', e.g. "
+            "{'name': 'Rain100L', 'id': 'user/rain100l', 'split': 'test'}."
+        )
+    unknown = sorted(set(dataset) - set(_DATASET_KEYS))
+    if unknown:
+        raise ValueError(f"Unknown dataset keys {unknown}. Valid keys: {list(_DATASET_KEYS)}.")
+    out = {k: dataset.get(k) for k in _DATASET_KEYS}
+    out["split"] = out["split"] or "test"
+    return out
