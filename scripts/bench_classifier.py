@@ -1,10 +1,10 @@
-"""Plain vs rotation augmentation vs EQ-Reg on the offline shapes dataset (the table in docs/classification.md).
+"""Plain vs rotation augmentation vs EQ-Reg on the offline shapes dataset (docs/classification.md's table).
 
     python scripts/bench_classifier.py --seeds 0 1 2 --eqreg.weight 0.1       # regnetx_002, 300 steps, 33 px
 
-Trains each variant once per seed with eqreg_hf.tasks.classify.recipe.train_classifier, then prints a markdown table
-(mean ± std over seeds) of top-1 accuracy, the stage-wise equivariance error and the logit invariance error,
-and writes it with all numbers to <output-dir>/bench.json and <output-dir>/bench.md.
+Trains each variant once per seed with eqreg_hf.tasks.classify.recipe.train_classifier, then prints a markdown
+table (mean ± std over seeds) of top-1 accuracy, the stage-wise equivariance error and the logit invariance
+error, and writes it with all numbers to <output-dir>/bench.json and <output-dir>/bench.md.
 """
 
 from __future__ import annotations

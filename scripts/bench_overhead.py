@@ -38,8 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
 
     print(
-        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, device {args.device}, "
-        f"threads {torch.get_num_threads()}, batch {args.batch}, {args.size}x{args.size}, repeats {args.repeats}\n"
+        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, device "
+        f"{args.device}, threads {torch.get_num_threads()}, batch {args.batch}, {args.size}x{args.size}, "
+        f"repeats {args.repeats}\n"
     )
     bandwidth = memory_bandwidth_gbs(device=args.device)
     print(f"elementwise bandwidth (z = x + y, 64 MB): {bandwidth:.1f} GB/s\n")

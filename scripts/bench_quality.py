@@ -8,13 +8,14 @@
                                                              # + weight="auto" runs at three target shares
     python scripts/bench_quality.py --groups 4 D4            # C4 and D4 (rotations and flips) side by side
 
-Writes (default --out-dir docs/results, --name quality): quality.json (every run; rewritten after each run, so a
-killed sweep leaves a usable file; rerunning the same command skips finished runs),
-quality_table.md, quality_psnr_vs_lambda.png, quality_layers_c4.png. The harness lives here,
-the training and evaluation it calls in the library.
+Writes (default --out-dir docs/results, --name quality): quality.json (every run; rewritten after each run, so
+a killed sweep leaves a usable file; rerunning the same command skips finished runs), quality_table.md,
+quality_psnr_vs_lambda.png, quality_layers_c4.png. The harness lives here, the training and evaluation it
+calls in the library.
 
-Every run goes through the library's own training function (:func:`eqreg_hf.tasks.derain.recipe.train_derainer`, the same one behind ``eqreg-hf train-derain``)
-on the built-in synthetic rain benchmark, and is scored on full held-out photos:
+Every run goes through the library's own training function
+(:func:`eqreg_hf.tasks.derain.recipe.train_derainer`, the same one behind ``eqreg-hf train-derain``) on the
+built-in synthetic rain benchmark, and is scored on full held-out photos:
 
 * PSNR / SSIM on the Y channel (:func:`eqreg_hf.tasks.derain.recipe.evaluate_derainer`);
 * the per-layer equivariance error ``||T_k F_l(x) - F_l(R_k x)|| / ||F_l(R_k x)||``
@@ -403,7 +404,8 @@ def machine_description() -> str:
     )
 
 
-# DerainTrainingArguments fields renamed to transformers.TrainingArguments' names (files written before keep the old).
+# DerainTrainingArguments fields renamed to transformers.TrainingArguments' names (files written before
+# keep the old).
 _RENAMED_TRAINING = {"steps": "max_steps", "lr": "learning_rate", "log_every": "logging_steps"}
 
 
@@ -555,8 +557,9 @@ def summarize(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _group_of(row: dict[str, Any]) -> str | None:
-    """The EQ-Reg group of a record or summary row ("C4", "D4"; None without EQ-Reg), also for files written before
-    rows had one."""
+    """The EQ-Reg group of a record or summary row ("C4", "D4"; None without EQ-Reg).
+
+    Also for files written before rows had one."""
     return row.get("group") or (f"C{row['group_order']}" if row["method"].startswith("eqreg") else None)
 
 
@@ -607,9 +610,10 @@ def format_quality_tables(payload: dict[str, Any]) -> str:
         lines.append(
             f"| {s['method']} | {group if eqreg else ('4 (exact)' if s['method'] == 'strict-c4' else '')} "
             f"| {s['distance'] or ''} | {weight} | {s['params']:,} | {s['n_seeds']} "
-            f"| {s['psnr_y_mean']:.2f} ± {s['psnr_y_std']:.2f} | {s['ssim_y_mean']:.4f} ± {s['ssim_y_std']:.4f} "
-            f"| {s['equivariance_error_c4_mean']:.3f} ± {s['equivariance_error_c4_std']:.3f} "
-            f"| {s['equivariance_error_c2_mean']:.3f} ± {s['equivariance_error_c2_std']:.3f} "
+            f"| {s['psnr_y_mean']:.2f} ± {s['psnr_y_std']:.2f} | {s['ssim_y_mean']:.4f} ± "
+            f"{s['ssim_y_std']:.4f} | {s['equivariance_error_c4_mean']:.3f} ± "
+            f"{s['equivariance_error_c4_std']:.3f} | {s['equivariance_error_c2_mean']:.3f} ± "
+            f"{s['equivariance_error_c2_std']:.3f} "
             + (
                 f"| {s['equivariance_error_d4_mean']:.3f} ± {s['equivariance_error_d4_std']:.3f} "
                 if d4
@@ -699,8 +703,8 @@ def plot_psnr_vs_lambda(payload: dict[str, Any], path: str | os.PathLike) -> str
 
 
 def plot_layer_errors(payload: dict[str, Any], path: str | os.PathLike, group_order: int | str = 4) -> str:
-    """PNG: per-layer C_t (or D4: ``group_order="D4"``) equivariance error of plain / rot-aug / EQ-Reg of that group
-    (each λ) / strict, one panel per distance.
+    """PNG: per-layer C_t (or D4: ``group_order="D4"``) equivariance error of plain / rot-aug / EQ-Reg of that
+    group (each λ) / strict, one panel per distance.
 
     Taps are the networks' body convolutions in order (FastDerainer ``body.i.conv1/2``;
     StrictC4Derainer ``body.i.feat1/2``, drawn at the same block positions).
@@ -775,8 +779,8 @@ def plot_layer_errors(payload: dict[str, Any], path: str | os.PathLike, group_or
 def write_report_files(
     payload: dict[str, Any], out_dir: str | os.PathLike, prefix: str = "quality"
 ) -> list[str]:
-    """Write ``{prefix}_table.md``, ``{prefix}_psnr_vs_lambda.png`` and ``{prefix}_layers_c4.png`` into ``out_dir``
-    (and ``{prefix}_layers_d4.png`` when the runs were measured under D4)."""
+    """Write ``{prefix}_table.md``, ``{prefix}_psnr_vs_lambda.png`` and ``{prefix}_layers_c4.png`` into
+    ``out_dir`` (and ``{prefix}_layers_d4.png`` when the runs were measured under D4)."""
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     files = []

@@ -156,7 +156,7 @@ def test_files_and_functions_are_small(module):
 def test_code_points_only_inside_the_repository():
     """No module sends readers to a file that is not in the repository (e.g. a DESIGN.md kept elsewhere)."""
     bad = []
-    for module, path in MODULES.items():
+    for path in MODULES.values():
         text = open(path, encoding="utf-8").read()
         for token in ("DESIGN.md", "NOTES-HF.md", "STYLE.md", "../shared"):
             if token in text:
@@ -171,7 +171,7 @@ def test_code_points_only_inside_the_repository():
 def test_one_name_for_one_constant():
     """An exported upper-case name means one thing across the package (e.g. no two different LAYOUTS)."""
     values: dict[str, set[str]] = {}
-    for module, path in MODULES.items():
+    for path in MODULES.values():
         for node in ast.parse(open(path, encoding="utf-8").read()).body:
             # plain and annotated assignments alike (`TASKS: dict[...] = {...}` once hid a second TASKS)
             if isinstance(node, ast.Assign) and len(node.targets) == 1:

@@ -181,7 +181,8 @@ def test_quick_d4_sweep(tmp_path):
         )
     assert runs["eqreg-d4-relative-0.001/seed0"]["group"] == "D4" and runs["plain/seed0"]["group"] is None
     assert runs["eqreg-d4-relative-0.001/seed0"]["final_eqreg_loss"] > 0
-    # the strict C4 network: exact under C4, but not under the flips of D4 (its kernels are not mirror-symmetric)
+    # the strict C4 network: exact under C4, but not under the flips of D4 (its kernels are not
+    # mirror-symmetric)
     strict = runs["strict-c4/seed0"]
     assert strict["equivariance_error_c4"] < 1e-4 and strict["equivariance_error_d4"] > 0.1
     table = (tmp_path / "quality_table.md").read_text()

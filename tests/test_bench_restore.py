@@ -1,4 +1,4 @@
-"""scripts/bench_restore.py: the --quick sweep end to end (every section), resume, the settings guard, the plan."""
+"""scripts/bench_restore.py: the --quick sweep end to end (every section), resume, settings guard, plan."""
 
 from __future__ import annotations
 
@@ -101,7 +101,8 @@ def test_other_settings_are_not_mixed(tmp_path):
 
 
 def test_a_run_replays_from_its_seed():
-    # the network is built after seeding: a run done twice in one process (as in a pool worker) gives the same numbers
+    # the network is built after seeding: a run done twice in one process (as in a pool worker) gives the
+    # same numbers
     s = bench.BenchSettings(quick=True)
     run = bench.Run("denoise", "eqreg-c4", "region32", 0, group="C4", weight=1e-3)
     first, second = bench.execute(run, s), bench.execute(run, s)

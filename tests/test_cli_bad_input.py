@@ -1,4 +1,4 @@
-"""Issue 13, the command line: every user error is exit code 2 and one line on stderr, checked before any work.
+"""Issue 13, the command line: every user error is exit code 2 and one line on stderr, before any work.
 
 Two parts: a fuzz over every typed flag of every command (a value of the wrong kind for its type), and
 hand-written bad values whose type is right but whose meaning is not (a negative size, a folder without the
@@ -120,7 +120,7 @@ def _truncate(path):
 
 @pytest.fixture
 def files(tmp_path):
-    """Inputs for the bad cases: a plain file, a corrupt image, a truncated one, rain folders, a bad Hub folder."""
+    """Inputs for the bad cases: a plain file, a corrupt or a truncated image, rain folders, a bad Hub dir."""
     f = {"file": tmp_path / "a-file.txt", "garbage": tmp_path / "garbage.png"}
     f["file"].write_text("not a folder")
     f["garbage"].write_bytes(b"this is not an image")

@@ -1,4 +1,5 @@
-"""CIFAR-100 loading from local copies in every supported format, timm-derived transforms, and the shapes dataset."""
+"""CIFAR-100 loading from local copies in every supported format, timm-derived transforms, and the shapes
+dataset."""
 
 from __future__ import annotations
 
@@ -6,18 +7,17 @@ import collections
 import doctest
 import importlib
 
+import datasets
 import numpy as np
 import pytest
+import timm
 import torch
 from PIL import Image
-
-datasets = pytest.importorskip("datasets")
-timm = pytest.importorskip("timm")
 
 from eqreg_hf.data import (
     CIFAR100_COARSE_NAMES,
     CIFAR100_FINE_NAMES,
-    CIFAR100_FINE_TO_COARSE,  # noqa: E402
+    CIFAR100_FINE_TO_COARSE,
     SHAPE_COARSE_NAMES,
     SHAPE_NAMES,
     classification_transform,

@@ -5,17 +5,16 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 from PIL import Image
-
-datasets = pytest.importorskip("datasets")
 
 from eqreg_hf.data import (
     PairedTransform,
     detect_layout,
     find_pairs,
-    load_rain,  # noqa: E402
+    load_rain,
     paired_collate,
 )
 

@@ -81,7 +81,8 @@ def test_default_sr_filter_is_bicubic_and_box_is_the_block_mean():
 
 
 def test_deepinv_stock_filters_are_not_equivariant_at_x3():
-    """Why we centre our own filter: deepinv's bicubic (even taps, centred half a pixel off) at x3 on 48 x 48."""
+    """Why we centre our own filter: deepinv's bicubic (even taps, centred half a pixel off) at x3 on
+    48 x 48."""
     import warnings
 
     from deepinv.physics import Downsampling

@@ -1,21 +1,21 @@
-"""Issue 13, the loaders: a split is never replaced by another, and an unreadable image is named before training.
+"""Issue 13, the loaders: a split is never replaced by another, and an unreadable image is named before
+training.
 
-Before: a rain folder with only ``train/`` returned its training pairs for ``split="test"`` (and the run's card
-reported them as test numbers); a CIFAR imagefolder with only ``train/`` returned the whole folder, training
-images included, for "test"; a corrupt or truncated image surfaced mid-training as a PIL traceback.
+Before: a rain folder with only ``train/`` returned its training pairs for ``split="test"`` (and the run's
+card reported them as test numbers); a CIFAR imagefolder with only ``train/`` returned the whole folder,
+training images included, for "test"; a corrupt or truncated image surfaced mid-training as a PIL traceback.
 """
 
 from __future__ import annotations
 
+import datasets
 import numpy as np
 import pytest
 from PIL import Image
 
-datasets = pytest.importorskip("datasets")
-
-from eqreg_hf.data import CIFAR100_FINE_NAMES, load_cifar100, load_rain  # noqa: E402
-from eqreg_hf.data.splits import check_disjoint, split_of  # noqa: E402
-from eqreg_hf.tasks.derain.recipe import DerainTrainingArguments, train_derainer  # noqa: E402
+from eqreg_hf.data import CIFAR100_FINE_NAMES, load_cifar100, load_rain
+from eqreg_hf.data.splits import check_disjoint, split_of
+from eqreg_hf.tasks.derain.recipe import DerainTrainingArguments, train_derainer
 
 
 def _png(path, seed=0, size=(12, 12), fmt=None):

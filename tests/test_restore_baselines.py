@@ -82,7 +82,7 @@ def test_identity_on_noise_free_denoising_gives_zero_and_a_gradient_path():
 
 
 def test_ei_term_separates_equivariant_from_non_equivariant_projections():
-    """Both models are projections (so f(A(f y)) = f y whatever the group does); only the asymmetric one pays."""
+    """Both models are projections (f(A(f y)) = f y whatever the group does); only the asymmetric one pays."""
     clean = torch.rand(2, 3, 8, 8)
     centre = torch.zeros(1, 1, 8, 8)
     centre[..., 2:6, 2:6] = 1  # D4-symmetric

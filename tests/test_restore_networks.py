@@ -1,4 +1,4 @@
-"""Restoration networks: DnCNN, the plain-torch strictly C4 / D4-equivariant StrictRestorer, build_restorer."""
+"""Restoration networks: DnCNN, StrictRestorer (plain torch, strictly C4 / D4-equivariant), build_restorer."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_dncnn_bad_arguments():
 
 
 def test_dncnn_sr_upsampling_keeps_the_symmetry():
-    """With the residual switched off the sr network is bicubic upsampling, which turns and mirrors exactly."""
+    """With the residual off, the sr network is bicubic upsampling, which turns and mirrors exactly."""
     net = DnCNN(channels=8, depth=3, scale=2)
     torch.nn.init.zeros_(net.tail.weight)
     torch.nn.init.zeros_(net.tail.bias)

@@ -1,5 +1,6 @@
-"""transformers' Swin2SR for restoration: build, the Trainer path with EQ-Reg, exact accumulation, Hub round trip,
-layers="auto" (stage outputs on the input grid: an equivariant oracle reads ~0) and the window alignment warnings."""
+"""transformers' Swin2SR for restoration: build, the Trainer path with EQ-Reg, exact accumulation, Hub round
+trip, layers="auto" (stage outputs on the input grid: an equivariant oracle reads ~0) and the window alignment
+warnings."""
 
 from __future__ import annotations
 
@@ -185,7 +186,8 @@ def _equivariant_oracle(**config):
     """A Swin2SR whose stage outputs are exactly rotation/flip-equivariant as trivial fields: every 3x3 kernel
     averaged over D4, constant queries (attention weights depend on the key's content only) and no relative
     position bias. Each window (or masked shifted-window region) then pools its tokens symmetrically, so the
-    stages commute with rot90 and flips iff the window grid is symmetric and the tokens are read on the right grid."""
+    stages commute with rot90 and flips iff the window grid is symmetric and the tokens are read on the
+    right grid."""
     torch.manual_seed(0)
     model = build_swin2sr("denoise", **config)
     with torch.no_grad():

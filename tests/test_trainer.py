@@ -1,4 +1,5 @@
-"""EqRegTrainer / EqRegTrainerMixin: models, targets, logging, exact gradient accumulation, resume, bf16, compile."""
+"""EqRegTrainer / EqRegTrainerMixin: models, targets, logging, exact gradient accumulation, resume, bf16
+and compile."""
 
 from __future__ import annotations
 
@@ -212,11 +213,13 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert torch.equal(flat_params(full_model), flat_params(resumed_model))
     logged = [h for h in full.state.log_history if "eqreg_weight" in h]
     assert [h["eqreg_weight"] for h in logged] == pytest.approx([0.0, 0.125, 0.25, 0.375])  # linear warm-up
-    after = lambda t: [
-        (h["step"], h["eqreg_weight"], h["task_loss"], h["eqreg_loss"])  # noqa: E731
-        for h in t.state.log_history
-        if "eqreg_weight" in h and h["step"] > 2
-    ]
+
+    def after(t):
+        keys = ("step", "eqreg_weight", "task_loss", "eqreg_loss")
+        return [
+            tuple(h[k] for k in keys) for h in t.state.log_history if "eqreg_weight" in h and h["step"] > 2
+        ]
+
     assert [s for s, *_ in after(resumed)] == [3, 4]
     assert after(resumed) == after(full)
 
@@ -268,7 +271,7 @@ def test_bf16_autocast(tmp_path):
 
 
 def test_torch_compile_taps_fire(tmp_path):
-    """Hooks attached before the first compiled call fire inside the compiled model (cheap 'eager' backend)."""
+    """Hooks attached before the first compiled call fire inside the compiled model ('eager' backend)."""
     model = TinyDerainer()
     args = tiny_args(str(tmp_path), max_steps=1, torch_compile=True, torch_compile_backend="eager")
     trainer = EqRegTrainer(

@@ -19,7 +19,10 @@ def register(subparsers: Any) -> None:
 
     parser = subparsers.add_parser(
         "demo",
-        help="Offline demo: plain vs rotation augmentation vs EQ-Reg deraining on built-in data (a few CPU minutes).",
+        help=(
+            "Offline demo: plain vs rotation augmentation vs EQ-Reg deraining on built-in data "
+            "(a few CPU minutes)."
+        ),
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -240,7 +240,7 @@ CONFIG_FLAG = "--config"
 
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:
-    """Add ``--config FILE`` to a command: a YAML or JSON object of its flags (flags on the command line win)."""
+    """Add ``--config FILE`` to a command: a YAML or JSON object of its flags (command-line flags win)."""
     parser.add_argument(
         CONFIG_FLAG,
         metavar="FILE",

@@ -74,8 +74,9 @@ def _offline_error(split: str, err: Exception) -> ValueError:
     msg = str(err).splitlines()[0] if str(err) else type(err).__name__
     return ValueError(
         f"Could not load CIFAR-100 ({CIFAR100_HUB_ID}, split {split!r}) from the Hugging Face Hub: {msg}. "
-        "Offline? Pass path= a local copy (a parquet file or folder, a save_to_disk folder, or an imagefolder; "
-        "see docs/data.md), or use eqreg_hf.data.load_shapes() for an offline classification dataset."
+        "Offline? Pass path= a local copy (a parquet file or folder, a save_to_disk folder, or an "
+        "imagefolder; see docs/data.md), or use eqreg_hf.data.load_shapes() for an offline classification "
+        "dataset."
     )
 
 
@@ -99,7 +100,7 @@ def _split_files(files: list[Path], root: Path, split: str) -> list[Path]:
 
 
 def _check_named_split(path: Path, split: str, recorded: Any = None) -> None:
-    """A file or ``save_to_disk`` folder that is another split (by its name, or the split ``datasets`` recorded)."""
+    """Refuse a file or ``save_to_disk`` folder of another split (by name, or the split ``datasets`` kept)."""
     from eqreg_hf.data.splits import split_of
 
     own = split_of(str(recorded), exact=True) if recorded is not None else split_of(path.stem)
@@ -111,9 +112,9 @@ def _check_named_split(path: Path, split: str, recorded: Any = None) -> None:
 
 
 def _imagefolder_split(root: Path, split: str) -> Path:
-    """The imagefolder of ``split``: ``root/<split>`` (or an alias, e.g. ``testing``), or ``root`` itself when it is
-    not divided into splits. A split folder holds class folders or a metadata file; a folder of images directly is
-    a class (CIFAR-100 has a class named "train")."""
+    """The imagefolder of ``split``: ``root/<split>`` (or an alias, e.g. ``testing``), or ``root`` itself when
+    it is not divided into splits. A split folder holds class folders or a metadata file; a folder of images
+    directly is a class (CIFAR-100 has a class named "train")."""
     from eqreg_hf.data.splits import split_aliases, split_of
 
     def is_split_dir(d: Path) -> bool:
@@ -129,9 +130,9 @@ def _imagefolder_split(root: Path, split: str) -> Path:
             return splits[alias]
     if splits:
         raise ValueError(
-            f"No {split!r} split in {str(root)!r}: its split folders are {sorted(d.name for d in splits.values())}, "
-            f"and another split is never used in its place. Add {root / split_aliases(split)[0]}/ with "
-            "class folders, or ask for one of the splits there."
+            f"No {split!r} split in {str(root)!r}: its split folders are "
+            f"{sorted(d.name for d in splits.values())}, and another split is never used in its place. Add "
+            f"{root / split_aliases(split)[0]}/ with class folders, or ask for one of the splits there."
         )
     return root
 
@@ -178,7 +179,7 @@ def load_cifar100(
     cache_dir: str | None = None,
     hub_id: str = CIFAR100_HUB_ID,
 ):
-    """CIFAR-100 as a ``datasets.Dataset`` with columns ``img``, ``fine_label``, ``coarse_label`` (Hub schema).
+    """CIFAR-100 as a ``datasets.Dataset``: columns ``img``, ``fine_label``, ``coarse_label`` (Hub schema).
 
     Args:
         split: "train" or "test".

@@ -110,14 +110,15 @@ def load_clean_images(
     image_column: str = "image",
     cache_dir: str | None = None,
 ):
-    """Clean images as a ``datasets.Dataset`` with one Image column ``"image"`` (RGB when read by the transforms).
+    """Clean images as a ``datasets.Dataset`` with one Image column ``"image"`` (RGB once transformed).
 
     Args:
         source: ``"photos"``: the built-in scikit-image photos (``TRAIN_PHOTOS`` / ``TEST_PHOTOS`` of
             :mod:`eqreg_hf.data.synthetic`, disjoint) at ``photo_size`` (resized, centre-cropped); a local
-            folder of images, or its name under ``data_dir`` (its ``train/`` / ``test/`` subfolders when present,
-            else the whole folder is the training set); else ``datasets.load_dataset(source, split=split)``:
-            a Hub dataset id or a local copy of a Hub dataset repo (parquet files), ``image_column`` renamed "image".
+            folder of images, or its name under ``data_dir`` (its ``train/`` / ``test/`` subfolders when
+            present, else the whole folder is the training set); else
+            ``datasets.load_dataset(source, split=split)``: a Hub dataset id or a local copy of a Hub dataset
+            repo (parquet files), ``image_column`` renamed "image".
         cache_dir: ``datasets`` cache for folder and Hub loads.
 
     Example:

@@ -1,4 +1,4 @@
-"""Paired rain datasets (rainy image + clean target) as ``datasets.Dataset`` with Image columns "rainy", "clean".
+"""Paired rain datasets (rainy image + clean target): a ``datasets.Dataset``, Image columns "rainy", "clean".
 
 Sources, in the order ``load_rain`` tries them:
 
@@ -104,15 +104,15 @@ def _resolve_split(root: Path, split: str) -> Path:
     others = [p.name for p in subdirs if split_of(p.name) is not None]
     if others:
         raise ValueError(
-            f"No {split!r} split in {str(root)!r}: its split folders are {others}, and another split is never used in "
-            f"its place (its pairs would be reported as {split!r} results). Add a folder named "
+            f"No {split!r} split in {str(root)!r}: its split folders are {others}, and another split is "
+            f"never used in its place (its pairs would be reported as {split!r} results). Add a folder named "
             f"{list(split_aliases(split))[:2]}, or ask for one of the splits there."
         )
     own = split_of(root.name, exact=True)  # a folder named train/, Testing/, ... (not test_run_3/)
     if own is not None and own != split_of(split):
         raise ValueError(
-            f"{str(root)!r} is the {own!r} split (by its name), not {split!r}: pass the folder of the {split!r} split "
-            f"(or its parent, which holds both), or split={own!r}."
+            f"{str(root)!r} is the {own!r} split (by its name), not {split!r}: pass the folder of the "
+            f"{split!r} split (or its parent, which holds both), or split={own!r}."
         )
     if detect_layout(root) is not None:
         return root  # an explicit path to one split
@@ -129,7 +129,7 @@ def _resolve_split(root: Path, split: str) -> Path:
 
 
 def load_imagefolder(folder: str | os.PathLike, cache_dir: str | None = None):
-    """``datasets.load_dataset("imagefolder")`` over every image and metadata file under ``folder``, as one split.
+    """``datasets.load_dataset("imagefolder")`` over all the image and metadata files under ``folder``.
 
     Files are passed explicitly (``data_files``) because imagefolder otherwise reads folder names such as
     ``train``/``test`` as splits -- wrong when they are class names (CIFAR-100 has a class "train").
@@ -251,8 +251,9 @@ def _load_hub(name: str, split: str, cache_dir: str | None, columns: dict[str, s
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(
             f"Could not load rain dataset {name!r} (split {split!r}) from the Hugging Face Hub: {msg}. "
-            f"Offline or unknown id? Pass a local folder (load_rain('/path/to/Rain100L')), a benchmark name with "
-            f"data_dir= or {DATA_DIR_ENV} set, or load_rain('synthetic') for the built-in offline benchmark."
+            "Offline or unknown id? Pass a local folder (load_rain('/path/to/Rain100L')), a benchmark name "
+            f"with data_dir= or {DATA_DIR_ENV} set, or load_rain('synthetic') for the built-in offline "
+            "benchmark."
         ) from err
     if isinstance(ds, datasets.DatasetDict):  # split=None style answers
         raise ValueError(f"Hub dataset {name!r} returned several splits {list(ds)}; pass split= one of them.")
@@ -294,8 +295,8 @@ def load_rain(
         >>> ds = load_rain("synthetic", split="test", size=32, num_variants=1)
         >>> ds.features["rainy"].__class__.__name__, len(ds)
         ('Image', 4)
-        >>> # load_rain("Rain100L", split="test", data_dir="~/data")     # ~/data/Rain100L/test/rain-001.png ...
-        >>> # load_rain("/data/Rain1400/testing")                        # rainy_image/ + ground_truth/
+        >>> # load_rain("Rain100L", split="test", data_dir="~/data")  # ~/data/Rain100L/test/rain-001.png ...
+        >>> # load_rain("/data/Rain1400/testing")                     # rainy_image/ + ground_truth/
     """
     name = os.fspath(name_or_path)
     if name.lower() == "synthetic":
@@ -319,9 +320,9 @@ def load_rain(
     looked = [str(d) for d in _search_dirs(data_dir)] or [f"(no data_dir given and ${DATA_DIR_ENV} unset)"]
     if canon is not None:
         raise FileNotFoundError(
-            f"{canon} was not found locally (looked in: {', '.join(looked)}). Download it (docs/data.md) and pass "
-            f"data_dir='/folder/containing/{canon}' or set {DATA_DIR_ENV}, give the folder path itself, or pass a "
-            "Hub dataset id ('user/name'); load_rain('synthetic') needs no download."
+            f"{canon} was not found locally (looked in: {', '.join(looked)}). Download it (docs/data.md) and "
+            f"pass data_dir='/folder/containing/{canon}' or set {DATA_DIR_ENV}, give the folder path itself, "
+            "or pass a Hub dataset id ('user/name'); load_rain('synthetic') needs no download."
         )
     if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") != 1:
         raise FileNotFoundError(

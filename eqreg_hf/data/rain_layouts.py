@@ -5,7 +5,8 @@ Layouts recognised (``RAIN_LAYOUTS``; docs/data.md says how to get each benchmar
 - ``rain100``: one folder with ``rain-XXX.png`` and ``norain-XXX.png`` (Rain100L/H as distributed;
   extra ``rainregion-``/``rainstreak-`` files of the JORDER release are ignored).
 - ``subfolders``: ``rainy/`` + ``norain/`` (also ``rain/``, ``input/`` | ``clean/``, ``gt/``,
-  ``target/``), files paired by name or number (``rain-001.png`` <-> ``norain-001.png``, ``1.png`` <-> ``1.png``).
+  ``target/``), files paired by name or number (``rain-001.png`` <-> ``norain-001.png``, ``1.png`` <->
+  ``1.png``).
 - ``rain1400``: ``rainy_image/N_M.jpg`` (14 rainy versions M per ``ground_truth/N.jpg``).
 - ``rain12``: one folder with ``NNN_in.png`` and ``NNN_GT.png``.
 - ``imagefolder``: a ``metadata.csv`` with columns ``rainy_file_name,clean_file_name`` (loaded with
@@ -36,7 +37,10 @@ __all__ = [
 
 RAIN_LAYOUTS: dict[str, str] = {
     "rain100": "one folder with rain-XXX.png and norain-XXX.png (Rain100L / Rain100H)",
-    "subfolders": "rainy/ and norain/ subfolders (or rain/, input/ | clean/, gt/, target/), files paired by name or number",
+    "subfolders": (
+        "rainy/ and norain/ subfolders (or rain/, input/ | clean/, gt/, target/), "
+        "files paired by name or number"
+    ),
     "rain1400": "rainy_image/N_M.jpg with ground_truth/N.jpg (Rain1400: 14 rainy versions per clean image)",
     "rain12": "one folder with NNN_in.png and NNN_GT.png (Rain12)",
     "imagefolder": "metadata.csv with columns rainy_file_name,clean_file_name (datasets imagefolder)",
@@ -258,7 +262,7 @@ def _complete_jpeg(path: Path) -> bool:
 
 
 def check_image_file(path: str | os.PathLike) -> tuple[int, int]:
-    """``(width, height)`` of an image file that opens and is complete; a ``ValueError`` naming the file otherwise.
+    """``(width, height)`` of an image file that opens and is complete; else a ``ValueError`` naming it.
 
     Cheap where it can be: a PNG is verified chunk by chunk (CRCs, no decoding), a JPEG must end with its
     end-of-image marker (else it is decoded to be sure), other formats are decoded once.
@@ -282,7 +286,7 @@ def check_image_file(path: str | os.PathLike) -> tuple[int, int]:
 
 
 def check_pair_sizes(pairs: list[tuple[Path, Path]]) -> None:
-    """Refuse an unreadable or truncated image (:func:`check_image_file`) and a pair whose two images differ in size."""
+    """Refuse an unreadable or truncated image (:func:`check_image_file`) and a pair of different sizes."""
     clean_sizes: dict[Path, tuple[int, int]] = {}
     for r, c in pairs:
         if c not in clean_sizes:

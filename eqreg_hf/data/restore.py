@@ -83,7 +83,7 @@ def _keys_cubic(t: np.ndarray, a: float = -0.5) -> np.ndarray:
 
 
 def sr_filter(scale: int, name: str = "bicubic") -> torch.Tensor:
-    """The low-pass filter ``[1, 1, L, L]`` of the SR forward model, ready for ``deepinv.physics.Downsampling``.
+    """The low-pass filter ``[1, 1, L, L]`` of the SR forward model, for ``deepinv.physics.Downsampling``.
 
     Low-resolution pixel ``i`` summarises the high-resolution block ``[s i, s i + s - 1]`` and is centred on
     it, so the operator is exactly D4-equivariant on sizes divisible by ``s`` (see the module docstring).
@@ -224,8 +224,8 @@ class Degradation:
         return "Degradation(" + ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items()) + ")"
 
     def A(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Noise-free forward model of images ``[B, C, H, W]`` (or ``[C, H, W]``); inpainting draws a fresh mask
-        per image from ``generator`` (default: torch's global generator)."""
+        """Noise-free forward model of images ``[B, C, H, W]`` (or ``[C, H, W]``); inpainting draws a fresh
+        mask per image from ``generator`` (default: torch's global generator)."""
         x, single = _batched(x)
         self.check_size(*x.shape[-2:])
         physics = self.physics
@@ -298,8 +298,8 @@ class RestoreTransform:
         crop_size: side of the random square training crop (a multiple of the scale for SR); ignored when
             ``train=False``.
         seed: seed of the transform's own ``torch.Generator`` (a DataLoader worker uses ``seed + 1 + id``).
-        augment: ``None``/``"none"``, ``"C2"``, ``"C4"`` or ``"D4"``: a random element of that group applied to
-            the clean crop (eqreg_hf.core.groups' convention: flip the width axis first, then rot90
+        augment: ``None``/``"none"``, ``"C2"``, ``"C4"`` or ``"D4"``: a random element of that group
+            applied to the clean crop (eqreg_hf.core.groups' convention: flip the width axis first, then rot90
             counter-clockwise), before the degradation.
         train: True: random crop + augmentation + fresh degradation each call (replayable from ``seed``).
             False: the whole image (centre-cropped to multiples of the SR scale), degraded with a generator
@@ -394,7 +394,8 @@ class RestoreTransform:
 
 
 def restore_collate(batch: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``DataLoader`` collate: ``[{"pixel_values", "labels"}, ...]`` -> ``(pixel_values [B, ...], labels [B, ...])``.
+    """``DataLoader`` collate: ``[{"pixel_values", "labels"}, ...]`` -> ``(pixel_values, labels)``, each
+    ``[B, ...]``.
 
     Example:
         >>> item = {"pixel_values": torch.zeros(3, 4, 4), "labels": torch.ones(3, 8, 8)}

@@ -1,4 +1,4 @@
-"""Splits are never swapped: which split a folder or file name names, and a check that two splits share no data.
+"""Splits are never swapped: which split a folder or file name names; a check that two splits share no data.
 
 A loader asked for a split that is not there must say so, not hand out another split: training pairs
 returned for ``split="test"`` turn every "test" number of the run (and its model card) into a number
@@ -59,7 +59,7 @@ def _paths(ds: Any) -> set[str]:
 
 
 def check_disjoint(train: Any, held_out: Any, train_split: str, held_out_split: str, source: str) -> None:
-    """Refuse a held-out set that shares data with the training set: the same dataset, or an image file in both.
+    """Refuse a held-out set that shares data with the training set (the same dataset, or an image file).
 
     Args:
         train, held_out: ``datasets.Dataset`` objects (anything else is not checked).
@@ -84,7 +84,7 @@ def check_disjoint(train: Any, held_out: Any, train_split: str, held_out_split: 
             return
         shared = f"{len(common)} image file(s) are in both, e.g. {common[0]!r}"
     raise ValueError(
-        f"The {held_out_split!r} and {train_split!r} splits of {source!r} overlap ({shared}), so the evaluation would "
-        f"measure training data. Give a dataset with separate {train_split}/ and {held_out_split}/ folders (or files "
-        "named after the splits), or pass the held-out data separately."
+        f"The {held_out_split!r} and {train_split!r} splits of {source!r} overlap ({shared}), so the "
+        f"evaluation would measure training data. Give a dataset with separate {train_split}/ and "
+        f"{held_out_split}/ folders (or files named after the splits), or pass the held-out data separately."
     )

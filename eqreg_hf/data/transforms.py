@@ -157,8 +157,8 @@ class PairedTransform:
 
     Applies, in order: to-tensor in [0, 1], paired random crop (if ``crop_size``), paired random
     rotation / flips. Outputs always have the size ``crop_size`` (a non-square crop that gets a
-    90-degree turn is cut transposed first), so they batch with :func:`paired_collate`. Works on ``datasets`` batches (dicts of lists), which is what ``with_transform``
-    passes, also for single-item access.
+    90-degree turn is cut transposed first), so they batch with :func:`paired_collate`. Works on ``datasets``
+    batches (dicts of lists), which is what ``with_transform`` passes, also for single-item access.
 
     Reproducibility: with ``seed`` set, the transform owns a ``torch.Generator`` seeded with it. In a
     ``DataLoader`` with ``num_workers > 0`` each worker re-seeds its copy with ``seed + worker_id``
@@ -177,7 +177,8 @@ class PairedTransform:
 
     Example:
         >>> from eqreg_hf.data import load_rain
-        >>> ds = load_rain("synthetic", split="test", size=40).with_transform(PairedTransform(crop_size=32, seed=0))
+        >>> ds = load_rain("synthetic", split="test", size=40)
+        >>> ds = ds.with_transform(PairedTransform(crop_size=32, seed=0))
         >>> ds[0]["rainy"].shape
         torch.Size([3, 32, 32])
     """

@@ -70,7 +70,7 @@ def fsdp_part(results: dict) -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     before = torch.cat([p.full_tensor().reshape(-1) for p in model.parameters()])
     losses = []
-    for step in range(2):
+    for _ in range(2):
         xs = reg.stack(x)
         out = model(xs)
         loss = F.l1_loss(out, reg.stack_targets(y)) + reg.loss()
@@ -140,7 +140,8 @@ def loop_part(results: dict, out_dir: str) -> None:
     assert torch.equal(wa, wb) and float(wa[-1]) > 0, (wa, wb)
     results["auto_weights"] = weights
 
-    # D4 (rotations and mirror images) under DDP: one element per optimizer step on both ranks, ranks identical
+    # D4 (rotations and mirror images) under DDP: one element per optimizer step on both ranks, and the
+    # ranks stay identical
     torch.manual_seed(0)
     model = TinyDerainer(channels=8)
     cfg = EqRegConfig(layers=TINY_DERAIN_LAYERS, group="D4", weight=0.5, distance="mse")

@@ -123,7 +123,8 @@ def create_timm_classifier(
         raise ValueError(
             f"Unknown timm model {name!r}."
             + (f" Did you mean one of {close}?" if close else "")
-            + " List models with timm.list_models('resnet*'), or use 'hf:<config or folder>' for transformers."
+            + " List models with timm.list_models('resnet*'),"
+            + " or use 'hf:<config or folder>' for transformers."
         )
     if not pretrained:
         return _timm_create(name, False, num_classes, image_size, kwargs)
@@ -138,8 +139,8 @@ def create_timm_classifier(
         return _timm_create(name, True, num_classes, image_size, kw)
     if not hub_reachable():
         _say(
-            f"Pretrained weights for {name!r} are not cached and the Hugging Face Hub is unreachable (offline); "
-            f"using {name} with random initialisation."
+            f"Pretrained weights for {name!r} are not cached and the Hugging Face Hub is unreachable "
+            f"(offline); using {name} with random initialisation."
         )
         return _timm_create(name, False, num_classes, image_size, kwargs)
     try:
@@ -175,7 +176,8 @@ def create_transformers_classifier(
 
     Example:
         >>> from transformers import ConvNextConfig
-        >>> m = create_transformers_classifier(ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1] * 4), 3)
+        >>> config = ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1] * 4)
+        >>> m = create_transformers_classifier(config, 3)
         >>> m.config.num_labels
         3
     """

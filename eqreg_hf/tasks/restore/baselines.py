@@ -8,13 +8,13 @@ buys over constraining its output is the comparison this baseline is for.
 
 The group acts through deepinv's own transforms: ``deepinv.transform.Rotate`` restricted to multiples of
 90° (``positive=True``: 0°, 90°, 180°, 270°) with ``constant_shape=False``, plus ``Reflect`` of the width axis
-for ``"D4"``. Checked in tests/test_restore_baselines.py: these are exactly ``torch.rot90`` (counter-clockwise,
-the convention of ``eqreg_hf.core.groups``) and ``flip(-1)``, on square and non-square images, odd or even
-sides (with the default ``constant_shape=True`` a quarter turn of a non-square image is cropped and padded
-back to the input shape, which is not a group action). Every forward model of
-:class:`eqreg_hf.data.restore.Degradation` is exactly equivariant in law under these (noise, i.i.d. masks)
-or exactly (downsampling with its block-centred filters, on sizes divisible by the scale), so the loss
-asks nothing of the network that the data do not justify.
+for ``"D4"``. Checked in tests/test_restore_baselines.py: these are exactly ``torch.rot90``
+(counter-clockwise, the convention of ``eqreg_hf.core.groups``) and ``flip(-1)``, on square and non-square
+images, odd or even sides (with the default ``constant_shape=True`` a quarter turn of a non-square image is
+cropped and padded back to the input shape, which is not a group action). Every forward model of
+:class:`eqreg_hf.data.restore.Degradation` is exactly equivariant in law under these (noise, i.i.d. masks) or
+exactly (downsampling with its block-centred filters, on sizes divisible by the scale), so the loss asks
+nothing of the network that the data do not justify.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ EI_GROUPS = ("C4", "D4")
 
 
 def ei_transform(group: str = "C4", seed: int = 0):
-    """deepinv transform drawing one uniform random element of ``group`` per call, from its own seeded generator."""
+    """deepinv transform: one uniform random element of ``group`` per call, from its own seeded generator."""
     from deepinv.transform import Reflect, Rotate
 
     if group not in EI_GROUPS:
@@ -50,7 +50,7 @@ def ei_transform(group: str = "C4", seed: int = 0):
 
 
 class EquivariantImagingLoss:
-    """Supervised MSE plus ``weight`` times deepinv's EI loss, as a ``task_loss_fn(outputs, clean)`` for train_loop.
+    """Supervised MSE plus ``weight`` times deepinv's EI loss: train_loop's ``task_loss_fn(outputs, clean)``.
 
     Args:
         model: the restorer ``f`` (``f(degraded)`` -> image, or a ModelOutput with ``reconstruction``); the EI
@@ -124,4 +124,7 @@ class EquivariantImagingLoss:
         return mse + self.weight * ei
 
     def __repr__(self) -> str:
-        return f"EquivariantImagingLoss(group={self.group!r}, weight={self.weight}, degradation={self.degradation!r})"
+        return (
+            f"EquivariantImagingLoss(group={self.group!r}, weight={self.weight}, "
+            f"degradation={self.degradation!r})"
+        )

@@ -89,7 +89,7 @@ class _ResidualChain(nn.Module):
 
 
 class DnCNN(_ResidualChain, PyTorchModelHubMixin, tags=_TAGS + ["dncnn"], **_HUB_KW):
-    """A DnCNN-style restorer (Zhang et al., 2017) without batch norm: ``y + tail(relu(body(relu(head(y)))))``.
+    """A DnCNN-style restorer (Zhang et al., 2017), no batch norm: ``y + tail(relu(body(relu(head(y)))))``.
 
     ``depth`` convolutions in all: head (in_channels -> C) + ReLU, ``depth - 2`` times (C -> C) + ReLU, tail
     (C -> in_channels) predicting the residual, added to the (bicubically upsampled, for ``scale > 1``) input.
@@ -106,7 +106,8 @@ class DnCNN(_ResidualChain, PyTorchModelHubMixin, tags=_TAGS + ["dncnn"], **_HUB
 
     Example:
         >>> net = DnCNN(channels=8, depth=3)
-        >>> net(torch.rand(1, 3, 9, 14)).shape, DnCNN(channels=8, depth=3, scale=2)(torch.rand(1, 3, 9, 14)).shape
+        >>> sr = DnCNN(channels=8, depth=3, scale=2)
+        >>> net(torch.rand(1, 3, 9, 14)).shape, sr(torch.rand(1, 3, 9, 14)).shape
         (torch.Size([1, 3, 9, 14]), torch.Size([1, 3, 18, 28]))
         >>> net.eqreg_layers("D4")
         ['head', 'body.0']
@@ -286,9 +287,9 @@ class StrictRestorer(_ResidualChain, PyTorchModelHubMixin, tags=_TAGS + ["equiva
     Same layout (head + ReLU, ``depth - 2`` times body + ReLU, tail, residual on the bicubically upsampled
     input), but the head lifts the RGB image (trivial fields) to ``num_fields`` regular fields (4 channels
     each for C4, 8 for D4), the body convs map regular to regular fields, and the tail projects back to RGB
-    (see :class:`GroupConv2d`). The ReLU acts channel-wise, so it commutes with the field permutations: turning
-    (or, for D4, mirroring) the input turns the output and permutes every hidden map exactly as eqreg_hf's
-    ``rotate_features`` says, so ``equivariance_error`` reads 0 (float error) at every tap.
+    (see :class:`GroupConv2d`). The ReLU acts channel-wise, so it commutes with the field permutations:
+    turning (or, for D4, mirroring) the input turns the output and permutes every hidden map exactly as
+    eqreg_hf's ``rotate_features`` says, so ``equivariance_error`` reads 0 (float error) at every tap.
 
     ``num_fields=None`` picks the field count whose parameter count is nearest that of ``DnCNN(channels,
     depth)`` (:meth:`matched_fields`): with the defaults 16 C4 fields (64 channels, 37,811 parameters) or
@@ -339,7 +340,8 @@ class StrictRestorer(_ResidualChain, PyTorchModelHubMixin, tags=_TAGS + ["equiva
     def matched_fields(
         channels: int = 32, depth: int = 6, group: str = "C4", in_channels: int = 3, kernel_size: int = 3
     ) -> int:
-        """The number of regular fields whose parameter count is nearest ``DnCNN(channels=channels, depth=depth)``.
+        """The number of regular fields whose parameter count is nearest
+        ``DnCNN(channels=channels, depth=depth)``'s.
 
         Example:
             >>> StrictRestorer.matched_fields(32, 6, "C4"), StrictRestorer.matched_fields(32, 6, "D4")
@@ -385,7 +387,7 @@ class StrictRestorer(_ResidualChain, PyTorchModelHubMixin, tags=_TAGS + ["equiva
 
 
 def build_restorer(name: str, task: str = "denoise", scale: int = 2, **kwargs) -> nn.Module:
-    """A restorer by name (``RESTORER_CHOICES``) for a task; ``scale`` is used for ``task="sr"`` only (else 1).
+    """A restorer by name (``RESTORER_CHOICES``) for a task; ``scale`` is for ``task="sr"`` only (else 1).
 
     ``kwargs`` go to the constructor (e.g. ``channels=16`` for DnCNN, ``num_fields=8`` for the strict nets).
 
