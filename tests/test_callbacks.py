@@ -169,3 +169,29 @@ def test_reporting_integrations_receive_the_equivariance_error(tmp_path, order):
     metrics = trainer.evaluate(metric_key_prefix="test")
     assert integration.logged[-1]["test_equiv_error"] == metrics["test_equiv_error"] > 0
     assert "eval_equiv_error" not in metrics
+
+
+@pytest.mark.parametrize("group", ["C2", "D2"])
+def test_equivariance_eval_callback_measures_its_own_config_whole(group):
+    torch.manual_seed(0)
+    model = TinyDerainer().eval()
+    batches = [{"pixel_values": torch.rand(3, 3, 9, 9)}]
+    cfg = EqRegConfig(layers=TINY_DERAIN_LAYERS[:1], group=group, weight=0.0)  # weight plays no part
+    cb = EquivarianceEvalCallback(cfg, num_batches=1, max_images=2, include_output=True)
+    values = cb.measure(model, batches)
+    direct = equivariance_error(model, batches[0]["pixel_values"][:2], cfg, include_output=True)
+    assert cb.last_report.group == group and cb.last_report.ks == direct.ks
+    assert values["equiv_error/output"] == pytest.approx(direct["output"], rel=1e-6)
+    assert values["equiv_error"] == pytest.approx(direct.mean, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"eqreg": ["body.0"]}, r"eqreg=\['body.0'\] is not an EqRegConfig"),
+        ({"layers": ["body.0"], "fields": "trivial"}, r"does not take \['fields', 'layers'\]"),
+    ],
+)
+def test_equivariance_eval_callback_refuses_loose_settings(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        EquivarianceEvalCallback(**kwargs)

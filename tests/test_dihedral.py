@@ -355,9 +355,8 @@ def test_alignment_matters_for_a_flip_symmetric_conv():
     for w in (9, 8):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", EqRegAlignmentWarning)
-            errs[w] = equivariance_error(
-                net, torch.randn(2, 3, 7, w), layers=["0"], fields="trivial", group="D1"
-            )["0"]
+            cfg = EqRegConfig(layers=["0"], fields="trivial", group="D1")
+            errs[w] = equivariance_error(net, torch.randn(2, 3, 7, w), cfg)["0"]
     assert errs[9] < 1e-6 and errs[8] > 0.1, errs
 
 
@@ -412,7 +411,9 @@ def test_equivariance_callback_measures_the_trainers_group():
     cb.bind_eqreg(reg)
     cb.measure(net, batches)
     assert cb.last_report.group == "D4" and len(cb.last_report.ks) == 7
-    own = EquivarianceEvalCallback(num_batches=1, group_order=2)  # the user's choice wins, as one pair
-    own.bind_eqreg(reg)
+    own = EquivarianceEvalCallback(EqRegConfig(layers=["body.0"], group_order=2), num_batches=1)
+    own.bind_eqreg(reg)  # the user's config wins, whole: its group cannot be dropped on the way
     own.measure(net, batches)
     assert own.last_report.group == "C2"
+    with pytest.raises(TypeError, match=r"does not take \['group_order'\].*eqreg=EqRegConfig"):
+        EquivarianceEvalCallback(group_order=2)

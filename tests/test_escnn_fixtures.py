@@ -63,9 +63,8 @@ def test_fixtures_are_small_and_describe_regular_fields():
 def test_escnn_dihedral_nets_read_zero_at_every_tap_for_every_element(name, hw):
     torch.manual_seed(0)
     net, names, fields = load_net(name)
-    rep = equivariance_error(
-        net, torch.randn(2, 3, *hw), layers=names, fields=fields, group=name, include_output=True
-    )
+    cfg = EqRegConfig(layers=names, fields=fields, group=name)
+    rep = equivariance_error(net, torch.randn(2, 3, *hw), cfg, include_output=True)
     assert rep.ks == as_group(name).elements()  # every non-identity element, flips included
     assert set(rep) == set(names) | {"output"}
     worst = max(err for per in rep.per_k.values() for err in per.values())
@@ -94,9 +93,8 @@ def test_eqreg_loss_is_zero_on_escnn_nets_for_every_element(name, small, monkeyp
 def test_c4_only_net_is_caught_by_the_flips():
     torch.manual_seed(0)
     net, names, fields = load_net("C4")
-    rep = equivariance_error(
-        net, torch.randn(2, 3, 11, 11), layers=names, fields=fields, group="D4", include_output=True
-    )
+    cfg = EqRegConfig(layers=names, fields=fields, group="D4")
+    rep = equivariance_error(net, torch.randn(2, 3, 11, 11), cfg, include_output=True)
     for layer, per in rep.per_k.items():
         rotations = [per[g] for g in rep.ks if not g.flip]
         flips = [per[g] for g in rep.ks if g.flip]
@@ -108,12 +106,10 @@ def test_group_c4_is_exactly_what_group_order_4_gives():
     torch.manual_seed(0)
     net, names, fields = load_net("C4")
     x = torch.randn(3, 3, 12, 12)
-    rep = equivariance_error(net, x, layers=names, fields=fields, include_output=True)
+    cfg = EqRegConfig(layers=names, fields=fields)
+    rep = equivariance_error(net, x, cfg, include_output=True)
     assert rep.group == "C4" and rep.ks == [1, 2, 3] and max(rep.values()) < ZERO
-    assert (
-        equivariance_error(net, x, layers=names, fields=fields, group="C4", include_output=True).per_k
-        == rep.per_k
-    )
+    assert equivariance_error(net, x, cfg, group="C4", include_output=True).per_k == rep.per_k
     runs = []
     for kw in (dict(group_order=4), dict(group="C4")):
         net.zero_grad()

@@ -2,7 +2,7 @@ import pytest
 import torch
 from nets import REGULAR_TAPS, TRIVIAL_TAPS, ExactC4Net, PlainCNN
 
-from eqreg_hf import equivariance_error
+from eqreg_hf import EqRegConfig, equivariance_error
 
 FIELDS = {n: "trivial" for n in TRIVIAL_TAPS}
 
@@ -13,8 +13,7 @@ def test_near_zero_on_exact_net(hw):
     rep = equivariance_error(
         ExactC4Net(),
         torch.randn(2, 3, *hw),
-        layers=REGULAR_TAPS + TRIVIAL_TAPS,
-        fields=FIELDS,
+        EqRegConfig(layers=REGULAR_TAPS + TRIVIAL_TAPS, fields=FIELDS),
         include_output=True,
     )
     assert list(rep) == REGULAR_TAPS + TRIVIAL_TAPS + ["output"]
@@ -63,3 +62,28 @@ def test_input_key_for_hf_style_models():
         include_output=True,
     )
     assert set(rep) == {"net.body.0", "output"}
+
+
+@pytest.mark.parametrize(
+    "shortcuts, match",
+    [
+        ({"layers": ["body.3"]}, r"layers=\['body.3'\] \(config: \['body.0'\]\) disagree"),
+        ({"group": "D4"}, r"group D4 \(config: C4\) disagree"),
+        ({"group_order": 2, "layers": ["body.3"]}, r"layers=.* and group C2 \(config: C4\) disagree"),
+    ],
+)
+def test_a_config_and_a_conflicting_shortcut_is_an_error(shortcuts, match):
+    cfg = EqRegConfig(layers=["body.0"])
+    with pytest.raises(ValueError, match=match):
+        equivariance_error(PlainCNN(), torch.randn(1, 3, 9, 9), cfg, **shortcuts)
+
+
+def test_a_config_and_agreeing_shortcuts_measure_alike():
+    torch.manual_seed(0)
+    net, x = PlainCNN(), torch.randn(1, 3, 9, 9)
+    cfg = EqRegConfig(layers=["body.0"], group="D2")
+    rep = equivariance_error(net, x, cfg)
+    assert rep.group == "D2" and rep == equivariance_error(net, x, cfg, layers=["body.0"], group="D2")
+    assert rep == equivariance_error(net, x, layers=["body.0"], group="D2")
+    with pytest.raises(TypeError, match=r"config=\['body.0'\] is not an EqRegConfig"):
+        equivariance_error(net, x, ["body.0"])

@@ -219,7 +219,7 @@ def test_an_equivariant_swin2sr_reads_zero_on_a_non_square_input(window, hw, gro
     x = torch.rand(1, 3, *hw)
     with warnings.catch_warnings():
         warnings.simplefilter("error", EqRegAlignmentWarning)
-        report = equivariance_error(model, x, layers="auto", fields="trivial", group=group)
+        report = equivariance_error(model, x, EqRegConfig(fields="trivial", group=group))
     assert set(report) == set(STAGES)
     assert max(report.values()) < 1e-5, report
 
@@ -243,7 +243,7 @@ def test_random_swin2sr_is_not_equivariant_and_its_term_is_finite():
 def test_odd_window_is_flagged_misaligned():
     model = _equivariant_oracle(window_size=3)
     with pytest.warns(EqRegAlignmentWarning, match="odd window_size.*even window_size"):
-        report = equivariance_error(model, torch.rand(1, 3, 12, 12), layers="auto", fields="trivial")
+        report = equivariance_error(model, torch.rand(1, 3, 12, 12), EqRegConfig(fields="trivial"))
     assert set(report.misaligned) == set(STAGES)
     assert max(report.values()) > 1e-3  # the shifted windows really are asymmetric
 

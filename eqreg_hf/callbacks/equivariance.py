@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from eqreg_hf.core.config import EqRegConfig
 from eqreg_hf.core.measure import equivariance_error
 
 __all__ = ["EquivarianceEvalCallback"]
@@ -26,101 +28,94 @@ class EquivarianceEvalCallback(TrainerCallback):
     ``trainer.callback_handler.callbacks.insert(0, cb)`` for the integrations to see its values
     (otherwise they still reach ``evaluate()``'s metrics and the log history).
 
-    The layers, group order, fields and layouts default to those of the trainer's EQ-Reg
-    (:class:`~eqreg_hf.EqRegTrainer` binds it); pass ``layers=`` to use the callback with a plain
-    ``Trainer`` or to measure other layers.
+    What is measured comes from one :class:`~eqreg_hf.EqRegConfig` (its layers, group, fields, layouts and
+    prefix tokens): ``eqreg`` if given, else the trainer's EQ-Reg (:class:`~eqreg_hf.EqRegTrainer` binds it,
+    with its resolved taps; a D4 run is measured under D4, flips included). Pass ``eqreg`` to use the
+    callback with a plain ``Trainer`` or to measure other layers or another group.
 
     Args:
+        eqreg: the settings to measure with (default: the trainer's EQ-Reg).
         num_batches: eval batches to measure on (default 2).
         max_images: cap on the images taken from each batch (default 8).
-        layers, group_order, fields, layouts, prefix_tokens, group: as in :class:`~eqreg_hf.EqRegConfig`
-            (default: the trainer's EQ-Reg settings; a D4 run is measured under D4, flips included).
-        image_key: key of the image in the batch (default: the EQ-Reg ``image_key``, else "pixel_values").
+        image_key: key of the image in the batch (default: the config's ``image_key``).
         per_tap: also log one value per tap (default True).
         include_output: also measure the model output (invariance of logits / equivariance of images).
 
     Example:
-        >>> trainer = EqRegTrainer(..., eqreg=cfg, callbacks=[EquivarianceEvalCallback(num_batches=1)])  # doctest: +SKIP
+        >>> measured = EqRegConfig(layers=["body.0"], group="D4")
+        >>> cb = EquivarianceEvalCallback(measured, num_batches=1)
+        >>> trainer = EqRegTrainer(..., eqreg=cfg, callbacks=[cb])  # doctest: +SKIP
         >>> trainer.evaluate()["eval_equiv_error"]  # doctest: +SKIP
         0.42
     """
 
     def __init__(
         self,
+        eqreg: EqRegConfig | None = None,
+        *,
         num_batches: int = 2,
         max_images: int | None = 8,
-        layers: Any = None,
-        group_order: int | None = None,
-        fields: Any = None,
-        layouts: Any = None,
-        prefix_tokens: Any = None,
         image_key: str | None = None,
         per_tap: bool = True,
         include_output: bool = False,
-        group: str | None = None,
+        **removed: Any,
     ):
+        if removed:
+            raise TypeError(
+                f"EquivarianceEvalCallback does not take {sorted(removed)}: put the layers, group, fields, "
+                "layouts and prefix tokens in one config, "
+                "EquivarianceEvalCallback(eqreg=EqRegConfig(layers=..., group=...), num_batches=...)."
+            )
+        if eqreg is not None and not isinstance(eqreg, EqRegConfig):
+            raise TypeError(
+                f"eqreg={eqreg!r} is not an EqRegConfig: pass EqRegConfig(layers=[...], group='C4') or "
+                "nothing (the trainer's EQ-Reg)."
+            )
         if num_batches < 1:
             raise ValueError(f"num_batches={num_batches!r} must be >= 1.")
         if max_images is not None and max_images < 1:
             raise ValueError(f"max_images={max_images!r} must be >= 1 or None (whole batches).")
+        self.eqreg = eqreg
         self.num_batches = num_batches
         self.max_images = max_images
-        self.settings = {
-            "layers": layers,
-            "group_order": group_order,
-            "fields": fields,
-            "layouts": layouts,
-            "prefix_tokens": prefix_tokens,
-            "group": group,
-        }
         self.image_key = image_key
         self.per_tap = per_tap
         self.include_output = include_output
-        self._from_reg: dict[str, Any] = {}
+        self._from_reg: EqRegConfig | None = None
         self._warned = False
         self._measured: Any = None
         self.last_report = None
 
     def bind_eqreg(self, reg: Any) -> None:
-        """Remember the trainer's tap settings (kept after training, for later ``evaluate()`` calls)."""
+        """Remember the trainer's EQ-Reg settings (kept after training, for later ``evaluate()`` calls)."""
         if reg is None:
             return
-        c = reg.config
         # The resolved per-tap settings (an auto-chosen NHWC or token tap must be read the same way here).
         taps = [t for t in reg.taps if t.name in set(reg.tap_names)]
-        self._from_reg = {
-            "layers": [t.name for t in taps],
-            "group_order": c.group_order,
-            "group": c.group,
-            "fields": {t.name: t.field for t in taps},
-            "layouts": {t.name: t.layout for t in taps},
-            "prefix_tokens": {t.name: t.prefix_tokens for t in taps if t.prefix_tokens is not None} or None,
-            "image_key": c.image_key,
-        }
+        self._from_reg = dataclasses.replace(
+            reg.config,
+            layers=[t.name for t in taps],
+            fields={t.name: t.field for t in taps},
+            layouts={t.name: t.layout for t in taps},
+            prefix_tokens={t.name: t.prefix_tokens for t in taps if t.prefix_tokens is not None} or None,
+        )
 
-    def _setting(self, name: str, default: Any) -> Any:
-        v = self.settings.get(name) if name != "image_key" else self.image_key
-        if v is None:
-            v = self._from_reg.get(name)
-        return default if v is None else v
-
-    def _group(self) -> dict[str, Any]:
-        """``group_order`` and ``group`` as one pair: the user's if either is given, else the trainer's EQ-Reg's."""
-        own = {k: self.settings.get(k) for k in ("group_order", "group")}
-        pair = own if any(v is not None for v in own.values()) else {k: self._from_reg.get(k) for k in own}
-        return pair if any(v is not None for v in pair.values()) else {"group_order": 4, "group": None}
+    @property
+    def config(self) -> EqRegConfig | None:
+        """The config measured with: ``eqreg``, else the trainer's (None before a trainer binds one)."""
+        return self.eqreg if self.eqreg is not None else self._from_reg
 
     def measure(self, model: torch.nn.Module, dataloader: Any) -> dict[str, float]:
         """``{"equiv_error": mean, "equiv_error/<tap>": ...}`` on the first ``num_batches`` batches."""
         from eqreg_hf.train.step import accepts_keyword
 
-        layers = self._setting("layers", None)
-        if layers is None:
+        config = self.config
+        if config is None:
             raise ValueError(
-                "EquivarianceEvalCallback does not know which layers to measure: pass layers=[...] or use it with "
-                "EqRegTrainer and an active EqRegConfig."
+                "EquivarianceEvalCallback does not know which layers to measure: pass "
+                "eqreg=EqRegConfig(layers=[...]) or use it with EqRegTrainer and an active EqRegConfig."
             )
-        key = self._setting("image_key", "pixel_values")
+        key = self.image_key or config.image_key
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         input_key = key if accepts_keyword(model, key) else None
         sums: dict[str, float] = {}
@@ -132,15 +127,7 @@ class EquivarianceEvalCallback(TrainerCallback):
             if self.max_images is not None:
                 x = x[: self.max_images]
             report = equivariance_error(
-                model,
-                x.to(device),
-                layers=layers,
-                **self._group(),
-                fields=self._setting("fields", "regular"),
-                layouts=self._setting("layouts", "auto"),
-                prefix_tokens=self._setting("prefix_tokens", None),
-                include_output=self.include_output,
-                input_key=input_key,
+                model, x.to(device), config, include_output=self.include_output, input_key=input_key
             )
             self.last_report = report
             for name, v in report.items():
@@ -192,12 +179,12 @@ class EquivarianceEvalCallback(TrainerCallback):
     def _add_values(self, metrics, state, model, eval_dataloader) -> None:
         if model is None or eval_dataloader is None:
             return
-        if self._setting("layers", None) is None:
+        if self.config is None:
             if not self._warned:
                 self._warned = True
                 warnings.warn(
-                    "EquivarianceEvalCallback: no layers to measure (pass layers=... or train with an "
-                    "active EQ-Reg first); skipping.",
+                    "EquivarianceEvalCallback: no layers to measure (pass eqreg=EqRegConfig(layers=...) or "
+                    "train with an active EQ-Reg first); skipping.",
                     stacklevel=2,
                 )
             return

@@ -141,11 +141,9 @@ def measure_model(
         report = equivariance_error(
             model,
             x,
-            layers=layers,
-            group_order=group_order,
+            EqRegConfig(layers=layers, group_order=group_order, group=group),
             include_output=include_output,
             input_key=input_key,
-            group=group,
         )
     except (
         AssertionError,

@@ -28,7 +28,7 @@ from eqreg_hf.core.layouts import feature_to_nchw, transform_feature
 from eqreg_hf.core.selection import resolve_taps
 from eqreg_hf.core.taps import FeatureTaps, TapSpec, first_tensor
 
-__all__ = ["equivariance_error", "EquivarianceReport"]
+__all__ = ["equivariance_error", "EquivarianceReport", "measured_config"]
 
 
 class EquivarianceReport(dict):
@@ -56,7 +56,8 @@ class EquivarianceReport(dict):
 
     @property
     def mean(self) -> float:
-        """Mean error over the tapped layers (the ``"output"`` row is not a layer and is left out; NaN if none)."""
+        """Mean error over the tapped layers (the ``"output"`` row is not a layer and is left out; NaN if
+        none)."""
         vals = [v for k, v in self.items() if k != "output"]
         return float(sum(vals) / len(vals)) if vals else float("nan")
 
@@ -135,16 +136,15 @@ class EquivarianceReport(dict):
 def equivariance_error(
     model: nn.Module,
     x: torch.Tensor,
-    layers: Any = "auto",
+    config: EqRegConfig | None = None,
+    *,
+    layers: Any = None,
     group_order: int | None = None,
-    fields: Any = "regular",
-    layouts: Any = "auto",
-    prefix_tokens: Any = None,
-    ks: list[int] | None = None,
+    group: str | None = None,
+    ks: list | None = None,
     include_output: bool = False,
     input_key: str | None = None,
     eval_mode: bool = True,
-    group: str | None = None,
 ) -> EquivarianceReport:
     """Per-layer relative equivariance error of ``model`` on the batch ``x``.
 
@@ -156,8 +156,11 @@ def equivariance_error(
         model: any network; put in eval mode for the measurement (restored afterwards) unless
             ``eval_mode=False``.
         x: ``[B, C, H, W]`` images.
-        layers, group_order, fields, layouts, prefix_tokens, group: as in :class:`EqRegConfig` (``group="D4"``:
-            rotations and flips; ``group_order=t`` alone: C_t, default 4).
+        config: an :class:`EqRegConfig` whose ``layers``, group, ``fields``, ``layouts`` and
+            ``prefix_tokens`` say what to measure (its weight and the rest are not used).
+        layers, group_order, group: shortcuts that build the config when none is given
+            (``EqRegConfig(layers=..., group=...)``; default ``layers="auto"``, C4). Given with a config,
+            they must agree with it (a conflict is an error).
         ks: group elements to average over: ints k (rotations) or, for D_t, pairs ``(f, k)`` too.
         include_output: add an ``"output"`` row (the model's output, treated as a trivial field:
             images rotated, vectors left alone — i.e. invariance of logits).
@@ -168,20 +171,14 @@ def equivariance_error(
         >>> rep = equivariance_error(net, torch.randn(2, 3, 9, 9), layers=["0", "2"])
         >>> sorted(rep), rep.mean > 0.1
         (['0', '2'], True)
+        >>> cfg = EqRegConfig(layers=["0"], group="D4", fields={"0": "regular"})
+        >>> equivariance_error(net, torch.randn(1, 3, 9, 9), cfg).group
+        'D4'
     """
-    cfg = EqRegConfig(
-        layers=layers,
-        group_order=group_order,
-        fields=fields,
-        layouts=layouts,
-        prefix_tokens=prefix_tokens,
-        weight=1.0,
-        group=group,
-    )
+    cfg = measured_config(config, layers=layers, group_order=group_order, group=group)
     grp = cfg.group_spec
     specs = resolve_taps(model, cfg) if grp.size > 1 else []
-    ks, group_order = _elements(grp, ks)
-    names = [s.name for s in specs]
+    ks = _elements(grp, ks)
     was_training = model.training
     if eval_mode:
         model.eval()
@@ -189,60 +186,82 @@ def equivariance_error(
     def run(inp):
         return model(**{input_key: inp}) if input_key else model(inp)
 
-    per_k: dict[str, dict[int, float]] = {n: {} for n in names}
-    if include_output:
-        per_k["output"] = {}
     try:
-        with (
-            FeatureTaps(model, specs, clone=True) as taps,
-            AlignmentTracer(model, tuple(x.shape[-2:]), grp) as tracer,
-        ):
-            taps.arm()
-            out0 = first_tensor(run(x))
-            base = taps.take()
-            tracer.remove()  # the same alignment check as training, on the first pass
-            misaligned = check_tap_alignment(tracer, specs, {n: v[0][1][:1] for n, v in base.items() if v})
-            for k in ks:
-                xr = rotate_image(x, k, group_order)
-                taps.arm()
-                out_r = first_tensor(run(xr))
-                rot = taps.take()
-                for spec in specs:
-                    if spec.name in per_k:
-                        err = _tap_error(
-                            spec,
-                            base[spec.name][0][1],
-                            rot[spec.name][0][1],
-                            k,
-                            group_order,
-                            tuple(x.shape[-2:]),
-                            tuple(xr.shape[-2:]),
-                        )
-                        if err is None:
-                            per_k.pop(spec.name)
-                        else:
-                            per_k[spec.name][k] = err
-                if include_output and out0 is not None:
-                    per_k["output"][k] = _output_error(out0, out_r, k, group_order)
+        per_k, misaligned = _per_element(model, run, x, specs, grp, ks, include_output)
     finally:
         model.train(was_training)
     errors = {n: sum(v.values()) / len(v) for n, v in per_k.items() if v}
-    return EquivarianceReport(
-        errors,
-        grp.t,
-        tuple(x.shape[-2:]),
-        ks,
-        per_k,
-        grp.name,
-        {n: near for n, _, near in misaligned if n in errors},
-    )
+    near = {n: near for n, _, near in misaligned if n in errors}
+    return EquivarianceReport(errors, grp.t, tuple(x.shape[-2:]), ks, per_k, grp.name, near)
 
 
-def _elements(grp, ks: list | None) -> tuple[list, Any]:
-    """(the non-identity elements to measure, written the group's way, and the group itself, which the
-    group functions get as ``group_order``): ints k mod t for C_t, ``GroupElement``s for D_t."""
+def _per_element(
+    model: nn.Module, run, x: torch.Tensor, specs: list[TapSpec], grp, ks: list, include_output: bool
+):
+    """``({tap: {g: error}}, misaligned taps)``: one pass of ``x``, then one of ``R_g x`` per element."""
+    per_k: dict[str, dict] = {s.name: {} for s in specs}
+    if include_output:
+        per_k["output"] = {}
+    hw = tuple(x.shape[-2:])
+    with FeatureTaps(model, specs, clone=True) as taps, AlignmentTracer(model, hw, grp) as tracer:
+        taps.arm()
+        out0 = first_tensor(run(x))
+        base = taps.take()
+        tracer.remove()  # the same alignment check as training, on the first pass
+        misaligned = check_tap_alignment(tracer, specs, {n: v[0][1][:1] for n, v in base.items() if v})
+        for k in ks:
+            xr = rotate_image(x, k, grp)
+            taps.arm()
+            out_r = first_tensor(run(xr))
+            rot = taps.take()
+            for spec in [s for s in specs if s.name in per_k]:
+                pair = (base[spec.name][0][1], rot[spec.name][0][1])
+                err = _tap_error(spec, *pair, k, grp, hw, tuple(xr.shape[-2:]))
+                if err is None:
+                    per_k.pop(spec.name)
+                else:
+                    per_k[spec.name][k] = err
+            if include_output and out0 is not None:
+                per_k["output"][k] = _output_error(out0, out_r, k, grp)
+    return per_k, misaligned
+
+
+def measured_config(
+    config: Any, layers: Any = None, group_order: Any = None, group: Any = None
+) -> EqRegConfig:
+    """The :class:`EqRegConfig` a measurement uses: ``config``, or one built from the shortcuts.
+
+    A shortcut given with a config must agree with it (the same layers, the same group).
+    """
+    given = {
+        k: v for k, v in (("layers", layers), ("group_order", group_order), ("group", group)) if v is not None
+    }
+    if config is None:
+        return EqRegConfig(**{"layers": "auto", **given})
+    if not isinstance(config, EqRegConfig):
+        raise TypeError(
+            f"config={config!r} is not an EqRegConfig: pass EqRegConfig(layers=..., group=...) or use the "
+            "keywords, e.g. equivariance_error(model, x, layers=['0', '2'], group='C4')."
+        )
+    if not given:
+        return config
+    own = EqRegConfig(**{"layers": config.layers, **given})  # checks group against group_order
+    conflicts = [f"layers={own.layers!r} (config: {config.layers!r})"] if own.layers != config.layers else []
+    if ("group" in given or "group_order" in given) and own.group_spec != config.group_spec:
+        conflicts.append(f"group {own.group_spec.name} (config: {config.group_spec.name})")
+    if conflicts:
+        raise ValueError(
+            f"equivariance_error: {' and '.join(conflicts)} disagree with the config: give each setting "
+            "once, in the config or as a keyword."
+        )
+    return config
+
+
+def _elements(grp, ks: list | None) -> list:
+    """The non-identity elements to measure, written the group's way: ints k mod t for C_t,
+    ``GroupElement``s for D_t."""
     elements = [grp.element(k) for k in (ks if ks is not None else grp.elements())]
-    return [g for g in elements if not is_identity(g)], grp
+    return [g for g in elements if not is_identity(g)]
 
 
 def _tap_error(

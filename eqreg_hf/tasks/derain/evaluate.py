@@ -121,14 +121,14 @@ def _equivariance_report(
     group: str | None = None,
 ) -> Any:
     """The equivariance error of ``taps`` (and the output) on the rainy images of ``pairs`` shaped like the first."""
+    from eqreg_hf.core.config import EqRegConfig
     from eqreg_hf.core.measure import equivariance_error
 
     # Same-size images batch together; the first few are enough for a stable mean.
     ref = pairs[0][0].shape
     batch = torch.stack([r for r, _ in pairs if r.shape == ref]).to(model_device(model))
-    if group is not None:
-        return equivariance_error(model, batch, layers=taps, group=group, include_output=True)
-    return equivariance_error(model, batch, layers=taps, group_order=group_order, include_output=True)
+    cfg = EqRegConfig(layers=taps, group=group, group_order=None if group is not None else group_order)
+    return equivariance_error(model, batch, cfg, include_output=True)
 
 
 def plot_examples(

@@ -259,14 +259,4 @@ def check_model_output(
     degraded = degradation(clean, torch.Generator().manual_seed(0))
     image_quality(model, [(degraded[0], clean[0])])  # raises on a size mismatch
     if eqreg_config is not None and eqreg_config.active:
-        cfg = eqreg_config
-        equivariance_error(
-            model,
-            degraded.to(model_device(model)),
-            layers=cfg.layers,
-            group=cfg.group_spec.name,
-            fields=cfg.fields,
-            layouts=cfg.layouts,
-            prefix_tokens=cfg.prefix_tokens,
-            ks=[1],
-        )
+        equivariance_error(model, degraded.to(model_device(model)), eqreg_config, ks=[1])
