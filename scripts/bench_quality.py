@@ -299,7 +299,7 @@ def _train_one(run: QualityRun, settings: QualitySettings, train_ds: Any, eval_p
     args = dataclasses.replace(
         base,
         seed=run.seed,
-        rot_aug=run.method.startswith("rot-aug"),
+        augment=("C2" if run.method == "rot-aug-c2" else "C4") if run.method.startswith("rot-aug") else "none",
         hflip=run.method == "rot-aug-d4",  # with random 90° turns: uniform over D4
         model="strict-c4" if run.method == "strict-c4" else "fast",
     )
@@ -310,8 +310,6 @@ def _train_one(run: QualityRun, settings: QualitySettings, train_ds: Any, eval_p
             if settings.quick
             else dataclasses.replace(args, num_fields=24, num_blocks=None)
         )
-    if run.method == "rot-aug-c2":
-        args = dataclasses.replace(args, rot_aug_order=2)
     cfg = None
     if run.method == "eqreg":
         cfg = EqRegConfig(

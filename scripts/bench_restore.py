@@ -278,7 +278,7 @@ def _restore_run(run: Run, s: BenchSettings) -> dict[str, Any]:
         ),
         augment=run.augment,
         ei_weight=run.ei_weight,
-        eval_every=s.eval_every,
+        eval_steps=s.eval_every,
         seed=run.seed,
         progress=False,
     )
@@ -373,8 +373,7 @@ def _rain_run(run: Run, s: BenchSettings) -> dict[str, Any]:
         batch_size=s.batch_size,
         learning_rate=s.learning_rate,
         synthetic_size=size,
-        rot_aug=run.augment != "none",
-        rot_aug_order=4,
+        augment="C4" if run.augment != "none" else "none",
         seed=run.seed,
         progress=False,
         **kw,

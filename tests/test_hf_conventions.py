@@ -425,12 +425,12 @@ def test_classifier_wandb_and_push_to_hub(tmp_path, hub, fake_wandb):
 
 @pytest.mark.parametrize("failure", [RuntimeError("boom"), KeyboardInterrupt()])
 def test_nothing_is_pushed_when_training_fails(tmp_path, hub, monkeypatch, failure):
-    import eqreg_hf.tasks.derain.recipe as recipe
+    import eqreg_hf.tasks.engines as engines
 
     def broken(*args, **kwargs):
         raise failure
 
-    monkeypatch.setattr(recipe, "train_loop", broken)
+    monkeypatch.setattr(engines, "train_loop", broken)
     with pytest.raises(type(failure)):
         main(
             [

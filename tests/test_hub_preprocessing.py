@@ -51,7 +51,7 @@ def test_saved_timm_classifier_gives_the_same_accuracy_through_timm_and_the_libr
         output_dir=str(tmp_path / "run"),
     )
     result = train_classifier(args, EqRegConfig(weight=0.1))
-    folder = result["model_dir"]
+    folder = result.output_dir
 
     # timm's own reading of the folder: the size, crop and normalisation of training (not 160 px, crop 0.95)
     model = timm.create_model("local-dir:" + folder, pretrained=True).eval()
@@ -67,7 +67,7 @@ def test_saved_timm_classifier_gives_the_same_accuracy_through_timm_and_the_libr
     assert torch.equal(via_timm, via_library)
     accuracy = _accuracy(model, via_timm, labels)
     assert accuracy == _accuracy(model, via_library, labels)
-    assert accuracy == pytest.approx(result["metrics"]["eval_accuracy"])  # what training measured
+    assert accuracy == pytest.approx(result.metrics["eval_accuracy"])  # what training measured
 
     card = open(os.path.join(folder, "README.md"), encoding="utf-8").read()
     assert "name: test-resnet-classifier-eqreg-hf-shapes-eqreg" in card

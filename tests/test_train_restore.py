@@ -15,6 +15,7 @@ from eqreg_hf import EqRegConfig
 from eqreg_hf.cli import main
 from eqreg_hf.hub import load_folder
 from eqreg_hf.tasks.restore import recipe
+import eqreg_hf.tasks.engines as engines
 from eqreg_hf.tasks.restore.recipe import RestoreTrainingArguments, train_restorer
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -43,7 +44,7 @@ def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("training started")
 
-    monkeypatch.setattr(recipe, "train_loop", refuse)
+    monkeypatch.setattr(engines, "train_loop", refuse)
 
 
 @pytest.mark.parametrize(
@@ -58,7 +59,7 @@ def no_training(monkeypatch):
     ids=["eqreg-c4", "eqreg-d4", "augment-inpaint", "eqreg-sr-region", "strict-c4"],
 )
 def test_methods_train_and_record_both_curves(kw, cfg):
-    result = train_restorer(_args(eval_every=1, **kw), cfg)
+    result = train_restorer(_args(eval_steps=1, **kw), cfg)
     steps, train = result.curve("train_psnr")
     assert steps == [1, 2] and len(result.curve("eval_psnr")[1]) == 2 and all(math.isfinite(v) for v in train)
     for key in (
@@ -84,7 +85,7 @@ def test_methods_train_and_record_both_curves(kw, cfg):
 
 
 def test_region_training_set_is_the_region_itself():
-    result = train_restorer(_args(train_size="region16", eval_every=1), None)
+    result = train_restorer(_args(train_size="region16", eval_steps=1), None)
     assert result.metrics["train_psnr"] == pytest.approx(result.history.evals[-1]["train_psnr"])
 
 
@@ -203,7 +204,7 @@ def test_saved_folder_gives_the_same_outputs(tmp_path):
 
 def test_swin2sr_trains_through_the_trainer_and_saves_in_transformers_format(tmp_path):
     result = train_restorer(
-        _args(model="swin2sr", eval_every=1, output_dir=str(tmp_path / "swin")),
+        _args(model="swin2sr", eval_steps=1, output_dir=str(tmp_path / "swin")),
         EqRegConfig(group="C4", **EQREG),
     )
     assert [row["step"] for row in result.history.evals] == [1, 2] and result.history.logs

@@ -51,20 +51,17 @@ def run(args: argparse.Namespace) -> int:
     )
     if result is None:
         return 1
-    m = result["metrics"]
-    print(f"\ninput size {result['image_size']}, taps: {', '.join(result['taps']) or '(none: EQ-Reg off)'}")
+    m, taps = result.metrics, result.info.get("taps", [])
+    print(f"\ninput size {result.info.get('image_size')}, taps: {', '.join(taps) or '(none: EQ-Reg off)'}")
     print(f"top-1 accuracy       {m.get('eval_accuracy', float('nan')):.4f}")
     print(
-        f"equivariance error   {m.get('eval_equiv_error', float('nan')):.4f}  (mean over taps, C"
-        f"{eqreg.group_order if eqreg.group_order > 1 else 4})"
+        f"equivariance error   {m.get('eval_equiv_error', float('nan')):.4f}  (mean over taps, {result.eval_group})"
     )
     for k, v in m.items():
         if k.startswith("eval_equiv_error/"):
             print(f"  {k[len('eval_equiv_error/') :]:<32s} {v:.4f}")
-    if result["model_dir"]:
-        print(
-            f"model folder: {result['model_dir']}  (push with: eqreg-hf push {result['model_dir']} USER/NAME)"
-        )
-    if result.get("hub_url"):
-        print(f"pushed to https://huggingface.co/{run_args.hub_model_id}: {result['hub_url']}")
+    if result.output_dir:
+        print(f"model folder: {result.output_dir}  (push with: eqreg-hf push {result.output_dir} USER/NAME)")
+    if result.hub_url:
+        print(f"pushed to https://huggingface.co/{run_args.hub_model_id}: {result.hub_url}")
     return 0

@@ -30,6 +30,19 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
+# The trackers (--report-to) are a registry in eqreg_hf.tasks.trackers; re-exported here for the callers.
+from eqreg_hf.tasks.trackers import PACKAGES as _PACKAGES
+from eqreg_hf.tasks.trackers import (
+    REPORT_TO,
+    TRACKER_PROJECT,
+    check_report_to,
+    finish_trainer_trackers,
+    log_loop_images,
+    log_trainer_images,
+    loop_trackers,
+    report_trainer_images,
+)
+
 __all__ = [
     "HFRunArguments",
     "REPORT_TO",
@@ -49,11 +62,6 @@ __all__ = [
     "trainer_checkpoint",
     "report_trainer_images",
 ]
-
-REPORT_TO = ("none", "tensorboard", "trackio", "wandb")
-# The package each tracker needs (what `pip install` takes).
-_PACKAGES = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb"}
-TRACKER_PROJECT = "eqreg-hf"  # trackio / W&B project of the runs (W&B: WANDB_PROJECT overrides it)
 
 
 @dataclass
@@ -98,13 +106,7 @@ class HFRunArguments:
 
     def check_conventions(self) -> None:
         """Refuse bad values of these flags (called by the subclasses' ``validate``)."""
-        names = [n.strip().lower() for n in str(self.report_to).split(",") if n.strip()]
-        bad = [n for n in names if n not in REPORT_TO]
-        if bad or not names or ("none" in names and len(names) > 1):
-            raise ValueError(
-                f"report_to={self.report_to!r} is not valid: give one of {list(REPORT_TO)} or several "
-                "trackers comma-separated, e.g. --report-to tensorboard,trackio."
-            )
+        check_report_to(self.report_to)
         if self.save_steps is not None and (
             isinstance(self.save_steps, bool) or not isinstance(self.save_steps, int) or self.save_steps < 1
         ):
@@ -193,21 +195,6 @@ def tracker_config(*parts: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def loop_trackers(args: HFRunArguments, run_dir: str | None, run_name: str) -> list[Any]:
-    """Accelerate trackers for ``--report-to`` (TensorBoard writes under ``<run_dir>/runs/<run_name>``)."""
-    from accelerate.tracking import TensorBoardTracker, TrackioTracker, WandBTracker
-
-    trackers = []
-    for name in args.report_to_list():
-        if name == "tensorboard":
-            trackers.append(TensorBoardTracker(run_name, os.path.join(run_dir, "runs")))
-        elif name == "trackio":
-            trackers.append(TrackioTracker(TRACKER_PROJECT, name=run_name))
-        else:
-            trackers.append(WandBTracker(os.environ.get("WANDB_PROJECT", TRACKER_PROJECT), name=run_name))
-    return trackers
-
-
 def figure_array(draw: Any) -> Any:
     """``draw(path)`` saves a PNG; returns it as an ``[H, W, 3]`` uint8 array (for the trackers)."""
     import numpy as np
@@ -217,55 +204,6 @@ def figure_array(draw: Any) -> Any:
         path = draw(os.path.join(tmp, "figure.png"))
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB")).copy()
-
-
-def _tracker_image(name: str, array: Any) -> Any:
-    if name == "trackio":
-        import trackio
-
-        return trackio.Image(array)
-    import wandb
-
-    return wandb.Image(array)
-
-
-def log_loop_images(accelerator: Any, images: dict[str, Any], step: int) -> None:
-    """Log ``{name: [H, W, 3] array}`` to each of the accelerator's trackers that takes images."""
-    for tracker in accelerator.trackers:
-        if tracker.name == "tensorboard":
-            tracker.log_images({k: v[None] for k, v in images.items()}, step=step, dataformats="NHWC")
-        elif tracker.name in ("trackio", "wandb"):
-            tracker.log({k: _tracker_image(tracker.name, v) for k, v in images.items()}, step=step)
-
-
-def log_trainer_images(trainer: Any, images: dict[str, Any]) -> None:
-    """Log images through the Trainer's reporting integrations (TensorBoard, trackio, W&B), at the current step."""
-    step = trainer.state.global_step
-    for cb in trainer.callback_handler.callbacks:
-        kind = type(cb).__name__
-        if kind == "TensorBoardCallback" and getattr(cb, "tb_writer", None) is not None:
-            for key, value in images.items():
-                cb.tb_writer.add_image(key, value, step, dataformats="HWC")
-        elif kind == "TrackioCallback" and getattr(cb, "_initialized", False):
-            cb._trackio.log({k: _tracker_image("trackio", v) for k, v in images.items()})
-        elif kind == "WandbCallback" and getattr(cb, "_initialized", False):
-            cb._wandb.log({**{k: cb._wandb.Image(v) for k, v in images.items()}, "train/global_step": step})
-
-
-def finish_trainer_trackers(trainer: Any) -> None:
-    """Close what the final ``evaluate()`` re-opened after training ended: TensorBoard's writer, trackio's run."""
-    for cb in trainer.callback_handler.callbacks:
-        kind = type(cb).__name__
-        if kind == "TensorBoardCallback" and getattr(cb, "tb_writer", None) is not None:
-            cb.tb_writer.close()
-            cb.tb_writer = None
-        elif kind == "TrackioCallback" and getattr(cb, "_initialized", False):
-            cb._trackio.finish()
-            cb._initialized = False
-        elif (
-            kind == "WandbCallback" and getattr(cb, "_initialized", False) and getattr(cb._wandb, "run", None)
-        ):
-            cb._wandb.finish()
 
 
 # ---------------------------------------------------------------------------- the Accelerate loop (train-derain)
@@ -284,7 +222,7 @@ def run_name(args: Any, default: str) -> str:
     return args.run_name or (os.path.basename(os.path.normpath(folder)) if folder else default)
 
 
-def start_loop_run(args: Any, accelerator: Any, config: dict[str, Any]) -> Any:
+def start_loop_run(args: Any, accelerator: Any, config: dict[str, Any], default_name: str = "train") -> Any:
     """The accelerator of a loop run: ``accelerator`` as given, or, with ``--report-to``, a new one whose
     trackers are started with the run's settings."""
     if accelerator is not None or not args.report_to_list():
@@ -295,7 +233,7 @@ def start_loop_run(args: Any, accelerator: Any, config: dict[str, Any]) -> Any:
     accelerator = make_accelerator(
         args.gradient_accumulation_steps,
         args.mixed_precision,
-        log_with=loop_trackers(args, run_dir, run_name(args, "train-derain")),
+        log_with=loop_trackers(args, run_dir, run_name(args, default_name)),
         project_dir=run_dir,
     )
     accelerator.init_trackers(TRACKER_PROJECT, config=tracker_config(config))
@@ -341,10 +279,3 @@ def trainer_checkpoint(args: HFRunArguments, output_dir: str) -> str | None:
             "give a checkpoint-<step> folder written with --save-steps, or 'latest'."
         )
     return value
-
-
-def report_trainer_images(trainer: Any, report: Any) -> None:
-    """Log the per-layer equivariance plot of the last evaluation, then close the trackers the evaluation used."""
-    if report is not None and trainer.args.report_to and trainer.args.report_to != ["none"]:
-        log_trainer_images(trainer, {"eval/equivariance_per_layer": figure_array(report.plot)})
-    finish_trainer_trackers(trainer)

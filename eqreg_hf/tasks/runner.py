@@ -43,6 +43,7 @@ __all__ = [
     "evaluation_group",
     "is_main_process",
     "write_run_folder",
+    "tap_names",
 ]
 
 _OLD_AUTO = "model"  # the old spelling of layers="auto" (FutureWarning)
@@ -294,3 +295,16 @@ def write_run_folder(
     entries = {"logs": result.history.logs, "evals": result.history.evals, "metrics": result.metrics}
     atomic_write_json(os.path.join(path, "training_log.json"), {**entries, **(log or {})}, indent=1)
     return path
+
+
+def tap_names(model: nn.Module, eqreg_config: EqRegConfig | None) -> list[str]:
+    """The layers EQ-Reg taps on ``model`` (logged with their settings), or [] when it is off."""
+    if eqreg_config is None or not eqreg_config.active:
+        return []
+    import logging
+
+    from eqreg_hf.core.regularizer import EqReg
+
+    with EqReg(model, eqreg_config) as probe:
+        logging.getLogger(__name__).info("%s", probe.describe())
+        return probe.tap_names

@@ -266,22 +266,27 @@ def _check_fit_args(
     check_input_size(model, int(x.shape[-2]), int(x.shape[-1]), (int(y.shape[-2]), int(y.shape[-1])))
 
 
+_FIT_SETTINGS = {
+    "max_steps": None,
+    "batch_size": None,
+    "learning_rate": None,
+    "gradient_accumulation_steps": 1,
+    "seed": 0,
+    "logging_steps": 10,
+    "progress": True,
+    "report_to": "none",
+}
+
+
 def fit_with_trainer(
     model: nn.Module,
     train_dataset: Any,
     eqreg_config: EqRegConfig | None,
     *,
-    max_steps: int,
-    batch_size: int,
-    learning_rate: float,
-    gradient_accumulation_steps: int = 1,
-    seed: int = 0,
-    logging_steps: int = 10,
-    output_dir: str | None = None,
     eval_fn: Callable[[nn.Module, int], Mapping[str, float]] | None = None,
     eval_every: int | None = None,
-    progress: bool = True,
-    report_to: str | list[str] = "none",
+    output_dir: str | None = None,
+    **settings: Any,
 ) -> tuple[list[dict], float]:
     """Train ``model`` with :class:`~eqreg_hf.train.trainer.EqRegTrainer`; returns ``(log_history, seconds)``.
 
@@ -295,6 +300,17 @@ def fit_with_trainer(
     with ``step``). ``seconds`` is the wall time of ``train()`` without
     the time spent in ``eval_fn``. ``output_dir=None``: a temporary folder (nothing is saved there anyway).
     """
+    unknown = sorted(set(settings) - set(_FIT_SETTINGS))
+    missing = sorted(k for k, v in _FIT_SETTINGS.items() if v is None and k not in settings)
+    if unknown or missing:
+        raise TypeError(
+            f"fit_with_trainer: unknown settings {unknown}, missing {missing}; the settings are "
+            f"{sorted(_FIT_SETTINGS)} (max_steps, batch_size and learning_rate are required)."
+        )
+    values = {**_FIT_SETTINGS, **settings}
+    max_steps, batch_size, learning_rate = values["max_steps"], values["batch_size"], values["learning_rate"]
+    gradient_accumulation_steps, seed = values["gradient_accumulation_steps"], values["seed"]
+    logging_steps, progress, report_to = values["logging_steps"], values["progress"], values["report_to"]
     from transformers import TrainingArguments
 
     from eqreg_hf.train.trainer import EqRegTrainer
