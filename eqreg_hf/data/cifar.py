@@ -172,6 +172,40 @@ def _from_imagefolder(folder: Path, cache_dir: str | None):
     return ds
 
 
+def _load_local_copy(p: Path, split: str, cache_dir: str | None):
+    """``split`` of a local CIFAR-100 copy: parquet file or folder, ``save_to_disk`` folder or imagefolder."""
+    import datasets
+
+    if not p.exists():
+        raise FileNotFoundError(
+            f"CIFAR-100 copy {str(p)!r} does not exist. Pass a parquet file or folder, "
+            "a save_to_disk folder or an imagefolder, or path=None to use the Hub."
+        )
+    if p.is_file():
+        if p.suffix.lower() != ".parquet":
+            raise ValueError(f"{str(p)!r} is not a parquet file; pass a .parquet file or a folder.")
+        _check_named_split(p, split)
+        return datasets.load_dataset("parquet", data_files=str(p), split="train", cache_dir=cache_dir)
+    if (p / "dataset_dict.json").is_file():
+        dd = datasets.load_from_disk(str(p))
+        if split not in dd:
+            raise ValueError(f"Split {split!r} is not in {str(p)!r}; it has {list(dd)}.")
+        return dd[split]
+    if (p / "state.json").is_file():
+        ds = datasets.load_from_disk(str(p))
+        _check_named_split(p, split, getattr(ds, "split", None))
+        return ds
+    if (p / split / "state.json").is_file():
+        return datasets.load_from_disk(str(p / split))
+    parquet = sorted(p.rglob("*.parquet"))
+    if parquet:
+        files = _split_files(parquet, p, split)
+        return datasets.load_dataset(
+            "parquet", data_files=[str(f) for f in files], split="train", cache_dir=cache_dir
+        )
+    return _from_imagefolder(_imagefolder_split(p, split), cache_dir)
+
+
 def load_cifar100(
     split: str = "train",
     path: str | os.PathLike | None = None,
@@ -210,36 +244,7 @@ def load_cifar100(
         except (ConnectionError, OSError, ValueError) as err:
             raise _offline_error(split, err) from err
     else:
-        p = Path(path).expanduser()
-        if not p.exists():
-            raise FileNotFoundError(
-                f"CIFAR-100 copy {str(p)!r} does not exist. Pass a parquet file or folder, "
-                "a save_to_disk folder or an imagefolder, or path=None to use the Hub."
-            )
-        if p.is_file():
-            if p.suffix.lower() != ".parquet":
-                raise ValueError(f"{str(p)!r} is not a parquet file; pass a .parquet file or a folder.")
-            _check_named_split(p, split)
-            ds = datasets.load_dataset("parquet", data_files=str(p), split="train", cache_dir=cache_dir)
-        elif (p / "dataset_dict.json").is_file():
-            dd = datasets.load_from_disk(str(p))
-            if split not in dd:
-                raise ValueError(f"Split {split!r} is not in {str(p)!r}; it has {list(dd)}.")
-            ds = dd[split]
-        elif (p / "state.json").is_file():
-            ds = datasets.load_from_disk(str(p))
-            _check_named_split(p, split, getattr(ds, "split", None))
-        elif (p / split / "state.json").is_file():
-            ds = datasets.load_from_disk(str(p / split))
-        else:
-            parquet = sorted(p.rglob("*.parquet"))
-            if parquet:
-                files = _split_files(parquet, p, split)
-                ds = datasets.load_dataset(
-                    "parquet", data_files=[str(f) for f in files], split="train", cache_dir=cache_dir
-                )
-            else:
-                ds = _from_imagefolder(_imagefolder_split(p, split), cache_dir)
+        ds = _load_local_copy(Path(path).expanduser(), split, cache_dir)
     if isinstance(ds, datasets.DatasetDict):
         raise ValueError(f"Expected one split, got {list(ds)}; pass split= one of them.")
     if "image" in ds.column_names and "img" not in ds.column_names:
