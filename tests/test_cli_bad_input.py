@@ -174,7 +174,7 @@ SEMANTIC_CASES = [
     (["train-derain", *TINY, "--eval-split", "train", "--output-dir", "{out}"], "both 'train'"),
     (["train-derain", *TINY, "--channels", "0"], "channels=0"),
     (["train-derain", *TINY, "--num-stages", "-1"], "num_stages=-1"),
-    (["train-derain", *TINY, "--eval-every", "0"], "eval_every=0"),
+    (["train-derain", *TINY, "--eval-every", "0"], "eval_steps=0"),
     (["train-derain", *TINY, "--learning-rate", "-1"], "learning_rate=-1"),
     (["train-derain", *TINY, "--mixed-precision", "fp8"], "mixed_precision"),
     (["train-derain", *TINY, "--seed", "-1"], "seed=-1"),

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eqreg_hf.core.config import EqRegConfig
-from eqreg_hf.core.io import atomic_write_json
+from eqreg_hf.core.io import atomic_write_json, check_output_dir
 from eqreg_hf.data.transforms import RandomRot90  # noqa: F401 (the augmentation baseline; importable here)
 from eqreg_hf.tasks import conventions as hf
 from eqreg_hf.tasks.classify.arguments import DATASETS, ClassifierArgs
@@ -159,11 +159,8 @@ class ClassifyRecipe(Recipe):
 def _compute_metrics(eval_pred) -> dict[str, float]:
     from eqreg_hf.tasks.metrics import top1_accuracy
 
-    logits = (
-        eval_pred.predictions[0]
-        if isinstance(eval_pred.predictions, (tuple, list))
-        else eval_pred.predictions
-    )
+    logits = eval_pred.predictions
+    logits = logits[0] if isinstance(logits, (tuple, list)) else logits
     return {"accuracy": top1_accuracy(torch.as_tensor(logits), torch.as_tensor(eval_pred.label_ids))}
 
 
@@ -184,6 +181,7 @@ def train_classifier(args: ClassifierArgs, eqreg_config: EqRegConfig | None = No
         log history), ``output_dir`` (the Hub folder or None); also written to ``<output_dir>/results.json``.
     """
     args.validate()  # again: the fields may have been changed since construction
+    check_output_dir(args.output_dir, "output_dir")  # the run folder too, before the model and the data
     eqreg_config = eqreg_config if eqreg_config is not None else EqRegConfig(weight=0.0)
     result = run_recipe(ClassifyRecipe(eqreg_config), args, eqreg_config)
     summary = {
