@@ -1,9 +1,11 @@
-"""The web demo (issue 14, item 2): what it computes, the commands, the Space export, and the app in a real browser.
+"""The web demo (issue 14, item 2): what it computes, the commands, the Space export, and the app in a
+real browser.
 
 The browser test serves ``eqreg-hf app`` on a local port with a tiny saved derainer and drives Debian's
-Chromium (/usr/bin/chromium, ``apt-get install -y chromium``; .ci/run installs it where it is missing) through
-Playwright: upload an image, run, check the restored image, the consistency view, the PSNR and one bar per tap.
-Screenshots go to the test's temp folder; ``EQREG_UPDATE_SCREENSHOT=1`` also copies one to docs/app_screenshot.png.
+Chromium (/usr/bin/chromium, ``apt-get install -y chromium``; .ci/run installs it where it is missing)
+through Playwright: upload an image, run, check the restored image, the consistency view, the PSNR and one
+bar per tap. Screenshots go to the test's temp folder; ``EQREG_UPDATE_SCREENSHOT=1`` also copies one to
+docs/app_screenshot.png.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory):
-    """A tiny derainer, trained a few steps on the built-in rain, saved as a Hub folder (C2 EQ-Reg, 2 taps)."""
+    """A tiny derainer, trained a few steps on the built-in rain, saved as a Hub folder (C2 EQ-Reg,
+    2 taps)."""
     from eqreg_hf import EqRegConfig
     from eqreg_hf.tasks.derain.recipe import DerainTrainingArguments, train_derainer
 
@@ -149,7 +152,8 @@ def test_space_folder_runs_as_a_space(tmp_path, model_folder):
     # the Space's app.py builds the demo from the vendored package and ./model (launch stubbed)
     code = (
         "import sys; sys.path.insert(0, '.'); import eqreg_hf.app.ui as ui; "
-        "ui.launch_app = lambda source, **kw: print('APP', ui.build_app(source).title); exec(open('app.py').read())"
+        "ui.launch_app = lambda source, **kw: print('APP', ui.build_app(source).title); "
+        "exec(open('app.py').read())"
     )
     run = subprocess.run(
         [sys.executable, "-c", code],
@@ -214,7 +218,10 @@ def _browser_ready() -> str | None:
         if importlib.util.find_spec(package) is None:
             return f"{package} is not installed: pip install -e '.[dev]'"
     if not os.access(CHROMIUM, os.X_OK):
-        return f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium; .ci/run does it where it can)"
+        return (
+            f"Chromium is not installed at {CHROMIUM} "
+            "(apt-get install -y chromium; .ci/run does it where it can)"
+        )
     return None
 
 
@@ -246,9 +253,8 @@ def test_web_demo_in_a_real_browser(tmp_path, model_folder):
                 break
             except OSError:
                 if server.poll() is not None or time.time() > deadline:
-                    pytest.fail(
-                        f"the app did not start: {server.stdout.read()[-2000:] if server.poll() is not None else 'timeout'}"
-                    )
+                    why = server.stdout.read()[-2000:] if server.poll() is not None else "timeout"
+                    pytest.fail(f"the app did not start: {why}")
                 time.sleep(0.5)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)

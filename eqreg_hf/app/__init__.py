@@ -1,6 +1,7 @@
 """The web demo and its Hugging Face Space (optional extra: ``pip install -e ".[app]"``).
 
-    restore.py   what the demo computes, without a UI: load, degrade, restore, rotation consistency, layer errors
+    restore.py   what the demo computes, without a UI: load, degrade, restore, rotation consistency,
+                 layer errors
     ui.py        the Gradio app (``eqreg-hf app [MODEL_FOLDER_OR_HUB_ID]``)
     space.py     a folder that runs as a Hugging Face Space (``eqreg-hf space``)
 

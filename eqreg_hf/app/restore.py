@@ -61,7 +61,8 @@ def default_model_source() -> str:
 
 
 def _resolve_folder(source: str) -> str:
-    """A local folder as is; ``user/name`` is downloaded from the Hub (or read from its cache when offline)."""
+    """A local folder as is; ``user/name`` is downloaded from the Hub (or read from its cache when
+    offline)."""
     if os.path.isdir(source):
         return source
     if source.count("/") == 1 and not source.startswith((".", "/")) and not os.path.exists(source):
@@ -112,7 +113,8 @@ def _taps(model: nn.Module, config: Any, t: int) -> list[str]:
 
 
 def _fit(image: np.ndarray) -> np.ndarray:
-    """Float RGB ``[H, W, 3]`` in [0, 1], the longer side at most MAX_SIDE, both sides even (exact 90° turns)."""
+    """Float RGB ``[H, W, 3]`` in [0, 1], the longer side at most MAX_SIDE, both sides even (exact 90°
+    turns)."""
     from PIL import Image
 
     array = np.asarray(image)
@@ -135,7 +137,8 @@ def example_image() -> np.ndarray:
 
 
 def degrade(clean: np.ndarray, degradation: str, seed: int = 0) -> np.ndarray:
-    """The degraded input: synthetic rain (the benchmark's model), Gaussian noise σ = 15/255, or the image itself."""
+    """The degraded input: synthetic rain (the benchmark's model), Gaussian noise σ = 15/255, or the image
+    itself."""
     from eqreg_hf.data.synthetic import add_rain
 
     if degradation not in DEGRADATIONS:
@@ -231,7 +234,8 @@ def bar_chart_html(errors: dict[str, float], title: str = "Equivariance error pe
         width = 100.0 * value / top
         rows.append(
             f'<div class="eq-row"><span class="eq-name">{html.escape(name)}</span>'
-            f'<span class="eq-track"><span class="eq-bar" data-tap="{html.escape(name)}" data-value="{value:.6f}" '
+            f'<span class="eq-track"><span class="eq-bar" data-tap="{html.escape(name)}" '
+            f'data-value="{value:.6f}" '
             f'style="display:inline-block;height:12px;width:{width:.1f}%;background:#4f7ccf"></span></span>'
             f'<span class="eq-value">{value:.3f}</span></div>'
         )

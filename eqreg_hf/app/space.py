@@ -26,7 +26,8 @@ __all__ = ["write_space", "push_space", "space_requirements", "SPACE_FILES"]
 SPACE_FILES = ("README.md", "app.py", "requirements.txt")
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
 
-APP_PY = '''"""Hugging Face Space: the EQ-Reg web demo around the model in ./model (written by `eqreg-hf space`)."""
+APP_PY = '''"""Hugging Face Space: the EQ-Reg web demo around the model in ./model
+(written by `eqreg-hf space`)."""
 
 from eqreg_hf.app.ui import launch_app
 
@@ -58,8 +59,8 @@ def _card(title: str, model_id: str | None, sdk_version: str | None) -> str:
     header.append("---")
     body = (
         f"\n# {title}\n\nThe EQ-Reg web demo (eqreg-hf): upload an image, degrade it, restore it; see the "
-        "rotation-consistency view (restore the turned image, turn it back, compare) and the model's per-layer "
-        "equivariance error. The model and its card are in [`model/`](model/README.md).\n"
+        "rotation-consistency view (restore the turned image, turn it back, compare) and the model's "
+        "per-layer equivariance error. The model and its card are in [`model/`](model/README.md).\n"
     )
     return "\n".join(header) + "\n" + body
 

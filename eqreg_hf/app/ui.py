@@ -137,7 +137,8 @@ def build_app(source: str | AppModel) -> Any:
 def launch_app(
     source: str | AppModel, host: str = "127.0.0.1", port: int | None = None, block: bool = True
 ) -> Any:
-    """Build and serve the demo (system fonts only: nothing is fetched from the internet). Returns the Blocks."""
+    """Build and serve the demo (system fonts only: nothing is fetched from the internet). Returns the
+    Blocks."""
     gr = require_gradio()
     demo = build_app(source)
     theme = gr.themes.Default(

@@ -17,7 +17,8 @@ from typing import Any
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "app",
-        help="Web demo (Gradio): restore an image, see the rotation consistency and the per-layer equivariance error.",
+        help="Web demo (Gradio): restore an image, see the rotation consistency and the per-layer "
+        "equivariance error.",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

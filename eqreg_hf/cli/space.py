@@ -1,6 +1,6 @@
 """``eqreg-hf space MODEL_FOLDER SPACE_DIR [--push USER/SPACE]``: a Hugging Face Space around a saved model.
 
-    eqreg-hf space eqreg-demo/model my-space                      # write the folder (app.py, requirements.txt, ...)
+    eqreg-hf space eqreg-demo/model my-space                      # write the folder (app.py, ...)
     eqreg-hf space eqreg-demo/model my-space --push me/eqreg-demo  # and upload it as a Gradio Space
 
 Write SPACE_DIR: app.py, requirements.txt, the Space card header (sdk: gradio), the model folder and

@@ -103,7 +103,8 @@ def push_folder(
 
 
 def check_push_ready(repo_id: str, token: str | None = None) -> str:
-    """Everything :func:`push_folder` checks except the folder (the repo id, online mode, a token); returns the token.
+    """Everything :func:`push_folder` checks except the folder (the repo id, online mode, a token);
+    returns the token.
 
     For commands that push at the end of training (``--push-to-hub``): run it first, so a missing token
     stops the command before the training, not after it.
@@ -117,7 +118,8 @@ def check_push_ready(repo_id: str, token: str | None = None) -> str:
     _check_repo_id(repo_id)
     if hub_offline():
         raise HubPushError(
-            "HF_HUB_OFFLINE is set, so nothing was uploaded: unset it (unset HF_HUB_OFFLINE) and run the push again."
+            "HF_HUB_OFFLINE is set, so nothing was uploaded: unset it (unset HF_HUB_OFFLINE) and run "
+            "the push again."
         )
     token = token or huggingface_hub.get_token()
     if not token:
@@ -134,7 +136,8 @@ def _check_repo_id(repo_id: str) -> None:
 
 
 def _ready_to_push(path: str | os.PathLike, repo_id: str, token: str | None) -> tuple[list[str], str]:
-    """The files to upload and the token, once the repo id, the folder, online mode and a token are checked."""
+    """The files to upload and the token, once the repo id, the folder, online mode and a token are
+    checked."""
     _check_repo_id(repo_id)
     files = validate_hub_folder(path)
     return files, check_push_ready(repo_id, token)
@@ -161,7 +164,8 @@ def _commit_files(
 
 
 def _push_failure(err: Exception, repo_id: str) -> HubPushError | None:
-    """The one-line :class:`HubPushError` for an offline, refused or unreachable Hub; None for other errors."""
+    """The one-line :class:`HubPushError` for an offline, refused or unreachable Hub; None for other
+    errors."""
     from huggingface_hub import errors as hub_errors
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
@@ -169,7 +173,8 @@ def _push_failure(err: Exception, repo_id: str) -> HubPushError | None:
     network_errors = (OSError, getattr(hub_errors, "HTTPError", OSError))
     if isinstance(err, OfflineModeIsEnabled):
         return HubPushError(
-            "huggingface_hub is in offline mode (HF_HUB_OFFLINE), so nothing was uploaded: unset it and retry."
+            "huggingface_hub is in offline mode (HF_HUB_OFFLINE), so nothing was uploaded: unset it and "
+            "retry."
         )
     if isinstance(err, HfHubHTTPError):
         status = getattr(getattr(err, "response", None), "status_code", None)
@@ -182,7 +187,7 @@ def _push_failure(err: Exception, repo_id: str) -> HubPushError | None:
         return HubPushError(f"The Hub refused the push of {repo_id!r} (HTTP {status}: {first}): {hint}.")
     if isinstance(err, network_errors):
         return HubPushError(
-            f"Could not reach the Hub ({type(err).__name__}: {err}); nothing was committed: check the network "
-            "(or HF_ENDPOINT) and run the push again."
+            f"Could not reach the Hub ({type(err).__name__}: {err}); nothing was committed: check the "
+            "network (or HF_ENDPOINT) and run the push again."
         )
     return None
