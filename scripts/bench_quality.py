@@ -296,10 +296,13 @@ def _layer_errors(model: torch.nn.Module, pairs: list, group_order: int | str, n
 
 def _train_one(run: QualityRun, settings: QualitySettings, train_ds: Any, eval_pairs: list) -> dict[str, Any]:
     base = settings.training_arguments()
+    augment = "none"
+    if run.method.startswith("rot-aug"):
+        augment = "C2" if run.method == "rot-aug-c2" else "C4"
     args = dataclasses.replace(
         base,
         seed=run.seed,
-        augment=("C2" if run.method == "rot-aug-c2" else "C4") if run.method.startswith("rot-aug") else "none",
+        augment=augment,
         hflip=run.method == "rot-aug-d4",  # with random 90° turns: uniform over D4
         model="strict-c4" if run.method == "strict-c4" else "fast",
     )
