@@ -19,6 +19,12 @@ _EXPORTS = {
     "EqRegConfig": "eqreg_hf.core.config",
     "EqReg": "eqreg_hf.core.regularizer",
     "equivariance_distance": "eqreg_hf.core.distance",
+    "DISTANCES": "eqreg_hf.core.distances",
+    "Distance": "eqreg_hf.core.distances",
+    "register_distance": "eqreg_hf.core.distances",
+    "GROUPS": "eqreg_hf.core.group_families",
+    "Group": "eqreg_hf.core.group_families",
+    "register_group": "eqreg_hf.core.group_families",
     "equivariance_error": "eqreg_hf.core.measure",
     "EquivarianceReport": "eqreg_hf.core.measure",
     "rotate_image": "eqreg_hf.core.groups",
@@ -61,6 +67,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on f
     from eqreg_hf.core.alignment import EqRegAlignmentWarning
     from eqreg_hf.core.config import EqRegConfig
     from eqreg_hf.core.distance import equivariance_distance
+    from eqreg_hf.core.distances import DISTANCES, Distance, register_distance
+    from eqreg_hf.core.group_families import GROUPS, Group, register_group
     from eqreg_hf.core.groups import rotate_features, rotate_image, rotation_mask
     from eqreg_hf.core.measure import EquivarianceReport, equivariance_error
     from eqreg_hf.core.regularizer import EqReg

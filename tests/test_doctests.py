@@ -8,6 +8,7 @@ import pytest
 MODULES = [
     "eqreg_hf.core.config",
     "eqreg_hf.core.groups",
+    "eqreg_hf.core.group_families",
     "eqreg_hf.core.taps",
     "eqreg_hf.core.regularizer",
     "eqreg_hf.core.measure",

@@ -66,8 +66,9 @@ class EqRegWeightSchedule(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if self.reg is None:
             warnings.warn(
-                "EqRegWeightSchedule has no EQ-Reg to drive, so it does nothing: use it with EqRegTrainer (or a "
-                "trainer built with EqRegTrainerMixin) and an active EqRegConfig(weight > 0, group_order > 1).",
+                "EqRegWeightSchedule has no EQ-Reg to drive, so it does nothing: use it with EqRegTrainer "
+                "(or a trainer built with EqRegTrainerMixin) and an active EqRegConfig(weight > 0, "
+                "group_order > 1).",
                 stacklevel=2,
             )
         self._apply(state)  # on resume, global_step is already the checkpoint's

@@ -266,14 +266,14 @@ def warn_misaligned(
     else:
         fix = (
             "No input size within ±64 px aligns every tap at once (e.g. paths with different grid offsets "
-            "meet, such as an average-pooled shortcut beside a strided conv); tap only the layers that can be "
-            "aligned"
+            "meet, such as an average-pooled shortcut beside a strided conv); tap only the layers that can "
+            "be aligned"
         )
     warnings.warn(
-        f"EQ-Reg: for input size {input_hw[0]}x{input_hw[1]}, tap(s) {', '.join(parts)} are misaligned: strides/"
-        f"padding make the sampling grid asymmetric, so {motion} of the map does not line up with the map of "
-        f"the {'rotated' if motion == 'a 90° rotation' else 'transformed'} input and the loss cannot reach 0. {fix}, "
-        "or tap other layers.",
+        f"EQ-Reg: for input size {input_hw[0]}x{input_hw[1]}, tap(s) {', '.join(parts)} are misaligned: "
+        f"strides/padding make the sampling grid asymmetric, so {motion} of the map does not line up with "
+        f"the map of the {'rotated' if motion == 'a 90° rotation' else 'transformed'} input and the loss "
+        f"cannot reach 0. {fix}, or tap other layers.",
         EqRegAlignmentWarning,
         stacklevel=4,
     )
@@ -326,8 +326,9 @@ def _window_model(model: nn.Module) -> nn.Module | None:
 def window_problem(
     model: nn.Module, input_hw: tuple[int, int], axes: tuple = (0, 1), motion: str = "a 90° rotation"
 ) -> tuple[str | None, tuple[int, int] | None]:
-    """``(message, nearest input size that fixes it)`` when a padding window transformer inside ``model`` cannot be
-    exact for ``input_hw`` on the ``axes`` the group moves; ``(None, None)`` when it can (or there is none).
+    """``(message, nearest input size that fixes it)`` when a padding window transformer inside ``model``
+    cannot be exact for ``input_hw`` on the ``axes`` the group moves; ``(None, None)`` when it can (or there
+    is none).
 
     Two causes: a side that is not a multiple of ``window_size`` (Swin2SR pads it bottom/right, which
     ``motion`` does not map onto itself; the fix is the nearest multiple), and an odd ``window_size`` with
@@ -344,11 +345,11 @@ def window_problem(
         fix = tuple(max(w, round(n / w) * w) if i in axes else n for i, n in enumerate(hw))
         size = "x".join(map(str, fix))
         return (
-            f"EQ-Reg: for input size {hw[0]}x{hw[1]}, Swin2SR pads its input to a multiple of window_size={w} "
-            f"(bottom/right), which {motion} does not map onto itself, so no tapped map can line up (and "
-            f"transformers 5.x fails on such sizes). Crop inputs to {size}: sides multiples of window_size={w} "
-            "(for super-resolution the degraded, low-resolution input; the clean crop a multiple of "
-            "window_size x scale)."
+            f"EQ-Reg: for input size {hw[0]}x{hw[1]}, Swin2SR pads its input to a multiple of "
+            f"window_size={w} (bottom/right), which {motion} does not map onto itself, so no tapped map can "
+            f"line up (and transformers 5.x fails on such sizes). Crop inputs to {size}: sides multiples of "
+            f"window_size={w} (for super-resolution the degraded, low-resolution input; the clean crop a "
+            "multiple of window_size x scale)."
         ), fix
     odd = sorted(
         {
@@ -359,8 +360,8 @@ def window_problem(
     )
     if odd:
         return (
-            f"EQ-Reg: Swin2SR's shifted windows (window_size={odd[0]}, shift {odd[0] // 2}) split the token grid "
-            f"asymmetrically (an odd window_size), so {motion} of its maps cannot line up for any input size. "
-            "Build it with an even window_size."
+            f"EQ-Reg: Swin2SR's shifted windows (window_size={odd[0]}, shift {odd[0] // 2}) split the token "
+            f"grid asymmetrically (an odd window_size), so {motion} of its maps cannot line up for any input "
+            "size. Build it with an even window_size."
         ), None
     return None, None

@@ -39,9 +39,9 @@ class EqRegConfig:
     layers: Any = field(
         default="auto",
         metadata={
-            "help": "Layers to tap: 'auto', a module name, a glob pattern ('*' = one level of the dotted name, "
-            "'**' = any depth), or a list of them; '<layer>:<index or key>' picks one tensor of a layer that "
-            "returns a tuple or dict."
+            "help": "Layers to tap: 'auto', a module name, a glob pattern ('*' = one level of the dotted "
+            "name, '**' = any depth), or a list of them; '<layer>:<index or key>' picks one tensor of a "
+            "layer that returns a tuple or dict."
         },
     )
     group_order: int | None = field(
@@ -54,14 +54,15 @@ class EqRegConfig:
     weight: float | str = field(
         default=1e-2,
         metadata={
-            "help": "λ, the weight of the EQ-Reg term (0 = off), or 'auto': set each step so that the EQ-Reg term is "
-            "target_share of the task loss."
+            "help": "λ, the weight of the EQ-Reg term (0 = off), or 'auto': set each step so that the EQ-Reg "
+            "term is target_share of the task loss."
         },
     )
     distance: str = field(
         default="relative",
         metadata={
-            "help": f"Distance d between T_k F(x) and F(R_k x): one of {list(DISTANCES)}. 'fro' is the paper's."
+            "help": f"Distance d between T_k F(x) and F(R_k x): one of {list(DISTANCES)}. 'fro' is the "
+            "paper's."
         },
     )
     fields: Any = field(
@@ -128,14 +129,15 @@ class EqRegConfig:
     auto_warmup: float = field(
         default=0.1,
         metadata={
-            "help": "weight='auto': steps over which the share ramps up from 0 (int), or a fraction of max_steps (< 1)."
+            "help": "weight='auto': steps over which the share ramps up from 0 (int), or a fraction of "
+            "max_steps (< 1)."
         },
     )
     group: str | None = field(
         default=None,
         metadata={
-            "help": "The symmetry group: 'C<t>' (t rotations) or 'D<t>' (t rotations and t mirror images, e.g. 'D4': "
-            "the 8 symmetries of a square). Default: C<group_order>."
+            "help": "The symmetry group: 'C<t>' (t rotations) or 'D<t>' (t rotations and t mirror images, "
+            "e.g. 'D4': the 8 symmetries of a square). Default: C<group_order>."
         },
     )
 
@@ -174,7 +176,8 @@ class EqRegConfig:
             raise ValueError(f"Unknown capture {self.capture!r}. Choose between {list(CAPTURES)}.")
 
     def _resolve_group(self) -> None:
-        """``group`` and ``group_order`` agree: group_order=t alone means C_t; group alone sets t; both must match."""
+        """``group`` and ``group_order`` agree: group_order=t alone means C_t; group alone sets t; both must
+        match."""
         if self.group is None:
             if self.group_order is None:
                 self.group_order = 4
@@ -182,8 +185,8 @@ class EqRegConfig:
         spec = as_group(self.group)  # names the valid forms when the name is bad
         if self.group_order is not None and self.group_order != spec.t:
             raise ValueError(
-                f"group={self.group!r} and group_order={self.group_order!r} disagree: group_order=t is the shortcut for "
-                f"group='C<t>'. Give one of them, e.g. EqRegConfig(group={spec.name!r}) or "
+                f"group={self.group!r} and group_order={self.group_order!r} disagree: group_order=t is the "
+                f"shortcut for group='C<t>'. Give one of them, e.g. EqRegConfig(group={spec.name!r}) or "
                 f"EqRegConfig(group_order={self.group_order!r}), or the same t in both."
             )
         self.group, self.group_order = spec.name, spec.t

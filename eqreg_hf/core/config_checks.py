@@ -109,7 +109,8 @@ def _check_prefix(name: str, value: Any) -> None:
 
 def check_fields(cfg: Any) -> None:
     """Refuse a field of ``cfg`` of the wrong type or out of range (``weight``, ``group``, ``group_order``,
-    ``target_share``, ``auto_warmup`` and the choice fields are checked by ``EqRegConfig.validate`` itself)."""
+    ``target_share``, ``auto_warmup`` and the choice fields are checked by ``EqRegConfig.validate``
+    itself)."""
     _check_layers(cfg.layers)
     if cfg.layer_weights is not None:
         _check_per_layer("layer_weights", cfg.layer_weights, _check_weight)

@@ -119,23 +119,25 @@ def check_regular_channels(name: str | None, channels: int, group_order: Any, hi
 
     Example:
         >>> check_regular_channels("body.0", 12, 4)
-        >>> check_regular_channels("head", 3, 4)
+        >>> check_regular_channels("head", 3, 4)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: Tap 'head' has 3 channels, not divisible by group_order=4, so it cannot hold regular fields. Choose other layers, mark it trivial (fields={'head': 'trivial'}), or change group_order.
+        ValueError: Tap 'head' has 3 channels, not divisible by group_order=4, ... or change group_order.
     """
     if not regular_channels_ok(channels, group_order):
         key = name or "<layer>"
         group = as_group(group_order)
         raise ValueError(
-            f"{f'Tap {name!r}' if name else 'A regular feature map'} has {channels} channels, not divisible by "
-            f"{group.field_rule()}, so it cannot hold regular fields. Choose other layers, mark it trivial "
-            f"(fields={{'{key}': 'trivial'}}), or change {group.setting}." + (f" {hint}" if hint else "")
+            f"{f'Tap {name!r}' if name else 'A regular feature map'} has {channels} channels, not divisible "
+            f"by {group.field_rule()}, so it cannot hold regular fields. Choose other layers, mark it "
+            f"trivial (fields={{'{key}': 'trivial'}}), or change {group.setting}."
+            + (f" {hint}" if hint else "")
         )
 
 
 def _element(g: Any, group_order: Any) -> tuple[int, int]:
-    """(flip, k mod t) of ``g``; pairs (and any element of a named group) go through :func:`as_element`'s checks."""
+    """(flip, k mod t) of ``g``; pairs (and any element of a named group) go through :func:`as_element`'s
+    checks."""
     if isinstance(g, (tuple, list)) or isinstance(group_order, (str, Group)):
         return tuple(as_element(g, group_order))
     return parts(g, _t(group_order))
@@ -175,7 +177,8 @@ def _rotate_interp(x: torch.Tensor, angle: float, mode: str) -> torch.Tensor:
 
 
 def rotate_image(x: torch.Tensor, k: Any, group_order: Any = 4, mode: str = "bilinear") -> torch.Tensor:
-    """``R_g``: flip images ``[..., H, W]`` along W (if g has a flip), then rotate by ``k * 2π / t`` counter-clockwise.
+    """``R_g``: flip images ``[..., H, W]`` along W (if g has a flip), then rotate by ``k * 2π / t``
+    counter-clockwise.
 
     Exact ``torch.rot90`` for multiples of 90° (and ``flip`` for mirror images); otherwise differentiable
     bilinear ``grid_sample`` about the centre (use :func:`rotation_mask` to ignore the corners that leave
@@ -202,7 +205,8 @@ def shift_channels(f: torch.Tensor, k: Any, group_order: Any, dim: int = 1) -> t
 
     C_t (channel ``c = i*t + j``): roll ``j`` by +k. D_t (channel ``c = i*2t + s*t + r``): for a flip, channel
     (s, r) takes the old (1 - s, -r mod t); then r is rolled by +k inside each half. ``k`` is an int or a pair
-    ``(f, k)``; ``group_order`` is t or a group name (a flip, or a name ``"D<t>"``, means fields of 2t channels).
+    ``(f, k)``; ``group_order`` is t or a group name (a flip, or a name ``"D<t>"``, means fields of 2t
+    channels).
     """
     flip, k = _element(k, group_order)
     group = as_group(group_order)
@@ -258,9 +262,11 @@ def rotation_mask(h: int, w: int, device=None, dtype=torch.float32, margin: floa
 def sample_k(
     group_order: Any, generator: torch.Generator, include_identity: bool = False, allowed: list | None = None
 ) -> Any:
-    """Draw a group element from ``generator``, uniform over the group (paper) or its non-identity elements (default).
+    """Draw a group element from ``generator``, uniform over the group (paper) or its non-identity elements
+    (default).
 
-    ``group_order``: t (C_t: an int k out) or a group name (``"D4"``: a :class:`GroupElement` out; ``"C4"``: an int).
+    ``group_order``: t (C_t: an int k out) or a group name (``"D4"``: a :class:`GroupElement` out; ``"C4"``:
+    an int).
     """
     group = as_group(group_order)
     choices = allowed if allowed is not None else group.elements(include_identity)

@@ -43,7 +43,8 @@ def _jsonable(value: Any) -> Any:
 def atomic_write_json(
     path: str | os.PathLike, data: Any, indent: int | None = 2, sort_keys: bool = False
 ) -> str:
-    """Write ``data`` as JSON (tensors/arrays as lists, other odd values as text) through :func:`atomic_write_text`."""
+    """Write ``data`` as JSON (tensors/arrays as lists, other odd values as text) through
+    :func:`atomic_write_text`."""
     return atomic_write_text(
         path, json.dumps(data, indent=indent, sort_keys=sort_keys, default=_jsonable) + "\n"
     )
@@ -98,8 +99,8 @@ def check_output_file(path: str | os.PathLike, what: str = "output") -> str:
 
 
 def read_json_object(path: str | os.PathLike, fix: str) -> dict[str, Any]:
-    """The JSON object in ``path``; a one-line ``ValueError`` naming the file and ``fix`` when it is not JSON or
-    not an object (a YAML file, a list, a half-written file)."""
+    """The JSON object in ``path``; a one-line ``ValueError`` naming the file and ``fix`` when it is not JSON
+    or not an object (a YAML file, a list, a half-written file)."""
     path = os.fspath(path)
     with open(path, encoding="utf-8") as fh:
         try:

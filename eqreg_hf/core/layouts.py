@@ -47,8 +47,8 @@ def to_nchw(
         h, w = grid
         if h * w != n - prefix_tokens:
             raise ValueError(
-                f"Cannot lay {n} tokens ({prefix_tokens} prefix) on a {h}x{w} grid: set prefix_tokens for this "
-                "layer (EqRegConfig(prefix_tokens=...)) or check the patch size."
+                f"Cannot lay {n} tokens ({prefix_tokens} prefix) on a {h}x{w} grid: set prefix_tokens for "
+                "this layer (EqRegConfig(prefix_tokens=...)) or check the patch size."
             )
         return patches.reshape(b, h, w, d).permute(0, 3, 1, 2)
     raise ValueError(f"Unknown layout {layout!r}. Choose between {list(LAYOUT_NAMES[:3])}.")
@@ -95,8 +95,8 @@ def feature_to_nchw(f: torch.Tensor, spec: TapSpec, input_hw: tuple[int, int]) -
         layout = {4: "nchw", 3: "tokens", 2: "vector"}.get(f.dim())
         if layout is None:
             raise ValueError(
-                f"Tap {spec.name!r} returned a {f.dim()}-D tensor {tuple(f.shape)}; EQ-Reg handles NCHW/NHWC maps, "
-                "[B, N, D] tokens and [B, D] vectors. Set layouts={'%s': ...} or tap another layer."
+                f"Tap {spec.name!r} returned a {f.dim()}-D tensor {tuple(f.shape)}; EQ-Reg handles NCHW/NHWC "
+                "maps, [B, N, D] tokens and [B, D] vectors. Set layouts={'%s': ...} or tap another layer."
                 % spec.name
             )
     if layout == "vector":
@@ -119,7 +119,8 @@ def transform_feature(
 def check_rotated_shape(
     name: str, a: torch.Tensor, b: torch.Tensor, ta: torch.Tensor | None, layout: str, k: int, t: int
 ) -> None:
-    """``T_k F(x)`` must have the shape of ``F(R_k x)``; for exact turns the rotated map is not materialised."""
+    """``T_k F(x)`` must have the shape of ``F(R_k x)``; for exact turns the rotated map is not
+    materialised."""
     if ta is not None:
         expected = tuple(ta.shape)
     elif layout != "vector" and swaps_hw(k, t):
@@ -128,6 +129,6 @@ def check_rotated_shape(
         expected = tuple(a.shape)
     if expected != tuple(b.shape):
         raise RuntimeError(
-            f"Tap {name!r}: T_k F(x) has shape {expected} but F(R_k x) has {tuple(b.shape)}; the layer's output does "
-            "not rotate with the input (check layouts/prefix_tokens)."
+            f"Tap {name!r}: T_k F(x) has shape {expected} but F(R_k x) has {tuple(b.shape)}; the layer's "
+            "output does not rotate with the input (check layouts/prefix_tokens)."
         )

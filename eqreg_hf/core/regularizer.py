@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -26,8 +25,6 @@ from eqreg_hf.core.distance import (
     ExactSpec,
     batched_exact_distance,
     equivariance_distance,
-    is_dense,
-    views_of,
 )
 from eqreg_hf.core.groups import (
     check_regular_channels,
@@ -42,6 +39,14 @@ from eqreg_hf.core.groups import (
 from eqreg_hf.core.layouts import check_rotated_shape, feature_to_nchw, transform_feature
 from eqreg_hf.core.schedule import AutoWeight
 from eqreg_hf.core.selection import resolve_taps
+from eqreg_hf.core.stacked import (
+    exact_sources,
+    fsdp_managed,
+    remake_fn,
+    shape_keeping,
+    split_rows,
+    tap_pairs,
+)
 from eqreg_hf.core.taps import FeatureTaps, TapSpec
 from eqreg_hf.core.unwrap import model_device
 
@@ -49,39 +54,6 @@ __all__ = ["EqReg", "split_rows"]
 
 
 _RECOMPUTABLE = (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)
-
-
-def _fsdp_managed(model: nn.Module) -> bool:
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:  # older torch
-        return False
-    return any(isinstance(m, FSDPModule) for m in model.modules())
-
-
-def split_rows(outputs: Any, rows: slice, total: int) -> Any:
-    """The rows ``rows`` of a model output stacked to ``total`` rows: a tensor, a dict / ``ModelOutput``
-    (tensor entries with ``total`` rows are sliced, the rest kept), or a tuple / list of those.
-
-    The one way a stacked output ``[x; R_k x]`` is split (the step, the trainer and :meth:`EqReg.split`).
-    """
-    if torch.is_tensor(outputs):
-        return outputs[rows]
-    if isinstance(outputs, Mapping):
-        sliced = {
-            k: (v[rows] if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == total else v)
-            for k, v in outputs.items()
-        }
-        try:
-            return type(outputs)(**sliced)
-        except TypeError:
-            return sliced
-    if isinstance(outputs, (tuple, list)):
-        return type(outputs)(split_rows(o, rows, total) for o in outputs)
-    raise TypeError(
-        f"Cannot split a model output of type {type(outputs).__name__} into original and rotated rows; "
-        "split the tensor yourself."
-    )
 
 
 class EqReg:
@@ -129,7 +101,8 @@ class EqReg:
         self.last_k = 0
         self.last_batch = 0
         self.last_rotated = 0
-        # weight="auto": λ comes from running averages of both terms (set by the training step); it starts at 0
+        # weight="auto": λ comes from running averages of both terms (set by the training step); it starts
+        # at 0
         self.auto = AutoWeight(config.target_share, config.auto_warmup) if config.auto_weight else None
         self.weight = 0.0 if self.auto is not None else float(config.weight)
         self._sum: torch.Tensor | None = None
@@ -137,7 +110,8 @@ class EqReg:
     # ------------------------------------------------------------------ state
     @property
     def weight(self) -> float:
-        """The live λ: ``config.weight`` at start; a schedule sets it each step (the config is never changed)."""
+        """The live λ: ``config.weight`` at start; a schedule sets it each step (the config is never
+        changed)."""
         return self._weight
 
     @weight.setter
@@ -153,8 +127,8 @@ class EqReg:
     def active(self) -> bool:
         """True when the next :meth:`stack` does something: hooks attached, model training, live weight > 0.
 
-        The weight is read each step, so a schedule at 0 (e.g. the start of a warm-up) skips the extra pass too;
-        with ``weight="auto"`` the term is always computed (its size sets λ, also while λ is still 0).
+        The weight is read each step, so a schedule at 0 (e.g. the start of a warm-up) skips the extra pass
+        too; with ``weight="auto"`` the term is always computed (its size sets λ, also while λ is still 0).
         """
         return (
             self._hooks is not None
@@ -211,7 +185,8 @@ class EqReg:
 
     @property
     def last_unweighted(self) -> torch.Tensor | None:
-        """``Σ_l w_l d_l`` of the last :meth:`loss` (detached; None if it compared nothing): what λ multiplies."""
+        """``Σ_l w_l d_l`` of the last :meth:`loss` (detached; None if it compared nothing): what λ
+        multiplies."""
         return self._sum
 
     # ------------------------------------------------------------------ sampling / stacking
@@ -220,26 +195,12 @@ class EqReg:
         group = self.config.group_spec
         allowed = None
         if hw is not None and hw[0] != hw[1]:
-            # 90° turns change the shape of a non-square batch, which cannot be stacked with it.
-            allowed = [k for k in group.elements(self.config.include_identity) if not swaps_hw(k, group.t)]
-            if not self._warned_nonsquare:
-                self._warned_nonsquare = True
-                what, kept = (
-                    ("elements", "flips, 180° and interpolated angles")
-                    if group.has_flips
-                    else ("rotations", "180° and interpolated angles")
-                )
-                warnings.warn(
-                    f"EQ-Reg: non-square inputs {hw[0]}x{hw[1]}: the stacked forward only draws {what} that "
-                    f"keep the shape ({kept}). Use square crops for all of "
-                    f"{group.name if group.has_flips else 'C4'}, or call reg(x, k=1), which runs two passes.",
-                    UserWarning,
-                    stacklevel=3,
-                )
+            allowed = shape_keeping(group, self.config.include_identity, hw, warn=not self._warned_nonsquare)
+            self._warned_nonsquare = True
         return sample_k(group, self.generator, self.config.include_identity, allowed)
 
     def _element(self, k: Any) -> Any:
-        """A given element written the config's group's way: ``k mod t`` for C_t, a ``GroupElement`` for D_t."""
+        """A given element the group's way: ``k mod t`` for C_t, a ``GroupElement`` for D_t."""
         return self.config.group_spec.element(k)
 
     def _prepare(self, x: torch.Tensor, k: int | None) -> tuple[int, int] | None:
@@ -278,8 +239,9 @@ class EqReg:
             self.last_rotated = 0
             raise ValueError(
                 f"Cannot stack a {x.shape[-2]}x{x.shape[-1]} batch with its "
-                f"{f'{k}-step rotation' if isinstance(k, int) else f'transform by g={tuple(k)}'} (the shape changes). "
-                "Use square inputs, let EqReg draw k (it keeps the shape), or call reg(x, k), which runs two passes."
+                f"{f'{k}-step rotation' if isinstance(k, int) else f'transform by g={tuple(k)}'} (the shape "
+                "changes). Use square inputs, let EqReg draw k (it keeps the shape), or call reg(x, k), "
+                "which runs two passes."
             )
         self._two_pass = False
         return torch.cat([x, xr], dim=0)
@@ -356,8 +318,8 @@ class EqReg:
             items = captured.get(spec.name, [])
             if not items:
                 raise RuntimeError(
-                    f"Tapped layer {spec.name!r} did not run in the forward pass, so EQ-Reg has nothing to compare. "
-                    "Tap layers that every forward uses (check reg.describe())."
+                    f"Tapped layer {spec.name!r} did not run in the forward pass, so EQ-Reg has nothing to "
+                    "compare. Tap layers that every forward uses (check reg.describe())."
                 )
             found = self._tap_distances(spec, items, inputs.get(spec.name, []), recompute_ok, small)
             if found is not None:
@@ -394,7 +356,7 @@ class EqReg:
         rot_hw = self._input_hw[::-1] if swaps_hw(k, t) else self._input_hw
         out: list[torch.Tensor] = []
         for call, (full_a, full_b, f_orig, f_rot) in enumerate(
-            self._pairs(items, self.last_rotated, self.last_batch)
+            tap_pairs(items, self.last_rotated, self.last_batch, self._two_pass)
         ):
             a, layout = feature_to_nchw(f_orig, spec, self._input_hw)
             b, _ = feature_to_nchw(f_rot, spec, rot_hw)
@@ -431,8 +393,11 @@ class EqReg:
                     and sources[call][0].requires_grad
                 ):
                     source, amp = sources[call]
-                    remake = self._remake_fn(spec, source, amp)
-                src_a, src_b, pick = self._sources(spec, full_a, full_b, a, b, rot_hw)
+                    remake = remake_fn(self._hooks.modules[spec.name], source, amp)
+                rows = (self.last_rotated, self.last_batch)
+                src_a, src_b, pick = exact_sources(
+                    spec, (full_a, full_b, a, b), rows, (self._input_hw, rot_hw)
+                )
                 exact = ExactSpec(pick, k, t, spec.field, layout, c.distance, c.eps)
                 exact.remake, exact.source = (remake if src_b is None else None), source
                 exact.pair = [a, b]  # the views, in a list so that autograd does not see them
@@ -443,40 +408,8 @@ class EqReg:
         if self._two_pass or self._hooks.clone or self.config.capture != "recompute":
             return False
         if self._fsdp is None:
-            self._fsdp = _fsdp_managed(self.model)
+            self._fsdp = fsdp_managed(self.model)
         return not self._fsdp and torch.is_grad_enabled()
-
-    def _remake_fn(self, spec: TapSpec, source: torch.Tensor, autocast: tuple):
-        module = self._hooks.modules[spec.name]
-        dev = source.device.type
-
-        def remake(x: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(dev, dtype=autocast[1], enabled=autocast[0]):
-                return module.forward(x)  # bypasses hooks; conv/linear are stateless and deterministic
-
-        return remake
-
-    def _sources(self, spec: TapSpec, full_a, full_b, a, b, rot_hw):
-        """What the exact distance differentiates: the captured map(s) and how to view the pair in them.
-
-        In a stacked pass both halves are views of one captured tensor, so the gradient is written
-        into one buffer of its shape. If a layout change copied (not viewed) the data, or the capture
-        is not dense (so a gradient buffer would not have its strides), the pair itself is used.
-        """
-        m, n = self.last_rotated, self.last_batch
-        hw = (self._input_hw, rot_hw)
-        if full_b is None and is_dense(full_a) and views_of(full_a, a, b):
-            rows = (slice(0, m), slice(n, n + m))
-            return full_a, None, lambda f, i: feature_to_nchw(f[rows[i]], spec, hw[i])[0]
-        if (
-            full_b is not None
-            and is_dense(full_a)
-            and is_dense(full_b)
-            and views_of(full_a, a)
-            and views_of(full_b, b)
-        ):
-            return full_a, full_b, lambda f, i: feature_to_nchw(f[:m] if i == 0 else f, spec, hw[i])[0]
-        return a, b, lambda f, i: f
 
     def discard(self) -> None:
         """Drop what the taps captured and disarm them without computing a loss (e.g. on an error path)."""
@@ -487,14 +420,6 @@ class EqReg:
             self._tracer.remove()
             self._tracer = None
         self.last_rotated = 0
-
-    def _pairs(self, items: list[tuple[int, torch.Tensor]], m: int, b: int) -> list[tuple]:
-        """(captured map, second-pass map or None, original part, rotated part) for each call of a tap."""
-        if self._two_pass:
-            first = [t for p, t in items if p == 0]
-            second = [t for p, t in items if p == 1]
-            return [(f, g, f[:m], g) for f, g in zip(first, second)]
-        return [(f, None, f[:m], f[b : b + m]) for _, f in items]
 
     def _finish_tracer(self, captured: dict | None = None) -> None:
         tracer, self._tracer = self._tracer, None

@@ -106,7 +106,8 @@ class WeightSchedule:
         return int(w)
 
     def __call__(self, step: int, max_steps: int | None = None, peak: float | None = None) -> float:
-        """λ for the optimizer step ``step`` of a run of ``max_steps``; ``peak`` stands in for ``weight=None``."""
+        """λ for the optimizer step ``step`` of a run of ``max_steps``; ``peak`` stands in for
+        ``weight=None``."""
         top = self.weight if self.weight is not None else peak
         if top is None:
             raise ValueError(
@@ -188,7 +189,8 @@ class AutoWeight:
         self._sums = row if self._sums is None else self._sums + row  # a tensor: no device sync here
 
     def step(self, max_steps: int | None = None) -> float:
-        """Close an optimizer step: average its micro-batches (over all processes), update, return the new λ."""
+        """Close an optimizer step: average its micro-batches (over all processes), update, return the new
+        λ."""
         if self._sums is not None:
             sums = self._sums
             self._sums = None

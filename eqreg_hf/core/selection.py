@@ -71,7 +71,8 @@ _HF_FAMILIES: dict[str, tuple[str, int | None]] = {
     "swin": ("tokens", 0),
     "swinv2": ("tokens", 0),
     "donut-swin": ("tokens", 0),
-    # Swin2SR stages (residual Swin blocks) keep embed_dim channels and the full resolution: every one is tapped.
+    # Swin2SR stages (residual Swin blocks) keep embed_dim channels and the full resolution: every one
+    # is tapped.
     "swin2sr": ("tokens", 0),
 }
 _HF_TUPLE_STAGES = ("swin", "swinv2", "donut-swin", "swin2sr")
@@ -128,7 +129,8 @@ def _keep_divisible(specs: list[tuple[TapSpec, int | None]], group_order: int, f
     if skipped:
         warnings.warn(
             f"EQ-Reg auto taps for {family}: skipped {', '.join(skipped)}: channels not divisible by "
-            f"{group_order} (the channels of one regular field). Name layers explicitly or mark them trivial to use them.",
+            f"{group_order} (the channels of one regular field). Name layers explicitly or mark them trivial "
+            "to use them.",
             UserWarning,
             stacklevel=4,
         )
@@ -139,8 +141,8 @@ def _timm_taps(prefix: str, model: nn.Module, group_order: int) -> list[TapSpec]
     cls = type(model).__name__
     if cls in _TIMM_UNORDERED:
         warnings.warn(
-            f"EQ-Reg: timm {cls} keeps its block outputs in a non-spatial token order, so no stage can be tapped "
-            "automatically; falling back to Conv2d layers. Name layers explicitly to choose others.",
+            f"EQ-Reg: timm {cls} keeps its block outputs in a non-spatial token order, so no stage can be "
+            "tapped automatically; falling back to Conv2d layers. Name layers explicitly to choose others.",
             UserWarning,
             stacklevel=3,
         )
@@ -201,8 +203,8 @@ def _transformers_taps(prefix: str, model: nn.Module, group_order: int) -> list[
         return None
     n = len(base.get_submodule(container_name))
     indices = _evenly_spaced(n, MAX_TOKEN_TAPS) if layout == "tokens" and prefix_tokens else list(range(n))
-    # Swin stages return (hidden states, states before downsampling, sizes), Swin2SR's (tokens, sizes): the first
-    # is the stage's output.
+    # Swin stages return (hidden states, states before downsampling, sizes), Swin2SR's (tokens, sizes): the
+    # first is the stage's output.
     output = (0,) if model_type in _HF_TUPLE_STAGES else ()
     specs = [
         (
@@ -273,8 +275,9 @@ def auto_taps(model: nn.Module, group_order: int) -> list[TapSpec] | None:
 
 
 def _plain_conv_taps(model: nn.Module, group_order: int) -> list[str]:
-    """Every ``nn.Conv2d`` whose output channels hold regular fields, except convs that output image channels
-    (as many as the first conv reads: an image-to-image net's output conv is an image, not a regular field)."""
+    """Every ``nn.Conv2d`` whose output channels hold regular fields, except convs that output image
+    channels (as many as the first conv reads: an image-to-image net's output conv is an image, not a
+    regular field)."""
     convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     image_channels = convs[0][1].in_channels if convs else None
     return [
@@ -298,8 +301,8 @@ def _auto_specs(model: nn.Module, config) -> list[TapSpec]:
         raise ValueError(
             f"layers='auto' found no layer to tap in {type(model).__name__}: no hidden nn.Conv2d has output "
             f"channels divisible by {rule} (convs that output the image's channels are outputs, not regular "
-            "fields). Choose another group order, or name the layers explicitly (EqRegConfig(layers=[...])) and "
-            "mark non-divisible ones trivial."
+            "fields). Choose another group order, or name the layers explicitly (EqRegConfig(layers=[...])) "
+            "and mark non-divisible ones trivial."
         )
     return [TapSpec(n, explicit=False) for n in names]
 
@@ -326,8 +329,8 @@ def _named_specs(model: nn.Module, layers) -> list[TapSpec]:
             matched = [n for n in modules if n and match_layer(n, pattern)]
             if not matched:
                 raise ValueError(
-                    f"Layer pattern {pattern!r} matches no module of {type(model).__name__} ('*' matches one level of "
-                    f"the dotted name, '**' any depth). Some module names: {_some_names(modules)}."
+                    f"Layer pattern {pattern!r} matches no module of {type(model).__name__} ('*' matches one "
+                    f"level of the dotted name, '**' any depth). Some module names: {_some_names(modules)}."
                 )
         else:
             if pattern not in modules or pattern == "":
@@ -359,9 +362,9 @@ def _check_setting_keys(specs: list[TapSpec], config) -> None:
             if not any(match_layer(n, key) for n in names):
                 shown = names[:8] + (["..."] if len(names) > 8 else [])
                 raise ValueError(
-                    f"{setting}={{{key!r}: ...}} matches none of the {len(names)} tapped layer(s) {shown}, so it would "
-                    f"be ignored. Use a tapped layer's name or a glob that matches one ('*' = one level, '**' = any "
-                    "depth), or add the layer to layers=."
+                    f"{setting}={{{key!r}: ...}} matches none of the {len(names)} tapped layer(s) {shown}, "
+                    "so it would be ignored. Use a tapped layer's name or a glob that matches one ('*' = one "
+                    "level, '**' = any depth), or add the layer to layers=."
                 )
 
 
@@ -369,10 +372,11 @@ def resolve_taps(model: nn.Module, config) -> list[TapSpec]:
     """Turn ``config.layers`` (names, globs or ``"auto"``) into a list of :class:`TapSpec`.
 
     Exact names must exist; a glob must match at least one module (``*`` one level of the dotted name, ``**``
-    any depth, see :func:`~eqreg_hf.core.taps.match_layer`); ``"<layer>:<index or key>"`` picks one element of a
-    layer that returns a tuple / dict / dataclass. ``"auto"`` asks :func:`auto_taps` for a model-specific choice
-    (timm, transformers) and falls back to every hidden ``nn.Conv2d`` whose output channels divide by t. The keys
-    of ``fields`` / ``layouts`` / ``layer_weights`` / ``prefix_tokens`` dicts must each match a tap.
+    any depth, see :func:`~eqreg_hf.core.taps.match_layer`); ``"<layer>:<index or key>"`` picks one element of
+    a layer that returns a tuple / dict / dataclass. ``"auto"`` asks :func:`auto_taps` for a model-specific
+    choice (timm, transformers) and falls back to every hidden ``nn.Conv2d`` whose output channels divide
+    by t. The keys of ``fields`` / ``layouts`` / ``layer_weights`` / ``prefix_tokens`` dicts must each
+    match a tap.
     """
     specs = _auto_specs(model, config) if config.layers == "auto" else _named_specs(model, config.layers)
     _check_setting_keys(specs, config)

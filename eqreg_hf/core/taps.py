@@ -64,7 +64,8 @@ class TapSpec:
 
 @functools.lru_cache(maxsize=512)
 def _layer_regex(pattern: str) -> re.Pattern:
-    """``*`` and ``?`` stay inside one dotted level of a module name, ``**`` crosses levels, ``[...]`` is a class."""
+    """``*`` and ``?`` stay inside one dotted level of a module name, ``**`` crosses levels, ``[...]`` is a
+    class."""
     out, i = [], 0
     while i < len(pattern):
         c = pattern[i]
@@ -96,13 +97,15 @@ def _class_end(pattern: str, i: int) -> int:
 
 
 def match_layer(name: str, pattern: str) -> bool:
-    """Does module ``name`` match the layer ``pattern``? Globs work per level of the dotted name: ``*`` matches
-    within one level (``stages.*`` is ``stages.0``, not ``stages.0.blocks.1``), ``**`` any depth
+    """Does module ``name`` match the layer ``pattern``? Globs work per level of the dotted name: ``*``
+    matches within one level (``stages.*`` is ``stages.0``, not ``stages.0.blocks.1``), ``**`` any depth
     (``stages.**`` is everything under ``stages``), ``?`` one character, ``[03]`` a character class.
 
     Example:
-        >>> match_layer("stages.0", "stages.*"), match_layer("stages.0.conv", "stages.*"), match_layer("stages.0.conv", "stages.**")
-        (True, False, True)
+        >>> match_layer("stages.0", "stages.*"), match_layer("stages.0.conv", "stages.*")
+        (True, False)
+        >>> match_layer("stages.0.conv", "stages.**")
+        True
     """
     return name == pattern or _layer_regex(pattern).match(name) is not None
 
@@ -131,7 +134,8 @@ def per_layer(value: Any, name: str, default: Any) -> Any:
 
 
 def _tensor_items(output: Any, path: tuple = ()) -> list[tuple[tuple, torch.Tensor]]:
-    """Every tensor in a layer's output with the selector that reaches it (tuples, lists, dicts, dataclasses)."""
+    """Every tensor in a layer's output with the selector that reaches it (tuples, lists, dicts,
+    dataclasses)."""
     if isinstance(output, torch.Tensor):
         return [(path, output)]
     if isinstance(getattr(output, "tensor", None), torch.Tensor):  # e2cnn / escnn GeometricTensor
@@ -177,10 +181,11 @@ def select_output(
 ) -> tuple[torch.Tensor | None, str | None]:
     """The tensor a tapped layer returned, and a note when it had to be chosen among several.
 
-    With a ``selector`` (``(0,)``, ``("last_hidden_state",)``, ``(1, "aux")``) exactly that element. Without one:
-    the only tensor in the output; if there are several, the only one with 3 or more dimensions (a feature map
-    or tokens; the note names the choice and the selector that makes it explicit); if several such tensors
-    exist, a ``ValueError`` listing them with their selectors. Never silently the first of several maps.
+    With a ``selector`` (``(0,)``, ``("last_hidden_state",)``, ``(1, "aux")``) exactly that element. Without
+    one: the only tensor in the output; if there are several, the only one with 3 or more dimensions (a
+    feature map or tokens; the note names the choice and the selector that makes it explicit); if several
+    such tensors exist, a ``ValueError`` listing them with their selectors. Never silently the first of
+    several maps.
 
     Example:
         >>> x = torch.zeros(2, 4, 5, 5)
@@ -215,8 +220,9 @@ def select_output(
 
 
 def first_tensor(output: Any) -> torch.Tensor | None:
-    """The tensor a model returned: the only one, a ``ModelOutput``'s ``logits`` (else ``last_hidden_state``), or
-    the only feature map among several (with a warning); several maps are an error (:func:`select_output`)."""
+    """The tensor a model returned: the only one, a ``ModelOutput``'s ``logits`` (else
+    ``last_hidden_state``), or the only feature map among several (with a warning); several maps are an
+    error (:func:`select_output`)."""
     for key in (
         "logits",
         "last_hidden_state",
@@ -238,7 +244,8 @@ class FeatureTaps:
 
     Args:
         model: the network (hooks go on its submodules, so a DDP/compiled wrapper still triggers them).
-        names: module names to tap, or :class:`TapSpec` objects (their ``output`` selector picks the tensor of a
+        names: module names to tap, or :class:`TapSpec` objects (their ``output`` selector picks the tensor of
+        a
             layer that returns a tuple / dict / dataclass; see :func:`select_output`).
         clone: copy each captured output (needed when an in-place op such as ``ReLU(inplace=True)``
             follows a tap). ``None`` = only when the model holds an in-place module.
@@ -281,8 +288,8 @@ class FeatureTaps:
                 warnings.warn(note, UserWarning, stacklevel=2)
             if t is None:
                 raise TypeError(
-                    f"Tapped layer {name!r} ({type(module).__name__}) returned {type(output).__name__} with no "
-                    "tensor in it; tap a layer that returns a tensor, a tuple or a ModelOutput."
+                    f"Tapped layer {name!r} ({type(module).__name__}) returned {type(output).__name__} with "
+                    "no tensor in it; tap a layer that returns a tensor, a tuple or a ModelOutput."
                 )
             if self.clone:
                 t = t.clone()
@@ -327,7 +334,8 @@ class FeatureTaps:
         return out
 
     def take_inputs(self) -> dict[str, list[torch.Tensor | None]]:
-        """The inputs of the tapped layers in the last armed pass (for recomputing outputs), then forget them."""
+        """The inputs of the tapped layers in the last armed pass (for recomputing outputs), then forget
+        them."""
         out = {n: list(v) for n, v in self.inputs.items()}
         for v in self.inputs.values():
             v.clear()
