@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +35,7 @@ from eqreg_hf.tasks.trackers import (
     REPORT_TO,
     TRACKER_PROJECT,
     check_report_to,
+    figure_array,
     finish_trainer_trackers,
     log_loop_images,
     log_trainer_images,
@@ -193,17 +193,6 @@ def tracker_config(*parts: dict[str, Any]) -> dict[str, Any]:
         for key, value in part.items():
             out[key] = value if isinstance(value, (str, int, float, bool)) else str(value)
     return out
-
-
-def figure_array(draw: Any) -> Any:
-    """``draw(path)`` saves a PNG; returns it as an ``[H, W, 3]`` uint8 array (for the trackers)."""
-    import numpy as np
-    from PIL import Image
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = draw(os.path.join(tmp, "figure.png"))
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB")).copy()
 
 
 # ---------------------------------------------------------------------------- the Accelerate loop (train-derain)

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Any
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "TRACKER_PROJECT",
     "Tracker",
     "check_report_to",
+    "figure_array",
     "finish_trainer_trackers",
     "log_loop_images",
     "log_trainer_images",
@@ -186,11 +188,20 @@ def finish_trainer_trackers(trainer: Any) -> None:
         tracker.finish_trainer(cb)
 
 
+def figure_array(draw: Any) -> Any:
+    """``draw(path)`` saves a PNG; returns it as an ``[H, W, 3]`` uint8 array (for the trackers)."""
+    import numpy as np
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = draw(os.path.join(tmp, "figure.png"))
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB")).copy()
+
+
 def report_trainer_images(trainer: Any, report: Any) -> None:
     """Log the per-layer equivariance plot of the last evaluation, then close the trackers the evaluation
     used."""
-    from eqreg_hf.tasks.conventions import figure_array
-
     if report is not None and trainer.args.report_to and trainer.args.report_to != ["none"]:
         log_trainer_images(trainer, {"eval/equivariance_per_layer": figure_array(report.plot)})
     finish_trainer_trackers(trainer)
