@@ -21,7 +21,8 @@ import torch
 
 from eqreg_hf.cli.eqreg_args import add_eqreg_arguments, eqreg_config_from_args
 from eqreg_hf.cli.flags import add_dataclass_arguments, dataclass_from_args
-from eqreg_hf.tasks.classify.recipe import COMPARISON, ClassifierArgs, compare_classifiers, comparison_table
+from eqreg_hf.tasks.classify.arguments import ClassifierArgs
+from eqreg_hf.tasks.classify.compare import COMPARISON, compare_classifiers, comparison_table
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,11 +18,11 @@ from eqreg_hf.tasks.validation import (
     take_renamed,
 )
 
-__all__ = ["ClassifierArgs", "DATASETS", "LABELS", "AUGMENTS"]
+__all__ = ["ClassifierArgs", "DATASETS", "LABELS", "CLASSIFY_AUGMENTS"]
 
 DATASETS = ("shapes", "cifar100")
 LABELS = ("fine", "coarse")
-AUGMENTS = ("none", "C4")
+CLASSIFY_AUGMENTS = ("none", "C4")
 _POSITIVE = ("batch_size", "logging_steps", "equiv_eval_batches")
 _POSITIVE_OR_NONE = ("train_samples", "eval_samples", "eval_steps")
 
@@ -60,8 +60,8 @@ class ClassifierArgs(hf.HFRunArguments):
     shapes_train_angle: float = field(
         default=180.0,
         metadata={
-            "help": "Shapes only: training orientations in [-a, a] degrees (0 = upright only; the test set always "
-            "uses all orientations)."
+            "help": "Shapes only: training orientations in [-a, a] degrees (0 = upright only; the test set "
+            "always uses all orientations)."
         },
     )
     augment: str = field(
@@ -111,7 +111,8 @@ class ClassifierArgs(hf.HFRunArguments):
         self.validate()
 
     def validate(self) -> None:
-        """Refuse bad values (called on construction): the message names the value, the choices and the fix."""
+        """Refuse bad values (called on construction): the message names the value, the choices and the
+        fix."""
         check_choice(
             "dataset",
             self.dataset,
@@ -119,7 +120,7 @@ class ClassifierArgs(hf.HFRunArguments):
             "For your own data use EqRegTrainer directly (see docs/classification.md).",
         )
         check_choice("label", self.label, LABELS)
-        check_choice("augment", self.augment, AUGMENTS, "('none' turns the augmentation off.)")
+        check_choice("augment", self.augment, CLASSIFY_AUGMENTS, "('none' turns the augmentation off.)")
         check_group(self.eval_group, "eval_group")
         self.check_conventions()  # report_to, save_steps, push_to_hub / hub_model_id
         if self.max_steps <= 0 and self.epochs <= 0:

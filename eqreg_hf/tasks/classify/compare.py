@@ -12,6 +12,7 @@ import torch
 
 from eqreg_hf.core.config import EqRegConfig
 from eqreg_hf.tasks.classify.arguments import ClassifierArgs
+from eqreg_hf.tasks.classify.recipe import train_classifier
 
 __all__ = ["COMPARISON", "compare_classifiers", "comparison_table"]
 
@@ -46,8 +47,6 @@ def compare_classifiers(
             )
             cfg = dataclasses.replace(eqreg, seed=seed, weight=eqreg.weight if on else 0.0)
             start = time.time()
-            from eqreg_hf.tasks.classify.recipe import train_classifier
-
             m = train_classifier(run, cfg).metrics
             rows.setdefault(name, []).append(
                 {

@@ -75,5 +75,6 @@ def with_transforms(
 
 
 def preprocessing(args: ClassifierArgs, image_size: int) -> dict[str, Any]:
-    """The arguments of ``classification_transform`` the run trains and evaluates with (saved with the model)."""
+    """The arguments of ``classification_transform`` the run trains and evaluates with (saved with the
+    model)."""
     return dict(label=args.label, input_size=image_size, data_config={"crop_pct": 1.0})

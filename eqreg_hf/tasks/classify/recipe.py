@@ -28,7 +28,6 @@ from eqreg_hf.core.io import atomic_write_json, check_output_dir
 from eqreg_hf.data.transforms import RandomRot90  # noqa: F401 (the augmentation baseline; importable here)
 from eqreg_hf.tasks import conventions as hf
 from eqreg_hf.tasks.classify.arguments import DATASETS, ClassifierArgs
-from eqreg_hf.tasks.classify.compare import COMPARISON, compare_classifiers, comparison_table
 from eqreg_hf.tasks.classify.data import load_classification_data, preprocessing, with_transforms
 from eqreg_hf.tasks.classify.input_size import aligned_input_size
 from eqreg_hf.tasks.runner import Recipe, RunResult, run_recipe, tap_names, write_run_folder
@@ -36,8 +35,7 @@ from eqreg_hf.train.loop import TrainHistory
 
 # fmt: off
 __all__ = ["ClassifierArgs", "ClassifyRecipe", "train_classifier", "load_classification_data",
-           "aligned_input_size", "compare_classifiers", "comparison_table", "COMPARISON", "RandomRot90",
-           "DATASETS"]
+           "aligned_input_size", "RandomRot90", "DATASETS"]
 # fmt: on
 
 logger = logging.getLogger(__name__)

@@ -2,8 +2,8 @@
 
 Names shared with ``transformers.TrainingArguments`` and with the other recipes mean the same (``max_steps``,
 ``learning_rate``, ``logging_steps``, ``eval_steps``, ``augment``, ``eval_group``); the old flags ``--steps``,
-``--lr``, ``--log-every``, ``--eval-every``, ``--rot-aug``, ``--rot-aug-order`` and ``--eval-group-order`` still
-parse (the last three with a ``FutureWarning``).
+``--lr``, ``--log-every``, ``--eval-every``, ``--rot-aug``, ``--rot-aug-order`` and ``--eval-group-order``
+still parse (the last three with a ``FutureWarning``).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from eqreg_hf.tasks.validation import (
     take_renamed,
 )
 
-__all__ = ["DerainTrainingArguments", "MODEL_CHOICES", "AUGMENTS"]
+__all__ = ["DerainTrainingArguments", "MODEL_CHOICES", "DERAIN_AUGMENTS"]
 
 MODEL_CHOICES = ("fast", "rcdnet", "strict-c4")
-AUGMENTS = ("none", "C2", "C4")  # a random turn of each crop: the augmentation baseline
+DERAIN_AUGMENTS = ("none", "C2", "C4")  # a random turn of each crop: the augmentation baseline
 ROT_AUG_ORDERS = (2, 4)
 _POSITIVE = (
     "max_steps",
@@ -61,7 +61,8 @@ class DerainTrainingArguments(hf.HFRunArguments):
     num_blocks: int | None = field(
         default=None,
         metadata={
-            "help": "fast / strict-c4: residual blocks (default: 6 for fast, 4 for strict-c4; both ~112k parameters)."
+            "help": "fast / strict-c4: residual blocks (default: 6 for fast, 4 for strict-c4; both ~112k "
+            "parameters)."
         },
     )
     num_fields: int = field(default=24, metadata={"help": "strict-c4: regular C4 fields per hidden layer."})
@@ -79,8 +80,8 @@ class DerainTrainingArguments(hf.HFRunArguments):
     dataset: str = field(
         default="synthetic",
         metadata={
-            "help": "'synthetic' (built-in, offline), Rain100L / Rain100H / Rain1400 / Rain12 (with --data-dir "
-            "or $EQREG_DATA_DIR), a local folder, or a Hub dataset id."
+            "help": "'synthetic' (built-in, offline), Rain100L / Rain100H / Rain1400 / Rain12 (with "
+            "--data-dir or $EQREG_DATA_DIR), a local folder, or a Hub dataset id."
         },
     )
     data_dir: str | None = field(default=None, metadata={"help": "Folder holding the benchmark folders."})
@@ -106,8 +107,8 @@ class DerainTrainingArguments(hf.HFRunArguments):
     stage_loss: bool = field(
         default=False,
         metadata={
-            "help": "rcdnet: the paper's loss on every stage's background and rain layer (0.1 per intermediate "
-            "stage, 1 for the last) instead of MSE on the final background."
+            "help": "rcdnet: the paper's loss on every stage's background and rain layer (0.1 per "
+            "intermediate stage, 1 for the last) instead of MSE on the final background."
         },
     )
     augment: str = field(
@@ -171,14 +172,15 @@ class DerainTrainingArguments(hf.HFRunArguments):
         self.validate()
 
     def validate(self) -> None:
-        """Refuse bad values (called on construction): the message names the value, the choices and the fix."""
+        """Refuse bad values (called on construction): the message names the value, the choices and the
+        fix."""
         check_choice("model", self.model, MODEL_CHOICES)
         if self.stage_loss and self.model != "rcdnet":
             raise ValueError(
                 f"stage_loss=True needs the staged network: model='rcdnet', not {self.model!r} "
                 "(or leave stage_loss off)."
             )
-        check_choice("augment", self.augment, AUGMENTS, "('none' turns the augmentation off.)")
+        check_choice("augment", self.augment, DERAIN_AUGMENTS, "('none' turns the augmentation off.)")
         check_group(self.eval_group, "eval_group")
         check_positive_ints(self, _POSITIVE + _POSITIVE_OR_NONE, optional=_POSITIVE_OR_NONE)
         check_non_negative(self, ("learning_rate",))

@@ -13,6 +13,8 @@ feature map exactly (no grid misalignment for any H, W, odd or even, square or n
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn

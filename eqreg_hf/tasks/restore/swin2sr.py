@@ -91,9 +91,8 @@ def build_swin2sr(task: str = "denoise", scale: int = 2, **config_kwargs: Any) -
     side = min(image) if isinstance(image, (list, tuple)) else int(image)
     if window < 1 or window > side:
         raise ValueError(
-            f"window_size={window} must be between 1 and image_size={side} (Swin2SR shrinks windows "
-            "larger than image_size and then pads to the wrong multiple); lower window_size or raise "
-            "image_size."
+            f"window_size={window} must be between 1 and image_size={side} (Swin2SR shrinks windows larger "
+            "than image_size and then pads to the wrong multiple); lower window_size or raise image_size."
         )
     model = Swin2SRForImageSuperResolution(Swin2SRConfig(**kwargs))
     if not kwargs["upsampler"]:
@@ -133,8 +132,8 @@ def _set_upsampling(kwargs: dict, task: str, scale: Any) -> None:
 
 
 def reconstruction(outputs: Any) -> torch.Tensor:
-    """The restored image of a model's outputs: ``outputs.reconstruction`` (a transformers ``ModelOutput``), the
-    ``"reconstruction"`` entry of a dict, or the tensor itself."""
+    """The restored image of a model's outputs: ``outputs.reconstruction`` (a transformers ``ModelOutput``),
+    the ``"reconstruction"`` entry of a dict, or the tensor itself."""
     if torch.is_tensor(outputs):
         return outputs
     rec = (
@@ -159,7 +158,8 @@ def check_input_size(
     model: nn.Module, height: int, width: int, target_hw: tuple[int, int] | None = None
 ) -> None:
     """One-line ``ValueError`` unless a Swin2SR ``model`` takes a ``height`` x ``width`` input without padding
-    (sides multiples of ``window_size``) and, if ``target_hw`` is given, returns that size (``upscale`` x input).
+    (sides multiples of ``window_size``) and, if ``target_hw`` is given, returns that size (``upscale`` x
+    input).
 
     Models without ``config.window_size`` / ``config.upscale`` pass (nothing to check)."""
     config = getattr(model, "config", None)
@@ -195,8 +195,9 @@ class _Repeated(Dataset):
 
 
 def _eval_callback(eval_fn: Callable, every: int, trainer_ref: list) -> Any:
-    """A ``TrainerCallback`` that calls ``eval_fn(model, step)`` every ``every`` optimizer steps (model in eval
-    mode, no gradient) and logs its dict; it counts its own seconds so the training time can leave them out."""
+    """A ``TrainerCallback`` that calls ``eval_fn(model, step)`` every ``every`` optimizer steps (model in
+    eval mode, no gradient) and logs its dict; it counts its own seconds so the training time can leave them
+    out."""
     from transformers import TrainerCallback
 
     class _EvalEvery(TrainerCallback):
@@ -278,6 +279,18 @@ _FIT_SETTINGS = {
 }
 
 
+def _fit_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """``fit_with_trainer``'s keyword settings over the defaults; an unknown or missing one is named."""
+    unknown = sorted(set(settings) - set(_FIT_SETTINGS))
+    missing = sorted(k for k, v in _FIT_SETTINGS.items() if v is None and k not in settings)
+    if unknown or missing:
+        raise TypeError(
+            f"fit_with_trainer: unknown settings {unknown}, missing {missing}; the settings are "
+            f"{sorted(_FIT_SETTINGS)} (max_steps, batch_size and learning_rate are required)."
+        )
+    return {**_FIT_SETTINGS, **settings}
+
+
 def fit_with_trainer(
     model: nn.Module,
     train_dataset: Any,
@@ -290,24 +303,18 @@ def fit_with_trainer(
 ) -> tuple[list[dict], float]:
     """Train ``model`` with :class:`~eqreg_hf.train.trainer.EqRegTrainer`; returns ``(log_history, seconds)``.
 
-    ``train_dataset`` is any map dataset of ``{"pixel_values": degraded, "labels": clean}`` (e.g. a ``datasets``
-    dataset with ``RestoreTransform``), repeated to ``max_steps * batch_size * gradient_accumulation_steps``
-    items so that a one-image training set still fills every batch. The task loss is the MSE between
-    :func:`reconstruction` and the targets (rotated with the input by the mixin); ``eqreg_config=None`` (or an
-    inactive one) trains plainly. Cosine learning rate, AdamW, no checkpoints (``save_strategy="no"``);
-    ``progress=False``: no progress bar and nothing printed. ``eval_fn(model, step) -> dict`` runs every
-    ``eval_every`` optimizer steps (eval mode, no gradient) and its dict is logged (``log_history`` entries
-    with ``step``). ``seconds`` is the wall time of ``train()`` without
-    the time spent in ``eval_fn``. ``output_dir=None``: a temporary folder (nothing is saved there anyway).
+    ``train_dataset`` is any map dataset of ``{"pixel_values": degraded, "labels": clean}`` (e.g. a
+    ``datasets`` dataset with ``RestoreTransform``), repeated to
+    ``max_steps * batch_size * gradient_accumulation_steps`` items so that a one-image training set still
+    fills every batch. The task loss is the MSE between :func:`reconstruction` and the targets (rotated with
+    the input by the mixin); ``eqreg_config=None`` (or an inactive one) trains plainly. Cosine learning rate,
+    AdamW, no checkpoints (``save_strategy="no"``); ``progress=False``: no progress bar and nothing printed.
+    ``eval_fn(model, step) -> dict`` runs every ``eval_every`` optimizer steps (eval mode, no gradient) and
+    its dict is logged (``log_history`` entries with ``step``). ``seconds`` is the wall time of ``train()``
+    without the time spent in ``eval_fn``. ``output_dir=None``: a temporary folder (nothing is saved there
+    anyway).
     """
-    unknown = sorted(set(settings) - set(_FIT_SETTINGS))
-    missing = sorted(k for k, v in _FIT_SETTINGS.items() if v is None and k not in settings)
-    if unknown or missing:
-        raise TypeError(
-            f"fit_with_trainer: unknown settings {unknown}, missing {missing}; the settings are "
-            f"{sorted(_FIT_SETTINGS)} (max_steps, batch_size and learning_rate are required)."
-        )
-    values = {**_FIT_SETTINGS, **settings}
+    values = _fit_settings(settings)
     max_steps, batch_size, learning_rate = values["max_steps"], values["batch_size"], values["learning_rate"]
     gradient_accumulation_steps, seed = values["gradient_accumulation_steps"], values["seed"]
     logging_steps, progress, report_to = values["logging_steps"], values["progress"], values["report_to"]
