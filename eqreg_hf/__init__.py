@@ -42,6 +42,7 @@ _EXPORTS = {
     "TrainHistory": "eqreg_hf.train.loop",
     "LoopArguments": "eqreg_hf.train.arguments",
     "write_hub_folder": "eqreg_hf.hub",
+    "CardFacts": "eqreg_hf.hub",
     "save_folder": "eqreg_hf.hub",
     "load_folder": "eqreg_hf.hub",
     "push_folder": "eqreg_hf.hub",
@@ -75,7 +76,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on f
     from eqreg_hf.core.schedule import WeightSchedule
     from eqreg_hf.core.taps import FeatureTaps, TapSpec
     from eqreg_hf.core.unwrap import unwrap_model
-    from eqreg_hf.hub import load_folder, push_folder, save_folder, write_hub_folder
+    from eqreg_hf.hub import CardFacts, load_folder, push_folder, save_folder, write_hub_folder
     from eqreg_hf.train.arguments import LoopArguments
     from eqreg_hf.train.loop import TrainHistory, train_loop
     from eqreg_hf.train.step import EqRegStep
