@@ -124,7 +124,8 @@ def test_bad_settings_are_refused(kw, match):
 # ---------------------------------------------------------------------------------------------- in training
 @pytest.mark.parametrize("share", [0.05, 0.3])
 def test_share_converges_to_the_target_in_the_loop(share):
-    """Once the losses settle, λ·L_eq / L_task sits at the target (the running averages lag a falling loss)."""
+    """Once the losses settle, λ·L_eq / L_task sits at the target (the running averages lag a falling
+    loss)."""
     net = _net()
     hist = train_loop(
         net,
@@ -144,7 +145,8 @@ def test_share_converges_to_the_target_in_the_loop(share):
 
 
 def test_the_estimate_only_scales_the_eqreg_gradient():
-    """λ is a number computed without gradient: d(total) = d(task) + λ d(L_eq), the task term's direction unchanged."""
+    """λ is a number computed without gradient: d(total) = d(task) + λ d(L_eq), the task term's direction
+    unchanged."""
     net = _net()
     x, y = _data(n=4)
     step = EqRegStep(EqReg(net, _auto_cfg(target_share=0.1, auto_warmup=0)))

@@ -1,5 +1,6 @@
 """The training commands' Hugging Face conventions (issue 14, item 1): --config, --report-to, --push-to-hub,
---save-steps / --resume-from-checkpoint, for train-derain (the Accelerate loop) and train-classifier (the Trainer).
+--save-steps / --resume-from-checkpoint, for train-derain (the Accelerate loop) and train-classifier (the
+Trainer).
 
 TensorBoard and trackio are tested for real (their files are read back); W&B with its client mocked.
 """
@@ -216,7 +217,7 @@ def test_tracker_that_is_not_installed_is_named(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
-# ---------------------------------------------------------------------------- TensorBoard and trackio, for real
+# -------------------------------------------------------------------------- TensorBoard and trackio, for real
 TRACKIO_READ = """
 import json, sys
 from trackio.sqlite_storage import SQLiteStorage
@@ -500,7 +501,7 @@ def test_hub_refusal_after_training_is_exit_1_and_the_model_stays(tmp_path, hub,
     assert (out / "model.safetensors").is_file()
 
 
-# ---------------------------------------------------------------------------- --save-steps / --resume-from-checkpoint
+# ------------------------------------------------------------------ --save-steps / --resume-from-checkpoint
 def _weights(path):
     from safetensors.torch import load_file
 

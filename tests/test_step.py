@@ -1,4 +1,5 @@
-"""The one EQ-Reg training step: every training path (Trainer mixin, Accelerate loop, cost benchmark) runs it."""
+"""The one EQ-Reg training step: every training path (Trainer mixin, Accelerate loop, cost benchmark) runs
+it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`eqreg-hf train-derain` and eqreg_hf.tasks.derain.recipe: flags generated from the dataclasses, a tiny run, saving."""
+"""`eqreg-hf train-derain` and eqreg_hf.tasks.derain.recipe: flags generated from the dataclasses, a tiny run,
+saving."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ from eqreg_hf import EqRegConfig
 from eqreg_hf.cli import build_parser, main
 from eqreg_hf.cli.flags import add_dataclass_arguments, dataclass_from_args
 from eqreg_hf.cli.flags import parse_free as _parse_any
-
-EQREG_PREFIX = "eqreg."
 from eqreg_hf.tasks.derain.recipe import (
     DEFAULT_DISTANCE,
     DEFAULT_WEIGHT,
@@ -45,6 +44,8 @@ TINY_FLAGS = [
     "--progress",
     "false",
 ]
+
+EQREG_PREFIX = "eqreg."
 
 
 def _parse(argv):

@@ -1,5 +1,5 @@
-"""`eqreg-hf train-restore` and eqreg_hf.tasks.restore.recipe: tiny runs of every method, the curves, bad input
-refused before training, the Hub folder and its card."""
+"""`eqreg-hf train-restore` and eqreg_hf.tasks.restore.recipe: tiny runs of every method, the curves, bad
+input refused before training, the Hub folder and its card."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ import torch
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
+import eqreg_hf.tasks.engines as engines
 from eqreg_hf import EqRegConfig
 from eqreg_hf.cli import main
 from eqreg_hf.hub import load_folder
-from eqreg_hf.tasks.restore import recipe
-import eqreg_hf.tasks.engines as engines
 from eqreg_hf.tasks.restore.recipe import RestoreTrainingArguments, train_restorer
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

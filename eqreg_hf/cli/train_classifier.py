@@ -3,8 +3,8 @@
     eqreg-hf train-classifier --model resnet18 --dataset shapes --max-steps 300 \\
         --eqreg.weight 0.1 --eqreg.group-order 4 --eqreg.layers auto
 
-Flags for the run come from :class:`eqreg_hf.tasks.classify.recipe.ClassifierArgs`, the ``--eqreg.*`` flags from
-:class:`eqreg_hf.EqRegConfig` (both generated from the dataclasses, so they never drift).
+Flags for the run come from :class:`eqreg_hf.tasks.classify.recipe.ClassifierArgs`, the ``--eqreg.*`` flags
+from :class:`eqreg_hf.EqRegConfig` (both generated from the dataclasses, so they never drift).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "train-classifier",
         help="Fine-tune a timm / transformers classifier with EQ-Reg (shapes offline, or CIFAR-100).",
-        description="Fine-tune an image classifier with EQ-Reg through the transformers Trainer; report top-1 "
-        "accuracy and the layer-wise equivariance error; save a Hub folder. Plain baseline: "
+        description="Fine-tune an image classifier with EQ-Reg through the transformers Trainer; report "
+        "top-1 accuracy and the layer-wise equivariance error; save a Hub folder. Plain baseline: "
         "--eqreg.weight 0; rotation-augmentation baseline: add --rotation-augment.",
     )
     add_dataclass_arguments(parser, ClassifierArgs)
@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"\ninput size {result.info.get('image_size')}, taps: {', '.join(taps) or '(none: EQ-Reg off)'}")
     print(f"top-1 accuracy       {m.get('eval_accuracy', float('nan')):.4f}")
     print(
-        f"equivariance error   {m.get('eval_equiv_error', float('nan')):.4f}  (mean over taps, {result.eval_group})"
+        f"equivariance error   {m.get('eval_equiv_error', float('nan')):.4f}  (mean over taps, "
+        f"{result.eval_group})"
     )
     for k, v in m.items():
         if k.startswith("eval_equiv_error/"):

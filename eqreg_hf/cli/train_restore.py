@@ -30,8 +30,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "train-restore",
         help="Train a restorer (denoise / inpaint / sr; DnCNN, strict C4/D4 or Swin2SR) with EQ-Reg.",
-        description="Train a restorer on degraded photos with EQ-Reg or a baseline; evaluates PSNR/SSIM (RGB) on "
-        "whole held-out images and the layer-wise equivariance error, and saves a Hub folder (--output-dir).",
+        description="Train a restorer on degraded photos with EQ-Reg or a baseline; evaluates PSNR/SSIM "
+        "(RGB) on whole held-out images and the layer-wise equivariance error, and saves a Hub folder "
+        "(--output-dir).",
     )
     add_dataclass_arguments(parser.add_argument_group("training"), RestoreTrainingArguments)
     add_eqreg_arguments(

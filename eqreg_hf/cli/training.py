@@ -1,4 +1,5 @@
-"""What the three training commands share: run the recipe, report a refused push, print where the model went."""
+"""What the three training commands share: run the recipe, report a refused push, print where the model
+went."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ __all__ = ["train_or_report", "print_saved"]
 def train_or_report(
     command: str, train: Callable[[], Any], folder: str | None, hub_model_id: str | None
 ) -> Any:
-    """``train()``, or None after one line on stderr when the model was trained and saved but the Hub refused the
-    push (the command then exits with 1, as ``eqreg-hf push`` does)."""
+    """``train()``, or None after one line on stderr when the model was trained and saved but the Hub refused
+    the push (the command then exits with 1, as ``eqreg-hf push`` does)."""
     from eqreg_hf.cli import one_line
     from eqreg_hf.hub import HubPushError
 
@@ -21,8 +22,8 @@ def train_or_report(
         return train()
     except HubPushError as err:
         print(
-            f"eqreg-hf {command}: error: {one_line(err)} (the model is saved in {folder}; push it later with: "
-            f"eqreg-hf push {folder} {hub_model_id})",
+            f"eqreg-hf {command}: error: {one_line(err)} (the model is saved in {folder}; push it later "
+            f"with: eqreg-hf push {folder} {hub_model_id})",
             file=sys.stderr,
         )
         return None

@@ -2,7 +2,8 @@
 
 * :func:`fit_loop`: random training items sampled with replacement (so a one-image training set fills every
   batch and the step count does not depend on the data size), Adam with cosine decay to 1 % of the learning
-  rate, :func:`eqreg_hf.train.loop.train_loop` (trackers per ``--report-to``, checkpoints per ``--save-steps``).
+  rate, :func:`eqreg_hf.train.loop.train_loop` (trackers per ``--report-to``, checkpoints per
+  ``--save-steps``).
 * :func:`training_arguments` and :func:`eval_callback`: the ``transformers.TrainingArguments`` of a run and a
   callback that runs the recipe's periodic evaluation, for recipes that train through ``EqRegTrainer``.
 """
@@ -108,8 +109,9 @@ def training_arguments(args: Any, output_dir: str, run_name: str, **overrides: A
 
 
 def eval_callback(eval_fn: Callable, every: int, trainer_ref: list) -> Any:
-    """A ``TrainerCallback`` that calls ``eval_fn(model, step)`` every ``every`` optimizer steps (model in eval
-    mode, no gradient) and logs its dict; it counts its own seconds so the training time can leave them out."""
+    """A ``TrainerCallback`` that calls ``eval_fn(model, step)`` every ``every`` optimizer steps (model in
+    eval mode, no gradient) and logs its dict; it counts its own seconds so the training time can leave them
+    out."""
     from transformers import TrainerCallback
 
     class _EvalEvery(TrainerCallback):

@@ -117,7 +117,8 @@ class Recipe:
 
     def evaluation(self, args: Any, model: nn.Module, data: tuple, group: str) -> Any:
         """An object with ``final(model, step) -> (metrics, report)``, called as ``(model, step) -> dict``
-        for the periodic evaluation, with ``seconds`` (time spent evaluating) and ``history`` (rows or None)."""
+        for the periodic evaluation, with ``seconds`` (time spent evaluating) and ``history`` (rows or
+        None)."""
         raise NotImplementedError
 
     def uses_trainer(self, model: nn.Module) -> bool:
@@ -159,7 +160,8 @@ class Run:
 
 
 def resolve_layers(model: nn.Module, config: EqRegConfig | None) -> EqRegConfig | None:
-    """``layers="auto"`` written out as ``model.eqreg_layers(<field size>)`` for a network that names its taps.
+    """``layers="auto"`` written out as ``model.eqreg_layers(<field size>)`` for a network that names its
+    taps.
 
     The field size is the group's: t channels for C_t, 2t for D_t (a network refuses a width it does not
     divide). Other models keep ``"auto"`` (the core's policy). ``layers="model"``, the old spelling, is read
@@ -283,8 +285,8 @@ def write_run_folder(
     preprocessing: Any = None,
 ) -> str:
     """The Hub folder of a finished run: :func:`eqreg_hf.hub.write_hub_folder` with the card ``facts``
-    (:class:`~eqreg_hf.hub.card.CardFacts`), plus ``training_log.json`` (loss windows, evaluations, metrics and
-    ``log``). A run without EQ-Reg saves a weight-0 config, so every folder loads and pushes alike."""
+    (:class:`~eqreg_hf.hub.card.CardFacts`), plus ``training_log.json`` (loss windows, evaluations, metrics
+    and ``log``). A run without EQ-Reg saves a weight-0 config, so every folder loads and pushes alike."""
     import os
 
     from eqreg_hf.core.io import atomic_write_json

@@ -1,4 +1,5 @@
-"""The settings of :func:`eqreg_hf.train.loop.train_loop`, as one object (names of ``transformers.TrainingArguments``).
+"""The settings of :func:`eqreg_hf.train.loop.train_loop`, as one object (names of
+``transformers.TrainingArguments``).
 
     args = LoopArguments(max_steps=300, gradient_accumulation_steps=2, logging_steps=10, eval_steps=50)
     train_loop(model, loader, optimizer, F.mse_loss, eqreg_config, args)
@@ -22,7 +23,8 @@ RENAMED = {"log_every": "logging_steps", "eval_every": "eval_steps"}
 
 @dataclass
 class LoopArguments:
-    """How :func:`~eqreg_hf.train.loop.train_loop` trains: budget, precision, logging, evaluation, checkpoints.
+    """How :func:`~eqreg_hf.train.loop.train_loop` trains: budget, precision, logging, evaluation,
+    checkpoints.
 
     Args:
         max_steps: optimizer steps (required).
@@ -38,7 +40,8 @@ class LoopArguments:
         input_key: image key of dict batches (default: ``eqreg_config.image_key`` or "pixel_values").
         target_key: target key of dict batches (default "labels").
         save_steps: write ``<checkpoint_dir>/checkpoint-<step>`` every this many steps.
-        checkpoint_dir: where checkpoints go (needed by ``save_steps`` and ``resume_from_checkpoint="latest"``).
+        checkpoint_dir: where checkpoints go (needed by ``save_steps`` and
+            ``resume_from_checkpoint="latest"``).
         resume_from_checkpoint: a checkpoint folder or ``"latest"``: continue from it exactly.
         weight_schedule: a :class:`~eqreg_hf.WeightSchedule` for λ (its peak defaults to the config's weight).
 
@@ -68,7 +71,8 @@ class LoopArguments:
     def __post_init__(self) -> None:
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(
-                f"Unknown mixed_precision mode: {self.mixed_precision!r}. Choose between {list(MIXED_PRECISION)}."
+                f"Unknown mixed_precision mode: {self.mixed_precision!r}. Choose between "
+                f"{list(MIXED_PRECISION)}."
             )
         if not _positive_int(self.max_steps):
             raise ValueError(f"max_steps={self.max_steps!r} must be a positive integer (optimizer steps).")
@@ -94,7 +98,8 @@ class LoopArguments:
 
     @classmethod
     def build(cls, args: LoopArguments | None, overrides: dict[str, Any]) -> LoopArguments:
-        """``args`` with keyword ``overrides`` (old names included) on top; an unknown keyword names the fields."""
+        """``args`` with keyword ``overrides`` (old names included) on top; an unknown keyword names the
+        fields."""
         names = {f.name for f in dataclasses.fields(cls)}
         renamed = {RENAMED.get(k, k): v for k, v in overrides.items()}
         both = [k for k in overrides if k in RENAMED and RENAMED[k] in overrides]

@@ -43,7 +43,8 @@ _CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)$")
 
 
 def last_checkpoint(folder: str | os.PathLike) -> str | None:
-    """The ``checkpoint-<step>`` folder with the highest step under ``folder`` that holds a loop state, or None."""
+    """The ``checkpoint-<step>`` folder with the highest step under ``folder`` that holds a loop state, or
+    None."""
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         return None
@@ -87,7 +88,8 @@ def save_eqreg_state(reg: Any, folder: str | os.PathLike, **extra: Any) -> str:
 
 
 def load_eqreg_state(reg: Any, folder: str | os.PathLike) -> bool:
-    """Restore :func:`save_eqreg_state` into ``reg``; False (nothing changed) when the folder has no state file."""
+    """Restore :func:`save_eqreg_state` into ``reg``; False (nothing changed) when the folder has no state
+    file."""
     path = os.path.join(os.fspath(folder), EQREG_STATE_NAME)
     if not os.path.isfile(path):
         return False

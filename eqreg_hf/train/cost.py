@@ -187,7 +187,8 @@ def memory_bandwidth_gbs(mb: int = 64, repeats: int = 7, device: str | torch.dev
 
 
 def tap_bytes(model: nn.Module, config: EqRegConfig, x: torch.Tensor) -> int:
-    """Bytes of the two halves (original and rotated rows) of every tapped map in one EQ-Reg step, as float32."""
+    """Bytes of the two halves (original and rotated rows) of every tapped map in one EQ-Reg step, as
+    float32."""
     reg = EqReg(model, config)
     sizes: list[int] = []
     try:

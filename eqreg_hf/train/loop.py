@@ -45,8 +45,8 @@ class TrainHistory:
 
     Attributes:
         logs: one dict per logging window: ``step``, ``loss``, ``task_loss``, ``eqreg_loss``,
-            ``eqreg_weight`` (the live λ), ``lr`` and ``eqreg/<tap>`` (unweighted per-tap distance), means over the window and
-            across processes.
+            ``eqreg_weight`` (the live λ), ``lr`` and ``eqreg/<tap>`` (unweighted per-tap distance), means
+            over the window and across processes.
         evals: one dict per evaluation: ``step`` plus whatever ``eval_fn`` returned.
         steps: optimizer steps done.
         train_time_s: wall time of the loop (evaluations included).
@@ -85,8 +85,9 @@ def make_accelerator(
     log_with: Any = None,
     project_dir: str | None = None,
 ):
-    """An ``accelerate.Accelerator`` for :func:`train_loop`; ``log_with`` (tracker names or ``GeneralTracker``s)
-    and ``project_dir`` (where TensorBoard writes) are Accelerate's; call ``init_trackers`` before training."""
+    """An ``accelerate.Accelerator`` for :func:`train_loop`; ``log_with`` (tracker names or
+    ``GeneralTracker``s) and ``project_dir`` (where TensorBoard writes) are Accelerate's; call
+    ``init_trackers`` before training."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
 
@@ -145,15 +146,16 @@ def _resolve_checkpoint(args: LoopArguments) -> str | None:
 def _warn_if_dominant(
     ratio: float, log: dict[str, float], reg: EqReg, config: EqRegConfig, step: int
 ) -> bool:
-    """One warning when λ·L_eq outweighs the task loss DOMINANCE_RATIO : 1 (``ratio``); returns whether it fired."""
+    """One warning when λ·L_eq outweighs the task loss DOMINANCE_RATIO : 1 (``ratio``); returns whether it
+    fired."""
     if ratio <= DOMINANCE_RATIO:
         return False
     suggested = reg.weight * 0.05 / ratio
     warnings.warn(
-        f"The EQ-Reg term ({log['eqreg_loss']:.3g}) is {ratio:.0f}x the task loss ({log['task_loss']:.3g}) at step "
-        f"{step}: it dominates training and will hurt the task. λ is not portable between distances and tasks; start "
-        f"where the EQ-Reg term is a few percent of the task loss, e.g. weight={suggested:.2g} instead of "
-        f"{reg.weight:g} (distance={config.distance!r}).",
+        f"The EQ-Reg term ({log['eqreg_loss']:.3g}) is {ratio:.0f}x the task loss ({log['task_loss']:.3g}) "
+        f"at step {step}: it dominates training and will hurt the task. λ is not portable between distances "
+        "and tasks; start where the EQ-Reg term is a few percent of the task loss, e.g. "
+        f"weight={suggested:.2g} instead of {reg.weight:g} (distance={config.distance!r}).",
         stacklevel=3,
     )
     return True

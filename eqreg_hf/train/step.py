@@ -75,9 +75,9 @@ class EqRegStep:
     def stack(self, x: torch.Tensor, k: int | None = None, optimizer_step: int | None = None) -> torch.Tensor:
         """``[x; R_k x[:m]]`` with the taps armed, or ``x`` itself when EQ-Reg is off (or k = 0).
 
-        ``k=None`` draws k from the regulariser's seeded sampler; with ``optimizer_step`` given, one k is drawn
-        per optimizer step (and input size) and reused by its micro-batches, so gradient accumulation and data
-        parallelism see the same rotation as one big batch would.
+        ``k=None`` draws k from the regulariser's seeded sampler; with ``optimizer_step`` given, one k is
+        drawn per optimizer step (and input size) and reused by its micro-batches, so gradient accumulation
+        and data parallelism see the same rotation as one big batch would.
         """
         self._batch = x.shape[0]
         auto = self.reg is not None and self.reg.auto is not None and self.reg.model.training
@@ -105,8 +105,8 @@ class EqRegStep:
         """``weight="auto"``: fold the closing step's statistics in and set the live λ for the next one.
 
         Called by the loop after each optimizer step, by the Trainer before a checkpoint, and by :meth:`stack`
-        when it sees a new optimizer step; a step with nothing observed changes nothing, so extra calls are safe.
-        Under ``torch.distributed`` every process must call it alike (it averages across processes).
+        when it sees a new optimizer step; a step with nothing observed changes nothing, so extra calls are
+        safe. Under ``torch.distributed`` every process must call it alike (it averages across processes).
         """
         if self.reg is not None and self.reg.auto is not None:
             self.reg.weight = self.reg.auto.step(self.max_steps)

@@ -189,18 +189,19 @@ class EqRegTrainerMixin:
         return loss
 
     def _eqreg_check_not_bypassed(self, calls_before: int) -> None:
-        """EQ-Reg configured, a training step done, but the mixin's ``compute_loss`` never ran: a subclass's own
-        ``compute_loss`` bypassed it, so there was no stacked forward and no EQ-Reg term. Stop, with the fix."""
+        """EQ-Reg configured, a training step done, but the mixin's ``compute_loss`` never ran: a subclass's
+        own ``compute_loss`` bypassed it, so there was no stacked forward and no EQ-Reg term. Stop, with the
+        fix."""
         reg = self.eqreg
         if reg is None or not self.model.training or self._eqreg_loss_calls > calls_before:
             return
         owner = next((c for c in type(self).__mro__ if "compute_loss" in vars(c)), None)
         raise RuntimeError(
-            f"EQ-Reg is configured but the first training step ran no EQ-Reg: {type(self).__name__}.compute_loss "
-            f"(defined in {getattr(owner, '__qualname__', '?')}) does not call the mixin's compute_loss, so there "
-            "was no stacked forward [x; R_k x] and no EQ-Reg term. Call super().compute_loss(model, inputs, "
-            "return_outputs, num_items_in_batch) from it, or drop the override and pass your loss as "
-            "task_loss=(outputs, targets) -> loss."
+            "EQ-Reg is configured but the first training step ran no EQ-Reg: "
+            f"{type(self).__name__}.compute_loss (defined in {getattr(owner, '__qualname__', '?')}) does not "
+            "call the mixin's compute_loss, so there was no stacked forward [x; R_k x] and no EQ-Reg term. "
+            "Call super().compute_loss(model, inputs, return_outputs, num_items_in_batch) from it, or drop "
+            "the override and pass your loss as task_loss=(outputs, targets) -> loss."
         )
 
     # ------------------------------------------------------------------ checkpoints
@@ -209,8 +210,8 @@ class EqRegTrainerMixin:
             import warnings
 
             warnings.warn(
-                f"Resuming from {checkpoint!r} without {EQREG_STATE_NAME}: the EQ-Reg k sampler restarts from "
-                "its seed, so the resumed run will not repeat the uninterrupted one exactly.",
+                f"Resuming from {checkpoint!r} without {EQREG_STATE_NAME}: the EQ-Reg k sampler restarts "
+                "from its seed, so the resumed run will not repeat the uninterrupted one exactly.",
                 stacklevel=3,
             )
             return
@@ -218,7 +219,8 @@ class EqRegTrainerMixin:
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
         if self._eqreg_step is not None:
-            self._eqreg_step.end_optimizer_step()  # weight="auto": the finished step's statistics go in the state
+            # weight="auto": the finished step's statistics go in the state
+            self._eqreg_step.end_optimizer_step()
         super()._save_checkpoint(model, trial)
         if self.eqreg is None or not self.args.should_save:
             return
@@ -230,7 +232,8 @@ class EqRegTrainerMixin:
         save_eqreg_state(self.eqreg, folder, global_step=int(self.state.global_step))
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """``Trainer.save_model`` plus ``eqreg_config.json`` (the base config, as given) beside the weights."""
+        """``Trainer.save_model`` plus ``eqreg_config.json`` (the base config, as given) beside the
+        weights."""
         super().save_model(output_dir, _internal_call)
         if self.eqreg_config is not None and self.args.should_save:
             self.eqreg_config.save_pretrained(output_dir if output_dir is not None else self.args.output_dir)
@@ -250,7 +253,8 @@ class EqRegTrainerMixin:
         return model(**inputs)
 
     def _eqreg_loss_fn(self, model: nn.Module, n_targets: int) -> Any:
-        """The task loss ``(outputs, targets) -> loss``: ``task_loss``, ``compute_loss_func`` or the model's own."""
+        """The task loss ``(outputs, targets) -> loss``: ``task_loss``, ``compute_loss_func`` or the model's
+        own."""
         if self.task_loss is not None:
             return self.task_loss
         if self.compute_loss_func is not None:
@@ -266,8 +270,8 @@ class EqRegTrainerMixin:
 
             return head_loss
         raise ValueError(
-            "EqRegConfig(rotate_targets=False) computes the task loss on the original half only, so it cannot "
-            f"use the loss that {type(core).__name__} computes on the whole stacked batch. Pass "
+            "EqRegConfig(rotate_targets=False) computes the task loss on the original half only, so it "
+            f"cannot use the loss that {type(core).__name__} computes on the whole stacked batch. Pass "
             "task_loss=(outputs, targets) -> loss to the trainer, or use rotate_targets=True."
         )
 
@@ -287,9 +291,9 @@ class EqRegTrainerMixin:
         if step.reg is not None:
             if cfg.image_key not in inputs:
                 raise KeyError(
-                    f"EQ-Reg looks for the image under {cfg.image_key!r}, but the batch has keys {sorted(inputs)}. Set "
-                    "EqRegConfig(image_key=...) to the right key (and TrainingArguments(remove_unused_columns="
-                    "False) if the Trainer dropped the column)."
+                    f"EQ-Reg looks for the image under {cfg.image_key!r}, but the batch has keys "
+                    f"{sorted(inputs)}. Set EqRegConfig(image_key=...) to the right key (and "
+                    "TrainingArguments(remove_unused_columns=False) if the Trainer dropped the column)."
                 )
             # one k per optimizer step during training (gradient accumulation sees one rotation)
             optimizer_step = int(self.state.global_step) if getattr(self, "is_in_train", False) else None
@@ -376,14 +380,15 @@ def _check_bases(cls: type) -> None:
     if Trainer in mro and mro.index(Trainer) < mro.index(EqRegTrainerMixin):
         bases = ", ".join(b.__name__ for b in cls.__bases__)
         raise TypeError(
-            f"class {cls.__name__}({bases}): EqRegTrainerMixin comes after {Trainer.__name__} in the bases, so "
-            "Trainer.compute_loss shadows the mixin's and EQ-Reg would never run. Put the mixin first: "
+            f"class {cls.__name__}({bases}): EqRegTrainerMixin comes after {Trainer.__name__} in the bases, "
+            "so Trainer.compute_loss shadows the mixin's and EQ-Reg would never run. Put the mixin first: "
             f"class {cls.__name__}(EqRegTrainerMixin, <your Trainer class>)."
         )
 
 
 class EqRegTrainer(EqRegTrainerMixin, Trainer):
-    """``transformers.Trainer`` with EQ-Reg: ``EqRegTrainer(model=..., args=..., train_dataset=..., eqreg=cfg)``.
+    """``transformers.Trainer`` with EQ-Reg: ``EqRegTrainer(model=..., args=..., train_dataset=...,
+    eqreg=cfg)``.
 
     See :class:`EqRegTrainerMixin` for the extra arguments (``eqreg``, ``task_loss``, ``eqreg_log_taps``).
     """

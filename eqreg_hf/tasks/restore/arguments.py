@@ -54,7 +54,8 @@ _POSITIVE_OR_NONE = ("eval_steps", "eval_max_images")
 
 
 def restore_model_choices() -> tuple[str, ...]:
-    """The networks ``model=`` accepts: :data:`~eqreg_hf.tasks.restore.networks.RESTORER_CHOICES` and ``"swin2sr"``."""
+    """The networks ``model=`` accepts: :data:`~eqreg_hf.tasks.restore.networks.RESTORER_CHOICES` and
+    ``"swin2sr"``."""
     from eqreg_hf.tasks.restore.networks import RESTORER_CHOICES
 
     return (*RESTORER_CHOICES, _SWIN2SR)
@@ -86,8 +87,8 @@ class RestoreTrainingArguments(hf.HFRunArguments):
     model_kwargs: dict | None = field(
         default=None,
         metadata={
-            "help": 'Constructor arguments of the network as JSON, e.g. \'{"channels": 16, "depth": 5}\' (dncnn), '
-            "'{\"num_fields\": 8}' (strict-*), Swin2SRConfig fields (swin2sr)."
+            "help": 'Constructor arguments of the network as JSON, e.g. \'{"channels": 16, "depth": 5}\' '
+            "(dncnn), '{\"num_fields\": 8}' (strict-*), Swin2SRConfig fields (swin2sr)."
         },
     )
     source: str = field(
@@ -101,7 +102,8 @@ class RestoreTrainingArguments(hf.HFRunArguments):
     train_size: str = field(
         default="all",
         metadata={
-            "help": "Training set: 'all', 'N' (the first N images) or 'regionS' (one S x S centre region of the first)."
+            "help": "Training set: 'all', 'N' (the first N images) or 'regionS' (one S x S centre region of "
+            "the first)."
         },
     )
     crop_size: int = field(default=48, metadata={"help": "Training crop side (a multiple of scale for sr)."})
@@ -119,13 +121,15 @@ class RestoreTrainingArguments(hf.HFRunArguments):
     augment: str = field(
         default="none",
         metadata={
-            "help": "Random group element applied to each clean crop: 'none', 'C2', 'C4' or 'D4' (the augmentation baseline)."
+            "help": "Random group element applied to each clean crop: 'none', 'C2', 'C4' or 'D4' (the "
+            "augmentation baseline)."
         },
     )
     ei_weight: float = field(
         default=0.0,
         metadata={
-            "help": "Weight of deepinv's output-level equivariant imaging loss added to the MSE (0: off; the EI baseline)."
+            "help": "Weight of deepinv's output-level equivariant imaging loss added to the MSE (0: off; the "
+            "EI baseline)."
         },
     )
     ei_group: str = field(default="C4", metadata={"help": "Group of the EI loss's transforms: 'C4' or 'D4'."})
@@ -152,7 +156,8 @@ class RestoreTrainingArguments(hf.HFRunArguments):
     curve_errors: bool = field(
         default=False,
         metadata={
-            "help": "Also measure the equivariance error at every eval_every evaluation (slower; default: at the end)."
+            "help": "Also measure the equivariance error at every eval_every evaluation (slower; default: at "
+            "the end)."
         },
     )
     logging_steps: int = field(
@@ -182,7 +187,8 @@ class RestoreTrainingArguments(hf.HFRunArguments):
         self.validate()
 
     def validate(self) -> None:
-        """Refuse bad values (called on construction): the message names the value, the choices and the fix."""
+        """Refuse bad values (called on construction): the message names the value, the choices and the
+        fix."""
         from eqreg_hf.data.restore import RESTORE_TASKS, SCALES
 
         check_choice(
@@ -238,7 +244,8 @@ class RestoreTrainingArguments(hf.HFRunArguments):
             if self.crop_size % self.scale:
                 raise ValueError(
                     f"crop_size={self.crop_size} is not divisible by scale={self.scale}: the low-resolution "
-                    f"crop would not be whole; use --crop-size {self.crop_size - self.crop_size % self.scale or self.scale}."
+                    "crop would not be whole; use --crop-size "
+                    f"{self.crop_size - self.crop_size % self.scale or self.scale}."
                 )
 
     def _check_sizes(self) -> None:
@@ -287,8 +294,8 @@ def build_model(args: RestoreTrainingArguments) -> nn.Module:
 
 
 def method_name(args: RestoreTrainingArguments, eqreg_config: EqRegConfig | None = None) -> str:
-    """The method a run stands for: ``"strict-c4"``, ``"eqreg-C4"``, ``"ei-C4"``, ``"augment-D4"`` or ``"plain"``
-    (joined with "+" when several apply)."""
+    """The method a run stands for: ``"strict-c4"``, ``"eqreg-C4"``, ``"ei-C4"``, ``"augment-D4"`` or
+    ``"plain"`` (joined with "+" when several apply)."""
     parts = [args.model] if args.model.startswith("strict") else []
     if eqreg_config is not None and eqreg_config.active:
         parts.append(f"eqreg-{eqreg_config.group_spec.name}")
