@@ -260,6 +260,8 @@ def run_recipe(
     if getattr(evaluation, "history", None) is not None:
         history.evals = evaluation.history
     weights = history.series("eqreg_weight")
+    if weights:
+        metrics["eqreg_weight"] = weights[-1]  # the λ of the last logged step
     if eqreg_config is not None and eqreg_config.auto_weight and weights:
         metrics["final_eqreg_weight"] = weights[-1]  # where weight="auto" settled
     hf.end_loop_run(
