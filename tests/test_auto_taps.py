@@ -1,4 +1,5 @@
-"""layers="auto" on timm and transformers vision models: taps found, loss finite, gradients, one error per tap."""
+"""layers="auto" on timm and transformers vision models: taps found, loss finite, gradients, one error
+per tap."""
 
 from __future__ import annotations
 

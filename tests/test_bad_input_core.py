@@ -21,7 +21,7 @@ from eqreg_hf import EqReg, EqRegConfig
 from eqreg_hf.core.selection import resolve_taps
 from eqreg_hf.core.taps import FeatureTaps, match_layer, select_output
 
-# ---------------------------------------------------------------- config values: type and range of every field
+# --------------------------------------------------------------- config values: type and range of every field
 
 BAD_VALUES = [
     # the examples
@@ -157,7 +157,7 @@ def test_describe_never_fails_on_a_valid_config(kw):
     assert all(t.name in text for t in reg.taps)
 
 
-# ---------------------------------------------------------------- odd module outputs: an explicit selector
+# ------------------------------------------------------------------- odd module outputs: an explicit selector
 
 
 class AuxFirst(nn.Module):
@@ -274,7 +274,7 @@ def test_select_output_unit():
         select_output((x, x))
 
 
-# ---------------------------------------------------------------- automatic choices and patterns
+# ----------------------------------------------------------------------------- automatic choices and patterns
 
 
 class TinyRestorer(nn.Module):
@@ -354,7 +354,7 @@ def test_star_on_a_timm_convnext_is_one_level():
     assert len(deep) > len(got) * 3
 
 
-# ---------------------------------------------------------------- measurement: the alignment check of training
+# --------------------------------------------------------------- measurement: the alignment check of training
 
 
 def test_equivariance_error_warns_and_reports_misaligned_taps():

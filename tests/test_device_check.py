@@ -1,4 +1,5 @@
-"""scripts/device_check.sh (issue 14, item 3): the prepared GPU check. Here (no CUDA) it must say so and exit 0."""
+"""scripts/device_check.sh (issue 14, item 3): the prepared GPU check. Here (no CUDA) it must say so
+and exit 0."""
 
 from __future__ import annotations
 

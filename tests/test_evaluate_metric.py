@@ -53,7 +53,8 @@ def test_exactly_equivariant_features_score_zero(metric, shape, k, t, field):
 
 
 def test_known_value_for_a_hand_made_pair(metric):
-    # F(x) = ones on a regular C4 map: T_k leaves it unchanged; reference = 2 * ones -> ||1 - 2|| / ||2|| = 0.5
+    # F(x) = ones on a regular C4 map: T_k leaves it unchanged;
+    # reference = 2 * ones -> ||1 - 2|| / ||2|| = 0.5
     a = np.ones((4, 3, 3), dtype="float32")
     out = metric.compute(predictions=[a, a], references=[2 * a, 2 * a], k=1)
     assert out["equivariance_error"] == pytest.approx(0.5)

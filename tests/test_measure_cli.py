@@ -115,7 +115,8 @@ def test_bad_input_is_named(capsys, argv, message):
 
 
 def test_group_flag_measures_flips_too(capsys):
-    """--group D4 measures every rotation and mirror image; a net whose fields are C4 fields is refused under D4."""
+    """--group D4 measures every rotation and mirror image; a net whose fields are C4 fields is refused
+    under D4."""
     pytest.importorskip("e2cnn", reason="the strict C4 derainer is built with e2cnn")
     assert main(["measure", "strict-c4", "--size", "17", "--group", "C4", "--no-output"]) == 0
     assert max(_rows(capsys.readouterr().out).values()) < 1e-4

@@ -2,7 +2,8 @@
 
     eqreg-hf measure resnet18                                   # timm name, built-in photo, auto taps
     eqreg-hf measure runs/classifier/model --output eq.png      # a saved folder (timm / transformers / ours)
-    eqreg-hf measure fast --size 96 --group-order 4             # the library's derainers: fast, rcdnet, strict-c4
+    eqreg-hf measure fast --size 96 --group-order 4             # the library's derainers:
+                                                                #   fast, rcdnet, strict-c4
     eqreg-hf measure convnext_atto --image cat.jpg --layers "stages.*"
 
 For each tapped layer l it prints ``mean_k ||T_k F_l(x) - F_l(R_k x)|| / ||F_l(R_k x)||`` (0 = exactly
@@ -108,7 +109,8 @@ def measure_model(
     group: str | None = None,
 ):
     """Load ``source``, pick the input size (aligned near the model's default unless ``size``), and return
-    ``(EquivarianceReport, model, input size)``. ``group`` ("C4", "D4", ...) replaces ``group_order`` when given.
+    ``(EquivarianceReport, model, input size)``. ``group`` ("C4", "D4", ...) replaces ``group_order``
+    when given.
 
     Example:
         >>> rep, _, size = measure_model("fast", size=33, pretrained=False)  # doctest: +SKIP
@@ -151,10 +153,8 @@ def measure_model(
     ) as err:  # a model's own size check (timm asserts) or a size mismatch
         if isinstance(err, RuntimeError) and "size" not in str(err):
             raise
-        raise ValueError(
-            f"{source} cannot run at {size}x{size}: {str(err).splitlines()[0] if str(err) else type(err).__name__} "
-            f"{_sizes_hint(model)}"
-        ) from err
+        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{source} cannot run at {size}x{size}: {first_line} {_sizes_hint(model)}") from err
     return report, model, size
 
 
@@ -169,9 +169,9 @@ def _sizes_hint(model: nn.Module) -> str:
 
 
 def fit_input_size(model: nn.Module, size: int, source: str = "the model") -> None:
-    """timm models built for one input size (ViT, DeiT, Swin, ...: a fixed patch grid) are resized to ``size`` with
-    ``set_input_size`` (position embeddings resampled, as timm does for other resolutions); a size the model
-    cannot take is a one-line ``ValueError`` naming the sizes it accepts."""
+    """timm models built for one input size (ViT, DeiT, Swin, ...: a fixed patch grid) are resized to
+    ``size`` with ``set_input_size`` (position embeddings resampled, as timm does for other resolutions);
+    a size the model cannot take is a one-line ``ValueError`` naming the sizes it accepts."""
     pe = getattr(model, "patch_embed", None)
     fixed = getattr(pe, "img_size", None)
     if (
@@ -274,7 +274,8 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    # A bad value raises ValueError / FileNotFoundError; the eqreg-hf entry point prints it in one line, exit 2.
+    # A bad value raises ValueError / FileNotFoundError; the eqreg-hf entry point prints it in one line,
+    # exit 2.
     if args.output:
         check_output_file(args.output, "--output")
     if args.json:

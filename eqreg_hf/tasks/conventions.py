@@ -16,10 +16,11 @@
 Example:
     >>> HFRunArguments(report_to="tensorboard,trackio").report_to_list()
     ['tensorboard', 'trackio']
-    >>> HFRunArguments(hub_model_id="me/model")
+    >>> HFRunArguments(hub_model_id="me/model").check_conventions()  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    ValueError: hub_model_id='me/model' is set but push_to_hub is off, so nothing would be pushed: add --push-to-hub (or drop --hub-model-id).
+    ValueError: hub_model_id='me/model' is set but push_to_hub is off, so nothing would be pushed:
+    add --push-to-hub (or drop --hub-model-id).
 """
 
 from __future__ import annotations
@@ -66,12 +67,14 @@ __all__ = [
 
 @dataclass
 class HFRunArguments:
-    """The flags every training command shares with the Hugging Face example scripts (names of ``TrainingArguments``)."""
+    """The flags every training command shares with the Hugging Face example scripts (names of
+    ``TrainingArguments``)."""
 
     report_to: str = field(
         default="none",
         metadata={
-            "help": f"Where to log: one of {list(REPORT_TO)}, or several comma-separated (tensorboard,trackio)."
+            "help": f"Where to log: one of {list(REPORT_TO)}, "
+            "or several comma-separated (tensorboard,trackio)."
         },
     )
     run_name: str | None = field(
@@ -91,7 +94,8 @@ class HFRunArguments:
     push_to_hub: bool = field(
         default=False,
         metadata={
-            "help": "Publish the saved model folder after a successful run (needs --hub-model-id and a token)."
+            "help": "Publish the saved model folder after a successful run "
+            "(needs --hub-model-id and a token)."
         },
     )
     hub_model_id: str | None = field(
@@ -195,7 +199,7 @@ def tracker_config(*parts: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# ---------------------------------------------------------------------------- the Accelerate loop (train-derain)
+# ------------------------------------------------------------------------- the Accelerate loop (train-derain)
 def loop_run_dir(args: Any) -> str | None:
     """Where a loop run keeps checkpoints and TensorBoard logs: ``--run-dir``, else ``<output_dir>-run``.
 
@@ -246,7 +250,7 @@ def end_loop_run(
     accelerator.end_training()
 
 
-# ---------------------------------------------------------------------------- the Trainer (train-classifier)
+# ----------------------------------------------------------------------------- the Trainer (train-classifier)
 def trainer_checkpoint(args: HFRunArguments, output_dir: str) -> str | None:
     """``--resume-from-checkpoint`` for ``Trainer.train``: a checkpoint folder (``latest``: the last one)."""
     value = args.resume_from_checkpoint

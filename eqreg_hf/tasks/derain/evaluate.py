@@ -10,9 +10,8 @@ end of a run (and every ``eval_every`` steps).
 
 from __future__ import annotations
 
-import time
-
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +26,8 @@ __all__ = ["evaluate_derainer", "held_out_pairs", "plot_examples", "tracker_imag
 
 
 def held_out_pairs(dataset: Any, max_images: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The first ``max_images`` (default: all) ``(rainy, clean)`` pairs of a paired dataset as tensors ``[3, H, W]``."""
+    """The first ``max_images`` (default: all) ``(rainy, clean)`` pairs of a paired dataset as tensors
+    ``[3, H, W]``."""
     from eqreg_hf.data.transforms import to_tensor
 
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
@@ -120,7 +120,8 @@ def _equivariance_report(
     group_order: int,
     group: str | None = None,
 ) -> Any:
-    """The equivariance error of ``taps`` (and the output) on the rainy images of ``pairs`` shaped like the first."""
+    """The equivariance error of ``taps`` (and the output) on the rainy images of ``pairs`` shaped like
+    the first."""
     from eqreg_hf.core.config import EqRegConfig
     from eqreg_hf.core.measure import equivariance_error
 

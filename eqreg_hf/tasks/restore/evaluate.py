@@ -41,14 +41,15 @@ __all__ = [
 ]
 
 Pairs = list[tuple[torch.Tensor, torch.Tensor]]
-# The held-out photos and the training-set PSNR are degraded with their own fixed seeds, the same for every run
-# (whatever its seed), so runs, methods and seeds are compared on identical inputs.
+# The held-out photos and the training-set PSNR are degraded with their own fixed seeds, the same for
+# every run (whatever its seed), so runs, methods and seeds are compared on identical inputs.
 EVAL_DEGRADATION_SEED = 1234
 _TRAIN_EVAL_SEED = 4321
 
 
 def restore(model: nn.Module, degraded: torch.Tensor) -> torch.Tensor:
-    """The model's restored image(s) for ``degraded`` ``[B, C, h, w]`` (Swin2SR's ``ModelOutput`` unpacked), float32."""
+    """The model's restored image(s) for ``degraded`` ``[B, C, h, w]`` (Swin2SR's ``ModelOutput``
+    unpacked), float32."""
     out = model(degraded)
     if not isinstance(out, torch.Tensor):
         from eqreg_hf.tasks.restore.swin2sr import reconstruction
@@ -66,7 +67,8 @@ def _input_baseline(degraded: torch.Tensor, size: tuple[int, int]) -> torch.Tens
 
 @torch.no_grad()
 def image_quality(model: nn.Module, pairs: Pairs) -> dict[str, float]:
-    """``{"psnr", "ssim", "degraded_psnr"}`` on RGB over ``(degraded, clean)`` pairs (each image whole, one at a time).
+    """``{"psnr", "ssim", "degraded_psnr"}`` on RGB over ``(degraded, clean)`` pairs (each image whole,
+    one at a time).
 
     Raises:
         ValueError: when the model's output is not the size of the clean image (names both and the fix).
@@ -82,9 +84,10 @@ def image_quality(model: nn.Module, pairs: Pairs) -> dict[str, float]:
             pred = restore(model, degraded.unsqueeze(0).to(device)).clamp(0, 1).cpu()
             if pred.shape[-2:] != clean.shape[-2:]:
                 raise ValueError(
-                    f"The model's output is {tuple(pred.shape[-2:])} for a {tuple(degraded.shape[-2:])} input, but the "
-                    f"clean image is {tuple(clean.shape[-2:])}: build the model for the same task and scale as the "
-                    "degradation (e.g. build_restorer(name, task='sr', scale=s) for a scale-s downsampling)."
+                    f"The model's output is {tuple(pred.shape[-2:])} for a {tuple(degraded.shape[-2:])} "
+                    f"input, but the clean image is {tuple(clean.shape[-2:])}: build the model for the same "
+                    "task and scale as the degradation (e.g. build_restorer(name, task='sr', scale=s) "
+                    "for a scale-s downsampling)."
                 )
             restored.update(pred, clean.unsqueeze(0))
             given.update(
@@ -98,8 +101,8 @@ def image_quality(model: nn.Module, pairs: Pairs) -> dict[str, float]:
 
 
 def default_taps(model: nn.Module, group: str = "C4") -> Any:
-    """The layers the equivariance error is measured on: ``model.eqreg_layers(<field size>)`` (t for C_t, 2t for
-    D_t), else ``"auto"`` (the core's policy, e.g. Swin2SR's stage outputs)."""
+    """The layers the equivariance error is measured on: ``model.eqreg_layers(<field size>)`` (t for C_t,
+    2t for D_t), else ``"auto"`` (the core's policy, e.g. Swin2SR's stage outputs)."""
     from eqreg_hf.core.groups import as_group
 
     if callable(getattr(model, "eqreg_layers", None)):
@@ -153,7 +156,8 @@ def evaluate_restorer(
 
 
 def _equivariance_report(model: nn.Module, pairs: Pairs, taps: Any, group: str) -> Any:
-    """The equivariance error of ``taps`` and the output, on the degraded images of ``pairs`` shaped like the first."""
+    """The equivariance error of ``taps`` and the output, on the degraded images of ``pairs`` shaped like
+    the first."""
     from eqreg_hf.core.measure import equivariance_error
 
     ref = pairs[0][0].shape
@@ -181,8 +185,8 @@ class RunEvaluation:
     seconds: float = 0.0
 
     def final(self, model: nn.Module, step: int) -> tuple[dict[str, float], Any]:
-        """The full evaluation at ``step`` (``metrics`` with ``train_psnr``/``train_ssim``, the report), recorded
-        in the history (replacing a periodic row of the same step)."""
+        """The full evaluation at ``step`` (``metrics`` with ``train_psnr``/``train_ssim``, the report),
+        recorded in the history (replacing a periodic row of the same step)."""
         metrics, report = evaluate_restorer(
             model, self.eval_pairs, taps=self.taps, group=self.group, equiv_images=self.equiv_images
         )
@@ -233,8 +237,9 @@ def run_evaluation(
     equiv_images: int = 2,
     curve_errors: bool = False,
 ) -> RunEvaluation:
-    """A :class:`RunEvaluation`: the held-out images (a clean ``datasets.Dataset``, or ready ``(degraded, clean)``
-    pairs) and the training images, each whole and degraded once with its fixed seed; the taps of ``group``."""
+    """A :class:`RunEvaluation`: the held-out images (a clean ``datasets.Dataset``, or ready
+    ``(degraded, clean)`` pairs) and the training images, each whole and degraded once with its fixed seed;
+    the taps of ``group``."""
     from eqreg_hf.data.restore import held_out_pairs
 
     pairs = (
