@@ -194,34 +194,6 @@ class _Repeated(Dataset):
         return self.base[i % len(self.base)]
 
 
-def _eval_callback(eval_fn: Callable, every: int, trainer_ref: list) -> Any:
-    """A ``TrainerCallback`` that calls ``eval_fn(model, step)`` every ``every`` optimizer steps (model in
-    eval mode, no gradient) and logs its dict; it counts its own seconds so the training time can leave them
-    out."""
-    from transformers import TrainerCallback
-
-    class _EvalEvery(TrainerCallback):
-        seconds = 0.0
-
-        def on_step_end(self, args, state, control, model=None, **kwargs):
-            if state.global_step % every:
-                return
-            start, was_training = time.perf_counter(), model.training
-            model.eval()
-            try:
-                with torch.no_grad():
-                    metrics = eval_fn(model, int(state.global_step))
-            finally:
-                model.train(was_training)
-            self.seconds += time.perf_counter() - start
-            if metrics:
-                should_log = control.should_log  # Trainer.log's on_log clears it: keep this step's loss log
-                trainer_ref[0].log({k: float(v) for k, v in dict(metrics).items()})
-                control.should_log = should_log
-
-    return _EvalEvery()
-
-
 def _check_fit_args(
     model: nn.Module,
     train_dataset: Any,
@@ -320,6 +292,7 @@ def fit_with_trainer(
     logging_steps, progress, report_to = values["logging_steps"], values["progress"], values["report_to"]
     from transformers import TrainingArguments
 
+    from eqreg_hf.tasks.engines import eval_callback
     from eqreg_hf.train.trainer import EqRegTrainer
 
     counts = dict(
@@ -348,7 +321,7 @@ def fit_with_trainer(
             dataloader_num_workers=0,
         )
         ref: list = [None]
-        callbacks = [_eval_callback(eval_fn, eval_every, ref)] if eval_fn is not None else []
+        callbacks = [eval_callback(eval_fn, eval_every, ref)] if eval_fn is not None else []
         trainer = EqRegTrainer(
             model=model,
             args=args,
