@@ -134,6 +134,10 @@ class Recipe:
     def fit_trainer(self, run: Run) -> TrainHistory:
         raise NotImplementedError
 
+    def info(self, args: Any, model: nn.Module) -> dict[str, Any]:
+        """Task facts for :attr:`RunResult.info` (e.g. the degradation, the input size); default: none."""
+        return {}
+
     def tracker_images(self, model: nn.Module, evaluation: Any, report: Any) -> dict[str, Any]:
         """Figures for the trackers at the end (default: the per-layer equivariance plot)."""
         return {"eval/equivariance_per_layer": report.plot} if report is not None and len(report) else {}
@@ -267,16 +271,12 @@ def run_recipe(
     hf.end_loop_run(
         run.accelerator, history, metrics, report, recipe.tracker_images(model, evaluation, report)
     )
-    result = RunResult(model, metrics, report, history, eqreg_config, train_time, group, _info(run))
+    info = recipe.info(args, model)
+    result = RunResult(model, metrics, report, history, eqreg_config, train_time, group, info)
     if folder and is_main_process(run.accelerator):
         result.output_dir = recipe.save(result, args)
         result.hub_url = hf.push_trained(args, result.output_dir, recipe.what)  # after a successful run
     return result
-
-
-def _info(run: Run) -> dict[str, Any]:
-    info = getattr(run.evaluation, "info", None)
-    return dict(info) if info else {}
 
 
 def write_run_folder(

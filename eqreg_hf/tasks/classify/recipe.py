@@ -45,7 +45,7 @@ class _TrainerEvaluation:
     """The Trainer's ``evaluate()`` (top-1) and the callback's equivariance report, at the end of the run."""
 
     def __init__(self, callback: Any):
-        self.callback, self.trainer, self.seconds, self.history, self.info = callback, None, 0.0, None, {}
+        self.callback, self.trainer, self.seconds, self.history = callback, None, 0.0, None
 
     def final(self, model: nn.Module, step: int) -> tuple[dict[str, float], Any]:
         metrics = self.trainer.evaluate()
@@ -104,10 +104,11 @@ class ClassifyRecipe(Recipe):
         callback = EquivarianceEvalCallback(
             eqreg=measured, num_batches=args.equiv_eval_batches, max_images=16, include_output=True
         )
-        evaluation = _TrainerEvaluation(callback)
-        evaluation.info = {"image_size": self.image_size, "taps": tap_names(model, self.eqreg_config),
-                           "dataset": self.data[2]}  # fmt: skip
-        return evaluation
+        return _TrainerEvaluation(callback)
+
+    def info(self, args: ClassifierArgs, model: nn.Module) -> dict[str, Any]:
+        taps = tap_names(model, self.eqreg_config)
+        return {"image_size": self.image_size, "taps": taps, "dataset": self.data[2]}
 
     def fit_trainer(self, run: Any) -> TrainHistory:
         from eqreg_hf.tasks.engines import training_arguments

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -194,7 +194,6 @@ class HeldOut:
     equiv_images: int
     seconds: float = 0.0
     history: None = None  # the loop keeps the periodic rows
-    info: dict[str, Any] = field(default_factory=dict)
 
     def final(self, model: nn.Module, step: int) -> tuple[dict[str, float], Any]:
         spec = as_group(self.group)  # C_t by its order (the numbers of before), D_t by name

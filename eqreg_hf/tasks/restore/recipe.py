@@ -94,10 +94,9 @@ class RestoreRecipe(Recipe):
         check_model_output(model, self.degradation(args), args.crop_size, eqreg)
 
     def evaluation(self, args: RestoreTrainingArguments, model: nn.Module, data: tuple, group: str) -> Any:
-        degradation = self.degradation(args)
-        evaluation = run_evaluation(
+        return run_evaluation(
             model,
-            degradation,
+            self.degradation(args),
             data[0],
             data[1],
             group=group,
@@ -105,8 +104,9 @@ class RestoreRecipe(Recipe):
             equiv_images=args.equiv_images,
             curve_errors=args.curve_errors,
         )
-        evaluation.info = {"degradation": degradation.to_dict()}
-        return evaluation
+
+    def info(self, args: RestoreTrainingArguments, model: nn.Module) -> dict[str, Any]:
+        return {"degradation": self.degradation(args).to_dict()}
 
     def uses_trainer(self, model: nn.Module | None) -> bool:
         """A transformers model (Swin2SR) trains through the Trainer (checked without importing it)."""
