@@ -43,6 +43,7 @@ __all__ = [
     "evaluation_group",
     "is_main_process",
     "write_run_folder",
+    "dataset_facts",
     "tap_names",
 ]
 
@@ -287,18 +288,33 @@ def write_run_folder(
     preprocessing: Any = None,
 ) -> str:
     """The Hub folder of a finished run: :func:`eqreg_hf.hub.write_hub_folder` with the card ``facts``
-    (:class:`~eqreg_hf.hub.card.CardFacts`), plus ``training_log.json`` (loss windows, evaluations, metrics
-    and ``log``). A run without EQ-Reg saves a weight-0 config, so every folder loads and pushes alike."""
+    (:class:`~eqreg_hf.hub.card.CardFacts`; the λ a ``weight="auto"`` run settled on is added to its
+    training settings), plus ``training_log.json`` (loss windows, evaluations, metrics and ``log``). A run
+    without EQ-Reg saves a weight-0 config, so every folder loads and pushes alike."""
     import os
 
     from eqreg_hf.core.io import atomic_write_json
     from eqreg_hf.hub import write_hub_folder
 
+    if "final_eqreg_weight" in result.metrics:
+        settled = {"final_eqreg_weight": result.metrics["final_eqreg_weight"]}
+        facts = dataclasses.replace(facts, training={**(facts.training or {}), **settled})
     config = result.eqreg_config if result.eqreg_config is not None else EqRegConfig(weight=0.0)
     path = write_hub_folder(result.model, directory, facts, eqreg_config=config, preprocessing=preprocessing)
     entries = {"logs": result.history.logs, "evals": result.history.evals, "metrics": result.metrics}
     atomic_write_json(os.path.join(path, "training_log.json"), {**entries, **(log or {})}, indent=1)
     return path
+
+
+def dataset_facts(source: str, name: str, **fields: Any) -> dict[str, Any]:
+    """A card's dataset entry: its display ``name`` and ``fields``, and ``id`` when ``source`` is a Hub
+    dataset id (an ``owner/name`` that is not a local path)."""
+    import os
+
+    entry = {"name": name, **fields}
+    if "/" in source and not os.path.exists(source):
+        entry["id"] = source
+    return entry
 
 
 def tap_names(model: nn.Module, eqreg_config: EqRegConfig | None) -> list[str]:

@@ -143,8 +143,6 @@ class ClassifyRecipe(Recipe):
         ).data_config
         keys = "dataset max_steps epochs batch_size learning_rate weight_decay augment seed".split()
         training = {"image_size": size, "pretrained": args.pretrained, **{k: getattr(args, k) for k in keys}}
-        if result.metrics.get("final_eqreg_weight") is not None:
-            training["final_eqreg_weight"] = result.metrics["final_eqreg_weight"]
         metrics = {"accuracy": result.metrics.get("eval_accuracy")}
         if not math.isnan(result.metrics.get("eval_equiv_error", math.nan)):
             metrics["equivariance_error"] = result.metrics["eval_equiv_error"]

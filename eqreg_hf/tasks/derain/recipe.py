@@ -26,7 +26,14 @@ from eqreg_hf.data.splits import check_disjoint
 from eqreg_hf.tasks.derain.arguments import MODEL_CHOICES, DerainTrainingArguments
 from eqreg_hf.tasks.derain.evaluate import HeldOut, evaluate_derainer, held_out_pairs, tracker_images
 from eqreg_hf.tasks.derain.networks import build_derainer
-from eqreg_hf.tasks.runner import Recipe, RunResult, resolve_layers, run_recipe, write_run_folder
+from eqreg_hf.tasks.runner import (
+    Recipe,
+    RunResult,
+    dataset_facts,
+    resolve_layers,
+    run_recipe,
+    write_run_folder,
+)
 
 # fmt: off
 __all__ = ["DerainTrainingArguments", "DerainRecipe", "DerainResult", "build_derainer", "resolve_layers",
@@ -169,16 +176,10 @@ def save_derainer(
 
     args = args or DerainTrainingArguments()
     builtin = args.dataset == "synthetic"
-    dataset = {
-        "name": "synthetic rain (eqreg-hf built-in)" if builtin else args.dataset,
-        "split": args.eval_split,
-    }
-    if "/" in args.dataset and not os.path.exists(args.dataset):
-        dataset["id"] = args.dataset
+    name = "synthetic rain (eqreg-hf built-in)" if builtin else args.dataset
+    dataset = dataset_facts(args.dataset, name, split=args.eval_split)
     training = {k: v for k, v in args.to_dict().items() if k in _CARD_TRAINING}
     training.update(args.model_kwargs())
-    if "final_eqreg_weight" in result.metrics:
-        training["final_eqreg_weight"] = result.metrics["final_eqreg_weight"]  # where the automatic λ settled
     metrics = {"psnr": result.metrics["psnr_y"], "ssim": result.metrics["ssim_y"]}
     metrics.update({k: result.metrics[k] for k in ("psnr_rgb", "ssim_rgb", "equivariance_error")})
     if model_name is None:

@@ -33,7 +33,14 @@ from eqreg_hf.tasks.restore.arguments import (
     restore_model_choices,
 )
 from eqreg_hf.tasks.restore.evaluate import check_model_output, evaluate_restorer, run_evaluation
-from eqreg_hf.tasks.runner import Recipe, RunResult, resolve_layers, run_recipe, write_run_folder
+from eqreg_hf.tasks.runner import (
+    Recipe,
+    RunResult,
+    dataset_facts,
+    resolve_layers,
+    run_recipe,
+    write_run_folder,
+)
 from eqreg_hf.train.loop import TrainHistory
 
 # fmt: off
@@ -135,16 +142,18 @@ class RestoreRecipe(Recipe):
 
     def fit_trainer(self, run: Any) -> TrainHistory:
         """Swin2SR through ``EqRegTrainer`` (MSE on the reconstruction)."""
-        from eqreg_hf.tasks.restore.swin2sr import fit_with_trainer
+        from eqreg_hf.tasks.restore.swin2sr import FIT_SETTINGS, fit_with_trainer
 
         args, periodic = run.args, run.evaluation if run.args.eval_steps else None
         logs, _ = fit_with_trainer(
-            run.model, self.train_data(args, run.data[0])[0], run.eqreg_config, eval_fn=periodic,
-            eval_every=args.eval_steps if periodic is not None else None, output_dir=self.run_dir(args),
-            max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
-            gradient_accumulation_steps=args.gradient_accumulation_steps, seed=args.seed,
-            logging_steps=args.logging_steps, progress=args.progress, report_to=args.report_to,
-        )  # fmt: skip
+            run.model,
+            self.train_data(args, run.data[0])[0],
+            run.eqreg_config,
+            eval_fn=periodic,
+            eval_every=args.eval_steps if periodic is not None else None,
+            output_dir=self.run_dir(args),
+            **{name: getattr(args, name) for name in FIT_SETTINGS},  # the same names in both
+        )
         return TrainHistory(logs=list(logs), steps=args.max_steps)
 
     def save(self, result: RunResult, args: RestoreTrainingArguments) -> str:
@@ -179,16 +188,11 @@ def save_restorer(result: RunResult, output_dir: str | os.PathLike, args: Restor
     method = method_name(args, result.eqreg_config)
     training = {"method": method, **{k: v for k, v in args.to_dict().items() if k in _CARD_TRAINING}}
     training.update(args.network_kwargs(), final_train_psnr=round(result.metrics["train_psnr"], 4))
-    if "final_eqreg_weight" in result.metrics:
-        training["final_eqreg_weight"] = result.metrics["final_eqreg_weight"]  # where the automatic λ settled
     metrics = {k: result.metrics[k] for k in _CARD_METRICS if math.isfinite(result.metrics.get(k, math.nan))}
-    dataset = {
-        "name": "eqreg-hf built-in photos" if args.source == "photos" else args.source,
-        "split": "test",
-        "train_split": f"train (training set: {args.train_size})",
-    }
-    if "/" in args.source and not os.path.exists(args.source):
-        dataset["id"] = args.source
+    name = "eqreg-hf built-in photos" if args.source == "photos" else args.source
+    dataset = dataset_facts(
+        args.source, name, split="test", train_split=f"train (training set: {args.train_size})"
+    )
     facts = CardFacts(
         task=args.task, metrics=metrics, dataset=dataset, training=training,
         model_name=f"{args.model}-{args.task}-{method}", equivariance_report=dict(result.report),

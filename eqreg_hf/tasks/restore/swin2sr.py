@@ -32,7 +32,14 @@ from torch.utils.data import Dataset
 from eqreg_hf.core.config import EqRegConfig
 from eqreg_hf.data.restore import RESTORE_TASKS
 
-__all__ = ["build_swin2sr", "reconstruction", "fit_with_trainer", "check_input_size", "TINY_SWIN2SR"]
+__all__ = [
+    "build_swin2sr",
+    "reconstruction",
+    "fit_with_trainer",
+    "check_input_size",
+    "TINY_SWIN2SR",
+    "FIT_SETTINGS",
+]
 
 # transformers' upsamplers and the factors each one builds (Upsample: powers of two and 3; nearest+conv: 4).
 _UPSAMPLER_SCALES = {
@@ -239,7 +246,7 @@ def _check_fit_args(
     check_input_size(model, int(x.shape[-2]), int(x.shape[-1]), (int(y.shape[-2]), int(y.shape[-1])))
 
 
-_FIT_SETTINGS = {
+FIT_SETTINGS = {
     "max_steps": None,
     "batch_size": None,
     "learning_rate": None,
@@ -253,14 +260,14 @@ _FIT_SETTINGS = {
 
 def _fit_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """``fit_with_trainer``'s keyword settings over the defaults; an unknown or missing one is named."""
-    unknown = sorted(set(settings) - set(_FIT_SETTINGS))
-    missing = sorted(k for k, v in _FIT_SETTINGS.items() if v is None and k not in settings)
+    unknown = sorted(set(settings) - set(FIT_SETTINGS))
+    missing = sorted(k for k, v in FIT_SETTINGS.items() if v is None and k not in settings)
     if unknown or missing:
         raise TypeError(
             f"fit_with_trainer: unknown settings {unknown}, missing {missing}; the settings are "
-            f"{sorted(_FIT_SETTINGS)} (max_steps, batch_size and learning_rate are required)."
+            f"{sorted(FIT_SETTINGS)} (max_steps, batch_size and learning_rate are required)."
         )
-    return {**_FIT_SETTINGS, **settings}
+    return {**FIT_SETTINGS, **settings}
 
 
 def fit_with_trainer(
