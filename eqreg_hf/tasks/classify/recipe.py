@@ -33,10 +33,15 @@ from eqreg_hf.tasks.classify.input_size import aligned_input_size
 from eqreg_hf.tasks.runner import Recipe, RunResult, run_recipe, tap_names, write_run_folder
 from eqreg_hf.train.loop import TrainHistory
 
-# fmt: off
-__all__ = ["ClassifierArgs", "ClassifyRecipe", "train_classifier", "load_classification_data",
-           "aligned_input_size", "RandomRot90", "DATASETS"]
-# fmt: on
+__all__ = [
+    "ClassifierArgs",
+    "ClassifyRecipe",
+    "train_classifier",
+    "load_classification_data",
+    "aligned_input_size",
+    "RandomRot90",
+    "DATASETS",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -117,17 +122,29 @@ class ClassifyRecipe(Recipe):
         args = run.args
         os.makedirs(args.output_dir, exist_ok=True)  # only once the model and the data are there
         training = training_arguments(
-            args, args.output_dir, hf.run_name(args, self.name), num_train_epochs=args.epochs,
-            per_device_eval_batch_size=max(args.batch_size, 64), weight_decay=args.weight_decay,
-            warmup_steps=args.warmup_steps, eval_strategy="steps" if args.eval_steps else "no",
-            eval_steps=args.eval_steps, data_seed=args.seed, dataloader_num_workers=args.num_workers,
-        )  # fmt: skip
+            args,
+            args.output_dir,
+            hf.run_name(args, self.name),
+            num_train_epochs=args.epochs,
+            per_device_eval_batch_size=max(args.batch_size, 64),
+            weight_decay=args.weight_decay,
+            warmup_steps=args.warmup_steps,
+            eval_strategy="steps" if args.eval_steps else "no",
+            eval_steps=args.eval_steps,
+            data_seed=args.seed,
+            dataloader_num_workers=args.num_workers,
+        )
         transformers_model = type(run.model).__module__.startswith("transformers.")
         trainer = EqRegTrainer(
-            model=run.model, args=training, train_dataset=run.data[0], eval_dataset=run.data[1],
-            eqreg=run.eqreg_config, task_loss=None if transformers_model else _cross_entropy,
-            compute_metrics=_compute_metrics, callbacks=[run.evaluation.callback],
-        )  # fmt: skip
+            model=run.model,
+            args=training,
+            train_dataset=run.data[0],
+            eval_dataset=run.data[1],
+            eqreg=run.eqreg_config,
+            task_loss=None if transformers_model else _cross_entropy,
+            compute_metrics=_compute_metrics,
+            callbacks=[run.evaluation.callback],
+        )
         run.evaluation.trainer = trainer
         trainer.train(resume_from_checkpoint=hf.trainer_checkpoint(args, args.output_dir))
         return TrainHistory(logs=trainer.state.log_history, steps=trainer.state.global_step)
@@ -147,9 +164,14 @@ class ClassifyRecipe(Recipe):
         if not math.isnan(result.metrics.get("eval_equiv_error", math.nan)):
             metrics["equivariance_error"] = result.metrics["eval_equiv_error"]
         report = {k: v for k, v in (result.report or {}).items() if k != "output"}
-        facts = CardFacts(task="classification", metrics=metrics, dataset=result.info["dataset"],
-                          training=training, equivariance_report=report,
-                          equivariance_group=result.eval_group)  # fmt: skip
+        facts = CardFacts(
+            task="classification",
+            metrics=metrics,
+            dataset=result.info["dataset"],
+            training=training,
+            equivariance_report=report,
+            equivariance_group=result.eval_group,
+        )
         return write_run_folder(result, self.hub_dir(args), facts, preprocessing=data_config)
 
 

@@ -35,11 +35,21 @@ from eqreg_hf.tasks.runner import (
     write_run_folder,
 )
 
-# fmt: off
-__all__ = ["DerainTrainingArguments", "DerainRecipe", "DerainResult", "build_derainer", "resolve_layers",
-           "load_rain_split", "evaluate_derainer", "held_out_pairs", "train_derainer", "save_derainer",
-           "DEFAULT_DISTANCE", "DEFAULT_WEIGHT", "MODEL_CHOICES"]
-# fmt: on
+__all__ = [
+    "DerainTrainingArguments",
+    "DerainRecipe",
+    "DerainResult",
+    "build_derainer",
+    "resolve_layers",
+    "load_rain_split",
+    "evaluate_derainer",
+    "held_out_pairs",
+    "train_derainer",
+    "save_derainer",
+    "DEFAULT_DISTANCE",
+    "DEFAULT_WEIGHT",
+    "MODEL_CHOICES",
+]
 
 # The EQ-Reg setting of the default of `eqreg-hf train-derain`, chosen from the measured sweep in
 # docs/derain.md ("Choosing λ"): with the FastDerainer, its 12 body-conv taps and an MSE task loss

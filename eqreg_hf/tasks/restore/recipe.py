@@ -43,17 +43,35 @@ from eqreg_hf.tasks.runner import (
 )
 from eqreg_hf.train.loop import TrainHistory
 
-# fmt: off
-__all__ = ["RestoreTrainingArguments", "RestoreRecipe", "RestoreResult", "build_model", "resolve_layers",
-           "check_model_output", "train_restorer", "evaluate_restorer", "save_restorer", "method_name",
-           "restore_model_choices"]
-# fmt: on
+__all__ = [
+    "RestoreTrainingArguments",
+    "RestoreRecipe",
+    "RestoreResult",
+    "build_model",
+    "resolve_layers",
+    "check_model_output",
+    "train_restorer",
+    "evaluate_restorer",
+    "save_restorer",
+    "method_name",
+    "restore_model_choices",
+]
 
 RestoreResult = RunResult  # the old name of the result type
-# fmt: off
-_CARD_TRAINING = ("model", "train_size", "crop_size", "batch_size", "max_steps", "learning_rate", "seed",
-                  "gradient_accumulation_steps", "augment", "ei_weight", "ei_group", "mixed_precision")
-# fmt: on
+_CARD_TRAINING = (
+    "model",
+    "train_size",
+    "crop_size",
+    "batch_size",
+    "max_steps",
+    "learning_rate",
+    "seed",
+    "gradient_accumulation_steps",
+    "augment",
+    "ei_weight",
+    "ei_group",
+    "mixed_precision",
+)
 _CARD_METRICS = ("psnr", "ssim", "equivariance_error", "output_equivariance_error", "degraded_psnr")
 
 
@@ -194,11 +212,16 @@ def save_restorer(result: RunResult, output_dir: str | os.PathLike, args: Restor
         args.source, name, split="test", train_split=f"train (training set: {args.train_size})"
     )
     facts = CardFacts(
-        task=args.task, metrics=metrics, dataset=dataset, training=training,
-        model_name=f"{args.model}-{args.task}-{method}", equivariance_report=dict(result.report),
-        degradation=result.degradation, equivariance_group=result.eval_group,
+        task=args.task,
+        metrics=metrics,
+        dataset=dataset,
+        training=training,
+        model_name=f"{args.model}-{args.task}-{method}",
+        equivariance_report=dict(result.report),
+        degradation=result.degradation,
+        equivariance_group=result.eval_group,
         description="PSNR / SSIM on RGB (data range 1, outputs clamped to [0, 1]) of whole held-out images, "
         "degraded once with a fixed seed; `degraded_psnr` is the degraded input's (bicubically upsampled "
         "for super-resolution), `train_psnr` the training images'.",
-    )  # fmt: skip
+    )
     return write_run_folder(result, output_dir, facts, log={"degradation": result.degradation})
