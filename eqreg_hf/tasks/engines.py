@@ -33,7 +33,7 @@ def cosine_adam(model: torch.nn.Module, learning_rate: float, max_steps: int) ->
     return optimizer, scheduler
 
 
-def loop_arguments(args: Any, desc: str, periodic: bool) -> LoopArguments:
+def loop_arguments(args: Any, desc: str, periodic: bool, checkpoint_dir: str | None) -> LoopArguments:
     """The :class:`LoopArguments` of a recipe's arguments (the same names)."""
     return LoopArguments(
         max_steps=args.max_steps,
@@ -45,7 +45,7 @@ def loop_arguments(args: Any, desc: str, periodic: bool) -> LoopArguments:
         progress=args.progress,
         desc=desc,
         save_steps=args.save_steps,
-        checkpoint_dir=hf.loop_run_dir(args),
+        checkpoint_dir=checkpoint_dir,
         resume_from_checkpoint=args.resume_from_checkpoint,
     )
 
@@ -75,7 +75,7 @@ def fit_loop(run: Any) -> TrainHistory:
         optimizer,
         task_loss,
         run.eqreg_config,
-        loop_arguments(args, run.desc, periodic),
+        loop_arguments(args, run.desc, periodic, recipe.run_dir(args)),
         lr_scheduler=scheduler,
         eval_fn=run.evaluation if periodic else None,
         accelerator=run.accelerator,
