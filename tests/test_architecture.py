@@ -32,6 +32,7 @@ ALLOWED = {
 }
 MAX_FILE_LINES = 450
 MAX_FUNCTION_LINES = 80
+MAX_RECIPE_LINES = 200  # a task's recipe module holds only its hooks: the skeleton is tasks/runner.py's
 # Functions allowed past MAX_FUNCTION_LINES, with the reason (docs/design.md repeats it).
 LONG_FUNCTIONS = {
     ("train/loop.py", "train_loop"): "its signature and docstring (every argument documented) are most of it",
@@ -152,6 +153,16 @@ def test_files_and_functions_are_small(module):
         if n > MAX_FUNCTION_LINES and (rel, name) not in LONG_FUNCTIONS
     ]
     assert not long, f"{rel}: functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+@pytest.mark.parametrize(
+    "module", sorted(m for m in MODULES if m.startswith("eqreg_hf.tasks.") and m.endswith(".recipe"))
+)
+def test_recipe_modules_hold_only_their_hooks(module):
+    lines = open(MODULES[module], encoding="utf-8").read().count("\n")
+    assert lines <= MAX_RECIPE_LINES, (
+        f"{MODULES[module]}: {lines} lines > {MAX_RECIPE_LINES}: move shared steps to the runner"
+    )
 
 
 def test_code_points_only_inside_the_repository():

@@ -21,7 +21,14 @@ from eqreg_hf.tasks import conventions as hf
 from eqreg_hf.train.arguments import LoopArguments
 from eqreg_hf.train.loop import TrainHistory, train_loop
 
-__all__ = ["fit_loop", "loop_arguments", "training_arguments", "eval_callback", "cosine_adam"]
+__all__ = [
+    "fit_loop",
+    "loop_arguments",
+    "training_arguments",
+    "eval_callback",
+    "cosine_adam",
+    "TrainerEvaluation",
+]
 
 
 def cosine_adam(model: torch.nn.Module, learning_rate: float, max_steps: int) -> tuple[Any, Any]:
@@ -134,3 +141,16 @@ def eval_callback(eval_fn: Callable, every: int, trainer_ref: list) -> Any:
                 control.should_log = should_log
 
     return _EvalEvery()
+
+
+class TrainerEvaluation:
+    """A Trainer recipe's final evaluation: the Trainer's ``evaluate()`` and the equivariance report of its
+    ``EquivarianceEvalCallback`` (``callback``); the recipe sets ``trainer`` once it has built it."""
+
+    def __init__(self, callback: Any):
+        self.callback, self.trainer, self.seconds, self.history = callback, None, 0.0, None
+
+    def final(self, model: torch.nn.Module, step: int) -> tuple[dict[str, float], Any]:
+        metrics = self.trainer.evaluate()
+        hf.report_trainer_images(self.trainer, self.callback.last_report)  # the plot; trackers closed
+        return metrics, self.callback.last_report

@@ -42,6 +42,7 @@ __all__ = [
     "resolve_layers",
     "evaluation_group",
     "is_main_process",
+    "uses_transformers",
     "write_run_folder",
     "dataset_facts",
     "tap_names",
@@ -200,6 +201,14 @@ def evaluation_group(args: Any, eqreg_config: EqRegConfig | None) -> str:
     if eqreg_config is not None and eqreg_config.group_spec.size > 1:
         return eqreg_config.group_spec.name
     return "C4"
+
+
+def uses_transformers(model: nn.Module | None) -> bool:
+    """Whether ``model`` is a transformers ``PreTrainedModel`` (checked without importing transformers)."""
+    import sys
+
+    modeling = sys.modules.get("transformers.modeling_utils")
+    return modeling is not None and isinstance(unwrap_model(model), modeling.PreTrainedModel)
 
 
 def is_main_process(accelerator: Any) -> bool:

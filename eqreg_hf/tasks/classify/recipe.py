@@ -30,6 +30,8 @@ from eqreg_hf.tasks import conventions as hf
 from eqreg_hf.tasks.classify.arguments import DATASETS, ClassifierArgs
 from eqreg_hf.tasks.classify.data import load_classification_data, preprocessing, with_transforms
 from eqreg_hf.tasks.classify.input_size import aligned_input_size
+from eqreg_hf.tasks.engines import TrainerEvaluation
+from eqreg_hf.tasks.metrics import trainer_accuracy
 from eqreg_hf.tasks.runner import Recipe, RunResult, run_recipe, tap_names, write_run_folder
 from eqreg_hf.train.loop import TrainHistory
 
@@ -44,18 +46,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class _TrainerEvaluation:
-    """The Trainer's ``evaluate()`` (top-1) and the callback's equivariance report, at the end of the run."""
-
-    def __init__(self, callback: Any):
-        self.callback, self.trainer, self.seconds, self.history = callback, None, 0.0, None
-
-    def final(self, model: nn.Module, step: int) -> tuple[dict[str, float], Any]:
-        metrics = self.trainer.evaluate()
-        hf.report_trainer_images(self.trainer, self.callback.last_report)  # the plot; trackers closed
-        return metrics, self.callback.last_report
 
 
 class ClassifyRecipe(Recipe):
@@ -101,7 +91,7 @@ class ClassifyRecipe(Recipe):
 
     def evaluation(
         self, args: ClassifierArgs, model: nn.Module, data: tuple, group: str
-    ) -> _TrainerEvaluation:
+    ) -> TrainerEvaluation:
         from eqreg_hf.callbacks import EquivarianceEvalCallback
         from eqreg_hf.core.groups import as_group
 
@@ -109,7 +99,7 @@ class ClassifyRecipe(Recipe):
         callback = EquivarianceEvalCallback(
             eqreg=measured, num_batches=args.equiv_eval_batches, max_images=16, include_output=True
         )
-        return _TrainerEvaluation(callback)
+        return TrainerEvaluation(callback)
 
     def info(self, args: ClassifierArgs, model: nn.Module) -> dict[str, Any]:
         taps = tap_names(model, self.eqreg_config)
@@ -142,7 +132,7 @@ class ClassifyRecipe(Recipe):
             eval_dataset=run.data[1],
             eqreg=run.eqreg_config,
             task_loss=None if transformers_model else _cross_entropy,
-            compute_metrics=_compute_metrics,
+            compute_metrics=trainer_accuracy,
             callbacks=[run.evaluation.callback],
         )
         run.evaluation.trainer = trainer
@@ -173,14 +163,6 @@ class ClassifyRecipe(Recipe):
             equivariance_group=result.eval_group,
         )
         return write_run_folder(result, self.hub_dir(args), facts, preprocessing=data_config)
-
-
-def _compute_metrics(eval_pred) -> dict[str, float]:
-    from eqreg_hf.tasks.metrics import top1_accuracy
-
-    logits = eval_pred.predictions
-    logits = logits[0] if isinstance(logits, (tuple, list)) else logits
-    return {"accuracy": top1_accuracy(torch.as_tensor(logits), torch.as_tensor(eval_pred.label_ids))}
 
 
 def _cross_entropy(outputs: Any, labels: torch.Tensor) -> torch.Tensor:

@@ -1,16 +1,14 @@
 """Deraining with EQ-Reg: build a derainer, feed it paired crops, train, evaluate, save.
 
-The library side of ``eqreg-hf train-derain`` (the command only parses arguments and calls these
-functions; the demo, ``eqreg-hf demo``, is :mod:`eqreg_hf.tasks.derain.demo`):
+The library side of ``eqreg-hf train-derain`` (``eqreg-hf demo`` is :mod:`eqreg_hf.tasks.derain.demo`):
 
     args = DerainTrainingArguments(model="fast", dataset="synthetic", max_steps=300)
     cfg = EqRegConfig(layers="auto", group_order=4, weight=DEFAULT_WEIGHT, distance=DEFAULT_DISTANCE)
     result = train_derainer(args, cfg)          # -> RunResult(model, metrics, report, history, ...)
 
 The shared steps are :func:`eqreg_hf.tasks.runner.run_recipe`'s; this module is the task's part
-(:class:`DerainRecipe`). Evaluation (:mod:`eqreg_hf.tasks.derain.evaluate`) is on full held-out images:
-PSNR / SSIM on Y and RGB, and the layer-wise equivariance error of the model's default taps under the
-run's group, so plain, augmented and EQ-Reg runs are compared on the same layers.
+(:class:`DerainRecipe`). Evaluation (:mod:`~eqreg_hf.tasks.derain.evaluate`): PSNR / SSIM on Y and RGB of full
+held-out images, and the equivariance error of the model's default taps under the run's group.
 """
 
 from __future__ import annotations
@@ -60,17 +58,9 @@ DEFAULT_DISTANCE = "mse"
 DEFAULT_WEIGHT = 2e-3
 DerainResult = RunResult  # the old name of the result type
 # The training settings the model card lists.
-_CARD_TRAINING = (
-    "model",
-    "crop_size",
-    "batch_size",
-    "max_steps",
-    "learning_rate",
-    "gradient_accumulation_steps",
-    "augment",
-    "hflip",
-    "seed",
-    "mixed_precision",
+_CARD_TRAINING = tuple(
+    "model crop_size batch_size max_steps learning_rate gradient_accumulation_steps augment hflip seed "
+    "mixed_precision".split()
 )
 
 

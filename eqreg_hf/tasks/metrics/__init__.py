@@ -30,6 +30,7 @@ __all__ = [
     "restoration_metrics",
     "RestorationMetrics",
     "top1_accuracy",
+    "trainer_accuracy",
 ]
 
 _COLOR_SPACES = ("y", "rgb")
@@ -239,3 +240,11 @@ def top1_accuracy(logits: Any, labels: Any) -> float:
         return math.nan
     acc = multiclass_accuracy(logits.float(), labels, num_classes=logits.shape[1], average="micro", top_k=1)
     return float(acc)
+
+
+def trainer_accuracy(eval_pred: Any) -> dict[str, float]:
+    """``compute_metrics`` for a ``transformers.Trainer`` classifier: ``{"accuracy": top-1}`` of its
+    ``EvalPrediction`` (the logits, or the first of a tuple of outputs)."""
+    logits = eval_pred.predictions
+    logits = logits[0] if isinstance(logits, (tuple, list)) else logits
+    return {"accuracy": top1_accuracy(torch.as_tensor(logits), torch.as_tensor(eval_pred.label_ids))}

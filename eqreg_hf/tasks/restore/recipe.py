@@ -7,25 +7,21 @@ The library side of ``eqreg-hf train-restore`` (the command only parses argument
     result = train_restorer(args, cfg)             # -> RunResult(model, metrics, report, history, ...)
     steps, eval_psnr = result.curve("eval_psnr")   # the held-out photos; "train_psnr": the training images
 
-Clean photos are cropped at random and degraded on the fly (:mod:`eqreg_hf.data.restore`, deepinv's physics);
-the held-out photos are degraded once with a fixed seed. Methods: plain, ``augment="C4"``, EQ-Reg, deepinv's
-equivariant imaging loss (``ei_weight > 0``), the strict network (``model="strict-c4"``). The shared steps are
-:func:`eqreg_hf.tasks.runner.run_recipe`'s; DnCNN and the strict nets train in its Accelerate loop, Swin2SR
-through the Trainer (``swin2sr.fit_with_trainer``).
+Clean photos are cropped at random and degraded on the fly (deepinv's physics); the held-out photos once, with
+a fixed seed. Methods: plain, ``augment="C4"``, EQ-Reg, deepinv's EI loss (``ei_weight > 0``), strict nets
+(``model="strict-c4"``); DnCNN and the strict nets train in the runner's loop, Swin2SR through the Trainer.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import sys
 from typing import Any
 
 import torch.nn.functional as F
 from torch import nn
 
 from eqreg_hf.core.config import EqRegConfig
-from eqreg_hf.core.unwrap import unwrap_model
 from eqreg_hf.tasks.restore.arguments import (
     RestoreTrainingArguments,
     build_model,
@@ -37,8 +33,8 @@ from eqreg_hf.tasks.runner import (
     Recipe,
     RunResult,
     dataset_facts,
-    resolve_layers,
     run_recipe,
+    uses_transformers,
     write_run_folder,
 )
 from eqreg_hf.train.loop import TrainHistory
@@ -48,7 +44,6 @@ __all__ = [
     "RestoreRecipe",
     "RestoreResult",
     "build_model",
-    "resolve_layers",
     "check_model_output",
     "train_restorer",
     "evaluate_restorer",
@@ -58,19 +53,9 @@ __all__ = [
 ]
 
 RestoreResult = RunResult  # the old name of the result type
-_CARD_TRAINING = (
-    "model",
-    "train_size",
-    "crop_size",
-    "batch_size",
-    "max_steps",
-    "learning_rate",
-    "seed",
-    "gradient_accumulation_steps",
-    "augment",
-    "ei_weight",
-    "ei_group",
-    "mixed_precision",
+_CARD_TRAINING = tuple(
+    "model train_size crop_size batch_size max_steps learning_rate seed gradient_accumulation_steps augment "
+    "ei_weight ei_group mixed_precision".split()
 )
 _CARD_METRICS = ("psnr", "ssim", "equivariance_error", "output_equivariance_error", "degraded_psnr")
 
@@ -80,8 +65,7 @@ class RestoreRecipe(Recipe):
 
     name, what = "train-restore", "a restorer"
 
-    def __init__(self) -> None:
-        self._degradation: Any = None
+    _degradation: Any = None
 
     def degradation(self, args: RestoreTrainingArguments) -> Any:
         """The run's forward model, built once (its noise generators are seeded)."""
@@ -119,24 +103,15 @@ class RestoreRecipe(Recipe):
         check_model_output(model, self.degradation(args), args.crop_size, eqreg)
 
     def evaluation(self, args: RestoreTrainingArguments, model: nn.Module, data: tuple, group: str) -> Any:
-        return run_evaluation(
-            model,
-            self.degradation(args),
-            data[0],
-            data[1],
-            group=group,
-            max_images=args.eval_max_images,
-            equiv_images=args.equiv_images,
-            curve_errors=args.curve_errors,
-        )
+        settings = {"max_images": args.eval_max_images, "equiv_images": args.equiv_images}
+        settings.update(group=group, curve_errors=args.curve_errors)
+        return run_evaluation(model, self.degradation(args), *data, **settings)
 
     def info(self, args: RestoreTrainingArguments, model: nn.Module) -> dict[str, Any]:
         return {"degradation": self.degradation(args).to_dict()}
 
     def uses_trainer(self, model: nn.Module | None) -> bool:
-        """A transformers model (Swin2SR) trains through the Trainer (checked without importing it)."""
-        modeling = sys.modules.get("transformers.modeling_utils")
-        return modeling is not None and isinstance(unwrap_model(model), modeling.PreTrainedModel)
+        return uses_transformers(model)  # Swin2SR trains through the Trainer
 
     def train_data(self, args: RestoreTrainingArguments, train: Any) -> tuple[Any, Any]:
         """Degraded random crops ``{"pixel_values", "labels"}``, augmented per ``args.augment``."""
@@ -196,11 +171,8 @@ def train_restorer(
 def save_restorer(result: RunResult, output_dir: str | os.PathLike, args: RestoreTrainingArguments) -> str:
     """Write the trained model as a Hub folder (Swin2SR in transformers' format): weights, ``config.json``,
     ``eqreg_config.json``, the card (image-to-image; PSNR / SSIM / equivariance error in ``model-index``; the
-    task, degradation and group named) and ``training_log.json`` (curves, loss logs, metrics).
-
-    Returns:
-        The folder's absolute path.
-    """
+    task, degradation and group named) and ``training_log.json`` (curves, loss logs, metrics); returns the
+    folder's absolute path."""
     from eqreg_hf.hub.card import CardFacts
 
     method = method_name(args, result.eqreg_config)
