@@ -13,6 +13,7 @@ MODULES = [
     "eqreg_hf.core.regularizer",
     "eqreg_hf.core.measure",
     "eqreg_hf.cli.flags",
+    "eqreg_hf.tasks.evidence",
 ]
 
 
