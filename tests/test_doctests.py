@@ -14,6 +14,7 @@ MODULES = [
     "eqreg_hf.core.measure",
     "eqreg_hf.cli.flags",
     "eqreg_hf.tasks.evidence",
+    "eqreg_hf.tasks.consistency",
 ]
 
 
