@@ -17,36 +17,19 @@ from eqreg_hf.core.config import EqRegConfig
 from eqreg_hf.core.groups import Group, as_group
 from eqreg_hf.core.paper import CITATION, PAPER_TITLE, PAPER_URL
 from eqreg_hf.hub.arguments import as_eqreg_config
-from eqreg_hf.hub.card_facts import CardFacts, clean_dataset, clean_metrics
+from eqreg_hf.hub.card_facts import (
+    _SHARED_TAGS,
+    DEGRADATION_FIELDS,
+    TASK_TAGS,
+    TASKS,
+    CardFacts,
+    card_task,
+    clean_dataset,
+    clean_metrics,
+)
 from eqreg_hf.hub.formats import HubFormat, hub_format
 
 __all__ = ["TASKS", "METRIC_NAMES", "CardFacts", "group_name", "make_model_card"]
-
-# task -> (template file, Hub pipeline tag, model-index task name)
-TASKS: dict[str, tuple[str, str, str]] = {
-    "derain": ("derain.md", "image-to-image", "Image Deraining"),
-    "classification": ("classification.md", "image-classification", "Image Classification"),
-    "denoise": ("restore.md", "image-to-image", "Image Denoising"),
-    "inpaint": ("restore.md", "image-to-image", "Image Inpainting"),
-    "sr": ("restore.md", "image-to-image", "Image Super-Resolution"),
-}
-_TASK_ALIASES = {
-    "deraining": "derain",
-    "rain": "derain",
-    "image-classification": "classification",
-    "classify": "classification",
-    "denoising": "denoise",
-    "inpainting": "inpaint",
-    "super-resolution": "sr",
-}
-# task -> its Hub tags (besides EQ-Reg's own)
-_TASK_TAGS = {
-    "derain": ["image-deraining"],
-    "classification": ["image-classification"],
-    "denoise": ["image-restoration", "image-denoising"],
-    "inpaint": ["image-restoration", "image-inpainting"],
-    "sr": ["image-restoration", "super-resolution"],
-}
 
 # metric key -> display name (model-index ``name``); other keys are kept under their own name.
 METRIC_NAMES = {
@@ -63,13 +46,6 @@ METRIC_NAMES = {
     "output_equivariance_error": "Output equivariance error",
     "degraded_psnr": "PSNR of the degraded input (dB)",
 }
-
-
-def _task(task: str) -> str:
-    key = _TASK_ALIASES.get(task, task)
-    if key not in TASKS:
-        raise ValueError(f"Unknown task {task!r}. Choose between {list(TASKS)}.")
-    return key
 
 
 def group_name(group_order: Any) -> str:
@@ -103,7 +79,7 @@ def _table(rows: list[tuple[str, str]], header: tuple[str, str]) -> str:
     return "\n".join(lines)
 
 
-def _eqreg_rows(cfg: EqRegConfig) -> list[tuple[str, str]]:
+def _eqreg_rows(cfg: EqRegConfig, settled: Any = None) -> list[tuple[str, str]]:
     help_names = {
         "layers": "Tapped layers",
         "group_order": "Group order t",
@@ -126,7 +102,12 @@ def _eqreg_rows(cfg: EqRegConfig) -> list[tuple[str, str]]:
     rows = [("Group", group_name(cfg.group_spec))]
     for key, value in cfg.to_dict().items():
         if key == "weight" and value == "auto":
-            value = f"auto (share {cfg.target_share:g})"  # the final λ is in the training table
+            end = (
+                f"settled on λ = {float(settled):.4g}"
+                if settled is not None
+                else "the final λ was not recorded"
+            )
+            value = f"auto (share {cfg.target_share:g}), {end}"
         rows.append((f"{help_names.get(key, key)} (`{key}`)", _md(value)))
     return rows
 
@@ -158,7 +139,7 @@ def make_model_card(
     """
     from huggingface_hub import ModelCard
 
-    task = _task(facts.task)
+    task = card_task(facts.task)
     values = clean_metrics(facts.metrics)
     data = clean_dataset(facts.dataset)
     cfg = as_eqreg_config(eqreg_config)
@@ -168,10 +149,12 @@ def make_model_card(
             f"CardFacts(model_name={facts.model_name!r}): name the model, e.g. CardFacts(..., "
             "model_name='fastderainer-rain100l-eqreg') (write_hub_folder names it from the model)."
         )
-    card_data = _front_matter(task, facts, values, data, cfg, fmt)
+    degradation = _task_degradation(task, facts.degradation)
+    card_data = _front_matter(task, facts, values, data, cfg, fmt, degradation)
     content = _render(
         TASKS[task][0],
         card_data=card_data.to_yaml(),
+        task=task,
         model_name=facts.model_name,
         description=facts.description,
         architecture=facts.architecture,
@@ -180,9 +163,9 @@ def make_model_card(
         repo_id=facts.repo_id or f"YOUR_USER/{facts.model_name}",
         dataset=data,
         training_table=_training_table(facts.training),
-        **_degradation_section(task, facts.degradation),
+        **_degradation_section(task, degradation),
         **_results_section(values, facts.equivariance_report),
-        **_eqreg_section(cfg),
+        **_eqreg_section(cfg, (facts.training or {}).get("final_eqreg_weight")),
     )
     return ModelCard(content)
 
@@ -206,7 +189,7 @@ def _eval_results(
         if key == "equivariance_error" and equivariance_group is not None:
             name = f"{name} ({equivariance_group}, relative)"
         elif key == "equivariance_error" and cfg is not None:
-            name = f"{name} (C{cfg.group_order}, relative)"
+            name = f"{name} ({cfg.group_spec.name}, relative)"
         results.append(
             EvalResult(
                 task_type=pipeline_tag,
@@ -226,9 +209,13 @@ def _eval_results(
 
 def _card_tags(task: str, fmt: HubFormat | None, tags: list[str] | None) -> list[str]:
     """The Hub tags: EQ-Reg's, the task's, the format's (as the framework itself tags) and the caller's."""
-    card_tags = ["eqreg", "rotation-equivariance", "equivariance-regularization", *_TASK_TAGS[task]]
+    card_tags = ["eqreg", "rotation-equivariance", "equivariance-regularization", *TASK_TAGS[task]]
     card_tags += list(fmt.card_tags if fmt is not None else ()) + list(tags or [])
-    return sorted(set(card_tags))
+    # a class may declare every task it can do (DnCNN: denoising, inpainting, super-resolution): the card
+    # names the run's task only
+    other = {tag for name, own in TASK_TAGS.items() if name != task for tag in own}
+    other -= set(TASK_TAGS[task]) | _SHARED_TAGS
+    return sorted(set(card_tags) - other)
 
 
 def _front_matter(
@@ -238,11 +225,19 @@ def _front_matter(
     data: dict[str, Any],
     cfg: EqRegConfig | None,
     fmt: HubFormat | None,
+    degradation: dict[str, Any] | None,
 ) -> Any:
-    """The card's YAML metadata (``ModelCardData``), with the ``model-index`` of the measured metrics."""
+    """The card's YAML metadata (``ModelCardData``), with the ``model-index`` of the measured metrics and
+    an ``eqreg`` block that programs read back (:func:`eqreg_hf.hub.card_facts.saved_task`): the task, its
+    degradation and the group of the equivariance error."""
     from huggingface_hub import ModelCardData
 
+    group = facts.equivariance_group or (
+        cfg.group_spec.name if cfg is not None and cfg.group_spec.size > 1 else None
+    )
+    saved = {"task": task, "degradation": degradation, "equivariance_group": group}
     return ModelCardData(
+        eqreg={k: v for k, v in saved.items() if v is not None},
         model_name=facts.model_name,
         license=facts.license,
         library_name=facts.library_name or (fmt.library_name if fmt is not None else None),
@@ -267,39 +262,68 @@ def _results_section(
     }
 
 
-def _eqreg_section(cfg: EqRegConfig | None) -> dict[str, Any]:
-    """The template's EQ-Reg fields: the config, whether the term was on, its group and the settings table."""
+def _eqreg_section(cfg: EqRegConfig | None, settled: Any = None) -> dict[str, Any]:
+    """The template's EQ-Reg fields: the config, whether the term was on, its group and the settings table
+    (``settled``: the λ a ``weight="auto"`` run ended with)."""
     active = bool(cfg is not None and cfg.active)
     return {
         "eqreg": cfg,
         "eqreg_active": active,
         "group": group_name(cfg.group_spec) if active else None,
-        "eqreg_table": _table(_eqreg_rows(cfg), ("Setting", "Value")) if cfg is not None else None,
+        "dihedral": active and cfg.group_spec.dihedral,
+        "eqreg_table": _table(_eqreg_rows(cfg, settled), ("Setting", "Value")) if cfg is not None else None,
     }
 
 
 _DEGRADATION_WORDS = {"denoise": "denoising", "inpaint": "inpainting", "sr": "super-resolution"}
 
 
-def _degradation_section(task: str, degradation: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The template's forward model: one sentence (``degradation_text``) and a table; None for other tasks."""
+def _task_degradation(task: str, degradation: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The degradation as the card states it: ``task`` first, then the fields that apply to the task (a
+    field only another task has, e.g. ``mask_ratio`` on a denoising run, is left off); a degradation of
+    another task is refused."""
     if not degradation:
-        return {"degradation_text": None, "degradation_table": None}
+        return None
     d = dict(degradation)
+    if d.setdefault("task", task) != task:
+        raise ValueError(
+            f"CardFacts(task={task!r}) with degradation={d!r}: the degradation is a {d['task']!r} one; "
+            f"give the run's own (e.g. Degradation({task!r}, ...).to_dict())."
+        )
+    other = {f for name, fields in DEGRADATION_FIELDS.items() if name != task for f in fields}
+    other -= set(DEGRADATION_FIELDS.get(task, ()))
+    kept = {"task": task, **{k: v for k, v in d.items() if k != "task" and k not in other}}
+    return json.loads(json.dumps(kept))  # plain JSON types (tuples -> lists): the YAML metadata reads back
+
+
+def _degradation_text(task: str, d: dict[str, Any]) -> str:
+    if task == "derain":
+        source = d.get("rain", "synthetic")
+        return (
+            "synthetic rain streaks (eqreg-hf's rain model)"
+            if source == "synthetic"
+            else f"the rain of {source}"
+        )
     sigma = float(d.get("sigma") or 0.0)
     noise = f"Gaussian noise of σ = {sigma:.4g} ({sigma * 255:.3g}/255)" if sigma > 0 else "no noise"
-    kind = d.get("task", task)
-    if kind == "inpaint":
+    if task == "inpaint":
         missing = 100 * float(d.get("mask_ratio", 0))
         text = f"{missing:.3g}% of the pixels missing (a random mask per image), {noise}"
-    elif kind == "sr":
+    elif task == "sr":
         sr_filter = d.get("sr_filter", "bicubic")
         text = f"×{d.get('scale')} downsampling after a {sr_filter} anti-aliasing filter, {noise}"
     else:
         text = f"additive {noise}" if sigma > 0 else "no degradation"
-    rows = [(f"`{k}`", _md(v)) for k, v in d.items()]
+    return f"{_DEGRADATION_WORDS.get(task, task)}: {text}"
+
+
+def _degradation_section(task: str, degradation: dict[str, Any] | None) -> dict[str, Any]:
+    """The template's forward model: one sentence (``degradation_text``) and a table; None without one."""
+    if not degradation:
+        return {"degradation_text": None, "degradation_table": None}
+    rows = [(f"`{k}`", _md(v)) for k, v in degradation.items()]
     return {
-        "degradation_text": f"{_DEGRADATION_WORDS.get(kind, kind)}: {text}",
+        "degradation_text": _degradation_text(task, degradation),
         "degradation_table": _table(rows, ("Setting", "Value")),
     }
 

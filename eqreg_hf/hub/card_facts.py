@@ -12,13 +12,77 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-__all__ = ["CardFacts", "clean_dataset", "clean_metrics"]
+__all__ = [
+    "CardFacts",
+    "DEGRADATION_FIELDS",
+    "TASKS",
+    "TASK_TAGS",
+    "card_task",
+    "clean_dataset",
+    "clean_metrics",
+    "saved_task",
+]
+
+# task -> (template file, Hub pipeline tag, model-index task name)
+TASKS: dict[str, tuple[str, str, str]] = {
+    "derain": ("derain.md", "image-to-image", "Image Deraining"),
+    "classification": ("classification.md", "image-classification", "Image Classification"),
+    "denoise": ("restore.md", "image-to-image", "Image Denoising"),
+    "inpaint": ("restore.md", "image-to-image", "Image Inpainting"),
+    "sr": ("restore.md", "image-to-image", "Image Super-Resolution"),
+}
+_TASK_ALIASES = {
+    "deraining": "derain",
+    "rain": "derain",
+    "image-classification": "classification",
+    "classify": "classification",
+    "denoising": "denoise",
+    "inpainting": "inpaint",
+    "super-resolution": "sr",
+}
+# task -> its Hub tags (besides EQ-Reg's own); a tag naming another task is never put on a card
+TASK_TAGS = {
+    "derain": ["image-deraining", "deraining"],
+    "classification": ["image-classification"],
+    "denoise": ["image-restoration", "image-denoising", "denoising"],
+    "inpaint": ["image-restoration", "image-inpainting", "inpainting"],
+    "sr": ["image-restoration", "super-resolution"],
+}
+_SHARED_TAGS = {"image-restoration"}  # deraining is image restoration too
+# task -> the degradation fields that apply to it (a field of another task is left off the card)
+DEGRADATION_FIELDS = {
+    "denoise": ("sigma",),
+    "inpaint": ("mask_ratio", "sigma"),
+    "sr": ("scale", "sr_filter", "sigma"),
+    # the rain's source ("synthetic" or the dataset) and, for synthetic rain, RainSettings' fields
+    "derain": (
+        "rain",
+        "density",
+        "length",
+        "angle_range",
+        "angle_jitter",
+        "width",
+        "intensity",
+        "num_layers",
+        "blend",
+    ),
+}
+
+
+def card_task(task: str) -> str:
+    """The card's name of ``task`` (aliases such as "denoising" accepted); one line naming the tasks if
+    unknown."""
+    key = _TASK_ALIASES.get(task, task)
+    if key not in TASKS:
+        raise ValueError(f"Unknown task {task!r}. Choose between {list(TASKS)}.")
+    return key
 
 
 @dataclass
@@ -110,3 +174,49 @@ def clean_dataset(dataset: Mapping[str, Any] | str) -> dict[str, Any]:
     out = {k: dataset.get(k) for k in _DATASET_KEYS}
     out["split"] = out["split"] or "test"
     return out
+
+
+_BUILTIN_RAIN = "synthetic rain (eqreg-hf built-in)"  # the card's dataset name of train-derain's own rain
+
+
+def saved_task(folder: str | os.PathLike) -> dict[str, Any]:
+    """What a saved folder says about its run: ``{"task", "degradation", "equivariance_group"}``, each None
+    when the folder does not say.
+
+    Read from the ``eqreg`` block of the card's metadata (written by
+    :func:`~eqreg_hf.hub.card.make_model_card`). A card written before that block existed gives its task by
+    its ``model-index`` task name, and the degradation comes from ``training_log.json`` (train-restore
+    wrote it there) or, for a derainer trained on the built-in rain, is that rain's.
+
+    Example:
+        >>> saved_task("runs/denoise")  # doctest: +SKIP
+        {'task': 'denoise', 'degradation': {'task': 'denoise', 'sigma': 0.098...}, 'equivariance_group': 'C4'}
+    """
+    from huggingface_hub import ModelCard
+
+    out: dict[str, Any] = {"task": None, "degradation": None, "equivariance_group": None}
+    card_path = os.path.join(os.fspath(folder), "README.md")
+    if not os.path.isfile(card_path):
+        return out
+    meta = ModelCard.load(card_path).data.to_dict()
+    block = meta.get("eqreg")
+    if isinstance(block, Mapping) and block.get("task"):
+        return {**out, **{k: block.get(k) for k in out}}
+    return {**out, **_from_older_card(os.fspath(folder), meta)}
+
+
+def _from_older_card(folder: str, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The task and degradation of a card without the ``eqreg`` block (see :func:`saved_task`)."""
+    from eqreg_hf.core.io import read_json_object
+
+    names = {entry[2]: task for task, entry in TASKS.items()}
+    results = (meta.get("model-index") or [{}])[0].get("results") or [{}]
+    task = names.get((results[0].get("task") or {}).get("name"))
+    dataset = (results[0].get("dataset") or {}).get("name")
+    log_path = os.path.join(folder, "training_log.json")
+    degradation = None
+    if task in ("denoise", "inpaint", "sr") and os.path.isfile(log_path):
+        degradation = read_json_object(log_path, "re-save the folder").get("degradation")
+    elif task == "derain" and dataset:
+        degradation = {"task": "derain", "rain": "synthetic" if dataset == _BUILTIN_RAIN else dataset}
+    return {"task": task, "degradation": degradation}

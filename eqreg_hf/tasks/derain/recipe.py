@@ -186,8 +186,12 @@ def save_derainer(
         data_name = "synthetic-rain" if builtin else os.path.basename(args.dataset.rstrip("/"))
         active = result.eqreg_config is not None and result.eqreg_config.active
         model_name = f"{args.model}-derainer-{data_name}-{'eqreg' if active else 'baseline'}"
+    from eqreg_hf.data.rain_settings import DEFAULT_RAIN  # the rain load_rain("synthetic") draws
+
+    rain = {"rain": "synthetic", **DEFAULT_RAIN} if builtin else {"rain": args.dataset}
     facts = CardFacts(
         task="derain",
+        degradation=rain,
         metrics=metrics,
         dataset=dataset,
         training=training,
