@@ -1,53 +1,83 @@
 """What the web demo computes, without any UI: load a model, degrade, restore, compare, measure.
 
 Every function takes and returns plain arrays / dicts, so the Gradio app (:mod:`eqreg_hf.app.ui`) only
-wires widgets to them and the tests can call them directly.
+wires widgets to them and the tests can call them directly. The model is served as it was trained: its
+task and its training degradation come from the saved folder (:mod:`eqreg_hf.app.tasks`), its group and
+taps from its ``EqRegConfig``.
 
     model = load_app_model("eqreg-demo/model")          # a saved Hub folder (or a Hub id)
-    out = restore_image(model, photo, "rain streaks")   # input / restored / clean, PSNR of each
-    view = rotation_consistency(model, photo, k=1)      # f(x) vs R_k^-1 f(R_k x): difference map and its size
-    bars = layer_errors(model, photo)                   # the model's per-layer equivariance error
+    out = restore_image(model, photo)                   # input / restored / clean, PSNR of each
+    view = rotation_consistency(model, photo, (0, 1))   # f(x) vs R_g^-1 f(R_g x): difference map and its size
+    bars = layer_errors(model, photo)                   # the model's per-layer equivariance error, its group
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from eqreg_hf.app.tasks import APP_TASKS, AppTask, app_task
+from eqreg_hf.core.config import EqRegConfig
+from eqreg_hf.core.groups import as_group
+
 __all__ = [
     "AppModel",
-    "DEGRADATIONS",
     "DEMO_FOLDER",
+    "NO_DEGRADATION",
     "load_app_model",
     "default_model_source",
-    "degrade",
     "restore_image",
     "rotation_consistency",
+    "consistency_elements",
     "layer_errors",
     "bar_chart_html",
     "example_image",
 ]
 
-DEGRADATIONS = ("rain streaks", "gaussian noise", "none (the image is already degraded)")
+NO_DEGRADATION = "none (the image is already degraded)"
 DEMO_FOLDER = os.path.join("eqreg-demo", "model")  # what `eqreg-hf demo` writes
 MAX_SIDE = 256  # images are resized so that the longer side is at most this (CPU-friendly)
 
 
 @dataclass
 class AppModel:
-    """A loaded model and what the demo needs to know about it."""
+    """A loaded model and what the demo needs to know about it.
+
+    Attributes:
+        group: the group the demo measures and mirrors under: the model's EQ-Reg group, else the group its
+            card's equivariance error was measured under, else C4.
+        task: the saved task (a key of :data:`eqreg_hf.app.tasks.APP_TASKS`).
+        settings: the training degradation of that task (``AppTask.settings``).
+        config: the folder's ``EqRegConfig`` (its fields and layouts are measured with), or None.
+    """
 
     model: nn.Module
     name: str
     taps: list[str]
-    group_order: int
-    restorer: bool  # image in, image of the same size out
+    group: str = "C4"
+    task: str = "derain"
+    settings: dict[str, Any] = field(default_factory=dict)
+    config: EqRegConfig | None = None
+
+    @property
+    def entry(self) -> AppTask:
+        return APP_TASKS[self.task]
+
+    @property
+    def restorer(self) -> bool:
+        """Whether the demo restores with it (image in, image out) or only measures it (a classifier)."""
+        return self.entry.restores
+
+    @property
+    def group_order(self) -> int:
+        return as_group(self.group).t
 
 
 def default_model_source() -> str:
@@ -82,51 +112,53 @@ def _resolve_folder(source: str) -> str:
 
 
 def load_app_model(source: str) -> AppModel:
-    """Load a saved model folder (``eqreg_hf.hub.save_folder`` / the training commands) or a Hub id."""
+    """Load a saved model folder (the training commands, ``write_hub_folder``) or a Hub id, with its task,
+    training degradation and group; a folder the demo cannot serve is refused in one line before the
+    weights are read."""
     from eqreg_hf.hub import load_folder
+    from eqreg_hf.hub.card_facts import saved_group, saved_task
 
     folder = _resolve_folder(source)
+    name = os.path.basename(os.path.normpath(source)) if os.path.isdir(source) else source
+    saved = saved_task(folder)
+    entry = app_task(saved["task"], name)
+    settings = entry.settings(saved["degradation"], name)
     model, config = load_folder(folder)
     model.eval()
-    t = config.group_order if config is not None and config.group_order > 1 else 4
-    taps = _taps(model, config, t)
-    with torch.no_grad():
-        probe = torch.rand(1, 3, 16, 16)
-        try:
-            out = model(probe)
-        except Exception:  # a classifier made for one input size, for instance
-            out = None
-    restorer = isinstance(out, torch.Tensor) and out.shape == probe.shape
-    name = os.path.basename(os.path.normpath(source)) if os.path.isdir(source) else source
-    return AppModel(model=model, name=name, taps=taps, group_order=t, restorer=restorer)
+    group = saved_group(config, saved["equivariance_group"])
+    taps = _taps(model, config, group)
+    return AppModel(model, name, taps, group, entry.name, settings, config)
 
 
-def _taps(model: nn.Module, config: Any, t: int) -> list[str]:
+def _taps(model: nn.Module, config: EqRegConfig | None, group: str) -> list[str]:
     if config is not None and isinstance(config.layers, list):
         return list(config.layers)
     if callable(getattr(model, "eqreg_layers", None)):
-        return list(model.eqreg_layers(t))
-    from eqreg_hf.core.config import EqRegConfig
+        return list(model.eqreg_layers(as_group(group).size))  # the field size: t for C_t, 2t for D_t
     from eqreg_hf.core.selection import resolve_taps
 
-    return [spec.name for spec in resolve_taps(model, EqRegConfig(layers="auto", group_order=t))]
+    return [spec.name for spec in resolve_taps(model, EqRegConfig(layers="auto", group=group))]
 
 
-def _fit(image: np.ndarray) -> np.ndarray:
-    """Float RGB ``[H, W, 3]`` in [0, 1], the longer side at most MAX_SIDE, both sides even (exact 90°
-    turns)."""
+def _fit(image: np.ndarray, multiple: int = 2, channels: int = 3) -> np.ndarray:
+    """Float ``[H, W, channels]`` in [0, 1] (RGB, or grey for one channel), the longer side at most
+    MAX_SIDE, both sides multiples of ``multiple`` (even: exact 90° turns). A float image that already fits
+    is returned as it is (a degraded input is not quantised again)."""
     from PIL import Image
 
     array = np.asarray(image)
-    if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)
-    array = array[:, :, :3]
+    fits = array.ndim == 3 and array.shape[2] == channels and max(array.shape[:2]) <= MAX_SIDE
+    if array.dtype == np.float32 and fits and not (array.shape[0] % multiple or array.shape[1] % multiple):
+        return array
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
     if array.dtype != np.uint8:
         array = (np.clip(array.astype(np.float32), 0, 1) * 255).round().astype(np.uint8)
-    pil = Image.fromarray(array)
+    pil = Image.fromarray(array).convert("L" if channels == 1 else "RGB")
     scale = min(1.0, MAX_SIDE / max(pil.size))
-    w, h = (max(8, int(round(s * scale)) // 2 * 2) for s in pil.size)
-    return np.asarray(pil.resize((w, h), Image.BICUBIC), dtype=np.float32) / 255.0
+    w, h = (max(4 * multiple, int(round(s * scale)) // multiple * multiple) for s in pil.size)
+    out = np.asarray(pil.resize((w, h), Image.BICUBIC), dtype=np.float32) / 255.0
+    return out.reshape(h, w, channels)
 
 
 def example_image() -> np.ndarray:
@@ -136,25 +168,12 @@ def example_image() -> np.ndarray:
     return (load_photo("chelsea", size=(128, 192)) * 255).round().astype(np.uint8)
 
 
-def degrade(clean: np.ndarray, degradation: str, seed: int = 0) -> np.ndarray:
-    """The degraded input: synthetic rain (the benchmark's model), Gaussian noise σ = 15/255, or the image
-    itself."""
-    from eqreg_hf.data.synthetic import add_rain
-
-    if degradation not in DEGRADATIONS:
-        raise ValueError(f"Unknown degradation {degradation!r}. Choose between {list(DEGRADATIONS)}.")
-    if degradation == "rain streaks":
-        return add_rain(clean, seed=seed)
-    if degradation == "gaussian noise":
-        noise = np.random.default_rng(seed).normal(0.0, 15 / 255, clean.shape).astype(np.float32)
-        return np.clip(clean + noise, 0.0, 1.0)
-    return clean
-
-
 def _run(model: nn.Module, image: np.ndarray) -> np.ndarray:
+    from eqreg_hf.tasks.restore.evaluate import restore  # a transformers output unpacked too
+
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
     with torch.no_grad():
-        out = model(x)
+        out = restore(model, x)
     return out[0].clamp(0, 1).permute(1, 2, 0).numpy()
 
 
@@ -163,43 +182,86 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else float(10.0 * np.log10(1.0 / mse))
 
 
-def restore_image(app: AppModel, image: np.ndarray, degradation: str, seed: int = 0) -> dict[str, Any]:
-    """Degrade ``image`` (taken as the clean one unless the degradation is 'none'), restore it, score both.
+def restore_image(app: AppModel, image: np.ndarray, degraded: bool = False, seed: int = 0) -> dict[str, Any]:
+    """Degrade ``image`` as the model was trained (``app.settings``), restore it, score both; with
+    ``degraded=True`` the image is taken as the model's input as it is (no clean reference).
 
     Returns:
         ``{"input", "restored", "clean" (None without a clean reference), "psnr_input", "psnr_restored"}``;
-        images as float ``[H, W, 3]`` in [0, 1], PSNR in dB against the clean image (None without one).
+        images as float ``[H, W, C]`` in [0, 1] (the input of super-resolution is the small one), PSNR in
+        dB against the clean image (None without one; the input's after ``AppTask.input_baseline``).
     """
+    task = app.entry
     if not app.restorer:
         raise ValueError(
-            f"{app.name} is not an image-restoration model (its output is not an image of the input's "
-            "size): the restoration view needs a restorer, e.g. a train-derain folder."
+            f"{app.name} is a {app.task} model, not a restorer: the demo shows its per-layer equivariance "
+            f"error only (restoring needs one of {sorted(n for n, t in APP_TASKS.items() if t.restores)})."
         )
-    clean = _fit(image)
-    noisy = degrade(clean, degradation, seed)
+    if degraded:
+        noisy = _fit(image, 2, task.channels)
+        restored = _run(app.model, noisy)
+        return {
+            "input": noisy,
+            "restored": restored,
+            "clean": None,
+            "psnr_input": None,
+            "psnr_restored": None,
+        }
+    clean = _fit(image, task.side_multiple(app.settings), task.channels)
+    noisy = task.degrade(clean, app.settings, seed).astype(np.float32)
     restored = _run(app.model, noisy)
-    has_clean = degradation != DEGRADATIONS[-1]
+    if restored.shape != clean.shape:
+        raise ValueError(
+            f"{app.name} turned a {noisy.shape[1]}x{noisy.shape[0]} input into {restored.shape[1]}x"
+            f"{restored.shape[0]}, not the clean image's {clean.shape[1]}x{clean.shape[0]}: its folder names "
+            f"the task {app.task!r} and {task.describe(app.settings)}; re-save it with its own task."
+        )
     return {
         "input": noisy,
         "restored": restored,
-        "clean": clean if has_clean else None,
-        "psnr_input": _psnr(noisy, clean) if has_clean else None,
-        "psnr_restored": _psnr(restored, clean) if has_clean else None,
+        "clean": clean,
+        "psnr_input": _psnr(task.input_baseline(noisy, clean.shape), clean),
+        "psnr_restored": _psnr(restored, clean),
     }
 
 
-def rotation_consistency(app: AppModel, image: np.ndarray, k: int = 1) -> dict[str, Any]:
-    """Restore the image turned by k·90°, turn the result back, compare with restoring the image itself.
+def consistency_elements(app: AppModel) -> dict[str, tuple[int, int]]:
+    """The transformations the consistency view offers, ``{label: (flip, quarter turns)}``: the three
+    turns, and for a dihedral group its mirror images (flip the width axis, then turn)."""
+    turns = {"90°": (0, 1), "180°": (0, 2), "270°": (0, 3)}
+    if as_group(app.group).dihedral:
+        turns.update({"mirror": (1, 0), "mirror, then 90°": (1, 1)})
+        turns.update({"mirror, then 180°": (1, 2), "mirror, then 270°": (1, 3)})
+    return turns
+
+
+def _act(x: np.ndarray, g: tuple[int, int]) -> np.ndarray:
+    """R_g on ``[H, W, C]``: flip the width axis, then turn counter-clockwise (the library's convention)."""
+    return np.ascontiguousarray(np.rot90(x[:, ::-1] if g[0] else x, g[1]))
+
+
+def _undo(y: np.ndarray, g: tuple[int, int]) -> np.ndarray:
+    back = np.rot90(y, -g[1])
+    return np.ascontiguousarray(back[:, ::-1] if g[0] else back)
+
+
+def rotation_consistency(app: AppModel, image: np.ndarray, g: int | tuple[int, int] = 1) -> dict[str, Any]:
+    """Restore the transformed image, transform the result back, compare with restoring the image itself.
+
+    ``g``: quarter turns k, or ``(flip, k)`` (:func:`consistency_elements`).
 
     Returns:
-        ``{"restored", "restored_rotated" (turned back), "difference" (a heat map, [H, W, 3] in [0, 1]),
-        "relative_error" (‖f(x) − R_k⁻¹ f(R_k x)‖ / ‖f(x)‖), "max_abs"}``. An equivariant restorer gives 0.
+        ``{"restored", "restored_rotated" (transformed back), "difference" (a heat map, [H, W, 3] in [0, 1]),
+        "relative_error" (‖f(x) − R_g⁻¹ f(R_g x)‖ / ‖f(x)‖), "max_abs"}``. An equivariant restorer gives 0.
     """
-    if k % 4 == 0:
-        raise ValueError(f"k={k} is not a rotation: choose k = 1, 2 or 3 (90°, 180°, 270°).")
-    x = _fit(image)
+    g = (0, g) if isinstance(g, int) else (int(g[0]), int(g[1]))
+    if g[0] not in (0, 1) or (g[0] == 0 and g[1] % 4 == 0):
+        raise ValueError(
+            f"g={g} is not a turn or a mirror image: choose k = 1, 2 or 3, or (1, k) for a mirror."
+        )
+    x = _fit(image, 2, app.entry.channels)
     direct = _run(app.model, x)
-    turned = np.rot90(_run(app.model, np.ascontiguousarray(np.rot90(x, k))), -k)
+    turned = _undo(_run(app.model, _act(x, g)), g)
     diff = np.abs(direct - turned).mean(axis=2)
     scale = max(float(diff.max()), 1e-8)
     d = diff / scale
@@ -207,7 +269,7 @@ def rotation_consistency(app: AppModel, image: np.ndarray, k: int = 1) -> dict[s
     rel = float(np.linalg.norm(direct - turned) / max(np.linalg.norm(direct), 1e-12))
     return {
         "restored": direct,
-        "restored_rotated": np.ascontiguousarray(turned),
+        "restored_rotated": turned,
         "difference": heat.astype(np.float32),
         "relative_error": rel,
         "max_abs": float(diff.max()),
@@ -215,14 +277,19 @@ def rotation_consistency(app: AppModel, image: np.ndarray, k: int = 1) -> dict[s
 
 
 def layer_errors(app: AppModel, image: np.ndarray) -> dict[str, float]:
-    """The model's per-layer equivariance error on this image (its taps, its group), as ``{tap: error}``."""
+    """The model's per-layer equivariance error on this image, as ``{tap: error}``: its taps, under its
+    group (``app.group``, mirror images included for D_t), read as its ``EqRegConfig`` says (fields,
+    layouts)."""
     from eqreg_hf.core.measure import equivariance_error
 
-    x = torch.from_numpy(_fit(image)).permute(2, 0, 1)[None]
+    x = torch.from_numpy(_fit(image, 2, app.entry.channels)).permute(2, 0, 1)[None]
     side = min(x.shape[-2:])
     side -= 1 - side % 2  # an odd square crop: strided taps stay aligned under quarter turns
     x = x[..., :side, :side]
-    report = equivariance_error(app.model, x, layers=app.taps, group_order=app.group_order)
+    base = app.config if app.config is not None else EqRegConfig()
+    grp = as_group(app.group)
+    config = dataclasses.replace(base, layers=list(app.taps), group=grp.name, group_order=grp.t)
+    report = equivariance_error(app.model, x, config)
     return {name: float(value) for name, value in report.items()}
 
 

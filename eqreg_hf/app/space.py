@@ -21,7 +21,7 @@ import re
 import shutil
 from typing import Any
 
-__all__ = ["write_space", "push_space", "space_requirements", "SPACE_FILES"]
+__all__ = ["write_space", "push_space", "space_requirements", "check_servable", "SPACE_FILES"]
 
 SPACE_FILES = ("README.md", "app.py", "requirements.txt")
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
@@ -65,17 +65,38 @@ def _card(title: str, model_id: str | None, sdk_version: str | None) -> str:
     return "\n".join(header) + "\n" + body
 
 
+def check_servable(model_folder: str) -> None:
+    """Load the folder as the web demo does (its task, its training degradation, its group and taps); a
+    folder the demo cannot serve is a one-line ValueError."""
+    from eqreg_hf.app.restore import load_app_model
+
+    try:
+        load_app_model(model_folder)
+    except ValueError as err:
+        raise ValueError(
+            f"The web demo cannot serve {model_folder!r}: {' '.join(str(err).split())}"
+        ) from None
+    except Exception as err:  # weights the framework refuses, a network that does not build, ...
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ValueError(
+            f"The web demo cannot load {model_folder!r} ({type(err).__name__}: {first}); re-save it with "
+            "a training command or eqreg_hf.hub.write_hub_folder."
+        ) from err
+
+
 def write_space(
     model_folder: str, space_dir: str, title: str | None = None, model_id: str | None = None
 ) -> list[str]:
     """Write a Space folder around ``model_folder`` (see the module docstring); returns the files written.
 
     Raises:
-        ValueError / HubFolderError: the model folder is incomplete, or ``space_dir`` holds other files.
+        ValueError / HubFolderError: the model folder is incomplete or one the web demo cannot serve
+            (:func:`check_servable`), or ``space_dir`` holds other files.
     """
     from eqreg_hf.hub import validate_hub_folder
 
     validate_hub_folder(model_folder)
+    check_servable(model_folder)  # before anything is written
     if os.path.exists(space_dir) and (not os.path.isdir(space_dir) or os.listdir(space_dir)):
         raise ValueError(f"{space_dir!r} exists and is not an empty folder: give a new folder for the Space.")
     title = title or os.path.basename(os.path.normpath(model_folder))

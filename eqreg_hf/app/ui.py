@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from eqreg_hf.app.restore import (
-    DEGRADATIONS,
+    NO_DEGRADATION,
     AppModel,
     bar_chart_html,
+    consistency_elements,
     example_image,
     layer_errors,
     load_app_model,
@@ -26,9 +27,7 @@ from eqreg_hf.app.restore import (
     rotation_consistency,
 )
 
-__all__ = ["build_app", "launch_app", "require_gradio"]
-
-TURNS = {"90°": 1, "180°": 2, "270°": 3}
+__all__ = ["build_app", "launch_app", "require_gradio", "shown_error"]
 
 
 def require_gradio() -> Any:
@@ -48,32 +47,58 @@ def _fmt(value: float | None) -> str:
     return "n/a (no clean image)" if value is None else f"{value:.2f}"
 
 
-def _handler(app: AppModel):
-    def run(image: np.ndarray | None, degradation: str, turn: str):
-        if image is None:
-            image = example_image()
-        bars = bar_chart_html(layer_errors(app, image), f"Equivariance error per layer (C{app.group_order})")
-        if not app.restorer:
-            note = f"{app.name} is a classifier: the restoration and consistency views need a restorer."
-            return image, None, None, "n/a", "n/a", None, None, note, bars
-        out = restore_image(app, image, degradation)
-        view = rotation_consistency(app, out["input"], TURNS[turn])
-        consistency = (
-            f"restore(x) vs turn back(restore(turn {turn}(x))): relative difference "
-            f"{view['relative_error']:.4f}, largest pixel difference {view['max_abs']:.4f} "
-            "(0 = a perfectly rotation-consistent restorer)"
-        )
+def _show(image: np.ndarray | None) -> np.ndarray | None:
+    """What an image widget takes: a grey ``[H, W, 1]`` image as ``[H, W]``."""
+    return image[:, :, 0] if image is not None and image.ndim == 3 and image.shape[2] == 1 else image
+
+
+def shown_error(err: Exception) -> str:
+    """The one line the page shows for a failed run: the message (a ValueError's says what to do), else
+    the exception's type and first line."""
+    text = " ".join(str(err).split())[:400]
+    return text if isinstance(err, ValueError) and text else f"{type(err).__name__}: {text or 'no message'}"
+
+
+def _training_choice(app: AppModel) -> str:
+    return f"as in training: {app.entry.describe(app.settings)}"
+
+
+def _run(app: AppModel, image: np.ndarray | None, degradation: str, turn: str) -> tuple:
+    image = example_image() if image is None else image
+    title = f"Equivariance error per layer ({app.group})"
+    if not app.restorer:
+        note = f"{app.name} is a {app.task} model: the demo shows its per-layer equivariance error only."
         return (
-            out["input"],
-            out["restored"],
-            out["clean"],
-            _fmt(out["psnr_input"]),
-            _fmt(out["psnr_restored"]),
-            view["restored_rotated"],
-            view["difference"],
-            consistency,
-            bars,
+            image,
+            None,
+            None,
+            "n/a",
+            "n/a",
+            None,
+            None,
+            note,
+            bar_chart_html(layer_errors(app, image), title),
         )
+    out = restore_image(app, image, degraded=degradation == NO_DEGRADATION)
+    view = rotation_consistency(app, out["input"], consistency_elements(app)[turn])
+    consistency = (
+        f"restore(x) vs undo(restore({turn}(x))): relative difference {view['relative_error']:.4f}, largest "
+        f"pixel difference {view['max_abs']:.4f} (0 = a perfectly consistent restorer)"
+    )
+    bars = bar_chart_html(layer_errors(app, out["input"]), title)
+    images = [_show(out[k]) for k in ("input", "restored", "clean")]
+    psnr = [_fmt(out["psnr_input"]), _fmt(out["psnr_restored"])]
+    return (*images, *psnr, _show(view["restored_rotated"]), view["difference"], consistency, bars)
+
+
+def _handler(app: AppModel):
+    gr = require_gradio()
+
+    def run(image: np.ndarray | None, degradation: str, turn: str):
+        try:
+            return _run(app, image, degradation, turn)
+        except Exception as err:  # the page shows one line, not a traceback
+            raise gr.Error(shown_error(err)) from None
 
     return run
 
@@ -82,11 +107,14 @@ def build_app(source: str | AppModel) -> Any:
     """The Gradio ``Blocks`` of the demo for a saved model folder, a Hub id, or a loaded :class:`AppModel`."""
     gr = require_gradio()
     app = source if isinstance(source, AppModel) else load_app_model(source)
-    kind = "restorer" if app.restorer else "classifier"
+    labels, turns = app.entry.labels, list(consistency_elements(app))
+    choices = [_training_choice(app), NO_DEGRADATION]
     with gr.Blocks(title=f"EQ-Reg demo: {app.name}") as demo:
         gr.Markdown(
-            f"# EQ-Reg demo: `{app.name}` ({kind}, {len(app.taps)} tapped layers, C{app.group_order})\n"
-            "Upload an image (it is taken as the clean one), choose a degradation and press **Run**."
+            f"# EQ-Reg demo: `{app.name}` ({app.task}, {len(app.taps)} tapped layers, {app.group})\n"
+            f"{app.entry.describe(app.settings)}. Upload an image (it is taken as the clean one) and press "
+            "**Run**.",
+            elem_id="summary",
         )
         with gr.Row():
             image = gr.Image(
@@ -98,16 +126,16 @@ def build_app(source: str | AppModel) -> Any:
             with gr.Column():
                 example = gr.Button("Use the example photo", elem_id="example")
                 degradation = gr.Dropdown(
-                    list(DEGRADATIONS), value=DEGRADATIONS[0], label="degradation", elem_id="degradation"
+                    choices, value=choices[0], label="degradation", elem_id="degradation"
                 )
                 turn = gr.Radio(
-                    list(TURNS), value="90°", label="rotation for the consistency view", elem_id="turn"
+                    turns, value=turns[0], label="transformation for the consistency view", elem_id="turn"
                 )
                 button = gr.Button("Run", variant="primary", elem_id="run")
         with gr.Row():
-            shown_input = gr.Image(label="input (degraded)", elem_id="input-image", interactive=False)
-            restored = gr.Image(label="restored", elem_id="restored-image", interactive=False)
-            clean = gr.Image(label="clean", elem_id="clean-image", interactive=False)
+            shown_input = gr.Image(label=labels[0], elem_id="input-image", interactive=False)
+            restored = gr.Image(label=labels[1], elem_id="restored-image", interactive=False)
+            clean = gr.Image(label=labels[2], elem_id="clean-image", interactive=False)
         with gr.Row():
             psnr_in = gr.Textbox(label="PSNR of the input (dB)", elem_id="psnr-input", interactive=False)
             psnr_out = gr.Textbox(
@@ -116,7 +144,9 @@ def build_app(source: str | AppModel) -> Any:
         gr.Markdown("## Rotation consistency")
         with gr.Row():
             turned = gr.Image(
-                label="restore the turned image, turn back", elem_id="turned-image", interactive=False
+                label="restore the transformed image, transform back",
+                elem_id="turned-image",
+                interactive=False,
             )
             difference = gr.Image(
                 label="difference map (black = equal, yellow = largest)",

@@ -35,16 +35,18 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from eqreg_hf.app.restore import default_model_source
+    from eqreg_hf.app.restore import default_model_source, load_app_model
     from eqreg_hf.app.ui import launch_app, require_gradio
 
     if not 0 < args.port < 65536:
         raise ValueError(f"--port {args.port} is not valid: give a port between 1 and 65535 (e.g. 7860).")
     require_gradio()  # before loading anything
     source = args.model if args.model is not None else default_model_source()
+    app = load_app_model(source)  # a folder the demo cannot serve: one line, before the server starts
     print(
-        f"Serving the EQ-Reg demo for {source} on http://{args.host}:{args.port} (Ctrl+C stops it)",
+        f"Serving the EQ-Reg demo for {source} ({app.task}, {app.group}) on http://{args.host}:{args.port} "
+        "(Ctrl+C stops it)",
         flush=True,
     )
-    launch_app(source, host=args.host, port=args.port, block=True)
+    launch_app(app, host=args.host, port=args.port, block=True)
     return 0

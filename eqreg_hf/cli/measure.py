@@ -30,14 +30,23 @@ DEFAULT_SIZE = {"classifier": 224, "derain": 128}
 
 def load_any_model(source: str, pretrained: bool = True) -> tuple[nn.Module, str]:
     """Model from a saved folder, a derainer name (``fast``, ``rcdnet``, ``strict-c4``), ``hf:<...>`` or a
-    timm name; returns ``(model in eval mode, "classifier" | "derain")``."""
+    timm name; returns ``(model in eval mode, "classifier" | "derain")`` ("derain": image in, image out)."""
+    model, family, _ = _load(source, pretrained)
+    return model, family
+
+
+def _load(source: str, pretrained: bool) -> tuple[nn.Module, str, Any]:
+    """``load_any_model`` plus, for a saved folder, ``(its EqRegConfig, the group its card was measured
+    under)``; None otherwise."""
     from eqreg_hf.tasks.derain.networks import MODELS
 
     if os.path.isdir(source):
         from eqreg_hf.hub import load_folder
+        from eqreg_hf.hub.card_facts import saved_task
 
+        saved = saved_task(source)
         try:
-            model, _ = load_folder(source)
+            model, config = load_folder(source)
         except (ValueError, FileNotFoundError):
             raise
         except (
@@ -48,21 +57,38 @@ def load_any_model(source: str, pretrained: bool = True) -> tuple[nn.Module, str
                 f"Cannot load the model folder {source!r} ({type(err).__name__}: {first}); re-save it "
                 "with eqreg_hf.hub.save_folder(model, folder)."
             ) from err
-        is_derain = type(model).__module__.endswith("tasks.derain.networks")
-        return model.eval(), "derain" if is_derain else "classifier"
+        if saved["task"] is not None:  # the card names it: every restoration task is image in, image out
+            is_image = saved["task"] != "classification"
+        else:
+            is_image = type(model).__module__.endswith(("tasks.derain.networks", "tasks.restore.networks"))
+        return model.eval(), "derain" if is_image else "classifier", (config, saved["equivariance_group"])
     if source in MODELS:
-        return MODELS[source]().eval(), "derain"
+        return MODELS[source]().eval(), "derain", None
     from eqreg_hf.tasks.classify.networks import HF_PREFIX, create_classifier, create_timm_classifier
 
     if source.startswith(HF_PREFIX):
-        return create_classifier(source, 1000, pretrained=pretrained).eval(), "classifier"
+        return create_classifier(source, 1000, pretrained=pretrained).eval(), "classifier", None
     try:
         model = create_timm_classifier(source, None, pretrained=pretrained)
     except ValueError as err:
         raise ValueError(
             f"{err} (Or pass a saved folder, or one of the derainers {sorted(MODELS)}.)"
         ) from None
-    return model.eval(), "classifier"
+    return model.eval(), "classifier", None
+
+
+def _folder_settings(saved: Any, layers: Any, group_order: int | None, group: str | None) -> tuple:
+    """``(layers, group_order, group)`` to measure with: what was given, else a saved folder's own (its
+    EqRegConfig's taps and group, :func:`~eqreg_hf.hub.card_facts.saved_group`), else auto taps under C4."""
+    if saved is not None and group is None and group_order is None:
+        from eqreg_hf.hub.card_facts import saved_group
+
+        group = saved_group(*saved)
+    if saved is not None and layers is None and saved[0] is not None and isinstance(saved[0].layers, list):
+        layers = list(saved[0].layers)
+    if group is None and group_order is None:
+        group_order = 4
+    return ("auto" if layers is None else layers), (None if group is not None else group_order), group
 
 
 def load_image(
@@ -102,15 +128,17 @@ def measure_model(
     source: str,
     image: str | None = None,
     size: int | None = None,
-    layers: Any = "auto",
-    group_order: int = 4,
+    layers: Any = None,
+    group_order: int | None = None,
     pretrained: bool = True,
     include_output: bool = True,
     group: str | None = None,
 ):
     """Load ``source``, pick the input size (aligned near the model's default unless ``size``), and return
     ``(EquivarianceReport, model, input size)``. ``group`` ("C4", "D4", ...) replaces ``group_order``
-    when given.
+    when given. Not given, a saved folder is measured on its own taps under its own group (its
+    ``EqRegConfig``'s; a baseline's: the group its card was measured under); anything else on ``"auto"``
+    taps under C4.
 
     Example:
         >>> rep, _, size = measure_model("fast", size=33, pretrained=False)  # doctest: +SKIP
@@ -120,9 +148,8 @@ def measure_model(
     from eqreg_hf.core.measure import equivariance_error
     from eqreg_hf.tasks.classify.recipe import aligned_input_size
 
-    if group is not None:
-        group_order = None  # the group names its own t
-    model, family = load_any_model(source, pretrained=pretrained)
+    model, family, saved = _load(source, pretrained)
+    layers, group_order, group = _folder_settings(saved, layers, group_order, group)
     if size is None:
         base = DEFAULT_SIZE[family]
         if family == "classifier":
@@ -243,11 +270,15 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--layers",
         type=_layers_arg,
-        default="auto",
-        help="'auto', a module name, a glob ('stages.*') or a comma-separated list.",
+        default=None,
+        help="'auto', a module name, a glob ('stages.*') or a comma-separated list (default: a saved "
+        "folder's own taps, else 'auto').",
     )
     parser.add_argument(
-        "--group-order", type=positive_int, default=4, help="t of C_t (2 and 4 exact, others interpolated)."
+        "--group-order",
+        type=positive_int,
+        default=None,
+        help="t of C_t (2 and 4 exact, others interpolated; default: a saved folder's own group, else 4).",
     )
     parser.add_argument(
         "--group",
@@ -293,9 +324,7 @@ def run(args: argparse.Namespace) -> int:
     print(report.table())
     if args.output:
         path = report.plot(
-            args.output,
-            title=f"{args.model}: equivariance error per layer ({args.group or f'C{args.group_order}'}, "
-            f"{size}x{size})",
+            args.output, title=f"{args.model}: equivariance error per layer ({report.group}, {size}x{size})"
         )
         print(f"plot: {path}")
     if args.json:

@@ -27,6 +27,7 @@ __all__ = [
     "card_task",
     "clean_dataset",
     "clean_metrics",
+    "saved_group",
     "saved_task",
 ]
 
@@ -220,3 +221,22 @@ def _from_older_card(folder: str, meta: Mapping[str, Any]) -> dict[str, Any]:
     elif task == "derain" and dataset:
         degradation = {"task": "derain", "rain": "synthetic" if dataset == _BUILTIN_RAIN else dataset}
     return {"task": task, "degradation": degradation}
+
+
+def saved_group(config: Any, equivariance_group: str | None) -> str:
+    """The group a saved model is shown and measured under: its EQ-Reg group when the term was on, else
+    the group its card's equivariance error was measured under (``saved_task``), else its config's
+    group, else C4.
+
+    Example:
+        >>> from eqreg_hf.core.config import EqRegConfig
+        >>> saved_group(EqRegConfig(group="D4", weight=0.1), "C2"), saved_group(EqRegConfig(weight=0.0), "D4")
+        ('D4', 'D4')
+    """
+    from eqreg_hf.core.groups import as_group
+
+    if config is not None and config.active:
+        return config.group_spec.name
+    if equivariance_group:
+        return as_group(equivariance_group).name
+    return config.group_spec.name if config is not None and config.group_spec.size > 1 else "C4"
