@@ -224,3 +224,138 @@ def test_write_hub_folder_end_to_end(tmp_path):
     x = torch.rand(1, 3, 11, 15)
     with torch.no_grad():
         assert torch.equal(net(x), loaded(x))
+
+
+# ------------------------------------------------------------------ cards that say what happened (issue 22)
+def _restore_card(task: str, degradation: dict, cfg=None, **kw):
+    facts = CardFacts(
+        task=task,
+        model_name=f"m-{task}",
+        metrics={"psnr": 25.0},
+        dataset="photos",
+        degradation=degradation,
+        **kw,
+    )
+    return make_model_card(facts, eqreg_config=cfg if cfg is not None else CONFIGS[0], kind="mixin")
+
+
+@pytest.mark.parametrize(
+    "task, kept, left_off",
+    [
+        ("denoise", {"sigma"}, {"mask_ratio", "scale", "sr_filter"}),
+        ("inpaint", {"mask_ratio", "sigma"}, {"scale", "sr_filter"}),
+        ("sr", {"scale", "sr_filter", "sigma"}, {"mask_ratio"}),
+    ],
+)
+def test_a_card_states_only_its_own_degradation(task, kept, left_off):
+    from eqreg_hf.data.restore import Degradation
+
+    card = _restore_card(task, Degradation(task, mask_ratio=0.3, scale=3).to_dict())
+    saved = card.data.eqreg["degradation"]
+    assert set(saved) == {"task"} | kept and saved["task"] == task
+    for field in kept:
+        assert f"| `{field}` |" in card.text
+    for field in left_off:
+        assert f"`{field}`" not in card.text, field
+    assert ("noise level" in card.text) == (task == "denoise")  # its own limitation, not the others'
+    assert ("masks of one ratio" in card.text) == (task == "inpaint")
+
+
+def test_a_degradation_of_another_task_is_refused():
+    with pytest.raises(ValueError, match=r"task='denoise'.* a 'inpaint' one"):
+        _restore_card("denoise", {"task": "inpaint", "mask_ratio": 0.5})
+
+
+def test_a_derain_card_states_its_rain_and_no_restoration_field():
+    from eqreg_hf.data.rain_settings import DEFAULT_RAIN
+
+    card = _card(
+        "derain", {"psnr": 30.0}, CONFIGS[0], degradation={"rain": "synthetic", **DEFAULT_RAIN, "sigma": 0.1}
+    )
+    saved = card.data.eqreg["degradation"]
+    assert saved["angle_range"] == [-30.0, 30.0] and "sigma" not in saved  # JSON types: the YAML reads back
+    assert "## Rain" in card.text and "synthetic rain streaks" in card.text
+
+
+def test_a_classes_tags_for_other_tasks_stay_off_the_card(tmp_path):
+    from eqreg_hf.tasks.restore.networks import DnCNN
+
+    net = DnCNN(channels=4, depth=3)  # the class declares denoising, inpainting and super-resolution
+    for task, own, other in [
+        ("denoise", "image-denoising", {"inpainting", "super-resolution"}),
+        ("sr", "super-resolution", {"denoising", "inpainting"}),
+    ]:
+        facts = CardFacts(task=task, metrics={"psnr": 20.0}, dataset="photos")
+        folder = write_hub_folder(net, tmp_path / task, facts, eqreg_config=EqRegConfig(weight=0.0))
+        tags = set(ModelCard.load(os.path.join(folder, "README.md")).data.tags)
+        assert own in tags and "dncnn" in tags and not tags & other, tags
+
+
+@pytest.mark.parametrize(
+    "training, words",
+    [({"final_eqreg_weight": 0.0123}, "settled on λ = 0.0123"), ({}, "the final λ was not recorded")],
+)
+def test_an_auto_card_states_the_weight_it_settled_on(training, words):
+    cfg = EqRegConfig(weight="auto", target_share=0.05)
+    facts = CardFacts(task="derain", model_name="m", metrics={"psnr": 30.0}, dataset="x", training=training)
+    assert (
+        f"| Weight λ (`weight`) | `auto (share 0.05), {words}` |"
+        in make_model_card(facts, eqreg_config=cfg).text
+    )
+
+
+def test_the_equivariance_error_is_named_under_the_configs_own_group():
+    facts = CardFacts(task="derain", model_name="m", metrics={"equivariance_error": 0.1}, dataset="x")
+    card = make_model_card(facts, eqreg_config=EqRegConfig(group="D4", weight=0.1))
+    assert card.data.eval_results[0].metric_name == "Equivariance error (D4, relative)"
+    assert card.data.eqreg == {"task": "derain", "equivariance_group": "D4"}
+    assert "nothing is implied for other angles or scale" in card.text  # D4 had the reflections
+
+
+@pytest.mark.parametrize("task", ["denoise", "inpaint", "sr"])
+def test_generated_restore_cards_read_back(tmp_path, task):
+    """train-restore's own folders: the card's eqreg block, the training log's degradation and what the
+    demo reads (``saved_task``) agree; an auto run's card states its λ."""
+    from eqreg_hf.hub.card_facts import saved_task
+    from eqreg_hf.tasks.restore.recipe import RestoreTrainingArguments, train_restorer
+
+    settings = {
+        "denoise": {"sigma": 0.05},
+        "inpaint": {"mask_ratio": 0.2},
+        "sr": {"scale": 3, "crop_size": 24},
+    }
+    args = RestoreTrainingArguments(
+        task=task, quick=True, progress=False, max_steps=2, output_dir=str(tmp_path / task), **settings[task]
+    )
+    cfg = EqRegConfig(layers="auto", group="D4", weight="auto", distance="mse")
+    result = train_restorer(args, cfg)
+    saved = saved_task(result.output_dir)
+    assert saved["task"] == task and saved["equivariance_group"] == "D4"
+    assert {k: saved["degradation"][k] for k in settings[task] if k != "crop_size"} == {
+        k: v for k, v in settings[task].items() if k != "crop_size"
+    }
+    text = (tmp_path / task / "README.md").read_text()
+    assert f"settled on λ = {result.metrics['final_eqreg_weight']:.4g}" in text
+    assert "(D4, relative)" in text and "(C4, relative)" not in text
+
+
+@pytest.mark.slow
+def test_train_classifier_d4_auto_measures_and_writes_the_card_under_d4(tmp_path):
+    """`train-classifier --eqreg.group D4 --eqreg.weight auto`: results, card and metadata all say D4, and
+    the card states the λ the run settled on."""
+    from eqreg_hf.cli import main
+    from eqreg_hf.hub.card_facts import saved_task
+
+    out = tmp_path / "run"
+    argv = ["train-classifier", "--model", "test_resnet", "--dataset", "shapes", "--no-pretrained"]
+    argv += ["--eqreg.group", "D4", "--eqreg.weight", "auto", "--train-samples", "16", "--eval-samples", "8"]
+    argv += ["--max-steps", "2", "--batch-size", "8", "--equiv-eval-batches", "1", "--no-progress"]
+    assert main([*argv, "--logging-steps", "1", "--output-dir", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["eval_group"] == "D4" and results["eqreg"]["group"] == "D4"
+    card = ModelCard.load(out / "model" / "README.md")
+    assert [r.metric_name for r in card.data.eval_results if r.metric_type == "equivariance_error"] == [
+        "Equivariance error (D4, relative)"
+    ]
+    assert saved_task(out / "model")["equivariance_group"] == "D4"
+    assert f"settled on λ = {results['metrics']['final_eqreg_weight']:.4g}" in card.text
