@@ -195,3 +195,29 @@ def test_equivariance_eval_callback_measures_its_own_config_whole(group):
 def test_equivariance_eval_callback_refuses_loose_settings(kwargs, match):
     with pytest.raises(TypeError, match=match):
         EquivarianceEvalCallback(**kwargs)
+
+
+@pytest.mark.parametrize("weight", [0.4, "auto"])
+def test_the_trainers_d4_run_is_measured_under_d4(tmp_path, weight):
+    """Without its own config the callback measures the trainer's EQ-Reg: a D4 run under D4 (flips
+    included), not the C4 default."""
+    cb = EquivarianceEvalCallback(num_batches=1, max_images=2)
+    trainer = EqRegTrainer(
+        model=TinyDerainer(),
+        args=tiny_args(
+            str(tmp_path), max_steps=1, per_device_train_batch_size=2, per_device_eval_batch_size=2
+        ),
+        train_dataset=PairDataset(4),
+        eval_dataset=PairDataset(2, size=(9, 11), seed=3),
+        eqreg=EqRegConfig(layers=TINY_DERAIN_LAYERS, group="D4", weight=weight, distance="mse"),
+        task_loss=F.l1_loss,
+        callbacks=[cb],
+    )
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert cb.last_report.group == "D4" and (1, 0) in [
+        tuple(g) for g in cb.last_report.ks if not isinstance(g, int)
+    ]
+    assert set(TINY_DERAIN_LAYERS) <= {
+        k.split("/", 1)[1] for k in metrics if k.startswith("eval_equiv_error/")
+    }

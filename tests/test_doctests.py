@@ -15,6 +15,8 @@ MODULES = [
     "eqreg_hf.cli.flags",
     "eqreg_hf.tasks.evidence",
     "eqreg_hf.tasks.consistency",
+    "eqreg_hf.hub.card_facts",
+    "eqreg_hf.app.tasks",
 ]
 
 

@@ -132,3 +132,29 @@ def test_unknown_group_is_one_line(capsys):
     assert main(["measure", "fast", "--size", "17", "--group", "X4"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'C<t>'" in err[0]
+
+
+@pytest.mark.parametrize(
+    "cfg, flags, group",
+    [
+        ({"group": "D4", "weight": 0.1}, [], "D4"),  # the folder's own group, not the flag's default C4
+        ({"group": "D2", "weight": "auto"}, [], "D2"),
+        ({"group": "D4", "weight": 0.1}, ["--group-order", "2"], "C2"),  # a flag given wins
+    ],
+)
+def test_a_saved_folder_is_measured_on_its_own_taps_and_group(tmp_path, capsys, cfg, flags, group):
+    """A restorer's folder: its EqRegConfig's group and taps, read as an image model (no ImageNet
+    normalisation, the derainers' size)."""
+    from eqreg_hf import EqRegConfig
+    from eqreg_hf.hub import CardFacts, write_hub_folder
+    from eqreg_hf.tasks.restore.networks import DnCNN
+
+    net = DnCNN(channels=8, depth=4)
+    config = EqRegConfig(layers=["body.0", "body.1"], distance="mse", **cfg)
+    facts = CardFacts(task="denoise", metrics={"psnr": 20.0}, dataset="photos", degradation={"sigma": 0.1})
+    folder = write_hub_folder(net, tmp_path / "model", facts, eqreg_config=config)
+    js = tmp_path / "eq.json"
+    assert main(["measure", folder, "--no-output", "--json", str(js), *flags]) == 0
+    report = json.loads(js.read_text())
+    assert report["group"] == group and sorted(report["errors"]) == ["body.0", "body.1"]
+    assert f"Equivariance error ({group}, input 128x128" in capsys.readouterr().out
