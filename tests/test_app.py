@@ -66,26 +66,32 @@ def model_folder(tmp_path_factory):
 
 
 RESTORE_RUNS = {
-    # task -> (its own degradation settings, EQ-Reg): D4 + weight="auto", a baseline, C4
+    # name -> (train-restore settings: the task and its own degradation, EQ-Reg)
     "denoise": ({"sigma": 0.2}, EqRegConfig(layers="auto", group="D4", weight="auto", distance="mse")),
     "inpaint": ({"mask_ratio": 0.3}, None),
     "sr": ({"scale": 2, "train_size": "region16"}, EqRegConfig(layers="auto", group="C4", weight=1e-3)),
+    # transformers' Swin2SR through the Trainer: its input sides must be multiples of its window
+    "sr-swin2sr": (
+        {"scale": 2, "model": "swin2sr", "crop_size": 16},
+        EqRegConfig(layers="auto", weight="auto"),
+    ),
 }
 
 
 @pytest.fixture(scope="module")
 def restore_folders(tmp_path_factory):
-    """One tiny restorer per train-restore task, trained 2 steps and saved by the recipe's own save
-    (``save_restorer``), each with a degradation that is not the library's default."""
+    """One tiny restorer per train-restore task (and Swin2SR), trained 2 steps and saved by the recipe's own
+    save (``save_restorer``), each with a degradation that is not the library's default."""
     from eqreg_hf.tasks.restore.recipe import RestoreTrainingArguments, train_restorer
 
     root = tmp_path_factory.mktemp("restore")
     folders = {}
-    for task, (settings, cfg) in RESTORE_RUNS.items():
+    for name, (settings, cfg) in RESTORE_RUNS.items():
+        settings = {"task": name.split("-")[0], **settings}
         args = RestoreTrainingArguments(
-            task=task, quick=True, progress=False, max_steps=2, output_dir=str(root / task), **settings
+            quick=True, progress=False, max_steps=2, output_dir=str(root / name), **settings
         )
-        folders[task] = train_restorer(args, cfg).output_dir
+        folders[name] = train_restorer(args, cfg).output_dir
     return folders
 
 
@@ -120,12 +126,12 @@ def test_derainer_restores_with_its_own_rain(model_folder):
     assert bar_chart_html(errors).count('class="eq-bar"') == 2
 
 
-@pytest.mark.parametrize("task", list(RESTORE_RUNS))
-def test_each_restore_task_is_served_with_its_own_degradation(restore_folders, task):
+@pytest.mark.parametrize("name", list(RESTORE_RUNS))
+def test_each_restore_task_is_served_with_its_own_degradation(restore_folders, name):
     """σ, mask ratio and scale come from the saved folder, not from a default of the demo."""
-    from eqreg_hf.app.restore import example_image, load_app_model, restore_image
+    from eqreg_hf.app.restore import example_image, layer_errors, load_app_model, restore_image
 
-    app = load_app_model(restore_folders[task])
+    app, task = load_app_model(restore_folders[name]), name.split("-")[0]
     assert app.task == task and app.restorer
     out = restore_image(app, example_image(), seed=3)
     clean, noisy = out["clean"], out["input"]
@@ -142,6 +148,8 @@ def test_each_restore_task_is_served_with_its_own_degradation(restore_folders, t
         assert out["psnr_input"] > 20  # against the bicubic upsampling, as the card's degraded_psnr
         upscaled = restore_image(app, noisy, degraded=True)
         assert upscaled["restored"].shape == (noisy.shape[0] * 2, noisy.shape[1] * 2, 3)
+        assert noisy.shape[0] % app.input_multiple == noisy.shape[1] % app.input_multiple == 0
+    assert list(layer_errors(app, noisy)) == app.taps  # on the model's own input
 
 
 def test_a_d4_model_is_measured_and_mirrored_under_d4(restore_folders, monkeypatch):

@@ -312,31 +312,43 @@ def test_the_equivariance_error_is_named_under_the_configs_own_group():
     assert "nothing is implied for other angles or scale" in card.text  # D4 had the reflections
 
 
-@pytest.mark.parametrize("task", ["denoise", "inpaint", "sr"])
-def test_generated_restore_cards_read_back(tmp_path, task):
-    """train-restore's own folders: the card's eqreg block, the training log's degradation and what the
-    demo reads (``saved_task``) agree; an auto run's card states its λ."""
+GENERATED = [
+    # (task, its degradation settings, other train-restore settings)
+    ("denoise", {"sigma": 0.05}, {}),
+    ("inpaint", {"mask_ratio": 0.2}, {}),
+    ("sr", {"scale": 3}, {"crop_size": 24}),
+    ("sr", {"scale": 2}, {"model": "swin2sr", "crop_size": 16}),  # the Trainer path
+]
+
+
+@pytest.mark.parametrize(
+    "task, degradation, other", GENERATED, ids=["denoise", "inpaint", "sr", "sr-swin2sr"]
+)
+def test_generated_restore_cards_read_back(tmp_path, task, degradation, other):
+    """train-restore's own folders (the loop and the Trainer path): the card's eqreg block and what the demo
+    reads (``saved_task``) hold the run's degradation; an auto run's card states its λ; a push uploads it."""
     from eqreg_hf.hub.card_facts import saved_task
+    from eqreg_hf.hub.validate import hub_folder_files
     from eqreg_hf.tasks.restore.recipe import RestoreTrainingArguments, train_restorer
 
-    settings = {
-        "denoise": {"sigma": 0.05},
-        "inpaint": {"mask_ratio": 0.2},
-        "sr": {"scale": 3, "crop_size": 24},
-    }
     args = RestoreTrainingArguments(
-        task=task, quick=True, progress=False, max_steps=2, output_dir=str(tmp_path / task), **settings[task]
+        task=task,
+        quick=True,
+        progress=False,
+        max_steps=2,
+        output_dir=str(tmp_path / task),
+        **degradation,
+        **other,
     )
     cfg = EqRegConfig(layers="auto", group="D4", weight="auto", distance="mse")
     result = train_restorer(args, cfg)
     saved = saved_task(result.output_dir)
     assert saved["task"] == task and saved["equivariance_group"] == "D4"
-    assert {k: saved["degradation"][k] for k in settings[task] if k != "crop_size"} == {
-        k: v for k, v in settings[task].items() if k != "crop_size"
-    }
+    assert {k: saved["degradation"][k] for k in degradation} == degradation
     text = (tmp_path / task / "README.md").read_text()
     assert f"settled on λ = {result.metrics['final_eqreg_weight']:.4g}" in text
     assert "(D4, relative)" in text and "(C4, relative)" not in text
+    assert "README.md" in hub_folder_files(result.output_dir)  # `eqreg-hf push` uploads this very card
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +79,13 @@ class AppModel:
     @property
     def group_order(self) -> int:
         return as_group(self.group).t
+
+    @property
+    def input_multiple(self) -> int:
+        """The model's inputs have sides that are multiples of this: even (exact turns), and of a window
+        size (Swin2SR pads other sizes, which is not rotation-symmetric)."""
+        window = getattr(getattr(self.model, "config", None), "window_size", None)
+        return math.lcm(2, window) if isinstance(window, int) and window > 0 else 2
 
 
 def default_model_source() -> str:
@@ -198,7 +206,7 @@ def restore_image(app: AppModel, image: np.ndarray, degraded: bool = False, seed
             f"error only (restoring needs one of {sorted(n for n, t in APP_TASKS.items() if t.restores)})."
         )
     if degraded:
-        noisy = _fit(image, 2, task.channels)
+        noisy = _fit(image, app.input_multiple, task.channels)
         restored = _run(app.model, noisy)
         return {
             "input": noisy,
@@ -207,7 +215,7 @@ def restore_image(app: AppModel, image: np.ndarray, degraded: bool = False, seed
             "psnr_input": None,
             "psnr_restored": None,
         }
-    clean = _fit(image, task.side_multiple(app.settings), task.channels)
+    clean = _fit(image, task.side_multiple(app.settings, app.input_multiple), task.channels)
     noisy = task.degrade(clean, app.settings, seed).astype(np.float32)
     restored = _run(app.model, noisy)
     if restored.shape != clean.shape:
@@ -259,7 +267,7 @@ def rotation_consistency(app: AppModel, image: np.ndarray, g: int | tuple[int, i
         raise ValueError(
             f"g={g} is not a turn or a mirror image: choose k = 1, 2 or 3, or (1, k) for a mirror."
         )
-    x = _fit(image, 2, app.entry.channels)
+    x = _fit(image, app.input_multiple, app.entry.channels)
     direct = _run(app.model, x)
     turned = _undo(_run(app.model, _act(x, g)), g)
     diff = np.abs(direct - turned).mean(axis=2)
@@ -282,9 +290,12 @@ def layer_errors(app: AppModel, image: np.ndarray) -> dict[str, float]:
     layouts)."""
     from eqreg_hf.core.measure import equivariance_error
 
-    x = torch.from_numpy(_fit(image, 2, app.entry.channels)).permute(2, 0, 1)[None]
+    x = torch.from_numpy(_fit(image, app.input_multiple, app.entry.channels)).permute(2, 0, 1)[None]
     side = min(x.shape[-2:])
-    side -= 1 - side % 2  # an odd square crop: strided taps stay aligned under quarter turns
+    if app.input_multiple > 2:
+        side -= side % app.input_multiple  # a window size: no padding
+    else:
+        side -= 1 - side % 2  # an odd square crop: strided taps stay aligned under quarter turns
     x = x[..., :side, :side]
     base = app.config if app.config is not None else EqRegConfig()
     grp = as_group(app.group)

@@ -43,9 +43,10 @@ class AppTask:
         """The degradation in words, for the page."""
         return ""
 
-    def side_multiple(self, settings: Mapping[str, Any]) -> int:
-        """Both sides of the clean image are made a multiple of this (even sides turn exactly)."""
-        return 2
+    def side_multiple(self, settings: Mapping[str, Any], input_multiple: int = 2) -> int:
+        """Both sides of the clean image are made a multiple of this, so that the model's input has sides
+        that are multiples of ``input_multiple`` (even: exact turns; a window size, ...)."""
+        return input_multiple
 
     def degrade(self, clean: np.ndarray, settings: Mapping[str, Any], seed: int) -> np.ndarray:
         """The model's input for a clean float ``[H, W, C]`` image in [0, 1]."""
@@ -151,8 +152,8 @@ class SuperResolution(_Restoration):
         noise = f", noise {_sigma_words(settings['sigma'])}" if settings["sigma"] > 0 else ""
         return f"×{settings['scale']} downsampling ({settings['sr_filter']} filter){noise}, as in training"
 
-    def side_multiple(self, settings: Mapping[str, Any]) -> int:
-        return 2 * int(settings["scale"])  # the low-resolution input keeps even sides
+    def side_multiple(self, settings: Mapping[str, Any], input_multiple: int = 2) -> int:
+        return int(settings["scale"]) * input_multiple  # the low-resolution input is the model's
 
     def input_baseline(self, degraded: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         import torch

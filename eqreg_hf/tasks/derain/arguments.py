@@ -193,6 +193,15 @@ class DerainTrainingArguments(hf.HFRunArguments):
                 "training data. Give two different splits (default: 'train' and 'test')."
             )
 
+    def rain_facts(self) -> dict[str, Any]:
+        """The rain the run trained on, for its card: ``{"rain": "synthetic", **RainSettings()}`` (the rain
+        ``load_rain("synthetic")`` draws), or ``{"rain": <the dataset>}``."""
+        from eqreg_hf.data.rain_settings import DEFAULT_RAIN
+
+        return (
+            {"rain": "synthetic", **DEFAULT_RAIN} if self.dataset == "synthetic" else {"rain": self.dataset}
+        )
+
     def model_kwargs(self) -> dict[str, Any]:
         """Constructor arguments of the chosen network."""
         if self.model == "fast":

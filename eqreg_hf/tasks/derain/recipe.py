@@ -178,20 +178,16 @@ def save_derainer(
     builtin = args.dataset == "synthetic"
     name = "synthetic rain (eqreg-hf built-in)" if builtin else args.dataset
     dataset = dataset_facts(args.dataset, name, split=args.eval_split)
-    training = {k: v for k, v in args.to_dict().items() if k in _CARD_TRAINING}
-    training.update(args.model_kwargs())
+    training = {**{k: v for k, v in args.to_dict().items() if k in _CARD_TRAINING}, **args.model_kwargs()}
     metrics = {"psnr": result.metrics["psnr_y"], "ssim": result.metrics["ssim_y"]}
     metrics.update({k: result.metrics[k] for k in ("psnr_rgb", "ssim_rgb", "equivariance_error")})
     if model_name is None:
         data_name = "synthetic-rain" if builtin else os.path.basename(args.dataset.rstrip("/"))
         active = result.eqreg_config is not None and result.eqreg_config.active
         model_name = f"{args.model}-derainer-{data_name}-{'eqreg' if active else 'baseline'}"
-    from eqreg_hf.data.rain_settings import DEFAULT_RAIN  # the rain load_rain("synthetic") draws
-
-    rain = {"rain": "synthetic", **DEFAULT_RAIN} if builtin else {"rain": args.dataset}
     facts = CardFacts(
         task="derain",
-        degradation=rain,
+        degradation=args.rain_facts(),
         metrics=metrics,
         dataset=dataset,
         training=training,
