@@ -121,18 +121,17 @@ def _resolve_folder(source: str) -> str:
 
 def load_app_model(source: str) -> AppModel:
     """Load a saved model folder (the training commands, ``write_hub_folder``) or a Hub id, with its task,
-    training degradation and group; a folder the demo cannot serve is refused in one line before the
-    weights are read."""
+    training degradation and group; a folder the demo cannot serve is refused in one line."""
     from eqreg_hf.hub import load_folder
     from eqreg_hf.hub.card_facts import saved_group, saved_task
 
     folder = _resolve_folder(source)
     name = os.path.basename(os.path.normpath(source)) if os.path.isdir(source) else source
+    model, config = load_folder(folder)  # the registered-class guard first: a folder chooses no code
+    model.eval()
     saved = saved_task(folder)
     entry = app_task(saved["task"], name)
     settings = entry.settings(saved["degradation"], name)
-    model, config = load_folder(folder)
-    model.eval()
     group = saved_group(config, saved["equivariance_group"])
     taps = _taps(model, config, group)
     return AppModel(model, name, taps, group, entry.name, settings, config)
