@@ -59,10 +59,6 @@ def shown_error(err: Exception) -> str:
     return text if isinstance(err, ValueError) and text else f"{type(err).__name__}: {text or 'no message'}"
 
 
-def _training_choice(app: AppModel) -> str:
-    return f"as in training: {app.entry.describe(app.settings)}"
-
-
 def _run(app: AppModel, image: np.ndarray | None, degradation: str, turn: str) -> tuple:
     image = example_image() if image is None else image
     title = f"Equivariance error per layer ({app.group})"
@@ -108,12 +104,12 @@ def build_app(source: str | AppModel) -> Any:
     gr = require_gradio()
     app = source if isinstance(source, AppModel) else load_app_model(source)
     labels, turns = app.entry.labels, list(consistency_elements(app))
-    choices = [_training_choice(app), NO_DEGRADATION]
+    choices = [app.entry.describe(app.settings), NO_DEGRADATION]  # the model's own degradation, or none
     with gr.Blocks(title=f"EQ-Reg demo: {app.name}") as demo:
         gr.Markdown(
             f"# EQ-Reg demo: `{app.name}` ({app.task}, {len(app.taps)} tapped layers, {app.group})\n"
-            f"{app.entry.describe(app.settings)}. Upload an image (it is taken as the clean one) and press "
-            "**Run**.",
+            f"Degradation: {app.entry.describe(app.settings)}. Upload an image (taken as the clean one) and "
+            "press **Run**.",
             elem_id="summary",
         )
         with gr.Row():
