@@ -371,3 +371,34 @@ def test_train_classifier_d4_auto_measures_and_writes_the_card_under_d4(tmp_path
     ]
     assert saved_task(out / "model")["equivariance_group"] == "D4"
     assert f"settled on λ = {results['metrics']['final_eqreg_weight']:.4g}" in card.text
+
+
+BASELINES = [
+    ["train-restore", "--task", "denoise", "--quick", "--max-steps", "2"],
+    ["train-derain", "--eqreg.weight", "0", "--channels", "8", "--num-blocks", "1", "--synthetic-size", "32"]
+    + [
+        "--crop-size",
+        "16",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--eval-max-images",
+        "1",
+        "--equiv-images",
+        "1",
+    ],
+]
+
+
+@pytest.mark.parametrize("argv", BASELINES, ids=["train-restore", "train-derain"])
+def test_a_baseline_is_measured_under_the_group_its_flags_name(tmp_path, argv):
+    """`--eqreg.group D4` without an EQ-Reg weight: the run, its card and its metadata say D4, not C4."""
+    from eqreg_hf.cli import main
+    from eqreg_hf.hub.card_facts import saved_task
+
+    out = tmp_path / "baseline"
+    assert main([*argv, "--eqreg.group", "D4", "--no-progress", "--output-dir", str(out)]) == 0
+    card = ModelCard.load(out / "README.md")
+    assert "Equivariance error (D4, relative)" in [r.metric_name for r in card.data.eval_results]
+    assert saved_task(out)["equivariance_group"] == "D4" and "without the EQ-Reg term" in card.text

@@ -40,14 +40,14 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from eqreg_hf.cli.training import print_saved, train_or_report
+    from eqreg_hf.cli.training import eqreg_or_baseline, print_saved, train_or_report
     from eqreg_hf.tasks.derain.recipe import DerainTrainingArguments, train_derainer
 
     train_args = dataclass_from_args(DerainTrainingArguments, args)
     cfg = eqreg_config_from_args(args, PREFIX)
     result = train_or_report(
         "train-derain",
-        lambda: train_derainer(train_args, cfg if cfg.active else None),
+        lambda: train_derainer(train_args, eqreg_or_baseline(cfg, train_args)),
         train_args.output_dir,
         train_args.hub_model_id,
     )

@@ -50,12 +50,12 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from eqreg_hf.cli.training import print_saved, train_or_report
+    from eqreg_hf.cli.training import eqreg_or_baseline, print_saved, train_or_report
     from eqreg_hf.tasks.restore.recipe import RestoreTrainingArguments, method_name, train_restorer
 
     train_args = dataclass_from_args(RestoreTrainingArguments, args)
     cfg = eqreg_config_from_args(args, PREFIX)
-    cfg = cfg if cfg.active else None
+    cfg = eqreg_or_baseline(cfg, train_args)
     result = train_or_report(
         "train-restore",
         lambda: train_restorer(train_args, cfg),

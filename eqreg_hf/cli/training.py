@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["train_or_report", "print_saved"]
+__all__ = ["train_or_report", "print_saved", "eqreg_or_baseline"]
 
 
 def train_or_report(
@@ -35,3 +35,13 @@ def print_saved(output_dir: str | None, hub_url: str | None, hub_model_id: str |
         print(f"saved to {output_dir}")
     if hub_url:
         print(f"pushed to https://huggingface.co/{hub_model_id}: {hub_url}")
+
+
+def eqreg_or_baseline(cfg: Any, train_args: Any) -> Any:
+    """The run's EQ-Reg config, or None for a baseline (weight 0); a baseline is still measured under the
+    group its ``--eqreg.group`` names (``train_args.eval_group``, unless that is given), not C4."""
+    if cfg.active:
+        return cfg
+    if getattr(train_args, "eval_group", None) is None and cfg.group_spec.size > 1:
+        train_args.eval_group = cfg.group_spec.name
+    return None
