@@ -31,6 +31,7 @@ __all__ = [
     "AlignmentTracer",
     "warn_misaligned",
     "check_tap_alignment",
+    "AlignmentCheck",
     "window_problem",
 ]
 
@@ -307,6 +308,37 @@ def check_tap_alignment(
     if misaligned and warn and not tracer.window_problem:  # a window problem was warned about already
         warn_misaligned(misaligned, tracer.input_hw, tracer.common_aligned(sizes), tracer.motion)
     return misaligned
+
+
+class AlignmentCheck:
+    """The regulariser's alignment check: once per input size, an :class:`AlignmentTracer` follows the
+    stacked forward (:meth:`start`, when that forward begins) and the captured maps are checked against it
+    (:meth:`finish`, when the term is computed)."""
+
+    def __init__(self, model: nn.Module, group: Group):
+        self.model, self.group = model, group
+        self.checked: set[tuple[int, int]] = set()
+        self.tracer: AlignmentTracer | None = None
+
+    def start(self, input_hw: tuple[int, int]) -> None:
+        if input_hw not in self.checked and self.tracer is None:
+            self.tracer = AlignmentTracer(self.model, input_hw, group=self.group)
+
+    def finish(self, specs: list[TapSpec], captured: dict | None = None) -> None:
+        """Stop tracing; with ``captured`` (``{tap: [(pass, map), ...]}``) warn about misaligned taps."""
+        tracer, self.tracer = self.tracer, None
+        if tracer is None:
+            return
+        tracer.remove()
+        self.checked.add(tracer.input_hw)
+        if captured:
+            check_tap_alignment(tracer, specs, {n: items[0][1][:1] for n, items in captured.items() if items})
+
+    def cancel(self) -> None:
+        """Stop tracing without a check (the captures were dropped)."""
+        if self.tracer is not None:
+            self.tracer.remove()
+            self.tracer = None
 
 
 def _window_model(model: nn.Module) -> nn.Module | None:

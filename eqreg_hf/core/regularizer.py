@@ -9,6 +9,7 @@ layers capture ``F_l`` of both halves, and the distance is computed in float32.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import warnings
@@ -17,7 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from eqreg_hf.core.alignment import AlignmentTracer, check_tap_alignment
+from eqreg_hf.core.alignment import AlignmentCheck
+from eqreg_hf.core.arming import StackedPass, replace_attached
 from eqreg_hf.core.config import EqRegConfig
 from eqreg_hf.core.distance import (
     SMALL_MAP,
@@ -45,6 +47,8 @@ from eqreg_hf.core.stacked import (
     remake_fn,
     shape_keeping,
     split_rows,
+    stack_batch,
+    stack_targets,
     tap_pairs,
 )
 from eqreg_hf.core.taps import FeatureTaps, TapSpec
@@ -87,9 +91,14 @@ class EqReg:
         self.generator = torch.Generator().manual_seed(int(config.seed))
         self.taps: list[TapSpec] = resolve_taps(model, config) if config.active else []
         clone = {"auto": None, "clone": True, "reference": False, "recompute": False}[config.capture]
-        self._hooks = FeatureTaps(model, self.taps, clone=clone) if self.taps else None
-        self._checked_sizes: set[tuple[int, int]] = set()
-        self._tracer: AlignmentTracer | None = None
+        self._hooks = self._pass = None
+        if self.taps:
+            replace_attached(model)  # one regulariser per model (an older one is removed, with a warning)
+            self._hooks = FeatureTaps(model, self.taps, clone=clone)
+            self._pass = StackedPass(
+                model, self._hooks, self, on_start=lambda: self._align.start(self._input_hw)
+            )
+        self._align = AlignmentCheck(model, config.group_spec)
         self._dropped: set[str] = set()
         self._warned_nonsquare = False
         self._input_hw: tuple[int, int] | None = None
@@ -204,9 +213,10 @@ class EqReg:
         return self.config.group_spec.element(k)
 
     def _prepare(self, x: torch.Tensor, k: int | None) -> tuple[int, int] | None:
+        if self._pass is not None:
+            self._pass.check_attached()
         if not self.active:
-            self.last_rotated = 0
-            self.last_batch = x.shape[0]
+            self._skip(x)
             return None
         if not isinstance(x, torch.Tensor) or x.dim() < 3:
             raise TypeError(
@@ -218,47 +228,36 @@ class EqReg:
         b = x.shape[0]
         self.last_k, self.last_batch, self._input_hw = k, b, hw
         if is_identity(k):
-            self.last_rotated = 0
+            self._skip(x)
             return None
-        m = max(1, math.ceil(self.config.rotated_fraction * b))
-        self.last_rotated = m
-        self._hooks.arm()
-        if hw not in self._checked_sizes:
-            self._tracer = AlignmentTracer(self.model, hw, group=self.config.group_spec)
-        return k, m
+        self._pass.check_can_stack()
+        self.last_rotated = max(1, math.ceil(self.config.rotated_fraction * b))
+        return k, self.last_rotated
+
+    def _skip(self, x: Any) -> None:
+        """``stack`` returns ``x`` itself: EQ-Reg is off (weight 0, eval mode) or the identity was drawn."""
+        self.last_rotated, self.last_batch = 0, x.shape[0]
+        if self._pass is not None:
+            self._pass.skip()
 
     def stack(self, x: torch.Tensor, k: int | None = None) -> torch.Tensor:
         """``cat([x, R_k x[:m]])`` and arm the taps; ``x`` unchanged when EQ-Reg is off or k = 0."""
         plan = self._prepare(x, k)
         if plan is None:
             return x
-        k, m = plan
-        xr = rotate_image(x[:m], k, self.config.group_order, self.config.interpolation)
-        if xr.shape[-2:] != x.shape[-2:]:
-            self._hooks.disarm()
+        try:
+            xs = stack_batch(x, *plan, self.config.group_order, self.config.interpolation)
+        except ValueError:
             self.last_rotated = 0
-            raise ValueError(
-                f"Cannot stack a {x.shape[-2]}x{x.shape[-1]} batch with its "
-                f"{f'{k}-step rotation' if isinstance(k, int) else f'transform by g={tuple(k)}'} (the shape "
-                "changes). Use square inputs, let EqReg draw k (it keeps the shape), or call reg(x, k), "
-                "which runs two passes."
-            )
+            raise
         self._two_pass = False
-        return torch.cat([x, xr], dim=0)
+        self._pass.expect(xs)  # the taps capture the forward of exactly this tensor
+        return xs
 
     def stack_targets(self, y: Any, rotate: bool | None = None) -> Any:
         """Targets for the stacked batch: images rotated with the same k, labels copied."""
-        m = self.last_rotated
-        if m == 0 or y is None:
-            return y
-        if rotate is None:
-            rotate = y.dim() >= 3
-        extra = (
-            rotate_image(y[:m], self.last_k, self.config.group_order, self.config.interpolation)
-            if rotate
-            else y[:m]
-        )
-        return torch.cat([y, extra], dim=0)
+        c = self.config
+        return stack_targets(y, self.last_k, self.last_rotated, rotate, c.group_order, c.interpolation)
 
     def split(self, outputs: Any) -> tuple[Any, Any]:
         """(outputs of the original batch, outputs of the rotated copies), by :func:`split_rows`."""
@@ -287,14 +286,13 @@ class EqReg:
         return outputs, self.loss()
 
     def _two_pass_call(self, x: torch.Tensor, k: int, **model_kwargs: Any) -> tuple[Any, torch.Tensor]:
-        plan = self._prepare(x, k)
-        k, m = plan
+        k, m = self._prepare(x, k)
         self._two_pass = True
+        xr = rotate_image(x[:m], k, self.config.group_order, self.config.interpolation)
+        self._pass.expect(x)
         out_x = self.model(x, **model_kwargs)
-        self._hooks.pass_index = 1
-        out_r = self.model(
-            rotate_image(x[:m], k, self.config.group_order, self.config.interpolation), **model_kwargs
-        )
+        self._pass.expect(xr, pass_index=1)
+        out_r = self.model(xr, **model_kwargs)
         return (out_x, out_r), self.loss()
 
     # ------------------------------------------------------------------ the loss
@@ -302,13 +300,13 @@ class EqReg:
         """``weight * Σ_l w_l d_l`` from the features captured in the last forward (float32, 0-dim)."""
         device = model_device(self.model)
         self._sum = None
-        if self._hooks is None or not self._hooks.armed:
+        if self._pass is None or not self._pass.take_term(self.active):
             self._terms = {}
-            self._finish_tracer()
+            self._align.finish(self.taps)
             return torch.zeros((), device=device)
         captured = self._hooks.take()
         inputs = self._hooks.take_inputs()
-        self._finish_tracer(captured)
+        self._align.finish(self.taps, captured)
         recompute_ok = self._recompute_allowed()
         dists: dict[str, list[torch.Tensor]] = {}
         small: dict[tuple, list] = {}  # small exact maps, compared together per (shape, dtype, layout, field)
@@ -413,31 +411,23 @@ class EqReg:
 
     def discard(self) -> None:
         """Drop what the taps captured and disarm them without computing a loss (e.g. on an error path)."""
-        if self._hooks is not None:
-            self._hooks.clear()
-            self._hooks.disarm()
-        if self._tracer is not None:
-            self._tracer.remove()
-            self._tracer = None
+        if self._pass is not None:
+            self._pass.reset(dropped=True)
+        self._align.cancel()
         self.last_rotated = 0
 
-    def _finish_tracer(self, captured: dict | None = None) -> None:
-        tracer, self._tracer = self._tracer, None
-        if tracer is None:
-            return
-        tracer.remove()
-        self._checked_sizes.add(tracer.input_hw)
-        if not captured:
-            return
-        check_tap_alignment(tracer, self.taps, {n: items[0][1][:1] for n, items in captured.items() if items})
-
     # ------------------------------------------------------------------ lifetime
+    def paused(self) -> contextlib.AbstractContextManager:
+        """``with reg.paused(): model(y)``: no forward inside the block is captured (also between ``stack``
+        and the stacked forward). Forwards of other batches are never captured anyway; this makes it
+        explicit, e.g. for another loss's pass of the stacked tensor itself."""
+        return self._pass.paused() if self._pass is not None else contextlib.nullcontext()
+
     def remove(self) -> None:
-        """Take every hook away (idempotent)."""
-        if self._tracer is not None:
-            self._tracer.remove()
-            self._tracer = None
-        if self._hooks is not None:
+        """Take every hook away (idempotent); the regulariser then refuses to compute anything."""
+        self._align.cancel()
+        if self._pass is not None:
+            self._pass.remove()
             self._hooks.remove()
 
     def __enter__(self) -> EqReg:

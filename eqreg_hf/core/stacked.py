@@ -16,11 +16,20 @@ from torch import nn
 
 from eqreg_hf.core.distance import is_dense, views_of
 from eqreg_hf.core.group_families import Group
-from eqreg_hf.core.groups import swaps_hw
+from eqreg_hf.core.groups import rotate_image, swaps_hw
 from eqreg_hf.core.layouts import feature_to_nchw
 from eqreg_hf.core.taps import TapSpec
 
-__all__ = ["split_rows", "shape_keeping", "fsdp_managed", "tap_pairs", "exact_sources", "remake_fn"]
+__all__ = [
+    "split_rows",
+    "stack_batch",
+    "stack_targets",
+    "shape_keeping",
+    "fsdp_managed",
+    "tap_pairs",
+    "exact_sources",
+    "remake_fn",
+]
 
 
 def split_rows(outputs: Any, rows: slice, total: int) -> Any:
@@ -46,6 +55,30 @@ def split_rows(outputs: Any, rows: slice, total: int) -> Any:
         f"Cannot split a model output of type {type(outputs).__name__} into original and rotated rows; "
         "split the tensor yourself."
     )
+
+
+def stack_batch(x: torch.Tensor, k: Any, m: int, group_order: int, interpolation: str) -> torch.Tensor:
+    """``cat([x, R_k x[:m]])``; refused when ``R_k`` changes the shape (a quarter turn of a non-square x)."""
+    xr = rotate_image(x[:m], k, group_order, interpolation)
+    if xr.shape[-2:] != x.shape[-2:]:
+        raise ValueError(
+            f"Cannot stack a {x.shape[-2]}x{x.shape[-1]} batch with its "
+            f"{f'{k}-step rotation' if isinstance(k, int) else f'transform by g={tuple(k)}'} (the shape "
+            "changes). Use square inputs, let EqReg draw k (it keeps the shape), or call reg(x, k), "
+            "which runs two passes."
+        )
+    return torch.cat([x, xr], dim=0)
+
+
+def stack_targets(y: Any, k: Any, m: int, rotate: bool | None, group_order: int, interpolation: str) -> Any:
+    """Targets of the stacked batch: ``[y; R_k y[:m]]`` for images (``rotate``; default: ``y.dim() >= 3``),
+    ``[y; y[:m]]`` for labels, ``y`` itself when nothing was stacked (``m == 0``)."""
+    if m == 0 or y is None:
+        return y
+    if rotate is None:
+        rotate = y.dim() >= 3
+    extra = rotate_image(y[:m], k, group_order, interpolation) if rotate else y[:m]
+    return torch.cat([y, extra], dim=0)
 
 
 def shape_keeping(group: Group, include_identity: bool, hw: tuple[int, int], warn: bool) -> list:

@@ -304,9 +304,11 @@ class FeatureTaps:
 
         return hook
 
-    def arm(self) -> None:
-        self.clear()
-        self.pass_index = 0
+    def arm(self, clear: bool = True) -> None:
+        """Record from now on (``clear``: forget earlier captures and start at pass 0)."""
+        if clear:
+            self.clear()
+            self.pass_index = 0
         self._armed = True
 
     def disarm(self) -> None:
