@@ -32,7 +32,7 @@ def test_plan_has_every_method_size_and_seed():
     ids = [r.run_id for r in runs]
     assert len(ids) == len(set(ids))
     for size in s.sizes:
-        for method in bench.METHODS:
+        for method in bench.METHODS + bench.CONTROLS:
             assert {
                 r.seed for r in runs if r.section == "denoise" and r.config == method and r.size == size
             } == {0, 1, 2}
@@ -46,6 +46,54 @@ def test_plan_has_every_method_size_and_seed():
     # the default share runs on every seed, the other shares on the first one
     assert sorted(r.seed for r in runs if r.config == "eqreg-c4-auto-0.05") == [0, 1, 2]
     assert [r.seed for r in runs if r.config == "eqreg-c4-auto-0.2"] == [0]
+    # every section that trains EQ-Reg has its stacked step with no term, on the same seeds
+    for section in ("denoise", "dihedral", "inpaint", "swin2sr", "shift"):
+        eqreg = {(r.size, r.seed) for r in runs if r.section == section and r.config.startswith("eqreg-")}
+        pair = {(r.size, r.seed) for r in runs if r.section == section and r.config.startswith("pair-")}
+        assert eqreg and eqreg <= pair, section
+    assert all(r.mode == "pair" and r.weight is None for r in runs if r.config.startswith("pair-"))
+    assert all(r.batch_scale == 2 for r in runs if r.config.endswith("-2b"))
+
+
+def test_equal_time_runs_get_eqreg_seconds():
+    s = bench.BenchSettings(seeds=[0, 1], sections=["denoise", "equaltime"])
+    small = s.sizes[0]
+    done = {
+        f"denoise/{c}/{small}/seed0": {"train_time_s": t}
+        for c, t in (("eqreg-c4", 90.0), ("plain", 30.0), ("aug-c4", 45.0), ("pair-c4", 80.0))
+    }
+    runs = {r.config: r for r in bench.plan_equal_time(s, done)}
+    assert sorted(runs) == ["aug-c4-eqtime", "pair-c4-eqtime", "plain-eqtime"]  # seed 1 has no runs yet
+    assert (runs["plain-eqtime"].steps, runs["aug-c4-eqtime"].steps) == (3 * s.max_steps, 2 * s.max_steps)
+    assert runs["pair-c4-eqtime"].mode == "pair" and runs["aug-c4-eqtime"].augment == "C4"
+
+
+def test_effect_rows_pair_eqreg_with_its_control_by_seed():
+    def rec(section, config, seed, psnr, group=None, mode="eqreg"):
+        return {
+            "section": section,
+            "config": config,
+            "size": "all",
+            "seed": seed,
+            "psnr": psnr,
+            "task": "denoise",
+            "model": "dncnn",
+            "group": group,
+            "mode": mode,
+        }
+
+    runs = {}
+    for seed in range(5):
+        runs[f"a{seed}"] = rec("denoise", "eqreg-c4", seed, 30.0 + 0.1 * seed, "C4")
+        runs[f"b{seed}"] = rec("denoise", "pair-c4", seed, 29.5 + 0.1 * seed, "C4", "pair")
+        runs[f"c{seed}"] = rec("auto", "eqreg-c4-auto-0.05", seed, 29.0 + 0.1 * seed + 0.01 * seed**2, "C4")
+    runs["x"] = rec("denoise", "pair-c4", 9, 0.0, "C4", "pair")  # no EQ-Reg run for seed 9: left out
+    rows = {(r["section"], r["config"], r["control"]): r for r in bench.effect_rows(runs)}
+    term = rows[("denoise", "eqreg-c4", "pair-c4")]
+    assert term["n"] == 5 and term["mean"] == pytest.approx(0.5) and term["verdict"] == "helps"
+    auto = rows[("auto", "eqreg-c4-auto-0.05", "pair-c4")]  # the auto section uses the denoise control
+    assert auto["n"] == 5 and auto["verdict"] == "hurts"
+    assert "[" in bench._effect_table(list(rows.values()))
 
 
 def test_unknown_section_is_refused():
@@ -83,10 +131,19 @@ def test_quick_sweep_end_to_end_and_resume(tmp_path):
         "restore_overfit.png",
         "restore_shift.png",
         "restore_frontier.png",
+        "restore_effects.png",
+        "restore_consistency.png",
     ):
         assert (tmp_path / name).stat().st_size > 0, name
     table = (tmp_path / "restore_tables.md").read_text()
-    assert "### denoise" in table and "### shift" in table
+    assert "### denoise" in table and "### shift" in table and "The term's own effect" in table
+    assert "Rotation consistency and its price" in table
+    # the control is EQ-Reg's stacked step with no term: twice the images, no λ
+    pair = next(r for r in runs.values() if r["section"] == "denoise" and r["config"] == "pair-c4")
+    assert pair["mode"] == "pair" and pair["final_weight"] == 0.0
+    assert {r["config"] for r in runs.values() if r["section"] == "equaltime"} == {
+        f"{c}-eqtime" for c in bench.EQUAL_TIME
+    }
     # resume: the same command runs nothing new
     before = json.loads((tmp_path / "restore.json").read_text())["runs"]
     again = bench.main(["--quick", "--seeds", "0", "--workers", "1", "--out-dir", str(tmp_path)])

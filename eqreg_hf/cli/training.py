@@ -40,7 +40,7 @@ def print_saved(output_dir: str | None, hub_url: str | None, hub_model_id: str |
 def eqreg_or_baseline(cfg: Any, train_args: Any) -> Any:
     """The run's EQ-Reg config, or None for a baseline (weight 0); a baseline is still measured under the
     group its ``--eqreg.group`` names (``train_args.eval_group``, unless that is given), not C4."""
-    if cfg.active:
+    if cfg.stacks:
         return cfg
     if getattr(train_args, "eval_group", None) is None and cfg.group_spec.size > 1:
         train_args.eval_group = cfg.group_spec.name

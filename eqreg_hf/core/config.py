@@ -21,6 +21,9 @@ from eqreg_hf.core.schedule import _check_number, _check_warmup
 FIELD_TYPES = ("regular", "trivial")
 TAP_LAYOUTS = ("auto", "nchw", "nhwc", "tokens")  # how a tapped output is read (not rain folder layouts)
 CAPTURES = ("auto", "clone", "reference", "recompute")
+# "eqreg": the stacked step and the term; "pair": the same stacked step without the term (the control that
+# separates what the term buys from what the stacked batch [x; R_g x] buys).
+MODES = ("eqreg", "pair")
 CONFIG_NAME = "eqreg_config.json"
 
 
@@ -140,6 +143,13 @@ class EqRegConfig:
             "e.g. 'D4': the 8 symmetries of a square). Default: C<group_order>."
         },
     )
+    mode: str = field(
+        default="eqreg",
+        metadata={
+            "help": "'eqreg': the stacked step [x; R_g x] and the EQ-Reg term; 'pair': the same stacked step "
+            "with no term (no taps, weight=0): EQ-Reg's control, rotation augmentation at twice the images."
+        },
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.layers, tuple):
@@ -174,6 +184,14 @@ class EqRegConfig:
             )
         if self.capture not in CAPTURES:
             raise ValueError(f"Unknown capture {self.capture!r}. Choose between {list(CAPTURES)}.")
+        if self.mode not in MODES:
+            raise ValueError(f"Unknown mode {self.mode!r}. Choose between {list(MODES)}.")
+        if self.mode == "pair" and self.weight != 0:
+            raise ValueError(
+                f"mode='pair' is EQ-Reg's stacked step without its term, so weight={self.weight!r} would "
+                "not be used: give weight=0 (--eqreg.weight 0; EqRegConfig.pair(group=...) sets it), or "
+                "mode='eqreg' for the term."
+            )
 
     def _resolve_group(self) -> None:
         """``group`` and ``group_order`` agree: group_order=t alone means C_t; group alone sets t; both must
@@ -201,6 +219,20 @@ class EqRegConfig:
     def active(self) -> bool:
         """False when EQ-Reg is a no-op (weight 0 or the trivial group)."""
         return (self.weight == "auto" or float(self.weight) > 0) and self.group_spec.size > 1
+
+    @property
+    def stacks(self) -> bool:
+        """True when the training step stacks ``[x; R_g x]``: the term is on, or ``mode="pair"``."""
+        return self.active or (self.mode == "pair" and self.group_spec.size > 1)
+
+    @classmethod
+    def pair(cls, group: str = "C4", **fields: Any) -> EqRegConfig:
+        """The ``pair`` control for ``group``: EQ-Reg's stacked step, the task loss on both halves, no term.
+
+        >>> EqRegConfig.pair("D4").stacks, EqRegConfig.pair("D4").active
+        (True, False)
+        """
+        return cls(group=group, weight=0.0, mode="pair", **fields)
 
     @property
     def auto_weight(self) -> bool:

@@ -139,6 +139,8 @@ class EqReg:
         The weight is read each step, so a schedule at 0 (e.g. the start of a warm-up) skips the extra pass
         too; with ``weight="auto"`` the term is always computed (its size sets λ, also while λ is still 0).
         """
+        if self.config.mode == "pair":  # the stacked step with no term: no taps, nothing to capture
+            return self.model.training and self.config.stacks
         return (
             self._hooks is not None
             and self._hooks.attached
@@ -162,10 +164,13 @@ class EqReg:
 
     def describe(self) -> str:
         c = self.config
+        weight = f"auto (λ now {self.weight:g})" if self.auto is not None else f"{self.weight:g}"
         head = (
-            f"EQ-Reg: {c.group_spec.name}, weight={self.weight:g}, distance={c.distance}, "
+            f"EQ-Reg: {c.group_spec.name}, weight={weight}, distance={c.distance}, "
             f"rotated_fraction={c.rotated_fraction:g}, {len(self.tap_names)} tap(s)"
         )
+        if c.mode == "pair":
+            return head + " (mode='pair': the stacked step [x; R_g x] without the term)"
         if not c.active:
             return head + " (inactive: weight 0 or group_order 1)"
         lines = [head] + ["  " + t.describe() for t in self.taps if t.name not in self._dropped]
@@ -230,7 +235,8 @@ class EqReg:
         if is_identity(k):
             self._skip(x)
             return None
-        self._pass.check_can_stack()
+        if self._pass is not None:
+            self._pass.check_can_stack()
         self.last_rotated = max(1, math.ceil(self.config.rotated_fraction * b))
         return k, self.last_rotated
 
@@ -251,7 +257,8 @@ class EqReg:
             self.last_rotated = 0
             raise
         self._two_pass = False
-        self._pass.expect(xs)  # the taps capture the forward of exactly this tensor
+        if self._pass is not None:
+            self._pass.expect(xs)  # the taps capture the forward of exactly this tensor
         return xs
 
     def stack_targets(self, y: Any, rotate: bool | None = None) -> Any:
@@ -289,9 +296,11 @@ class EqReg:
         k, m = self._prepare(x, k)
         self._two_pass = True
         xr = rotate_image(x[:m], k, self.config.group_order, self.config.interpolation)
-        self._pass.expect(x)
+        if self._pass is not None:  # mode="pair": two plain passes
+            self._pass.expect(x)
         out_x = self.model(x, **model_kwargs)
-        self._pass.expect(xr, pass_index=1)
+        if self._pass is not None:
+            self._pass.expect(xr, pass_index=1)
         out_r = self.model(xr, **model_kwargs)
         return (out_x, out_r), self.loss()
 

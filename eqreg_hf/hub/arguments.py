@@ -85,7 +85,7 @@ def default_model_name(
     else:
         data = str(dataset or "")
     cfg = as_eqreg_config(eqreg_config)
-    tag = "eqreg" if cfg is not None and cfg.active else "baseline"
+    tag = cfg.mode if cfg is not None and cfg.stacks else "baseline"  # eqreg, pair (the control), baseline
     arch, word = _slug(str(arch)), _TASK_WORDS.get(task, _slug(task))
     word = "" if word[:6] in arch else word  # FastDerainer is a derainer already
     return "-".join(p for p in (arch, word, _slug(data), tag) if p)

@@ -98,6 +98,7 @@ def _eqreg_rows(cfg: EqRegConfig, settled: Any = None) -> list[tuple[str, str]]:
         "interpolation": "Interpolation",
         "eps": "eps",
         "capture": "Feature capture",
+        "mode": "Mode",
     }
     rows = [("Group", group_name(cfg.group_spec))]
     for key, value in cfg.to_dict().items():
@@ -108,6 +109,10 @@ def _eqreg_rows(cfg: EqRegConfig, settled: Any = None) -> list[tuple[str, str]]:
                 else "the final λ was not recorded"
             )
             value = f"auto (share {cfg.target_share:g}), {end}"
+        if key == "mode" and value == "pair":
+            value = (
+                "pair: the stacked batch [x; R_g x], task loss on both halves, no EQ-Reg term (the control)"
+            )
         rows.append((f"{help_names.get(key, key)} (`{key}`)", _md(value)))
     return rows
 

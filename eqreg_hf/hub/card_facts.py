@@ -235,7 +235,7 @@ def saved_group(config: Any, equivariance_group: str | None) -> str:
     """
     from eqreg_hf.core.groups import as_group
 
-    if config is not None and config.active:
+    if config is not None and config.stacks:
         return config.group_spec.name
     if equivariance_group:
         return as_group(equivariance_group).name

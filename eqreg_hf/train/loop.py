@@ -232,7 +232,7 @@ def train_loop(
     # Hooks go on the inner modules before prepare(): they still fire through DDP / FSDP.
     reg = (
         EqReg(accelerator.unwrap_model(model), eqreg_config)
-        if eqreg_config is not None and eqreg_config.active
+        if eqreg_config is not None and eqreg_config.stacks
         else None
     )
     input_key = args.input_key

@@ -132,7 +132,7 @@ class EqRegTrainerMixin:
     def _eqreg_ensure(self, model: nn.Module | None = None) -> EqReg | None:
         """The live :class:`EqReg`, attached to the core module of ``model`` (re-attached if it changed)."""
         cfg = self.eqreg_config
-        if cfg is None or not cfg.active:
+        if cfg is None or not cfg.stacks:
             return None
         target = unwrap_model(model if model is not None else self.model)
         if self.eqreg is not None and self.eqreg.model is target:

@@ -183,8 +183,8 @@ def save_derainer(
     metrics.update({k: result.metrics[k] for k in ("psnr_rgb", "ssim_rgb", "equivariance_error")})
     if model_name is None:
         data_name = "synthetic-rain" if builtin else os.path.basename(args.dataset.rstrip("/"))
-        active = result.eqreg_config is not None and result.eqreg_config.active
-        model_name = f"{args.model}-derainer-{data_name}-{'eqreg' if active else 'baseline'}"
+        cfg = result.eqreg_config
+        model_name = f"{args.model}-derainer-{data_name}-{cfg.mode if cfg and cfg.stacks else 'baseline'}"
     facts = CardFacts(
         task="derain",
         degradation=args.rain_facts(),

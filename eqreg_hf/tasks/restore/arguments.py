@@ -294,11 +294,13 @@ def build_model(args: RestoreTrainingArguments) -> nn.Module:
 
 
 def method_name(args: RestoreTrainingArguments, eqreg_config: EqRegConfig | None = None) -> str:
-    """The method a run stands for: ``"strict-c4"``, ``"eqreg-C4"``, ``"ei-C4"``, ``"augment-D4"`` or
-    ``"plain"`` (joined with "+" when several apply)."""
+    """The method a run stands for: ``"strict-c4"``, ``"eqreg-C4"``, ``"pair-C4"`` (the control), ``"ei-C4"``,
+    ``"augment-D4"`` or ``"plain"`` (joined with "+" when several apply)."""
     parts = [args.model] if args.model.startswith("strict") else []
-    if eqreg_config is not None and eqreg_config.active:
-        parts.append(f"eqreg-{eqreg_config.group_spec.name}")
+    if eqreg_config is not None and eqreg_config.stacks:
+        parts.append(
+            f"{eqreg_config.mode}-{eqreg_config.group_spec.name}"
+        )  # eqreg-C4, or the control pair-C4
     if args.ei_weight > 0:
         parts.append(f"ei-{args.ei_group}")
     if args.augment != "none":
