@@ -121,7 +121,7 @@ class BenchSettings:
         if bad:
             raise ValueError(f"sections {bad} unknown; choose among {list(SECTIONS)}.")
         if self.quick:  # tiny everything: the test suite's end-to-end check of this harness
-            self.sizes, self.max_steps, self.crop_size, self.batch_size = ["region32", "2"], 6, 16, 2
+            self.sizes, self.max_steps, self.crop_size, self.batch_size = ["region32"], 6, 16, 2
             self.photo_size, self.channels, self.depth, self.eval_every = 32, 8, 3, 3
             self.lambdas, self.shares, self.fractions, self.ei_weights = (
                 [1e-3, 1e-2],
@@ -269,6 +269,33 @@ def plan_equal_time(s: BenchSettings, done: dict[str, dict[str, Any]]) -> list[R
             plan = next(r for r in _method_runs("equaltime", "denoise", small, seed) if r.config == config)
             runs.append(dataclasses.replace(plan, config=f"{config}-eqtime", steps=steps))
     return runs
+
+
+@dataclass
+class Focus:
+    """A part of the sweep: only ``configs`` (by name, before any λ suffix), and with ``weights`` the EQ-Reg
+    runs at each given λ (named ``eqreg-c4-<λ>``) instead of the pilot's, with no pilot run."""
+
+    configs: list[str] | None = None
+    weights: list[float] | None = None
+    ei_weight: float | None = None
+
+    def keep(self, runs: list[Run]) -> list[Run]:
+        return [r for r in runs if self.configs is None or r.config in self.configs]
+
+    def plan(self, s: BenchSettings) -> list[Run]:
+        """The focused runs with the given λs (EI runs need ``ei_weight``)."""
+        runs = self.keep([r for r in plan_runs(s) if r.section != "pilot"])
+        if any(math.isnan(r.ei_weight) for r in runs) and self.ei_weight is None:
+            raise ValueError("--weights skips the pilot, which also picks EI's weight: give --ei-weight too.")
+        out = []
+        for r in runs:
+            r = dataclasses.replace(r, ei_weight=self.ei_weight) if math.isnan(r.ei_weight) else r
+            if r.group and r.weight is None and r.mode == "eqreg":
+                out += [dataclasses.replace(r, config=f"{r.config}-{w:g}", weight=w) for w in self.weights]
+            else:
+                out.append(r)
+        return out
 
 
 # ------------------------------------------------------------------------------------------------------- runs
@@ -541,8 +568,10 @@ def run_benchmark(
     workers: int = 2,
     command: str | None = None,
     print_fn: Callable[[str], Any] = print,
+    focus: Focus | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) the sweep: the pilot first, then every other run with the pilot's λ."""
+    """Run (or resume) the sweep: the pilot first, then every other run with the pilot's λ (``focus``: only
+    some configs, and/or given λs instead of the pilot's)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     payload = _load(path, s)
     payload["meta"].update(
@@ -552,6 +581,10 @@ def run_benchmark(
         + [{"command": command, "seeds": s.seeds, "sections": s.sections, "workers": workers}],
     )
     wall = time.perf_counter()
+    if focus is not None and focus.weights:
+        todo = [r for r in focus.plan(s) if r.run_id not in payload["runs"]]
+        _run_batch(todo, s, workers, payload, path, print_fn)
+        return _finish(payload, path, wall)
     # the pilot always runs first (the other sections need its choices): done once, then skipped on resume
     pilot = [
         r for r in plan_runs(dataclasses.replace(s, sections=["pilot"])) if r.run_id not in payload["runs"]
@@ -566,9 +599,15 @@ def run_benchmark(
     todo = [
         r for r in plan_runs(s, weight, ei_weight) if r.run_id not in payload["runs"] and r.section != "pilot"
     ]
+    todo = focus.keep(todo) if focus is not None else todo
     _run_batch(todo, s, workers, payload, path, print_fn)
     later = [r for r in plan_equal_time(s, payload["runs"]) if r.run_id not in payload["runs"]]
+    later = focus.keep(later) if focus is not None else later
     _run_batch(later, s, workers, payload, path, print_fn)  # needs the denoise runs' times
+    return _finish(payload, path, wall)
+
+
+def _finish(payload: dict[str, Any], path: str, wall: float) -> dict[str, Any]:
     payload["meta"]["wall_s"] = payload["meta"].get("wall_s", 0.0) + time.perf_counter() - wall
     payload["summary"] = summarize(payload["runs"])
     atomic_write_json(path, payload, indent=1)
@@ -665,6 +704,22 @@ def _control_runs(runs: dict, rec: dict, config: str) -> dict[int, float]:
     return own or {r["seed"]: r["psnr"] for r in like}
 
 
+def _md(head: list[str], rows: list[list[Any]]) -> str:
+    """A markdown table."""
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def _consistency_table(rows: list[dict[str, Any]]) -> str:
+    head = "method|training set|seeds|inference passes|PSNR (dB)|PSNR turned (dB)|output consistency error"
+    cells = [
+        [r["config"], r["size"], r["n"], r["passes"], f"{r['psnr']:.2f}", f"{r['turned']:.2f}"]
+        + [f"{r['consistency']:.4f}"]
+        for r in rows
+    ]
+    return _md(head.split("|"), cells)
+
+
 def effect_rows(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """The term's own effect: every EQ-Reg config minus its stacked step with no term (``pair-<group>``),
     and minus augmentation at the same images per step, paired by seed; the equal-time runs minus EQ-Reg."""
@@ -737,31 +792,10 @@ def consistency_rows(summary: dict[str, dict[str, Any]], section: str = "denoise
     return rows
 
 
-def _consistency_table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| method | training set | seeds | inference passes | PSNR (dB) | PSNR turned (dB) | "
-        "output consistency error |",
-        "|---" * 7 + "|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['config']} | {r['size']} | {r['n']} | {r['passes']} | {r['psnr']:.2f} | "
-            f"{r['turned']:.2f} | {r['consistency']:.4f} |"
-        )
-    return "\n".join(lines)
-
-
 def _effect_table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| section | method | training set | minus | seeds | ΔPSNR (dB) [95 % CI] | reading |",
-        "|---" * 7 + "|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['section']} | {r['config']} | {r['size']} | {r['control']} | {r['n']} | "
-            f"{r['text']} | {r['verdict']} |"
-        )
-    return "\n".join(lines)
+    head = "section|method|training set|minus|seeds|ΔPSNR (dB) [95 % CI]|reading".split("|")
+    keys = ("section", "config", "size", "control", "n", "text", "verdict")
+    return _md(head, [[r[k] for k in keys] for r in rows])
 
 
 def format_tables(payload: dict[str, Any]) -> str:
@@ -980,11 +1014,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument("--out-dir", default="docs/results")
     p.add_argument("--name", default="restore")
+    p.add_argument("--sizes", nargs="+", help="training-set sizes (default: region48 all)")
+    p.add_argument("--configs", nargs="+", help="only these configs (e.g. eqreg-c4 pair-c4 aug-c4-2b)")
+    p.add_argument("--weights", nargs="+", type=float, help="EQ-Reg λs to run instead of the pilot's")
+    p.add_argument("--ei-weight", type=float, help="EI's weight when --weights skips the pilot")
     a = p.parse_args(argv)
     settings = BenchSettings(seeds=a.seeds, sections=a.sections, quick=a.quick)
+    settings.sizes = a.sizes or settings.sizes
+    focus = Focus(a.configs, a.weights, a.ei_weight) if a.configs or a.weights else None
     path = os.path.join(a.out_dir, f"{a.name}.json")
     command = "python scripts/bench_restore.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    payload = run_benchmark(settings, path, workers=a.workers, command=command)
+    payload = run_benchmark(settings, path, workers=a.workers, command=command, focus=focus)
     for written in write_report_files(payload, a.out_dir, a.name):
         print("wrote", written)
     print(format_tables(payload))

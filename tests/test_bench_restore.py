@@ -164,3 +164,17 @@ def test_a_run_replays_from_its_seed():
     run = bench.Run("denoise", "eqreg-c4", "region32", 0, group="C4", weight=1e-3)
     first, second = bench.execute(run, s), bench.execute(run, s)
     assert (first["psnr"], first["error_c4"]) == (second["psnr"], second["error_c4"])
+
+
+def test_focus_runs_given_lambdas_without_the_pilot():
+    s = bench.BenchSettings(seeds=[0, 1], sections=["denoise", "auto"])
+    focus = bench.Focus(configs=["eqreg-c4", "pair-c4", "eqreg-c4-auto-0.05"], weights=[1e-6, 1e-4])
+    runs = focus.plan(s)
+    configs = sorted({r.config for r in runs})
+    assert configs == ["eqreg-c4-0.0001", "eqreg-c4-1e-06", "eqreg-c4-auto-0.05", "pair-c4"]
+    assert {r.weight for r in runs if r.config == "eqreg-c4-1e-06"} == {1e-6}
+    assert all(r.weight == "auto" for r in runs if "auto" in r.config) and not any(
+        r.section == "pilot" for r in runs
+    )
+    with pytest.raises(ValueError, match="--ei-weight"):
+        bench.Focus(configs=["ei-c4"], weights=[1e-6]).plan(s)
