@@ -23,7 +23,8 @@ __all__ = ["RestoreTrainingArguments", "restore_model_choices", "build_model", "
 
 _SWIN2SR = "swin2sr"
 _AUGMENTS = ("none", "C2", "C4", "D4")
-_EI_GROUPS = ("C4", "D4")
+_EI_GROUPS = ("C2", "C4", "D2", "D4")
+SUPERVISION = ("supervised", "self")
 _MIXED_PRECISION = ("no", "bf16", "fp16")
 _TRAIN_SIZE = re.compile(r"^(all|[1-9][0-9]*|region[1-9][0-9]*)$")
 _QUICK_CAPS = {
@@ -125,14 +126,38 @@ class RestoreTrainingArguments(hf.HFRunArguments):
             "augmentation baseline)."
         },
     )
-    ei_weight: float = field(
-        default=0.0,
+    supervision: str = field(
+        default="supervised",
         metadata={
-            "help": "Weight of deepinv's output-level equivariant imaging loss added to the MSE (0: off; the "
-            "EI baseline)."
+            "help": "'supervised' (clean targets) or 'self': learn inpainting from the measurements alone "
+            "(masked, optionally Poisson-noisy) with deepinv's MC / EI / REI losses."
         },
     )
-    ei_group: str = field(default="C4", metadata={"help": "Group of the EI loss's transforms: 'C4' or 'D4'."})
+    selfsup_loss: str | None = field(
+        default=None,
+        metadata={
+            "help": "self: 'mc' (measurement consistency alone), 'ei' (MC + EI; the default) or 'rei' "
+            "(SURE-Poisson + EI; needs --poisson-gain)."
+        },
+    )
+    poisson_gain: float | None = field(
+        default=None,
+        metadata={
+            "help": "self: Poisson noise gain γ > 0 of the measurements, y = γ·Poisson(Ax/γ) (the paper: "
+            "0.01, 0.05, 0.1); default: noise-free."
+        },
+    )
+    sure_tau: float = field(default=1e-3, metadata={"help": "self, 'rei': SURE's finite-difference step τ."})
+    ei_weight: float | None = field(
+        default=None,
+        metadata={
+            "help": "Weight of deepinv's equivariant imaging loss: added to the MSE when supervised (the EI "
+            "baseline; default 0, off), to MC / SURE when self-supervised (default 1)."
+        },
+    )
+    ei_group: str = field(
+        default="C4", metadata={"help": "Group of the EI loss's transforms: 'C2', 'C4', 'D2' or 'D4'."}
+    )
     eval_steps: int | None = field(
         default=None,
         metadata={
@@ -178,6 +203,10 @@ class RestoreTrainingArguments(hf.HFRunArguments):
     )
 
     def __post_init__(self) -> None:
+        if self.selfsup_loss is None and self.supervision == "self":
+            self.selfsup_loss = "ei"
+        if self.ei_weight is None:  # the EI term is on by default in the self-supervised losses that have one
+            self.ei_weight = 1.0 if self.supervision == "self" and self.selfsup_loss != "mc" else 0.0
         if self.quick:
             for name, cap in _QUICK_CAPS.items():
                 setattr(self, name, min(getattr(self, name), cap))
@@ -200,7 +229,7 @@ class RestoreTrainingArguments(hf.HFRunArguments):
         )
         check_choice("model", self.model, restore_model_choices())
         check_choice("augment", self.augment, _AUGMENTS, "('none' turns the augmentation off.)")
-        check_choice("ei_group", self.ei_group, _EI_GROUPS)
+        self._check_ei_group()
         check_choice("mixed_precision", self.mixed_precision, _MIXED_PRECISION)
         check_positive_ints(self, _POSITIVE + _POSITIVE_OR_NONE, optional=_POSITIVE_OR_NONE)
         check_non_negative(self, ("learning_rate", "ei_weight"))
@@ -208,7 +237,9 @@ class RestoreTrainingArguments(hf.HFRunArguments):
         self._check_degradation(SCALES)
         self._check_sizes()
         check_group(self.eval_group, "eval_group")
-        if self.model == _SWIN2SR and (self.ei_weight > 0 or self.save_steps or self.resume_from_checkpoint):
+        self._check_supervision()
+        supervised_ei = self.ei_weight > 0 and self.supervision == "supervised"
+        if self.model == _SWIN2SR and (supervised_ei or self.save_steps or self.resume_from_checkpoint):
             raise ValueError(
                 "model='swin2sr' trains through the Trainer with an MSE task loss: it takes no ei_weight, "
                 "save_steps or resume_from_checkpoint here; drop them or use dncnn / strict-*."
@@ -248,6 +279,52 @@ class RestoreTrainingArguments(hf.HFRunArguments):
                     f"{self.crop_size - self.crop_size % self.scale or self.scale}."
                 )
 
+    def _check_ei_group(self) -> None:
+        from eqreg_hf.tasks.restore.selfsup import check_pixel_group
+
+        check_group(self.ei_group, "ei_group")
+        check_pixel_group(self.ei_group, "ei_group")
+        check_choice("ei_group", self.ei_group, _EI_GROUPS)
+
+    def _check_supervision(self) -> None:
+        """The self-supervised settings: one line for a mode the task cannot use or a foreign setting."""
+        from eqreg_hf.tasks.restore.selfsup import SELFSUP_LOSSES, check_poisson_gain
+
+        check_choice("supervision", self.supervision, SUPERVISION)
+        if self.supervision == "supervised":
+            given = [n for n in ("selfsup_loss", "poisson_gain") if getattr(self, n) is not None]
+            if given:
+                raise ValueError(
+                    f"{given[0]}={getattr(self, given[0])!r} is a setting of self-supervised training; add "
+                    "--supervision self, or drop it (supervised runs take Gaussian noise, --sigma)."
+                )
+            return
+        if self.task != "inpaint":
+            raise ValueError(
+                f"supervision='self' with task={self.task!r}: self-supervised training is built for "
+                "inpainting from masked measurements (deepinv's MC / EI / REI losses); use --task inpaint, "
+                "or --supervision supervised."
+            )
+        if self.sigma:
+            raise ValueError(
+                f"sigma={self.sigma!r} with supervision='self': self-supervised measurements take Poisson "
+                "noise; pass --poisson-gain (e.g. 0.05) instead of --sigma."
+            )
+        check_choice("selfsup_loss", self.selfsup_loss, SELFSUP_LOSSES)
+        check_poisson_gain(self.poisson_gain)
+        if not (isinstance(self.sure_tau, (int, float)) and 0 < self.sure_tau < math.inf):
+            raise ValueError(f"sure_tau={self.sure_tau!r} is not valid: give a step > 0, e.g. 1e-3.")
+        if self.selfsup_loss == "rei" and self.poisson_gain is None:
+            raise ValueError(
+                "selfsup_loss='rei' replaces MC by SURE for Poisson noise, but no --poisson-gain was given: "
+                "pass --poisson-gain (e.g. 0.05), or use --selfsup-loss ei."
+            )
+        if (self.selfsup_loss == "mc") != (self.ei_weight == 0):
+            raise ValueError(
+                f"selfsup_loss={self.selfsup_loss!r} with ei_weight={self.ei_weight}: 'mc' has no EI term "
+                "and 'ei' / 'rei' need one; use --selfsup-loss mc for MC alone, else an --ei-weight > 0."
+            )
+
     def _check_sizes(self) -> None:
         size = str(self.train_size)
         if not _TRAIN_SIZE.match(size):
@@ -271,6 +348,10 @@ class RestoreTrainingArguments(hf.HFRunArguments):
         """The forward model of this run (:class:`~eqreg_hf.data.restore.Degradation`)."""
         from eqreg_hf.data.restore import Degradation
 
+        if self.supervision == "self":
+            from eqreg_hf.tasks.restore.selfsup import InpaintingMeasurements
+
+            return InpaintingMeasurements(self.mask_ratio, self.poisson_gain)
         return Degradation(self.task, sigma=self.sigma, mask_ratio=self.mask_ratio, scale=self.scale)
 
     def network_kwargs(self) -> dict[str, Any]:
@@ -295,13 +376,17 @@ def build_model(args: RestoreTrainingArguments) -> nn.Module:
 
 def method_name(args: RestoreTrainingArguments, eqreg_config: EqRegConfig | None = None) -> str:
     """The method a run stands for: ``"strict-c4"``, ``"eqreg-C4"``, ``"pair-C4"`` (the control), ``"ei-C4"``,
-    ``"augment-D4"`` or ``"plain"`` (joined with "+" when several apply)."""
+    ``"augment-D4"``, self-supervised ``"self-rei-C4"`` / ``"self-mc"``, or ``"plain"`` (joined with "+" when
+    several apply)."""
     parts = [args.model] if args.model.startswith("strict") else []
+    if args.supervision == "self":
+        ei = f"-{args.ei_group}" if args.selfsup_loss != "mc" else ""
+        parts.insert(0, f"self-{args.selfsup_loss}{ei}")
     if eqreg_config is not None and eqreg_config.stacks:
         parts.append(
             f"{eqreg_config.mode}-{eqreg_config.group_spec.name}"
         )  # eqreg-C4, or the control pair-C4
-    if args.ei_weight > 0:
+    if args.ei_weight > 0 and args.supervision == "supervised":
         parts.append(f"ei-{args.ei_group}")
     if args.augment != "none":
         parts.append(f"augment-{args.augment}")

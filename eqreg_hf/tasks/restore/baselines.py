@@ -32,21 +32,24 @@ from eqreg_hf.tasks.restore.swin2sr import reconstruction
 
 __all__ = ["EI_GROUPS", "EquivariantImagingLoss", "ei_transform"]
 
-EI_GROUPS = ("C4", "D4")
+EI_GROUPS = ("C2", "C4", "D2", "D4")
 
 
 def ei_transform(group: str = "C4", seed: int = 0):
-    """deepinv transform: one uniform random element of ``group`` per call, from its own seeded generator."""
+    """deepinv transform: one uniform random element of ``group`` per call, from its own seeded generator.
+
+    C2 / C4: ``Rotate`` by multiples of 180° / 90°; D2 / D4 add ``Reflect`` of the width axis."""
     from deepinv.transform import Reflect, Rotate
 
     if group not in EI_GROUPS:
         raise ValueError(
-            f"Unknown EI group={group!r}; choose one of {EI_GROUPS} (exact 90° turns, D4 adds mirror "
-            "images), e.g. group='C4'."
+            f"Unknown EI group={group!r}; choose one of {EI_GROUPS} (exact half / quarter turns, D2 / D4 add "
+            "mirror images), e.g. group='C4'."
         )
     rng = torch.Generator().manual_seed(int(seed))
-    rotate = Rotate(multiples=90.0, positive=True, n_trans=1, constant_shape=False, rng=rng)
-    return rotate * Reflect(dim=[-1], n_trans=1, rng=rng) if group == "D4" else rotate
+    turn = 180.0 if group[1] == "2" else 90.0
+    rotate = Rotate(multiples=turn, positive=True, n_trans=1, constant_shape=False, rng=rng)
+    return rotate * Reflect(dim=[-1], n_trans=1, rng=rng) if group[0] == "D" else rotate
 
 
 class EquivariantImagingLoss:

@@ -190,7 +190,7 @@ class RunEvaluation:
         metrics, report = evaluate_restorer(
             model, self.eval_pairs, taps=self.taps, group=self.group, equiv_images=self.equiv_images
         )
-        train = image_quality(model, self.train_pairs)
+        train = _train_quality(model, self.train_pairs)
         metrics.update(train_psnr=train["psnr"], train_ssim=train["ssim"])
         if self.history and self.history[-1]["step"] == step:
             self.history.pop()  # the periodic row of the last step: replaced by the full one
@@ -212,7 +212,7 @@ class RunEvaluation:
         if self.curve_errors:
             self.final(model, step)
         else:  # the curves need the PSNRs only: skip the equivariance measurement (most of the cost)
-            held_out, train = image_quality(model, self.eval_pairs), image_quality(model, self.train_pairs)
+            held_out, train = image_quality(model, self.eval_pairs), _train_quality(model, self.train_pairs)
             self.history.append(
                 {
                     "step": int(step),
@@ -224,6 +224,12 @@ class RunEvaluation:
             )
         self.seconds += time.perf_counter() - start
         return dict(self.history[-1])
+
+
+def _train_quality(model: nn.Module, pairs: Pairs) -> dict[str, float]:
+    """PSNR / SSIM on the training images; NaN when there are none (a self-supervised run has no clean
+    training image)."""
+    return image_quality(model, pairs) if pairs else {"psnr": float("nan"), "ssim": float("nan")}
 
 
 def run_evaluation(
@@ -238,8 +244,8 @@ def run_evaluation(
     curve_errors: bool = False,
 ) -> RunEvaluation:
     """A :class:`RunEvaluation`: the held-out images (a clean ``datasets.Dataset``, or ready
-    ``(degraded, clean)`` pairs) and the training images, each whole and degraded once with its fixed seed;
-    the taps of ``group``."""
+    ``(degraded, clean)`` pairs) and the training images (None: none, the training PSNR is NaN), each whole
+    and degraded once with its fixed seed; the taps of ``group``."""
     from eqreg_hf.data.restore import held_out_pairs
 
     pairs = (
@@ -247,7 +253,11 @@ def run_evaluation(
         if isinstance(clean_eval, list)
         else held_out_pairs(clean_eval, degradation, seed=EVAL_DEGRADATION_SEED, max_images=max_images)
     )
-    train_pairs = held_out_pairs(clean_train, degradation, seed=_TRAIN_EVAL_SEED, max_images=max_images)
+    train_pairs = (
+        []
+        if clean_train is None
+        else held_out_pairs(clean_train, degradation, seed=_TRAIN_EVAL_SEED, max_images=max_images)
+    )
     return RunEvaluation(pairs, train_pairs, default_taps(model, group), group, equiv_images, curve_errors)
 
 

@@ -29,6 +29,7 @@ from eqreg_hf.tasks.restore.arguments import (
     restore_model_choices,
 )
 from eqreg_hf.tasks.restore.evaluate import check_model_output, evaluate_restorer, run_evaluation
+from eqreg_hf.tasks.restore.selfsup_hooks import SelfSupervisedHooks
 from eqreg_hf.tasks.runner import (
     Recipe,
     RunResult,
@@ -145,12 +146,17 @@ class RestoreRecipe(Recipe):
             eval_fn=periodic,
             eval_every=args.eval_steps if periodic is not None else None,
             output_dir=self.run_dir(args),
+            task_loss=self.task_loss(args, run.model) if args.supervision == "self" else None,
             **{name: getattr(args, name) for name in FIT_SETTINGS},  # the same names in both
         )
         return TrainHistory(logs=list(logs), steps=args.max_steps)
 
     def save(self, result: RunResult, args: RestoreTrainingArguments) -> str:
         return save_restorer(result, args.output_dir, args)
+
+
+class SelfSupervisedRestoreRecipe(SelfSupervisedHooks, RestoreRecipe):
+    """``supervision="self"``: inpainting from measurements only (``restore.selfsup_hooks``)."""
 
 
 def train_restorer(
@@ -165,7 +171,8 @@ def train_restorer(
     ``result.curve(key)``: the curves. A wrong output size, a tap the group's fields do not divide, or EI with
     EQ-Reg or Swin2SR is refused before any training.
     """
-    return run_recipe(RestoreRecipe(), args, eqreg_config, **options)
+    recipe = SelfSupervisedRestoreRecipe() if args.supervision == "self" else RestoreRecipe()
+    return run_recipe(recipe, args, eqreg_config, **options)
 
 
 def save_restorer(result: RunResult, output_dir: str | os.PathLike, args: RestoreTrainingArguments) -> str:
@@ -177,7 +184,9 @@ def save_restorer(result: RunResult, output_dir: str | os.PathLike, args: Restor
 
     method = method_name(args, result.eqreg_config)
     training = {"method": method, **{k: v for k, v in args.to_dict().items() if k in _CARD_TRAINING}}
-    training.update(args.network_kwargs(), final_train_psnr=round(result.metrics["train_psnr"], 4))
+    psnr = result.metrics["train_psnr"]  # NaN: no clean training image (self-supervised)
+    training.update(args.network_kwargs(), **result.info.get("training", {}))
+    training.update({"final_train_psnr": round(psnr, 4)} if math.isfinite(psnr) else {})
     metrics = {k: result.metrics[k] for k in _CARD_METRICS if math.isfinite(result.metrics.get(k, math.nan))}
     name = "eqreg-hf built-in photos" if args.source == "photos" else args.source
     dataset = dataset_facts(
@@ -192,7 +201,8 @@ def save_restorer(result: RunResult, output_dir: str | os.PathLike, args: Restor
         equivariance_report=dict(result.report),
         degradation=result.degradation,
         equivariance_group=result.eval_group,
-        description="PSNR / SSIM on RGB (data range 1, outputs clamped to [0, 1]) of whole held-out images, "
+        description=result.info.get("card_description", "")
+        + " PSNR / SSIM on RGB (data range 1, outputs clamped to [0, 1]) of whole held-out images, "
         "degraded once with a fixed seed; `degraded_psnr` is the degraded input's (bicubically upsampled "
         "for super-resolution), `train_psnr` the training images'.",
     )

@@ -278,6 +278,7 @@ def fit_with_trainer(
     eval_fn: Callable[[nn.Module, int], Mapping[str, float]] | None = None,
     eval_every: int | None = None,
     output_dir: str | None = None,
+    task_loss: Callable[[Any, torch.Tensor], torch.Tensor] | None = None,
     **settings: Any,
 ) -> tuple[list[dict], float]:
     """Train ``model`` with :class:`~eqreg_hf.train.trainer.EqRegTrainer`; returns ``(log_history, seconds)``.
@@ -291,7 +292,8 @@ def fit_with_trainer(
     ``eval_fn(model, step) -> dict`` runs every ``eval_every`` optimizer steps (eval mode, no gradient) and
     its dict is logged (``log_history`` entries with ``step``). ``seconds`` is the wall time of ``train()``
     without the time spent in ``eval_fn``. ``output_dir=None``: a temporary folder (nothing is saved there
-    anyway).
+    anyway). ``task_loss(outputs, labels)``: another task loss (default: the MSE of :func:`reconstruction`),
+    e.g. a self-supervised one whose labels are packed measurements.
     """
     values = _fit_settings(settings)
     max_steps, batch_size, learning_rate = values["max_steps"], values["batch_size"], values["learning_rate"]
@@ -334,7 +336,7 @@ def fit_with_trainer(
             args=args,
             train_dataset=data,
             eqreg=eqreg_config,
-            task_loss=reconstruction_mse,
+            task_loss=task_loss or reconstruction_mse,
             callbacks=callbacks,
         )
         ref[0] = trainer
