@@ -8,7 +8,11 @@ field of :class:`~eqreg_hf.EqRegConfig` an ``--eqreg.flag`` (both generated from
     eqreg-hf train-restore --task sr --scale 2 --model swin2sr --quick --output-dir runs/sr-quick
 
 EQ-Reg is off unless ``--eqreg.weight`` is given (> 0 or ``auto``); the baselines are flags of their own
-(``--augment C4``, ``--ei-weight 0.1``, ``--model strict-c4``).
+(``--augment C4``, ``--ei-weight 0.1``, ``--model strict-c4``). Self-supervised inpainting, from masked and
+Poisson-noisy measurements only (deepinv's REI losses; EQ-Reg composes with them):
+
+    eqreg-hf train-restore --supervision self --task inpaint --poisson-gain 0.05 --selfsup-loss rei \
+        --eqreg.group C4 --eqreg.weight auto --eqreg.distance relative --output-dir runs/inpaint-rei-eqreg
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ def register(subparsers: Any) -> None:
 
     parser = subparsers.add_parser(
         "train-restore",
-        help="Train a restorer (denoise / inpaint / sr; DnCNN, strict C4/D4 or Swin2SR) with EQ-Reg.",
+        help="Train a restorer (denoise / inpaint / sr; DnCNN, strict C4/D4 or Swin2SR) with EQ-Reg; "
+        "--supervision self: inpainting from measurements only.",
         description="Train a restorer on degraded photos with EQ-Reg or a baseline; evaluates PSNR/SSIM "
         "(RGB) on whole held-out images and the layer-wise equivariance error, and saves a Hub folder "
         "(--output-dir).",
@@ -90,15 +95,19 @@ _ROWS = (
 
 
 def _degradation_words(d: dict[str, Any]) -> str:
-    """``denoise σ=25/255``, ``inpaint 50% missing``, ``sr ×2`` (+ the noise, when there is any)."""
-    text = {"inpaint": f"inpaint {100 * d['mask_ratio']:g}% missing", "sr": f"sr ×{d['scale']}"}.get(
+    """``denoise σ=25/255``, ``inpaint 50% missing``, ``sr ×2`` (+ the noise, when there is any: Gaussian σ or
+    Poisson γ)."""
+    text = {"inpaint": f"inpaint {100 * d['mask_ratio']:g}% missing", "sr": f"sr ×{d.get('scale')}"}.get(
         d["task"], d["task"]
     )
-    return f"{text} σ={255 * d['sigma']:.3g}/255" if d["sigma"] > 0 else text
+    if d.get("poisson_gain"):
+        return f"{text} Poisson γ={d['poisson_gain']:g}"
+    return f"{text} σ={255 * d['sigma']:.3g}/255" if d.get("sigma", 0) > 0 else text
 
 
 def _metrics_table(metrics: dict[str, float], title: str) -> str:
     """The run's metrics as an aligned two-column table under ``title``."""
     rows = [(label, format(metrics[key], fmt)) for key, label, fmt in _ROWS if key in metrics]
+    rows = [(label, value) for label, value in rows if value != "nan"]  # e.g. no clean training image
     width = max(len(label) for label, _ in rows)
     return "\n".join([title] + [f"  {label:<{width}}  {value:>10}" for label, value in rows])

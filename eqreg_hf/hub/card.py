@@ -311,6 +311,8 @@ def _degradation_text(task: str, d: dict[str, Any]) -> str:
         )
     sigma = float(d.get("sigma") or 0.0)
     noise = f"Gaussian noise of σ = {sigma:.4g} ({sigma * 255:.3g}/255)" if sigma > 0 else "no noise"
+    gain = d.get("poisson_gain")
+    noise = f"Poisson noise of gain γ = {float(gain):.4g} (y = γ·Poisson(Ax/γ))" if gain else noise
     if task == "inpaint":
         missing = 100 * float(d.get("mask_ratio", 0))
         text = f"{missing:.3g}% of the pixels missing (a random mask per image), {noise}"
