@@ -55,7 +55,7 @@ def test_deepinv_quarter_turns_and_reflection_are_exact(size):
     assert torch.equal(reflect.transform(x, dims=torch.tensor([[-1.0]])), x.flip(-1))
 
 
-@pytest.mark.parametrize("group,size", [("C4", 4), ("D4", 8)])
+@pytest.mark.parametrize("group,size", [("C2", 2), ("C4", 4), ("D2", 4), ("D4", 8)])
 def test_the_transform_draws_every_element_of_its_group_and_nothing_else(group, size):
     x = torch.rand(1, 1, 5, 5)
     elements = _d4(x)
@@ -66,7 +66,8 @@ def test_the_transform_draws_every_element_of_its_group_and_nothing_else(group, 
         match = [g for g, t in elements.items() if t.shape == y.shape and torch.equal(t, y)]
         assert len(match) == 1
         seen.add(match[0])
-    assert len(seen) == size and (group == "D4" or all(f == 0 for f, _ in seen))
+    assert len(seen) == size and (group[0] == "D" or all(f == 0 for f, _ in seen))
+    assert all(k % (4 // int(group[1])) == 0 for _, k in seen)  # C2 / D2: half turns only
 
 
 def test_identity_on_noise_free_denoising_gives_zero_and_a_gradient_path():
@@ -152,7 +153,7 @@ def test_replays_from_its_seed_and_weight_zero_is_plain_mse():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(group="C8"), r"group='C8'.*\('C4', 'D4'\)"),
+        (dict(group="C8"), r"group='C8'.*\('C2', 'C4', 'D2', 'D4'\)"),
         (dict(weight=-1.0), r"weight=-1.0.*>= 0"),
         (dict(weight=float("inf")), r"weight=inf"),
         (dict(weight=True), r"weight=True"),
