@@ -1,10 +1,10 @@
-"""EQ-Reg composes exactly with deepinv's self-supervised losses (MC / EI / REI), which call the network again.
+"""EQ-Reg composes exactly with deepinv's self-supervised losses (EI / REI), which call the network again.
 
 With EQ-Reg and the EI (or REI) loss together, the gradient is the gradient of the self-supervised loss on the
-stacked batch plus the gradient of the EQ-Reg term, each computed on its own: the taps capture only the stacked
-pass, never the EI pass on the re-measured turned image nor SURE's pass on the perturbed measurement. Checked
-on one micro-batch, through the library's loop under gradient accumulation, and (dist_scripts/selfsup_ddp.py)
-under 2-process DDP.
+stacked batch plus the gradient of the EQ-Reg term, each computed on its own: the taps capture only the
+stacked pass, never the EI pass on the re-measured turned image nor SURE's pass on the perturbed
+measurement. Checked on one micro-batch, through the library's loop under gradient accumulation, and
+(dist_scripts/selfsup_ddp.py) under 2-process DDP.
 """
 
 from __future__ import annotations
@@ -61,6 +61,13 @@ def _stacked(t: torch.Tensor, k) -> torch.Tensor:
     return torch.cat([t, rotate_image(t, k, 4)])
 
 
+def _parts(model, selfsup, cfg, y, target, k) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Gradients of the self-supervised loss on the stacked batch (no hooks) and of the EQ-Reg term alone."""
+    parts = _grads(model, lambda: selfsup(model(_stacked(y, k)), _stacked(target, k)))
+    with EqReg(model, cfg) as alone:
+        return parts, _grads(model, lambda: alone(y, k=k)[1])
+
+
 @pytest.mark.parametrize("loss,gain,ei_group,eq_group", CASES)
 def test_gradient_is_selfsup_plus_eqreg_term_computed_apart(loss, gain, ei_group, eq_group):
     y, target = _batch(gain)
@@ -113,9 +120,7 @@ def test_loop_with_gradient_accumulation_is_the_sum_of_the_parts():
     expected = [torch.zeros_like(p) for p in plain.parameters()]
     for i in (0, 2):
         yb, tb = y[i : i + 2], target[i : i + 2]
-        parts = _grads(plain, lambda: selfsup_alone(plain(_stacked(yb, k)), _stacked(tb, k)))
-        with EqReg(plain, cfg) as alone:
-            term = _grads(plain, lambda: alone(yb, k=k)[1])
+        parts, term = _parts(plain, selfsup_alone, cfg, yb, tb, k)
         expected = [e + (a + b) / 2 for e, a, b in zip(expected, parts, term)]
     for p, p0, g in zip(net.parameters(), start.parameters(), expected):
         torch.testing.assert_close(p.detach(), p0.detach() - g, rtol=1e-5, atol=1e-6)

@@ -46,6 +46,13 @@ def grads(model: torch.nn.Module, fn) -> list[torch.Tensor]:
     return [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in model.parameters()]
 
 
+def apart(model: torch.nn.Module, selfsup, y: torch.Tensor, target: torch.Tensor):
+    """The gradients of the self-supervised loss on the stacked batch and of the EQ-Reg term alone."""
+    parts = grads(model, lambda: selfsup(model(stacked(y)), stacked(target)))
+    with EqReg(model, CFG) as alone:
+        return parts, grads(model, lambda: alone(y, k=K)[1])
+
+
 def main() -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -68,9 +75,7 @@ def main() -> None:
         yr, tr = batch(r)
         plain = copy.deepcopy(start)
         selfsup_r = loss_of(plain, r)
-        parts = grads(plain, lambda: selfsup_r(plain(stacked(yr)), stacked(tr)))
-        with EqReg(plain, CFG) as alone:
-            term = grads(plain, lambda: alone(yr, k=K)[1])
+        parts, term = apart(plain, selfsup_r, yr, tr)
         expected = [e + (a + b) / world for e, a, b in zip(expected, parts, term)]
     for got, want in zip(reduced, expected):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)

@@ -1,16 +1,15 @@
 """Restoration with EQ-Reg: denoising, inpainting and super-resolution; build, degrade, train, evaluate, save.
 
-The library side of ``eqreg-hf train-restore`` (the command only parses arguments and calls these)::
+The library side of ``eqreg-hf train-restore`` (``supervision="self"``: ``restore.selfsup_hooks``)::
 
     args = RestoreTrainingArguments(task="denoise", train_size="1", max_steps=500, eval_steps=50)
     cfg = EqRegConfig(layers="auto", group="C4", weight=1e-3, distance="mse")
     result = train_restorer(args, cfg)             # -> RunResult(model, metrics, report, history, ...)
     steps, eval_psnr = result.curve("eval_psnr")   # the held-out photos; "train_psnr": the training images
 
-Clean photos are cropped at random and degraded on the fly (deepinv's physics); the held-out photos once, with
-a fixed seed. Methods: plain, ``augment="C4"``, EQ-Reg, deepinv's EI loss (``ei_weight > 0``), strict nets
-(``model="strict-c4"``); DnCNN and the strict nets train in the runner's loop, Swin2SR through the Trainer.
-"""
+Clean crops are degraded on the fly (deepinv's physics), held-out photos once. Methods: plain, ``augment``,
+EQ-Reg, deepinv's EI loss (``ei_weight > 0``), strict nets; DnCNN / strict nets train in the loop, Swin2SR
+through the Trainer."""
 
 from __future__ import annotations
 
@@ -90,12 +89,6 @@ class RestoreRecipe(Recipe):
     def check(
         self, args: RestoreTrainingArguments, model: nn.Module, eqreg: EqRegConfig | None, data
     ) -> None:
-        if args.ei_weight > 0 and eqreg is not None and eqreg.active:
-            raise ValueError(
-                f"ei_weight={args.ei_weight} together with EQ-Reg is not supported: the EI loss's second "
-                "forward would pass through EQ-Reg's armed taps. Use one of them (--ei-weight 0, or no "
-                "--eqreg.weight); the benchmark compares them side by side."
-            )
         if args.ei_weight > 0 and self.uses_trainer(model):
             raise ValueError(
                 f"ei_weight={args.ei_weight} with a transformers model: the Trainer path takes an MSE task "
@@ -155,21 +148,19 @@ class RestoreRecipe(Recipe):
         return save_restorer(result, args.output_dir, args)
 
 
-class SelfSupervisedRestoreRecipe(SelfSupervisedHooks, RestoreRecipe):
-    """``supervision="self"``: inpainting from measurements only (``restore.selfsup_hooks``)."""
+class SelfSupervisedRestoreRecipe(SelfSupervisedHooks, RestoreRecipe): ...  # supervision="self"
 
 
 def train_restorer(
     args: RestoreTrainingArguments, eqreg_config: EqRegConfig | None = None, **options: Any
 ) -> RunResult:
-    """Train a restorer (plain, augmented, EQ-Reg, EI or strict) and evaluate it on whole held-out images.
-
-    ``eqreg_config`` None or weight 0: no EQ-Reg; ``layers="auto"``: the network's own taps. ``options`` are
-    :func:`~eqreg_hf.tasks.runner.run_recipe`'s (``model``, ``train_dataset``: clean images, ``eval_dataset``:
-    clean images or ``(degraded, clean)`` pairs, ``save``, ``desc``). The :class:`RunResult`'s ``metrics``:
-    psnr, ssim, degraded_psnr, train_psnr/ssim, equivariance_error, output_equivariance_error and times;
-    ``result.curve(key)``: the curves. A wrong output size, a tap the group's fields do not divide, or EI with
-    EQ-Reg or Swin2SR is refused before any training.
+    """Train a restorer (plain, augmented, EQ-Reg, EI, strict; ``supervision="self"``: from measurements only)
+    and evaluate it on whole held-out images. ``eqreg_config`` None or weight 0: no EQ-Reg; ``options`` are
+    :func:`~eqreg_hf.tasks.runner.run_recipe`'s (``model``, ``train_dataset``: clean images, or measurements
+    when self-supervised; ``eval_dataset``: clean images or ``(degraded, clean)`` pairs, ``save``, ``desc``).
+    ``metrics``: psnr, ssim, degraded_psnr, train_psnr/ssim, equivariance_error, output_equivariance_error and
+    times; ``result.curve(key)``: the curves. A wrong output size, a tap the group's fields do not divide or a
+    setting the run cannot use is refused before any training.
     """
     recipe = SelfSupervisedRestoreRecipe() if args.supervision == "self" else RestoreRecipe()
     return run_recipe(recipe, args, eqreg_config, **options)
