@@ -251,3 +251,16 @@ def test_the_docs_python_example_runs():
     exec(compile(code, "docs/restoration.md", "exec"), scope)
     assert scope["result"].info["training"]["supervision"] == "self"
     assert math.isfinite(scope["result"].metrics["psnr"])
+
+
+def test_a_local_image_folder_trains_self_supervised(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("test", 2)):
+        (tmp_path / split).mkdir()
+        for i in range(n):
+            pixels = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / split / f"{i}.png")
+    result = train_restorer(_args(source=str(tmp_path), max_steps=1), None, save=False)
+    assert math.isfinite(result.metrics["psnr"]) and math.isnan(result.metrics["train_psnr"])
