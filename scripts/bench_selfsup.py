@@ -15,9 +15,8 @@ measured like the training ones with a fixed seed. Rows, at each gain:
     rei+eqreg-c4-auto   + EQ-Reg C4, weight="auto" (relative distance, the default share)
     rei+eqreg-d4-auto   + EQ-Reg D4, weight="auto"
     rei+eqreg-c4-<λ>    + EQ-Reg C4 at each λ of --lambdas
-    rei+pair-c4         the stacked-batch control: EQ-Reg's own step ([y; R y], the REI loss on both halves),
-                        λ = 1e-30 — the term numerically absent (EqRegConfig has no term-free mode yet, and
-                        weight 0 turns the stacking off)
+    rei+pair-c4         the stacked-batch control: EQ-Reg's own step ([y; R y], the REI loss on both halves)
+                        without the term (EqRegConfig.pair("C4"))
     rei+strict-c4/-d4   the strictly C4 / D4-equivariant nets (parameters matched to DnCNN), the same loss
 
 Writes (default --out-dir docs/results, --name selfsup): selfsup.json (every run; rewritten after each run, so
@@ -53,8 +52,6 @@ import torch
 from eqreg_hf.core.io import atomic_write_json, atomic_write_text
 
 __all__ = ["BenchSettings", "Run", "plan_runs", "execute", "run_benchmark", "format_tables", "main"]
-
-PAIR_WEIGHT = 1e-30  # the stacked control's λ: stacking on, the term's gradient below float32 resolution
 
 
 @dataclass
@@ -105,6 +102,7 @@ class Run:
     augment: str = "none"
     group: str | None = None  # EQ-Reg's group (None: no EQ-Reg)
     weight: float | str | None = None
+    mode: str = "eqreg"  # "pair": the stacked step without the term
 
     @property
     def run_id(self) -> str:
@@ -121,7 +119,7 @@ def rows(s: BenchSettings) -> list[dict[str, Any]]:
     ]
     out += [{"row": f"rei+eqreg-c4-{lam:g}", "group": "C4", "weight": lam} for lam in s.lambdas]
     out += [
-        {"row": "rei+pair-c4", "group": "C4", "weight": PAIR_WEIGHT},
+        {"row": "rei+pair-c4", "group": "C4", "mode": "pair"},
         {"row": "rei+strict-c4", "model": "strict-c4"},
         {"row": "rei+strict-d4", "model": "strict-d4"},
     ]
@@ -169,7 +167,9 @@ def execute(run: Run, s: BenchSettings, threads: int = 1) -> dict[str, Any]:
         progress=False,
     )
     cfg = None
-    if run.group is not None:
+    if run.mode == "pair":
+        cfg = EqRegConfig.pair(run.group, seed=run.seed)
+    elif run.group is not None:
         auto = {"target_share": s.share} if run.weight == "auto" else {}
         cfg = EqRegConfig(
             layers="auto", group=run.group, weight=run.weight, distance=s.distance, seed=run.seed, **auto

@@ -39,7 +39,7 @@ def test_plan_has_every_row_gain_and_seed():
         f"rei+eqreg-c4-{lam:g}" for lam in s.lambdas
     } <= names
     pair = next(r for r in runs if r.row == "rei+pair-c4")
-    assert pair.group == "C4" and 0 < pair.weight < 1e-20  # stacked, the term numerically absent
+    assert pair.group == "C4" and pair.mode == "pair"  # EQ-Reg's stacked step, no term
 
 
 def test_a_gain_that_is_not_positive_is_refused():

@@ -129,9 +129,22 @@ def test_bad_settings_are_one_line_errors(kw, match):
     _one_line_error(lambda: _args(**kw), *match)
 
 
-def test_an_eqreg_group_that_resamples_measurements_is_refused_before_training(no_training):
-    cfg = EqRegConfig(group="C8", layers=["head"], weight=1e-3, fields="trivial")
+@pytest.mark.parametrize(
+    "cfg",
+    [EqRegConfig(group="C8", layers=["head"], weight=1e-3, fields="trivial"), EqRegConfig.pair("C8")],
+    ids=["eqreg", "pair"],
+)
+def test_an_eqreg_group_that_resamples_measurements_is_refused_before_training(no_training, cfg):
     _one_line_error(lambda: train_restorer(_args(), cfg, save=False), "EQ-Reg's group='C8'", "commute")
+
+
+def test_the_pair_control_stacks_turned_measurements_without_a_term():
+    from eqreg_hf.tasks.restore.recipe import method_name
+
+    args = _args(poisson_gain=0.05, selfsup_loss="rei")
+    result = train_restorer(args, EqRegConfig.pair("D4"), save=False)
+    assert all(row["eqreg_loss"] == 0 and math.isfinite(row["task_loss"]) for row in result.history.logs)
+    assert method_name(args, EqRegConfig.pair("D4")) == "self-rei-C4+pair-D4"
 
 
 def test_a_crop_larger_than_the_measurements_is_refused_before_training(no_training):

@@ -64,7 +64,7 @@ class SelfSupervisedHooks:
         return measurement_training_set(args, train, self.degradation(args)), test
 
     def check(self, args: Any, model: nn.Module, eqreg: EqRegConfig | None, data: tuple) -> None:
-        if eqreg is not None and eqreg.active:
+        if eqreg is not None and eqreg.stacks:  # the term, or the pair control: rows of turned measurements
             check_pixel_group(eqreg.group_spec.name, "EQ-Reg's group")
         MeasurementCrops(data[0], args.crop_size)  # refuses a crop larger than a measurement
         check_model_output(model, self.degradation(args), args.crop_size, eqreg)
